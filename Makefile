@@ -1,0 +1,34 @@
+# Quick start: `make lenet` trains LeNet, `make test` runs every test.
+# `make setup` installs the system packages (OpenCL loader, PoCL, clinfo,
+# Fashion-MNIST) once; every other target depends on it and it is idempotent.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+SETUP_PACKAGES := ocl-icd-opencl-dev pocl-opencl-icd clinfo dataset-fashion-mnist
+
+.PHONY: setup test lenet bench report fmt clippy
+
+setup:
+	@missing=""; \
+	for p in $(SETUP_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "setup: system packages already installed"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+	  echo "setup: apt-get not found; install these packages by hand:$$missing" >&2; \
+	  echo "setup: (an OpenCL ICD loader, an OpenCL driver such as PoCL, clinfo, and Fashion-MNIST; or pass --data DIR to lenet)" >&2; \
+	  exit 1; \
+	fi; \
+	if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	echo "setup: installing$$missing"; \
+	$$SUDO apt-get update -qq && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
+
+test: setup
+	$(CARGO) test --workspace
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,1 @@
+//! harness: under construction in this session.

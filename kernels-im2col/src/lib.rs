@@ -1,0 +1,1 @@
+//! kernels-im2col: under construction in this session.

@@ -1,0 +1,1 @@
+//! kernels-naive: under construction in this session.

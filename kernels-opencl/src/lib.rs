@@ -1,0 +1,1 @@
+//! kernels-opencl: under construction in this session.

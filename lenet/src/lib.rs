@@ -1,0 +1,1 @@
+//! lenet: under construction in this session.
