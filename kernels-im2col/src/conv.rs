@@ -1,0 +1,238 @@
+//! conv2d forward and backward through im2col + sgemm.
+//!
+//! - Forward, per image: y [K, P] = b + W [K, C·R·S] · col [C·R·S, P]
+//!   (P = OH·OW), one col tile at a time (see plan.rs), accumulating over
+//!   channel blocks into the output tile. The 1x1 stride-1 unpadded conv
+//!   ([`ConvPath::Pointwise`]) multiplies W by the image directly.
+//! - Backward, per image: dW += dY [K, P] · colᵀ [P, C·R·S];
+//!   dX = col2im(Wᵀ [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same
+//!   pass while dY is in cache.
+//! - Parallelism: rayon over images (forward: also over blocks of filters
+//!   when there are fewer images than threads); backward gives each worker a
+//!   contiguous run of images and its own partial dW and db, summed at the
+//!   end. sgemm itself stays single-threaded (lib.rs says why).
+//! - Checked by the unit tests here and harness/tests/im2col.rs (proptest
+//!   against the f64 reference, gradcheck); timed by examples/bench.rs.
+
+use kernels_core::{ConvGeometry, GradRequest, Result};
+use rayon::prelude::*;
+
+use crate::gemm::{View, sgemm};
+use crate::plan::{ConvPath, ConvPlan};
+use crate::unfold::{col2im, im2col};
+
+/// y [n, k, oh, ow] = x ⋆ w + b.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
+    let plan = ConvPlan::new(g);
+    let threads = rayon::current_num_threads();
+    plan.check_scratch(g, threads, false)?;
+    let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
+    let image_out = g.k * pixels;
+    let crs = g.c * g.r * g.s;
+    let mut y = vec![0.0f32; g.n * image_out];
+    let scratch = || vec![0.0f32; plan.col_floats(g)];
+    if g.n >= threads {
+        y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(scratch, |col, (y_image, x_image)| {
+            forward_rows(g, &plan, x_image, w, bias, y_image, col);
+        });
+    } else {
+        // Too few images to keep every thread busy: split the filters too.
+        let filters_per_block = g.k.div_ceil(threads.min(g.k));
+        y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each(|(y_image, x_image)| {
+            y_image.par_chunks_mut(filters_per_block * pixels).enumerate().for_each_init(
+                scratch,
+                |col, (i, y_rows)| {
+                    let (k0, k1) = (i * filters_per_block, i * filters_per_block + y_rows.len() / pixels);
+                    let b = bias.map(|b| &b[k0..k1]);
+                    forward_rows(g, &plan, x_image, &w[k0 * crs..k1 * crs], b, y_rows, col);
+                },
+            );
+        });
+    }
+    Ok(y)
+}
+
+/// Rows y_rows [kr, P] of one image from the matching filters w_rows
+/// [kr, C·R·S].
+fn forward_rows(
+    g: &ConvGeometry,
+    plan: &ConvPlan,
+    x_image: &[f32],
+    w_rows: &[f32],
+    bias: Option<&[f32]>,
+    y_rows: &mut [f32],
+    col: &mut [f32],
+) {
+    let pixels = g.oh * g.ow;
+    let filters = y_rows.len() / pixels;
+    let crs = g.c * g.r * g.s;
+    if let Some(b) = bias {
+        for (row, &bk) in y_rows.chunks_exact_mut(pixels).zip(b) {
+            row.fill(bk);
+        }
+    }
+    match plan.path {
+        ConvPath::Pointwise => {
+            let vw = View::row_major(filters, g.c);
+            sgemm(
+                1.0,
+                w_rows,
+                vw,
+                x_image,
+                View::row_major(g.c, pixels),
+                1.0,
+                y_rows,
+                View::row_major(filters, pixels),
+            );
+        }
+        ConvPath::Unfold => {
+            let taps = g.r * g.s;
+            for tile in plan.tiles(g) {
+                let (rows, pb) = (tile.rows(g), tile.pixels());
+                let col = &mut col[..rows * pb];
+                im2col(g, x_image, tile, col);
+                let vw = View::strided(filters, rows, crs);
+                let vy = View::strided(filters, pb, pixels);
+                sgemm(
+                    1.0,
+                    &w_rows[tile.c0 * taps..],
+                    vw,
+                    col,
+                    View::row_major(rows, pb),
+                    1.0,
+                    &mut y_rows[tile.p0..],
+                    vy,
+                );
+            }
+        }
+    }
+}
+
+/// Gradients of one backward call, each present when requested.
+pub(crate) struct ConvGrads {
+    pub dx: Option<Vec<f32>>,
+    pub dw: Option<Vec<f32>>,
+    pub db: Option<Vec<f32>>,
+}
+
+/// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
+pub(crate) fn backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32], need: GradRequest) -> Result<ConvGrads> {
+    let plan = ConvPlan::new(g);
+    let threads = rayon::current_num_threads();
+    let workers = threads.min(g.n);
+    plan.check_scratch(g, workers, true)?;
+    let images_per_worker = g.n.div_ceil(workers);
+    let workers = g.n.div_ceil(images_per_worker);
+    let image_in = g.c * g.h * g.w;
+    let mut dx = need.dx.then(|| vec![0.0f32; g.n * image_in]);
+    let dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
+        Some(dx) => dx.chunks_mut(images_per_worker * image_in).map(Some).collect(),
+        None => (0..workers).map(|_| None).collect(),
+    };
+    let partials: Vec<Partial> = dx_runs
+        .into_par_iter()
+        .enumerate()
+        .map(|(worker, dx_run)| {
+            let first = worker * images_per_worker;
+            let images = first..(first + images_per_worker).min(g.n);
+            backward_images(g, &plan, images, x, w, dy, dx_run, need)
+        })
+        .collect();
+    let mut dw = need.dw.then(|| vec![0.0f32; g.k * g.c * g.r * g.s]);
+    let mut db = vec![0.0f64; g.k];
+    for partial in &partials {
+        if let Some(dw) = dw.as_mut() {
+            for (total, part) in dw.iter_mut().zip(&partial.dw) {
+                *total += part;
+            }
+        }
+        for (total, part) in db.iter_mut().zip(&partial.db) {
+            *total += part;
+        }
+    }
+    let db = need.db.then(|| db.iter().map(|&v| v as f32).collect());
+    Ok(ConvGrads { dx, dw, db })
+}
+
+/// One worker's share of dW (empty when not requested) and db.
+struct Partial {
+    dw: Vec<f32>,
+    db: Vec<f64>,
+}
+
+/// Backward over a run of images: writes their dx (when given) and returns
+/// their partial dW and db.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
+fn backward_images(
+    g: &ConvGeometry,
+    plan: &ConvPlan,
+    images: std::ops::Range<usize>,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    mut dx_run: Option<&mut [f32]>,
+    need: GradRequest,
+) -> Partial {
+    let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
+    let (image_out, crs, taps) = (g.k * pixels, g.c * g.r * g.s, g.r * g.s);
+    let mut dw = if need.dw { vec![0.0f32; g.k * crs] } else { Vec::new() };
+    let mut db = vec![0.0f64; g.k];
+    let mut col = vec![0.0f32; plan.col_floats(g)];
+    for (local, image) in images.enumerate() {
+        let x_image = &x[image * image_in..][..image_in];
+        let dy_image = &dy[image * image_out..][..image_out];
+        let mut dx_image = dx_run.as_deref_mut().map(|run| &mut run[local * image_in..][..image_in]);
+        if need.db {
+            for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
+                *total += sum(row) as f64;
+            }
+        }
+        let vdy = View::row_major(g.k, pixels);
+        match plan.path {
+            ConvPath::Pointwise => {
+                if need.dw {
+                    let vx = View::row_major(g.c, pixels);
+                    sgemm(1.0, dy_image, vdy, x_image, vx.t(), 1.0, &mut dw, View::row_major(g.k, g.c));
+                }
+                if let Some(dx_image) = dx_image {
+                    let vw = View::row_major(g.k, g.c);
+                    sgemm(1.0, w, vw.t(), dy_image, vdy, 0.0, dx_image, View::row_major(g.c, pixels));
+                }
+            }
+            ConvPath::Unfold => {
+                for tile in plan.tiles(g) {
+                    let (rows, pb) = (tile.rows(g), tile.pixels());
+                    let col = &mut col[..rows * pb];
+                    let vcol = View::row_major(rows, pb);
+                    let dy_tile = &dy_image[tile.p0..];
+                    let vdy_tile = View::strided(g.k, pb, pixels);
+                    let vw_tile = View::strided(g.k, rows, crs);
+                    if need.dw {
+                        im2col(g, x_image, tile, col);
+                        let dw_tile = &mut dw[tile.c0 * taps..];
+                        sgemm(1.0, dy_tile, vdy_tile, col, vcol.t(), 1.0, dw_tile, vw_tile);
+                    }
+                    if let Some(dx_image) = dx_image.as_deref_mut() {
+                        sgemm(1.0, &w[tile.c0 * taps..], vw_tile.t(), dy_tile, vdy_tile, 0.0, col, vcol);
+                        col2im(g, col, tile, dx_image);
+                    }
+                }
+            }
+        }
+    }
+    Partial { dw, db }
+}
+
+/// Sum of a row with 16 independent accumulators, so it vectorises (a single
+/// f32 chain would be both slow and less accurate).
+pub(crate) fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (lane, v) in lanes.iter_mut().zip(chunk) {
+            *lane += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}

@@ -1,0 +1,115 @@
+//! The one door to `matrixmultiply::sgemm`: a bounds-checked, safe wrapper.
+//!
+//! - Computes C [m, n] = α·A [m, k]·B [k, n] + β·C over strided views of
+//!   slices. A [`View`] names rows, columns and the two element strides, so a
+//!   transposed operand is just swapped strides (no copy).
+//! - Every call checks that each view's furthest element lies inside its
+//!   slice and that the shapes agree, which is the invariant `sgemm` needs.
+//! - Checked through every conv and linear test; timed by examples/bench.rs
+//!   (its sgemm n=2048 line is the ceiling every figure is compared with).
+
+/// A strided matrix view: element (i, j) sits at `i·row_stride + j·col_stride`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct View {
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl View {
+    /// Dense row-major [rows, cols].
+    pub fn row_major(rows: usize, cols: usize) -> Self {
+        Self { rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// Row-major [rows, cols] whose rows lie `row_stride` apart (a column
+    /// block of a wider matrix).
+    pub fn strided(rows: usize, cols: usize, row_stride: usize) -> Self {
+        Self { rows, cols, row_stride, col_stride: 1 }
+    }
+
+    /// The transpose, as a view of the same storage.
+    pub fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride }
+    }
+
+    /// Elements from the first to the last one the view touches, inclusive.
+    fn span(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.row_stride + (self.cols - 1) * self.col_stride + 1
+        }
+    }
+}
+
+fn stride(s: usize) -> isize {
+    // Tensor sizes are validated to be below i64::MAX / 16 by kernels-core,
+    // and every stride here is at most a tensor's length.
+    isize::try_from(s).unwrap_or_else(|_| panic!("stride {s} does not fit isize"))
+}
+
+/// C = α·A·B + β·C on strided views. Panics (an internal bug, never a user
+/// error: the ops validate shapes first) when the views disagree or run past
+/// their slices.
+pub(crate) fn sgemm(alpha: f32, a: &[f32], va: View, b: &[f32], vb: View, beta: f32, c: &mut [f32], vc: View) {
+    assert!(
+        va.rows == vc.rows && va.cols == vb.rows && vb.cols == vc.cols,
+        "sgemm shapes disagree: A {va:?}, B {vb:?}, C {vc:?}"
+    );
+    assert!(
+        va.span() <= a.len() && vb.span() <= b.len() && vc.span() <= c.len(),
+        "sgemm view past its slice: A {va:?} in {}, B {vb:?} in {}, C {vc:?} in {}",
+        a.len(),
+        b.len(),
+        c.len()
+    );
+    if vc.rows == 0 || vc.cols == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every element sgemm reads of A and B
+    // and reads or writes of C inside the borrowed slices; C is borrowed
+    // mutably, so it cannot alias A or B. With k = 0 sgemm only scales C.
+    unsafe {
+        matrixmultiply::sgemm(
+            va.rows,
+            va.cols,
+            vb.cols,
+            alpha,
+            a.as_ptr(),
+            stride(va.row_stride),
+            stride(va.col_stride),
+            b.as_ptr(),
+            stride(vb.row_stride),
+            stride(vb.col_stride),
+            beta,
+            c.as_mut_ptr(),
+            stride(vc.row_stride),
+            stride(vc.col_stride),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transposed_views_multiply() {
+        // A = [[1, 2, 3], [4, 5, 6]]; Aᵀ·A through a transposed view.
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let va = View::row_major(2, 3);
+        let mut c = [0.0f32; 9];
+        sgemm(1.0, &a, va.t(), &a, va, 0.0, &mut c, View::row_major(3, 3));
+        assert_eq!(c, [17.0, 22.0, 27.0, 22.0, 29.0, 36.0, 27.0, 36.0, 45.0]);
+    }
+
+    #[test]
+    #[should_panic(expected = "past its slice")]
+    fn a_view_past_its_slice_is_refused() {
+        let a = [1.0f32; 5];
+        let mut c = [0.0f32; 4];
+        sgemm(1.0, &a, View::row_major(2, 3), &a, View::row_major(3, 2), 0.0, &mut c, View::row_major(2, 2));
+    }
+}

@@ -1,0 +1,161 @@
+//! im2col and col2im for one image, one tile at a time.
+//!
+//! - `im2col` writes col [cb·R·S, pb]: row (c, r, s) of the tile holds, for
+//!   each output pixel p in the pixel block, the input element that filter
+//!   tap (r, s) of channel c meets at p (0 where it falls in the padding).
+//! - `col2im` is its adjoint: it adds col [cb·R·S, pb] back onto the image,
+//!   so overlapping taps accumulate.
+//! - A [`Tile`] names the channel block [c0, c1) and the pixel block
+//!   [p0, p1) (pixels in row-major (oh, ow) order).
+//! - Each row is walked output row by output row; within one output row the
+//!   valid output columns are computed once, so the inner loop is a plain
+//!   (strided when sw > 1) copy without bounds tests.
+//! - Checked by the conv tests against the reference (every path goes
+//!   through here); timed inside the conv figures of examples/bench.rs.
+
+use kernels_core::ConvGeometry;
+
+/// A block of input channels and output pixels of one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tile {
+    pub c0: usize,
+    pub c1: usize,
+    pub p0: usize,
+    pub p1: usize,
+}
+
+impl Tile {
+    pub fn pixels(&self) -> usize {
+        self.p1 - self.p0
+    }
+    /// Rows of the tile's col matrix: channels · R · S.
+    pub fn rows(&self, g: &ConvGeometry) -> usize {
+        (self.c1 - self.c0) * g.r * g.s
+    }
+}
+
+/// Output columns ow in [lo, hi) whose input column ow·stride + offset lies
+/// in [0, width), intersected with [from, to).
+fn valid_columns(from: usize, to: usize, offset: isize, stride: usize, width: usize) -> (usize, usize) {
+    // ow·stride + offset ≥ 0  <=>  ow ≥ ceil(−offset / stride)
+    let lo = if offset >= 0 { 0 } else { ((-offset) as usize).div_ceil(stride) };
+    // ow·stride + offset ≤ width − 1
+    let last = width as isize - 1 - offset;
+    let hi = if last < 0 { 0 } else { last as usize / stride + 1 };
+    let lo = lo.clamp(from, to);
+    (lo, hi.clamp(lo, to))
+}
+
+/// Calls `segment(row, j0, ow_range, ih, iw0)` for every output-row segment
+/// of the tile and every tap row: the tile's pixels j0.. hold output columns
+/// ow in `ow_range` of one output row, whose tap (r, s) reads input row `ih`
+/// (None in the padding) starting at input column `iw0` (for ow_range.start).
+#[inline]
+fn for_each_segment(
+    g: &ConvGeometry,
+    tile: Tile,
+    mut segment: impl FnMut(usize, usize, usize, usize, Option<usize>, usize, usize, usize),
+) {
+    let [sh, sw] = g.params.stride;
+    let [ph, pw] = g.params.padding;
+    let [dh, dw] = g.params.dilation;
+    let mut row = 0;
+    for c in tile.c0..tile.c1 {
+        for r in 0..g.r {
+            for s in 0..g.s {
+                let col_offset = (s * dw) as isize - pw as isize;
+                let mut p = tile.p0;
+                while p < tile.p1 {
+                    let (oh, ow_start) = (p / g.ow, p % g.ow);
+                    let ow_end = g.ow.min(ow_start + tile.p1 - p);
+                    let ih = (oh * sh + r * dh).checked_sub(ph).filter(|&ih| ih < g.h);
+                    let (lo, hi) = valid_columns(ow_start, ow_end, col_offset, sw, g.w);
+                    let iw_lo = (lo as isize * sw as isize + col_offset).max(0) as usize;
+                    segment(row, p - tile.p0, ow_start, ow_end, ih.map(|ih| c * g.h * g.w + ih * g.w), lo, hi, iw_lo);
+                    p += ow_end - ow_start;
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// col [tile.rows, tile.pixels] from one image x [c, h, w].
+pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f32]) {
+    let pb = tile.pixels();
+    let sw = g.params.stride[1];
+    for_each_segment(g, tile, |row, j0, ow_start, ow_end, input_row, lo, hi, iw_lo| {
+        let out = &mut col[row * pb + j0..row * pb + j0 + (ow_end - ow_start)];
+        let Some(base) = input_row else {
+            out.fill(0.0);
+            return;
+        };
+        let (before, rest) = out.split_at_mut(lo - ow_start);
+        let (inside, after) = rest.split_at_mut(hi - lo);
+        before.fill(0.0);
+        after.fill(0.0);
+        if inside.is_empty() {
+            return;
+        }
+        let src = &x_image[base + iw_lo..];
+        if sw == 1 {
+            inside.copy_from_slice(&src[..inside.len()]);
+        } else {
+            for (o, v) in inside.iter_mut().zip(src.iter().step_by(sw)) {
+                *o = *v;
+            }
+        }
+    });
+}
+
+/// dx_image [c, h, w] += col2im(col [tile.rows, tile.pixels]).
+pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, dx_image: &mut [f32]) {
+    let pb = tile.pixels();
+    let sw = g.params.stride[1];
+    for_each_segment(g, tile, |row, j0, ow_start, _ow_end, input_row, lo, hi, iw_lo| {
+        let Some(base) = input_row.filter(|_| hi > lo) else { return };
+        let start = row * pb + j0 + (lo - ow_start);
+        let inside = &col[start..start + (hi - lo)];
+        let dst = &mut dx_image[base + iw_lo..];
+        if sw == 1 {
+            for (d, v) in dst.iter_mut().zip(inside) {
+                *d += *v;
+            }
+        } else {
+            for (d, v) in dst.iter_mut().step_by(sw).zip(inside) {
+                *d += *v;
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::Conv2d;
+
+    #[test]
+    fn valid_columns_clip_the_padding() {
+        // width 5, pad 2, tap s = 0: iw = ow − 2 valid for ow in [2, 7).
+        assert_eq!(valid_columns(0, 5, -2, 1, 5), (2, 5));
+        // stride 2, offset −1: iw = 2·ow − 1 ≥ 0 from ow = 1; ≤ 4 until ow = 2.
+        assert_eq!(valid_columns(0, 4, -1, 2, 5), (1, 3));
+        // nothing valid: hi clamps to lo.
+        assert_eq!(valid_columns(0, 3, 9, 1, 5), (0, 0));
+    }
+
+    #[test]
+    fn im2col_of_the_worked_example() {
+        // x = arange(16) as 4x4, 2x2 kernel, padding 1: first tap row.
+        let g = ConvGeometry::from_dims([1, 1, 4, 4], [1, 2, 2], &Conv2d::new(1, 1)).unwrap();
+        let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
+        let tile = Tile { c0: 0, c1: 1, p0: 0, p1: 25 };
+        let mut col = vec![f32::NAN; 4 * 25];
+        im2col(&g, &x, tile, &mut col);
+        // Tap (0, 0) at output (oh, ow) reads x[oh − 1][ow − 1].
+        let expect: Vec<f32> = (0..25)
+            .map(|p| if p / 5 == 0 || p % 5 == 0 { 0.0 } else { ((p / 5 - 1) * 4 + p % 5 - 1) as f32 })
+            .collect();
+        assert_eq!(&col[..25], &expect[..]);
+    }
+}

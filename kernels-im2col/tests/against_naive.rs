@@ -1,0 +1,153 @@
+//! Quick checks of every op against the f64 reference on seeded random
+//! problems, including the awkward geometries of DESIGN.md and shapes large
+//! enough to take several tiles. The full property suite lives in
+//! harness/tests/im2col.rs.
+
+use kernels_core::{
+    Backend, Conv2d, GradRequest, LinearGeometry, Optimizer, Pool2d, PoolKind, Shaped, SplitMix64, Tensor, Tolerance,
+    compare,
+};
+use kernels_im2col::{ConvPath, Im2col};
+use kernels_naive::Naive;
+
+fn random(rng: &mut SplitMix64, shape: &[usize]) -> Tensor<f64> {
+    let len = shape.iter().product();
+    Tensor::new(shape, rng.uniform_vec(len, -1.0, 1.0)).unwrap()
+}
+
+fn check(what: &str, actual: &Tensor<f32>, expected: &Tensor<f64>, terms: usize) {
+    assert_eq!(actual.shape(), expected.shape(), "{what}");
+    let scale = expected.data().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let c = compare(actual.data(), expected.data(), &Tolerance::f32_reduction(terms, scale)).unwrap();
+    assert!(c.passed(), "{what}: {c}");
+}
+
+fn conv_case(fast: &Im2col, rng: &mut SplitMix64, x: [usize; 4], f: [usize; 3], params: Conv2d) {
+    let naive = Naive::<f64>::new();
+    let what = format!("conv x {x:?} filters {f:?} {params:?}");
+    let xt = random(rng, &x);
+    let wt = random(rng, &[f[0], x[1], f[1], f[2]]);
+    let bt = random(rng, &[f[0]]);
+    let y = naive.conv2d_forward(&xt, &wt, Some(&bt), &params).unwrap();
+    let y32 = fast.conv2d_forward(&xt.cast(), &wt.cast(), Some(&bt.cast()), &params).unwrap();
+    let crs = x[1] * f[1] * f[2];
+    check(&format!("{what} y"), &y32, &y, crs);
+    let dy = random(rng, y.shape());
+    let g = naive.conv2d_backward(&xt, &wt, &dy, &params, GradRequest::ALL).unwrap();
+    let g32 = fast.conv2d_backward(&xt.cast(), &wt.cast(), &dy.cast(), &params, GradRequest::ALL).unwrap();
+    let pixels = y.shape()[2] * y.shape()[3];
+    check(&format!("{what} dx"), g32.dx.as_ref().unwrap(), g.dx.as_ref().unwrap(), f[0] * f[1] * f[2]);
+    check(&format!("{what} dw"), g32.dw.as_ref().unwrap(), g.dw.as_ref().unwrap(), x[0] * pixels);
+    check(&format!("{what} db"), g32.db.as_ref().unwrap(), g.db.as_ref().unwrap(), x[0] * pixels);
+    let p = fast.conv2d_backward(&xt.cast(), &wt.cast(), &dy.cast(), &params, GradRequest::PARAMS).unwrap();
+    assert!(p.dx.is_none());
+    assert_eq!(p.dw.unwrap().data(), g32.dw.as_ref().unwrap().data(), "{what}: dw differs without dx");
+}
+
+#[test]
+fn conv_matches_the_reference_on_awkward_and_tiled_shapes() {
+    let mut rng = SplitMix64::new(11);
+    let two = Im2col::with_threads(2).unwrap();
+    let three = Im2col::with_threads(3).unwrap();
+    let d = |s: [usize; 2], p: [usize; 2], dl: [usize; 2]| Conv2d { stride: s, padding: p, dilation: dl };
+    let cases = [
+        ([2, 3, 7, 9], [4, 1, 1], Conv2d::default()),           // pointwise path
+        ([3, 2, 6, 6], [2, 1, 1], Conv2d::new(2, 0)),           // 1x1 strided: unfold path
+        ([1, 1, 5, 5], [1, 5, 5], Conv2d::default()),           // kernel as large as the input
+        ([2, 2, 4, 4], [3, 6, 6], Conv2d::new(1, 1)),           // kernel as large as the padded input
+        ([2, 3, 9, 8], [2, 2, 3], d([3, 4], [1, 0], [1, 1])),   // stride > kernel, non-square
+        ([2, 2, 11, 10], [3, 3, 2], d([1, 2], [2, 1], [2, 3])), // dilation
+        ([1, 5, 13, 7], [1, 3, 3], Conv2d::new(2, 1)),          // batch 1, one filter
+        ([3, 7, 40, 40], [5, 7, 7], Conv2d::new(1, 3)),         // several pixel tiles
+        ([2, 300, 20, 20], [4, 7, 7], Conv2d::new(1, 3)),       // channel tiles too
+    ];
+    for (x, f, params) in cases {
+        conv_case(&two, &mut rng, x, f, params);
+        conv_case(&three, &mut rng, x, f, params);
+    }
+}
+
+#[test]
+fn pointwise_conv_skips_im2col() {
+    let g = kernels_core::ConvGeometry::from_dims([2, 3, 7, 9], [4, 1, 1], &Conv2d::default()).unwrap();
+    assert_eq!(Im2col::new().conv_plan(&g).path, ConvPath::Pointwise);
+}
+
+#[test]
+fn pooling_matches_the_reference() {
+    let mut rng = SplitMix64::new(5);
+    let naive = Naive::<f64>::new();
+    let fast = Im2col::with_threads(2).unwrap();
+    for (x, window, stride, padding) in [
+        ([2, 3, 8, 8], [2, 2], [2, 2], [0, 0]),
+        ([1, 2, 9, 7], [3, 3], [2, 2], [1, 1]),
+        ([2, 1, 6, 9], [3, 2], [1, 3], [1, 1]), // overlapping rows, non-square
+    ] {
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let params = Pool2d { kind, window, stride, padding };
+            // Quantised values so max pooling sees ties.
+            let mut xt = random(&mut rng, &x);
+            xt.data_mut().iter_mut().for_each(|v| *v = (*v * 3.0).round());
+            let y = naive.pool2d_forward(&xt, &params).unwrap();
+            check(&format!("{params:?} y"), &fast.pool2d_forward(&xt.cast(), &params).unwrap(), &y, 16);
+            let dy = random(&mut rng, y.shape());
+            let dx = naive.pool2d_backward(&xt, &dy, &params).unwrap();
+            let dx32 = fast.pool2d_backward(&xt.cast(), &dy.cast(), &params).unwrap();
+            check(&format!("{params:?} dx"), &dx32, &dx, 16);
+        }
+    }
+}
+
+#[test]
+fn linear_activations_loss_and_optimisers_match_the_reference() {
+    let mut rng = SplitMix64::new(9);
+    let naive = Naive::<f64>::new();
+    let fast = Im2col::with_threads(2).unwrap();
+    let g = LinearGeometry { n: 37, i: 50, o: 9 };
+    let (x, w, b) = (random(&mut rng, &[g.n, g.i]), random(&mut rng, &[g.o, g.i]), random(&mut rng, &[g.o]));
+    let y = naive.linear_forward(&x, &w, Some(&b)).unwrap();
+    check("linear y", &fast.linear_forward(&x.cast(), &w.cast(), Some(&b.cast())).unwrap(), &y, g.i);
+    let dy = random(&mut rng, y.shape());
+    let r = naive.linear_backward(&x, &w, &dy, GradRequest::ALL).unwrap();
+    let f = fast.linear_backward(&x.cast(), &w.cast(), &dy.cast(), GradRequest::ALL).unwrap();
+    check("linear dx", f.dx.as_ref().unwrap(), r.dx.as_ref().unwrap(), g.o);
+    check("linear dw", f.dw.as_ref().unwrap(), r.dw.as_ref().unwrap(), g.n);
+    check("linear db", f.db.as_ref().unwrap(), r.db.as_ref().unwrap(), g.n);
+
+    let big = random(&mut rng, &[3, 40000]);
+    check("relu", &fast.relu_forward(&big.cast()).unwrap(), &naive.relu_forward(&big).unwrap(), 1);
+    let dbig = random(&mut rng, &[3, 40000]);
+    let relu_dx = fast.relu_backward(&big.cast(), &dbig.cast()).unwrap();
+    check("relu dx", &relu_dx, &naive.relu_backward(&big, &dbig).unwrap(), 1);
+    let s = naive.sigmoid_forward(&big).unwrap();
+    check("sigmoid", &fast.sigmoid_forward(&big.cast()).unwrap(), &s, 1);
+    let sig_dx = fast.sigmoid_backward(&s.cast(), &dbig.cast()).unwrap();
+    check("sigmoid dx", &sig_dx, &naive.sigmoid_backward(&s, &dbig).unwrap(), 1);
+
+    let labels: Vec<usize> = (0..g.n).map(|i| i % g.o).collect();
+    let (loss, dl) = naive.softmax_cross_entropy(&y, &labels).unwrap();
+    let (loss32, dl32) = fast.softmax_cross_entropy(&y.cast(), &labels).unwrap();
+    assert!((loss - loss32).abs() < 1e-5 * loss.abs().max(1.0), "loss {loss32} vs {loss}");
+    check("dlogits", &dl32, &dl, g.o);
+    assert!(fast.softmax_cross_entropy(&y.cast(), &[0; 3]).is_err());
+
+    for opt in [
+        Optimizer::sgd(0.1),
+        Optimizer::momentum(0.1, 0.9),
+        Optimizer::nesterov(0.1, 0.9),
+        Optimizer::adagrad(0.1),
+        Optimizer::rmsprop(0.01),
+        Optimizer::Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
+    ] {
+        let p0 = random(&mut rng, &[40000]);
+        let grad = random(&mut rng, &[40000]);
+        let (mut p, mut p32) = (p0.clone(), p0.cast::<f32>());
+        let mut state = naive.optimizer_state(&opt, p.shape()).unwrap();
+        let mut state32 = fast.optimizer_state(&opt, p.shape()).unwrap();
+        for _ in 0..3 {
+            naive.optimizer_step(&mut p, &grad, &mut state).unwrap();
+            fast.optimizer_step(&mut p32, &grad.cast(), &mut state32).unwrap();
+        }
+        check(opt.name(), &p32, &p, 4);
+    }
+}
