@@ -1,1 +1,120 @@
-//! kernels-opencl: under construction in this session.
+//! # kernels-opencl: every op on an OpenCL device
+//!
+//! [`OpenCl`] implements `kernels_core::Backend` with the `ocl` crate. Its
+//! tensors ([`ClTensor`]) live in device buffers between ops; data crosses
+//! to the host only in `upload`, `download` and the scalar loss. Optimiser
+//! updates run on the device.
+//!
+//! ## Layout
+//! - `device.rs`: device choice and limits. `runtime.rs`: context, profiling
+//!   queue, programs built once per instance, kernel cache, launches, event
+//!   profiling ([`Profile`]), live-buffer accounting. `tiles.rs`: tile and
+//!   work-group sizes from the device limits, passed as build options.
+//! - `gemm.rs` + `cl/gemm.cl`: the tiled GEMM (register tiles, vector loads,
+//!   a local-memory variant for GPUs, any size); conv and linear use it.
+//! - `conv.rs` + `cl/conv.cl`: im2col (one launch per batch chunk) → GEMM
+//!   with the bias in its epilogue; dX = GEMM → col2im; dW = batch-summing NT
+//!   GEMM; db a reduction. 1x1 stride-1 unpadded convs skip im2col.
+//! - `ops.rs` + `cl/{pool,activation,loss,reduce,optim}.cl`: the rest.
+//!
+//! ## Environment variables
+//! - `KERNELS_OPENCL_DEVICE`: a device selector for [`OpenCl::new`]: "P:D"
+//!   (platform and device index, as `clinfo -l` lists them) or a
+//!   case-insensitive substring of "platform / device". Unset: the first GPU,
+//!   else the first device.
+//! - `KERNELS_OPENCL_GEMM_TILE`: "MRxNRxVW" overrides the NN GEMM register
+//!   tile (tuning runs). `KERNELS_OPENCL_LOCAL_GEMM=1|0` forces the
+//!   local-memory GEMM on or off (it is on for GPUs).
+//!
+//! With no OpenCL platform at all, [`OpenCl::new`] returns
+//! `Error::Device` saying so and how to install one (Debian:
+//! pocl-opencl-icd and ocl-icd-opencl-dev, or `make setup`).
+//!
+//! ## Checking and timing
+//! `cargo test -p kernels-opencl` checks every op against a host f64
+//! reference; the cross-backend proptest suite is `harness/tests/opencl.rs`.
+//! `cargo run --release -p kernels-opencl --example bench` validates, then
+//! times GEMM, conv and pooling and splits kernel from transfer time.
+
+mod backend;
+mod conv;
+mod device;
+mod gemm;
+mod ops;
+mod runtime;
+mod tensor;
+mod tiles;
+
+use kernels_core::Result;
+
+pub use device::DEVICE_ENV;
+pub use runtime::Profile;
+pub use tensor::ClTensor;
+pub use tiles::GEMM_TILE_ENV;
+
+/// Environment variable forcing the local-memory GEMM on ("1") or off ("0").
+pub const LOCAL_GEMM_ENV: &str = "KERNELS_OPENCL_LOCAL_GEMM";
+
+/// The OpenCL backend: one device, one in-order profiling queue, programs
+/// built once.
+pub struct OpenCl {
+    rt: runtime::Runtime,
+}
+
+impl OpenCl {
+    /// The device named by `KERNELS_OPENCL_DEVICE`, else the first GPU, else
+    /// any device.
+    pub fn new() -> Result<Self> {
+        Self::from_chosen(device::default_device()?)
+    }
+
+    /// The device matching `selector`: "P:D" indices or a case-insensitive
+    /// name substring.
+    pub fn with_device(selector: &str) -> Result<Self> {
+        Self::from_chosen(device::select(selector)?)
+    }
+
+    fn from_chosen(chosen: device::Chosen) -> Result<Self> {
+        Ok(Self { rt: runtime::Runtime::new(chosen)? })
+    }
+
+    /// "platform / device" of the device in use.
+    pub fn device_name(&self) -> &str {
+        &self.rt.chosen.label
+    }
+
+    /// Kernel and transfer time and counts since the last reset. Waits for
+    /// the queue to read the pending events.
+    pub fn profile(&self) -> Profile {
+        // Profiling is diagnostic: a failure to read it reads as nothing new.
+        self.rt.profile().unwrap_or_default()
+    }
+
+    /// Like [`OpenCl::profile`], with the device error when reading fails.
+    pub fn try_profile(&self) -> Result<Profile> {
+        self.rt.profile()
+    }
+
+    /// Starts a new profiling period.
+    pub fn reset_profile(&self) {
+        // As in `profile`: profiling never fails a computation.
+        let _ = self.rt.reset_profile();
+    }
+
+    /// Bytes of device buffers this backend allocated that are still alive
+    /// (tensors and scratch); flat over a training loop.
+    pub fn live_bytes(&self) -> usize {
+        self.rt.live_bytes()
+    }
+
+    /// The build options the programs were compiled with (tile sizes).
+    pub fn build_options(&self) -> String {
+        self.rt.tiles.build_options()
+    }
+}
+
+impl std::fmt::Debug for OpenCl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenCl").field("device", &self.rt.chosen.label).finish()
+    }
+}

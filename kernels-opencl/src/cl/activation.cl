@@ -1,0 +1,28 @@
+// activation.cl: element-wise activations and their backwards.
+//
+// What: relu y = max(x, 0), dx = dy where x > 0 else 0; sigmoid
+//   y = 1 / (1 + e^−x), dx = dy·y·(1 − y) from the forward's y.
+// Launch: one work-item per element over a range rounded up; n guards.
+// Check: cargo test -p kernels-opencl activation.
+
+__kernel void relu_forward(__global const float* restrict x, const int n, __global float* restrict y) {
+    const int i = get_global_id(0);
+    if (i < n) y[i] = fmax(x[i], 0.0f);
+}
+
+__kernel void relu_backward(__global const float* restrict x, __global const float* restrict dy, const int n,
+                            __global float* restrict dx) {
+    const int i = get_global_id(0);
+    if (i < n) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+}
+
+__kernel void sigmoid_forward(__global const float* restrict x, const int n, __global float* restrict y) {
+    const int i = get_global_id(0);
+    if (i < n) y[i] = 1.0f / (1.0f + exp(-x[i]));
+}
+
+__kernel void sigmoid_backward(__global const float* restrict y, __global const float* restrict dy, const int n,
+                               __global float* restrict dx) {
+    const int i = get_global_id(0);
+    if (i < n) dx[i] = dy[i] * y[i] * (1.0f - y[i]);
+}

@@ -1,0 +1,27 @@
+// reduce.cl: the bias gradient, a sum over all but one axis.
+//
+// What: db[k] = Σ_n Σ_p dy[(n·K + k)·P + p] for dy [N, K, P]: conv db with
+//   P = OH·OW, linear db with P = 1 (dy [N, O]).
+// Launch: one work-group of REDUCE_WG work-items per k (global K·REDUCE_WG);
+//   each strides over the N·P terms, then a tree sum in local memory.
+// Check: cargo test -p kernels-opencl conv linear.
+
+__kernel void bias_grad(__global const float* restrict dy, const int N, const int K, const int P,
+                        __global float* restrict db) {
+    __local float partial[REDUCE_WG];
+    const int k = get_group_id(0);
+    const int lid = get_local_id(0);
+    float acc = 0.0f;
+    const int total = N * P;
+    for (int t = lid; t < total; t += REDUCE_WG) {
+        const int n = t / P, p = t % P;
+        acc += dy[((size_t)n * K + k) * P + p];
+    }
+    partial[lid] = acc;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int half = REDUCE_WG / 2; half > 0; half /= 2) {
+        if (lid < half) partial[lid] += partial[lid + half];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (lid == 0) db[k] = partial[0];
+}

@@ -1,0 +1,158 @@
+//! conv2d forward and backward: im2col / col2im around the GEMMs.
+//!
+//! Shapes: x [n, c, h, w], w [k, c, r, s], y and dy [n, k, oh, ow]; per image
+//! b, with P = oh·ow and CRS = c·r·s:
+//! - forward  y_b [k, P] = w [k, CRS] · col_b [CRS, P] + b (bias in the GEMM epilogue)
+//! - dw       dw [k, CRS] = Σ_b dy_b [k, P] · col_bᵀ (NT GEMM summing the batch)
+//! - dx       col_b = wᵀ · dy_b, then col2im into dx_b
+//! - db       db [k] = Σ_b Σ_p dy_b (reduce.cl)
+//!
+//! Images go in chunks as large as the scratch limit allows, so each chunk
+//! is one im2col launch and one GEMM launch. A 1x1 kernel with stride 1 and
+//! no padding skips im2col: x_b already is col_b.
+//! Check: `cargo test -p kernels-opencl conv`; time: the `bench` example.
+
+use kernels_core::{ConvGeometry, Error, GradRequest, Grads, Result};
+use ocl::Buffer;
+
+use crate::ClTensor;
+use crate::gemm::{self, Bias, Form, Gemm, Operand};
+use crate::ops::{bias_grad, i32_arg};
+use crate::runtime::{Arg, Runtime};
+
+fn pointwise(g: &ConvGeometry) -> bool {
+    g.r == 1 && g.s == 1 && g.params.stride == [1, 1] && g.params.padding == [0, 0]
+}
+
+/// Images per chunk so that a chunk's columns fit the scratch limit.
+fn chunk_images(rt: &Runtime, op: &'static str, g: &ConvGeometry) -> Result<usize> {
+    let per_image = (g.c * g.r * g.s).saturating_mul(g.oh * g.ow).saturating_mul(4);
+    let limit = rt.scratch_limit();
+    if per_image > limit {
+        return Err(Error::Scratch { op, bytes: per_image, limit });
+    }
+    Ok((limit / per_image).clamp(1, g.n))
+}
+
+/// The geometry's scalar arguments shared by im2col and col2im.
+fn geometry_args(g: &ConvGeometry) -> Result<Vec<Arg<'static>>> {
+    let p = &g.params;
+    [g.c, g.h, g.w, g.r, g.s, g.oh, g.ow, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1]]
+        .into_iter()
+        .map(|v| i32_arg("conv2d", v))
+        .collect()
+}
+
+fn im2col(rt: &Runtime, g: &ConvGeometry, x: &Buffer<f32>, first: usize, images: usize, col: &Buffer<f32>) -> Result<()> {
+    let mut args = vec![Arg::F32Buf(x), i32_arg("conv2d", first * g.c * g.h * g.w)?];
+    args.extend(geometry_args(g)?);
+    args.push(Arg::F32Buf(col));
+    rt.launch("im2col", &args, &[g.oh * g.ow, g.c * g.r * g.s, images], None)
+}
+
+fn col2im(rt: &Runtime, g: &ConvGeometry, col: &Buffer<f32>, dx: &Buffer<f32>, first: usize, images: usize) -> Result<()> {
+    let mut args = vec![Arg::F32Buf(col)];
+    args.extend(geometry_args(g)?);
+    args.extend([Arg::F32Buf(dx), i32_arg("conv2d", first * g.c * g.h * g.w)?]);
+    rt.launch("col2im", &args, &[g.h * g.w, g.c, images], None)
+}
+
+pub(crate) fn forward(rt: &Runtime, g: &ConvGeometry, x: &ClTensor, w: &ClTensor, b: Option<&ClTensor>) -> Result<ClTensor> {
+    let (crs, p) = (g.c * g.r * g.s, g.oh * g.ow);
+    let y = ClTensor::new(rt.alloc(g.n * g.k * p)?, &g.y_shape());
+    let bias = b.map_or(Bias::None, |b| Bias::PerRow(b.buf()));
+    let gemm_for = |bsrc: &Buffer<f32>, first: usize, images: usize, b_offset: usize| gemm::run(rt, &Gemm {
+        form: Form::Nn,
+        m: g.k,
+        n: p,
+        k: crs,
+        a: Operand::rows(w.buf(), crs, 0),
+        b: Operand::rows(bsrc, p, crs * p).at(b_offset),
+        c: Operand::rows(y.buf(), p, g.k * p).at(first * g.k * p),
+        bias,
+        batches: images,
+        reduce: false,
+        accumulate: false,
+    });
+    if pointwise(g) {
+        gemm_for(x.buf(), 0, g.n, 0)?;
+        return Ok(y);
+    }
+    let chunk = chunk_images(rt, "conv2d", g)?;
+    let col = rt.scratch("conv2d", chunk * crs * p)?;
+    for first in (0..g.n).step_by(chunk) {
+        let images = chunk.min(g.n - first);
+        im2col(rt, g, x.buf(), first, images, &col)?;
+        gemm_for(&col, first, images, 0)?;
+    }
+    Ok(y)
+}
+
+pub(crate) fn backward(
+    rt: &Runtime,
+    g: &ConvGeometry,
+    x: &ClTensor,
+    w: &ClTensor,
+    dy: &ClTensor,
+    need: GradRequest,
+) -> Result<Grads<ClTensor>> {
+    let (crs, p) = (g.c * g.r * g.s, g.oh * g.ow);
+    let db = if need.db { Some(bias_grad(rt, dy.buf(), g.n, g.k, p)?) } else { None };
+    let dw = if need.dw { Some(ClTensor::new(rt.alloc(g.k * crs)?, &g.w_shape())) } else { None };
+    let dx = if need.dx { Some(ClTensor::new(rt.alloc(g.n * g.c * g.h * g.w)?, &g.x_shape())) } else { None };
+    if dw.is_none() && dx.is_none() {
+        return Ok(Grads { dx, dw, db });
+    }
+    // dw_chunk += Σ_b dy_b · col_bᵀ (first chunk overwrites).
+    let dw_gemm = |dwt: &ClTensor, cols: &Buffer<f32>, b_offset: usize, first: usize, images: usize| gemm::run(rt, &Gemm {
+        form: Form::Nt,
+        m: g.k,
+        n: crs,
+        k: p,
+        a: Operand::rows(dy.buf(), p, g.k * p).at(first * g.k * p),
+        b: Operand::rows(cols, p, crs * p).at(b_offset),
+        c: Operand::rows(dwt.buf(), crs, 0),
+        bias: Bias::None,
+        batches: images,
+        reduce: true,
+        accumulate: first > 0,
+    });
+    // col_b = wᵀ · dy_b.
+    let dx_gemm = |cols: &Buffer<f32>, c_offset: usize, first: usize, images: usize| gemm::run(rt, &Gemm {
+        form: Form::Nn,
+        m: crs,
+        n: p,
+        k: g.k,
+        a: Operand::transposed(w.buf(), crs, 0),
+        b: Operand::rows(dy.buf(), p, g.k * p).at(first * g.k * p),
+        c: Operand::rows(cols, p, crs * p).at(c_offset),
+        bias: Bias::None,
+        batches: images,
+        reduce: false,
+        accumulate: false,
+    });
+    if pointwise(g) {
+        // x_b [c, h·w] already is col_b.
+        if let Some(dwt) = &dw {
+            dw_gemm(dwt, x.buf(), 0, 0, g.n)?;
+        }
+        if let Some(dxt) = &dx {
+            dx_gemm(dxt.buf(), 0, 0, g.n)?;
+        }
+        return Ok(Grads { dx, dw, db });
+    }
+    let chunk = chunk_images(rt, "conv2d_backward", g)?;
+    let col = rt.scratch("conv2d_backward", chunk * crs * p)?;
+    for first in (0..g.n).step_by(chunk) {
+        let images = chunk.min(g.n - first);
+        if let Some(dwt) = &dw {
+            im2col(rt, g, x.buf(), first, images, &col)?;
+            dw_gemm(dwt, &col, 0, first, images)?;
+        }
+        if let Some(dxt) = &dx {
+            dx_gemm(&col, 0, first, images)?;
+            col2im(rt, g, &col, dxt.buf(), first, images)?;
+        }
+    }
+    Ok(Grads { dx, dw, db })
+}

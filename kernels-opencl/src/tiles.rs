@@ -1,0 +1,132 @@
+//! Tile sizes and work-group shapes, chosen from the device's limits and
+//! passed to the compiler as build options (`-D NN_MR=...`), so no kernel
+//! carries a size as a literal.
+//!
+//! `KERNELS_OPENCL_GEMM_TILE=MRxNRxVW` overrides the register tile of the
+//! NN GEMM (rows x columns per work-item, vector width) for tuning runs.
+
+use crate::device::Limits;
+
+/// Environment variable overriding the NN GEMM register tile, "MRxNRxVW".
+pub const GEMM_TILE_ENV: &str = "KERNELS_OPENCL_GEMM_TILE";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tiles {
+    /// NN GEMM: rows and columns of C per work-item; columns are VW-wide vectors.
+    pub nn_mr: usize,
+    pub nn_nr: usize,
+    /// Vector width of loads and accumulators (1, 2, 4, 8 or 16).
+    pub vw: usize,
+    /// NT GEMM (dot form): rows and columns of C per work-item.
+    pub nt_mr: usize,
+    pub nt_nr: usize,
+    /// Work-group size of the reductions: a power of two within the device limit.
+    pub reduce_wg: usize,
+    /// Whether the NN GEMM stages B tiles through local memory (GPUs), and
+    /// the k-depth of that tile.
+    pub use_local: bool,
+    pub tile_k: usize,
+    /// Upper bound on a work-group (the device's).
+    pub max_wg: usize,
+    pub compute_units: usize,
+}
+
+fn parse_tile(s: &str) -> Option<(usize, usize, usize)> {
+    let mut it = s.split('x').map(|v| v.trim().parse::<usize>().ok());
+    let (mr, nr, vw) = (it.next()??, it.next()??, it.next()??);
+    let vw_ok = matches!(vw, 1 | 2 | 4 | 8 | 16);
+    (vw_ok && mr > 0 && mr <= 16 && nr > 0 && nr % vw == 0 && nr / vw <= 8 && it.next().is_none()).then_some((mr, nr, vw))
+}
+
+impl Tiles {
+    pub fn for_device(limits: &Limits) -> Self {
+        let max_wg = limits.max_work_group;
+        let reduce_wg = prev_pow2(max_wg.min(256));
+        // A CPU device (PoCL) runs a work-item as a loop iteration: give each
+        // one a register tile as wide as the SIMD unit (16 floats with
+        // AVX-512) and enough rows to hide the load of each B vector. A GPU
+        // gets small tiles and many work-items, with B staged in local memory.
+        let (nn_mr, nn_nr, vw, use_local) = if limits.is_gpu { (4, 4, 4, true) } else { (6, 32, 16, false) };
+        let (nn_mr, nn_nr, vw) =
+            std::env::var(GEMM_TILE_ENV).ok().and_then(|s| parse_tile(&s)).unwrap_or((nn_mr, nn_nr, vw));
+        let use_local = match std::env::var(crate::LOCAL_GEMM_ENV).as_deref().map(str::trim) {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => use_local,
+        };
+        // The local B tile is tile_k x (nn_nr · group width) floats; keep it
+        // within a quarter of local memory.
+        let mut tile_k = 16;
+        while tile_k > 4 && (tile_k * nn_nr * 16 * 4) as u64 > limits.local_mem_bytes / 4 {
+            tile_k /= 2;
+        }
+        Self {
+            nn_mr,
+            nn_nr,
+            vw,
+            nt_mr: 4,
+            nt_nr: 4,
+            reduce_wg,
+            use_local: use_local && max_wg >= 64,
+            tile_k,
+            max_wg,
+            compute_units: limits.compute_units as usize,
+        }
+    }
+
+    pub fn build_options(&self) -> String {
+        format!(
+            "-D NN_MR={} -D NN_NR={} -D VW={} -D NT_MR={} -D NT_NR={} -D REDUCE_WG={} -D USE_LOCAL={} -D TILE_K={}",
+            self.nn_mr,
+            self.nn_nr,
+            self.vw,
+            self.nt_mr,
+            self.nt_nr,
+            self.reduce_wg,
+            u8::from(self.use_local),
+            self.tile_k
+        )
+    }
+
+    /// Work-group shape for a 2-D grid of `gx` x `gy` work-items: up to 8 x 8
+    /// (16 x 16 with local tiles), within the device limit, shrunk until
+    /// there are a few groups per compute unit to balance the load.
+    pub fn group_2d(&self, gx: usize, gy: usize) -> [usize; 2] {
+        let side = if self.use_local { 16 } else { 8 };
+        let mut l = [gx.next_power_of_two().min(side), gy.next_power_of_two().min(side)];
+        while l[0] * l[1] > self.max_wg {
+            if l[0] >= l[1] { l[0] /= 2 } else { l[1] /= 2 }
+        }
+        if !self.use_local {
+            let want = 4 * self.compute_units;
+            while gx.div_ceil(l[0]) * gy.div_ceil(l[1]) < want && l[0] * l[1] > 1 {
+                if l[0] >= l[1] { l[0] /= 2 } else { l[1] /= 2 }
+            }
+        }
+        l
+    }
+}
+
+fn prev_pow2(v: usize) -> usize {
+    if v <= 1 { 1 } else { 1 << (usize::BITS - 1 - v.leading_zeros()) }
+}
+
+/// `v` rounded up to a multiple of `m`.
+pub(crate) fn round_up(v: usize, m: usize) -> usize {
+    v.div_ceil(m) * m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_override_is_parsed_and_checked() {
+        assert_eq!(parse_tile("8x32x16"), Some((8, 32, 16)));
+        assert_eq!(parse_tile("8x30x16"), None);
+        assert_eq!(parse_tile("8x32x3"), None);
+        assert_eq!(parse_tile("8x32"), None);
+        assert_eq!(prev_pow2(1000), 512);
+        assert_eq!(round_up(10, 4), 12);
+    }
+}
