@@ -1,0 +1,162 @@
+//! Validate, time, validate again: one op on one shape on one backend.
+//!
+//! 1. One call, synchronised, compared with the f64 oracle (this call is
+//!    also the first warm-up; a failure stops here, nothing is timed).
+//! 2. More warm-up until the policy's warm-up time, then the device profile
+//!    (OpenCL events) is reset.
+//! 3. Timed repeats, each synchronised inside the timed region.
+//! 4. The last timed call's outputs are compared with the oracle again.
+
+use std::time::{Duration, Instant};
+
+use kernels_core::{Backend, Tensor};
+
+use crate::error::{HarnessError, Result};
+use crate::ops::{Op, Shape};
+use crate::problem::{DeviceInputs, Validation, run_op, validate};
+use crate::results::{DeviceSplit, Record};
+use crate::timing::{self, Policy};
+
+/// Event-profiling counters of a device backend, summed since the last reset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProfileCounters {
+    pub kernel_ns: u64,
+    pub transfer_ns: u64,
+    pub launches: u64,
+    pub transfers: u64,
+}
+
+/// Splits kernel time from transfers on backends that can (OpenCL).
+pub trait DeviceProfile {
+    fn reset(&self);
+    fn read(&self) -> Option<ProfileCounters>;
+}
+
+/// CPU backends: nothing to split.
+pub struct NoProfile;
+
+impl DeviceProfile for NoProfile {
+    fn reset(&self) {}
+    fn read(&self) -> Option<ProfileCounters> {
+        None
+    }
+}
+
+/// The roofline bound a record is held to.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// "sgemm" or "opencl_gemm".
+    pub compute_name: String,
+    pub compute_gflops: f64,
+    pub bandwidth_gbps: f64,
+}
+
+impl Bound {
+    /// min(compute, intensity x bandwidth) in GFLOP/s.
+    pub fn at(&self, intensity: f64) -> f64 {
+        self.compute_gflops.min(intensity * self.bandwidth_gbps)
+    }
+}
+
+/// What to measure and where.
+pub struct Job<'a, B: Backend<Elem = f32>> {
+    pub backend: &'a B,
+    /// naive, im2col or opencl.
+    pub kind: &'a str,
+    pub profile: &'a dyn DeviceProfile,
+    pub op: Op,
+    pub shape: &'a Shape,
+    pub inputs: &'a DeviceInputs<B>,
+    pub expected: &'a [&'a Tensor<f64>],
+    pub policy: &'a Policy,
+    pub bound: &'a Bound,
+}
+
+impl<B: Backend<Elem = f32>> Job<'_, B> {
+    fn kernel_error(&self, source: kernels_core::Error) -> HarnessError {
+        HarnessError::Kernel {
+            op: self.op.name().into(),
+            shape: self.shape.name().into(),
+            backend: self.kind.into(),
+            source,
+        }
+    }
+
+    /// One synchronised call.
+    fn call(&self) -> Result<Vec<B::Tensor>> {
+        let outputs = run_op(self.backend, self.op, self.shape, self.inputs).map_err(|e| self.kernel_error(e))?;
+        self.backend.sync().map_err(|e| self.kernel_error(e))?;
+        Ok(outputs)
+    }
+
+    fn check(&self, outputs: &[B::Tensor], stage: &'static str) -> Result<Validation> {
+        let v = validate(self.backend, self.op, self.shape, outputs, self.expected).map_err(|e| self.kernel_error(e))?;
+        if !v.passed() {
+            return Err(HarnessError::Validation {
+                stage,
+                op: self.op.name().into(),
+                shape: self.shape.name().into(),
+                backend: self.kind.into(),
+                detail: v.failures(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// Validates, times and validates again; returns the record.
+    pub fn run(&self) -> Result<Record> {
+        let start = Instant::now();
+        let first = self.call()?;
+        let mut warmed = start.elapsed();
+        let before = self.check(&first, "before timing")?;
+        drop(first);
+        while warmed < self.policy.warmup {
+            let start = Instant::now();
+            self.call()?;
+            warmed += start.elapsed();
+        }
+        self.profile.reset();
+        let (stats, last) = timing::time(self.policy, Duration::MAX, || self.call())?;
+        let counters = self.profile.read();
+        let after = self.check(&last, "after timing")?;
+
+        let cost = self
+            .shape
+            .cost(self.op)?
+            .ok_or_else(|| HarnessError::Usage(format!("op {} does not run on {}", self.op.name(), self.shape.name())))?;
+        let per_call = |v: u64| v as f64 / stats.repeats as f64;
+        let device_split = counters.map(|c| DeviceSplit {
+            kernel_ms: per_call(c.kernel_ns) / 1e6,
+            transfer_ms: per_call(c.transfer_ns) / 1e6,
+            launches_per_call: per_call(c.launches),
+            transfers_per_call: per_call(c.transfers),
+        });
+        let gflops = cost.flops as f64 / stats.median_s / 1e9;
+        let bound = self.bound.at(cost.intensity());
+        Ok(Record {
+            op: self.op.name().into(),
+            shape: self.shape.name().into(),
+            backend: self.kind.into(),
+            backend_name: self.backend.name(),
+            threads: self.backend.threads(),
+            flops: cost.flops,
+            bytes: cost.bytes,
+            intensity: cost.intensity(),
+            repeats: stats.repeats,
+            median_ms: stats.median_s * 1e3,
+            min_ms: stats.min_s * 1e3,
+            max_ms: stats.max_s * 1e3,
+            gflops,
+            gbps: cost.bytes as f64 / stats.median_s / 1e9,
+            bound_gflops: bound,
+            compute_ceiling: self.bound.compute_name.clone(),
+            pct_of_bound: 100.0 * gflops / bound,
+            speedup_vs_naive: None,
+            pytorch_ms: self.shape.pytorch_ms(self.op),
+            max_abs_err: before.max_abs_err().max(after.max_abs_err()),
+            max_rel_err: before.max_rel_err().max(after.max_rel_err()),
+            tolerances: after.outputs.iter().map(|(name, c)| format!("{name}: {}", c.tolerance.name)).collect(),
+            device_split,
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! The results.json schema (version 1). Every number in it was measured in
+//! the run that wrote it, except `pytorch_ms`, which is DESIGN.md's
+//! reference figure for this machine kind. Units are in the field names.
+//!
+//! ```text
+//! {
+//!   "schema": 1,
+//!   "date_utc": "2026-11-22T02:40:00Z",       system clock at the start
+//!   "command": "harness --out reports ...",    the arguments of the run
+//!   "revision": { "commit": "ff222e3", "dirty": false },
+//!   "machine": { "cpu_model": "...", "cores": 2, "os": "linux x86_64" },
+//!   "threads": 2,                              CPU threads of im2col and the ceilings
+//!   "opencl_device": "pthread-... (PoCL)",     null when OpenCL was not run
+//!   "quick": false,                            --quick: few repeats, not for reading
+//!   "ceilings": {
+//!     "sgemm":       { "what", "rate", "unit": "GFLOP/s", "timing": Stats },
+//!     "copy":        { ..., "unit": "GB/s" },
+//!     "opencl_gemm": { ..., "unit": "GFLOP/s" } or null
+//!   },
+//!   "records": [ Record, ... ],                one per op x shape x backend
+//!   "lenet": [ LenetRecord, ... ],             with --lenet, else empty
+//!   "notes": [ "..." ]                         what was skipped and why
+//! }
+//! Stats = { "repeats", "median_s", "min_s", "max_s" }
+//! ```
+//!
+//! See [`Record`] and [`LenetRecord`] for the per-measurement fields.
+
+use serde::Serialize;
+
+use crate::ceilings::Ceiling;
+use crate::machine::{Machine, Revision};
+
+/// The same-run ceilings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Ceilings {
+    pub sgemm: Ceiling,
+    pub copy: Ceiling,
+    pub opencl_gemm: Option<Ceiling>,
+}
+
+/// OpenCL event-profiling split of one call (averaged over the timed repeats).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DeviceSplit {
+    /// Time the device spent in kernels per call.
+    pub kernel_ms: f64,
+    /// Time spent in host <-> device transfers per call.
+    pub transfer_ms: f64,
+    pub launches_per_call: f64,
+    pub transfers_per_call: f64,
+}
+
+/// One op on one shape on one backend: validated, then timed, then
+/// validated again on the last timed call's output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Record {
+    /// conv-fwd, conv-bwd, conv-dx, conv-dw, conv-db, pool-fwd, pool-bwd,
+    /// linear-fwd, linear-bwd (pooling is max pooling).
+    pub op: String,
+    /// A suite shape name (kernels_core::suite).
+    pub shape: String,
+    /// naive, im2col or opencl.
+    pub backend: String,
+    /// The backend's own description (`Backend::name`).
+    pub backend_name: String,
+    /// `Backend::threads`: host threads, or compute units for OpenCL.
+    pub threads: usize,
+    /// Analytic FLOPs of one call (kernels_core::cost; multiply + add = 2).
+    pub flops: u64,
+    /// Minimal bytes of one call: inputs read once, outputs written once.
+    pub bytes: u64,
+    /// flops / bytes.
+    pub intensity: f64,
+    pub repeats: usize,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// flops / median time.
+    pub gflops: f64,
+    /// bytes / median time.
+    pub gbps: f64,
+    /// The roofline bound this record is held to: min(compute ceiling,
+    /// intensity x copy bandwidth), in GFLOP/s.
+    pub bound_gflops: f64,
+    /// Which compute ceiling: "sgemm" (CPU backends) or "opencl_gemm".
+    pub compute_ceiling: String,
+    /// 100 x gflops / bound_gflops.
+    pub pct_of_bound: f64,
+    /// naive f32's median / this median, when naive ran on this op and shape.
+    pub speedup_vs_naive: Option<f64>,
+    /// PyTorch 2 CPU (oneDNN, 2 threads) time from DESIGN.md, where known.
+    pub pytorch_ms: Option<f64>,
+    /// Largest |actual - expected| against the f64 oracle over every output
+    /// and both validations.
+    pub max_abs_err: f64,
+    /// Largest relative error over elements with a non-zero expected value.
+    pub max_rel_err: f64,
+    /// The tolerances the outputs passed, by name.
+    pub tolerances: Vec<String>,
+    /// OpenCL only: kernel versus transfer time from event profiling.
+    pub device_split: Option<DeviceSplit>,
+}
+
+/// LeNet training throughput of one backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct LenetRecord {
+    pub backend: String,
+    pub backend_name: String,
+    pub batch: usize,
+    /// Timed training steps (after warm-up steps that are not counted).
+    pub steps: usize,
+    pub warmup_steps: usize,
+    pub seconds: f64,
+    pub examples_per_s: f64,
+    /// Mean loss over the first and the last timed step: training moved.
+    pub first_loss: f64,
+    pub last_loss: f64,
+    /// Where the examples came from (Fashion-MNIST files or synthetic).
+    pub data: String,
+}
+
+/// Everything one run wrote to results.json.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub date_utc: String,
+    pub command: String,
+    pub revision: Revision,
+    pub machine: Machine,
+    pub threads: usize,
+    pub opencl_device: Option<String>,
+    pub quick: bool,
+    pub ceilings: Ceilings,
+    pub records: Vec<Record>,
+    pub lenet: Vec<LenetRecord>,
+    pub notes: Vec<String>,
+}
+
+impl Report {
+    pub const SCHEMA: u32 = 1;
+
+    /// Fills `speedup_vs_naive` from the naive records of the same op and shape.
+    pub fn fill_speedups(&mut self) {
+        let naive: Vec<(String, String, f64)> = self
+            .records
+            .iter()
+            .filter(|r| r.backend == "naive")
+            .map(|r| (r.op.clone(), r.shape.clone(), r.median_ms))
+            .collect();
+        for r in &mut self.records {
+            r.speedup_vs_naive = naive
+                .iter()
+                .find(|(op, shape, _)| *op == r.op && *shape == r.shape)
+                .map(|(_, _, naive_ms)| naive_ms / r.median_ms);
+        }
+    }
+
+    /// The record of `op` on `shape` by `backend`, if measured.
+    pub fn find(&self, op: &str, shape: &str, backend: &str) -> Option<&Record> {
+        self.records.iter().find(|r| r.op == op && r.shape == shape && r.backend == backend)
+    }
+}

@@ -1,0 +1,140 @@
+//! Wall-clock timing: warm up, repeat until a minimum time, report the
+//! median and the spread (min, max). The caller's closure must finish its
+//! work before returning (OpenCL: it synchronises the queue).
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How long and how often to repeat a call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Warm-up time before timing (the validation call counts towards it).
+    pub warmup: Duration,
+    /// Repeat at least this often...
+    pub min_repeats: usize,
+    /// ...and until this much time was spent timing...
+    pub min_time: Duration,
+    /// ...unless the timed calls already took this long (slow kernels, such
+    /// as the naive reference on large shapes, get at least one repeat).
+    pub time_cap: Duration,
+    /// Never more repeats than this.
+    pub max_repeats: usize,
+}
+
+impl Policy {
+    /// The full report: 5 repeats and 1 s at least, 6 s at most per kernel.
+    pub fn full() -> Self {
+        Policy {
+            warmup: Duration::from_millis(200),
+            min_repeats: 5,
+            min_time: Duration::from_secs(1),
+            time_cap: Duration::from_secs(6),
+            max_repeats: 1000,
+        }
+    }
+
+    /// `--quick` (CI): a few repeats, enough to exercise every path.
+    pub fn quick() -> Self {
+        Policy {
+            warmup: Duration::from_millis(20),
+            min_repeats: 2,
+            min_time: Duration::from_millis(50),
+            time_cap: Duration::from_millis(500),
+            max_repeats: 20,
+        }
+    }
+}
+
+/// Timing statistics of the repeats, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stats {
+    pub repeats: usize,
+    pub median_s: f64,
+    pub min_s: f64,
+    pub max_s: f64,
+}
+
+impl Stats {
+    /// Median, min and max of `samples` (seconds); None when empty.
+    pub fn from_samples(samples: &[f64]) -> Option<Stats> {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let median = match n {
+            0 => return None,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]),
+        };
+        Some(Stats { repeats: n, median_s: median, min_s: sorted[0], max_s: sorted[n - 1] })
+    }
+}
+
+/// Times `call` under `policy`, after warming up for what `warmed` has not
+/// already covered. Returns the statistics and the last call's result (so
+/// the caller can validate what was actually timed).
+pub fn time<T, E>(policy: &Policy, warmed: Duration, mut call: impl FnMut() -> Result<T, E>) -> Result<(Stats, T), E> {
+    let mut warm = warmed;
+    while warm < policy.warmup {
+        let start = Instant::now();
+        call()?;
+        warm += start.elapsed();
+    }
+    let mut samples = Vec::new();
+    let mut last = timed_call(&mut call, &mut samples)?;
+    loop {
+        let total = Duration::from_secs_f64(samples.iter().sum());
+        let enough = samples.len() >= policy.min_repeats && total >= policy.min_time;
+        if enough || total >= policy.time_cap || samples.len() >= policy.max_repeats {
+            break;
+        }
+        // The previous output is dropped here, outside the timed region.
+        last = timed_call(&mut call, &mut samples)?;
+    }
+    let first = samples[0];
+    let single = Stats { repeats: 1, median_s: first, min_s: first, max_s: first };
+    Ok((Stats::from_samples(&samples).unwrap_or(single), last))
+}
+
+/// One call, its duration appended to `samples`.
+fn timed_call<T, E>(call: &mut impl FnMut() -> Result<T, E>, samples: &mut Vec<f64>) -> Result<T, E> {
+    let start = Instant::now();
+    let out = call()?;
+    samples.push(start.elapsed().as_secs_f64());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_take_median_min_max() {
+        let s = Stats::from_samples(&[3.0, 1.0, 2.0]).unwrap();
+        assert_eq!((s.repeats, s.median_s, s.min_s, s.max_s), (3, 2.0, 1.0, 3.0));
+        let s = Stats::from_samples(&[4.0, 1.0, 2.0, 3.0]).unwrap();
+        assert_eq!(s.median_s, 2.5);
+        assert!(Stats::from_samples(&[]).is_none());
+    }
+
+    #[test]
+    fn time_repeats_at_least_min_repeats_and_returns_the_last_output() {
+        let policy = Policy {
+            warmup: Duration::ZERO,
+            min_repeats: 4,
+            min_time: Duration::ZERO,
+            time_cap: Duration::from_secs(60),
+            max_repeats: 10,
+        };
+        let mut calls = 0;
+        let (stats, last) = time(&policy, Duration::ZERO, || {
+            calls += 1;
+            Ok::<_, ()>(calls)
+        })
+        .unwrap();
+        assert_eq!(stats.repeats, 4);
+        assert_eq!(last, 4);
+        let failing = time(&policy, Duration::ZERO, || Err::<(), _>("device lost"));
+        assert_eq!(failing.unwrap_err(), "device lost");
+    }
+}
