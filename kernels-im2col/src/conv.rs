@@ -17,7 +17,8 @@
 use kernels_core::{ConvGeometry, GradRequest, Result};
 use rayon::prelude::*;
 
-use crate::gemm::{View, sgemm};
+use crate::HostGrads;
+use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan};
 use crate::unfold::{col2im, im2col};
 
@@ -74,16 +75,8 @@ fn forward_rows(
     match plan.path {
         ConvPath::Pointwise => {
             let vw = View::row_major(filters, g.c);
-            sgemm(
-                1.0,
-                w_rows,
-                vw,
-                x_image,
-                View::row_major(g.c, pixels),
-                1.0,
-                y_rows,
-                View::row_major(filters, pixels),
-            );
+            let vx = View::row_major(g.c, pixels);
+            sgemm(1.0, mat(w_rows, vw), mat(x_image, vx), 1.0, mat_mut(y_rows, View::row_major(filters, pixels)));
         }
         ConvPath::Unfold => {
             let taps = g.r * g.s;
@@ -93,30 +86,15 @@ fn forward_rows(
                 im2col(g, x_image, tile, col);
                 let vw = View::strided(filters, rows, crs);
                 let vy = View::strided(filters, pb, pixels);
-                sgemm(
-                    1.0,
-                    &w_rows[tile.c0 * taps..],
-                    vw,
-                    col,
-                    View::row_major(rows, pb),
-                    1.0,
-                    &mut y_rows[tile.p0..],
-                    vy,
-                );
+                let (w_tile, y_tile) = (&w_rows[tile.c0 * taps..], &mut y_rows[tile.p0..]);
+                sgemm(1.0, mat(w_tile, vw), mat(col, View::row_major(rows, pb)), 1.0, mat_mut(y_tile, vy));
             }
         }
     }
 }
 
-/// Gradients of one backward call, each present when requested.
-pub(crate) struct ConvGrads {
-    pub dx: Option<Vec<f32>>,
-    pub dw: Option<Vec<f32>>,
-    pub db: Option<Vec<f32>>,
-}
-
 /// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
-pub(crate) fn backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32], need: GradRequest) -> Result<ConvGrads> {
+pub(crate) fn backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32], need: GradRequest) -> Result<HostGrads> {
     let plan = ConvPlan::new(g);
     let threads = rayon::current_num_threads();
     let workers = threads.min(g.n);
@@ -151,7 +129,7 @@ pub(crate) fn backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32], need:
         }
     }
     let db = need.db.then(|| db.iter().map(|&v| v as f32).collect());
-    Ok(ConvGrads { dx, dw, db })
+    Ok(HostGrads { dx, dw, db })
 }
 
 /// One worker's share of dW (empty when not requested) and db.
@@ -192,11 +170,23 @@ fn backward_images(
             ConvPath::Pointwise => {
                 if need.dw {
                     let vx = View::row_major(g.c, pixels);
-                    sgemm(1.0, dy_image, vdy, x_image, vx.t(), 1.0, &mut dw, View::row_major(g.k, g.c));
+                    sgemm(
+                        1.0,
+                        mat(dy_image, vdy),
+                        mat(x_image, vx.t()),
+                        1.0,
+                        mat_mut(&mut dw, View::row_major(g.k, g.c)),
+                    );
                 }
                 if let Some(dx_image) = dx_image {
                     let vw = View::row_major(g.k, g.c);
-                    sgemm(1.0, w, vw.t(), dy_image, vdy, 0.0, dx_image, View::row_major(g.c, pixels));
+                    sgemm(
+                        1.0,
+                        mat(w, vw.t()),
+                        mat(dy_image, vdy),
+                        0.0,
+                        mat_mut(dx_image, View::row_major(g.c, pixels)),
+                    );
                 }
             }
             ConvPath::Unfold => {
@@ -210,10 +200,11 @@ fn backward_images(
                     if need.dw {
                         im2col(g, x_image, tile, col);
                         let dw_tile = &mut dw[tile.c0 * taps..];
-                        sgemm(1.0, dy_tile, vdy_tile, col, vcol.t(), 1.0, dw_tile, vw_tile);
+                        sgemm(1.0, mat(dy_tile, vdy_tile), mat(col, vcol.t()), 1.0, mat_mut(dw_tile, vw_tile));
                     }
                     if let Some(dx_image) = dx_image.as_deref_mut() {
-                        sgemm(1.0, &w[tile.c0 * taps..], vw_tile.t(), dy_tile, vdy_tile, 0.0, col, vcol);
+                        let w_tile = &w[tile.c0 * taps..];
+                        sgemm(1.0, mat(w_tile, vw_tile.t()), mat(dy_tile, vdy_tile), 0.0, mat_mut(col, vcol));
                         col2im(g, col, tile, dx_image);
                     }
                 }

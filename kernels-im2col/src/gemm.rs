@@ -44,6 +44,30 @@ impl View {
     }
 }
 
+/// A read-only operand: a slice and the view of it the product uses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mat<'a> {
+    pub data: &'a [f32],
+    pub view: View,
+}
+
+/// The output operand.
+#[derive(Debug)]
+pub(crate) struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub view: View,
+}
+
+/// Shorthand for a read-only operand.
+pub(crate) fn mat(data: &[f32], view: View) -> Mat<'_> {
+    Mat { data, view }
+}
+
+/// Shorthand for the output operand.
+pub(crate) fn mat_mut(data: &mut [f32], view: View) -> MatMut<'_> {
+    MatMut { data, view }
+}
+
 fn stride(s: usize) -> isize {
     // Tensor sizes are validated to be below i64::MAX / 16 by kernels-core,
     // and every stride here is at most a tensor's length.
@@ -53,7 +77,8 @@ fn stride(s: usize) -> isize {
 /// C = α·A·B + β·C on strided views. Panics (an internal bug, never a user
 /// error: the ops validate shapes first) when the views disagree or run past
 /// their slices.
-pub(crate) fn sgemm(alpha: f32, a: &[f32], va: View, b: &[f32], vb: View, beta: f32, c: &mut [f32], vc: View) {
+pub(crate) fn sgemm(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+    let (Mat { data: a, view: va }, Mat { data: b, view: vb }, MatMut { data: c, view: vc }) = (a, b, c);
     assert!(
         va.rows == vc.rows && va.cols == vb.rows && vb.cols == vc.cols,
         "sgemm shapes disagree: A {va:?}, B {vb:?}, C {vc:?}"
@@ -101,7 +126,7 @@ mod tests {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
         let va = View::row_major(2, 3);
         let mut c = [0.0f32; 9];
-        sgemm(1.0, &a, va.t(), &a, va, 0.0, &mut c, View::row_major(3, 3));
+        sgemm(1.0, mat(&a, va.t()), mat(&a, va), 0.0, mat_mut(&mut c, View::row_major(3, 3)));
         assert_eq!(c, [17.0, 22.0, 27.0, 22.0, 29.0, 36.0, 27.0, 36.0, 45.0]);
     }
 
@@ -110,6 +135,12 @@ mod tests {
     fn a_view_past_its_slice_is_refused() {
         let a = [1.0f32; 5];
         let mut c = [0.0f32; 4];
-        sgemm(1.0, &a, View::row_major(2, 3), &a, View::row_major(3, 2), 0.0, &mut c, View::row_major(2, 2));
+        sgemm(
+            1.0,
+            mat(&a, View::row_major(2, 3)),
+            mat(&a, View::row_major(3, 2)),
+            0.0,
+            mat_mut(&mut c, View::row_major(2, 2)),
+        );
     }
 }

@@ -104,6 +104,13 @@ impl Im2col {
     }
 }
 
+/// Gradients computed on the host, each present when requested.
+pub(crate) struct HostGrads {
+    pub dx: Option<Vec<f32>>,
+    pub dw: Option<Vec<f32>>,
+    pub db: Option<Vec<f32>>,
+}
+
 fn tensor(shape: &[usize], data: Vec<f32>) -> Result<Tensor<f32>> {
     Tensor::new(shape, data)
 }
@@ -200,8 +207,12 @@ impl Backend for Im2col {
         dy: &Tensor<f32>,
         need: GradRequest,
     ) -> Result<Grads<Tensor<f32>>> {
-        let (dx, dw, db) = self.run(|| linear::backward(g, x.data(), w.data(), dy.data(), need));
-        Ok(Grads { dx: maybe(&g.x_shape(), dx)?, dw: maybe(&g.w_shape(), dw)?, db: maybe(&[g.o], db)? })
+        let grads = self.run(|| linear::backward(g, x.data(), w.data(), dy.data(), need));
+        Ok(Grads {
+            dx: maybe(&g.x_shape(), grads.dx)?,
+            dw: maybe(&g.w_shape(), grads.dw)?,
+            db: maybe(&[g.o], grads.db)?,
+        })
     }
 
     fn exec_relu_forward(&self, x: &Tensor<f32>) -> Result<Tensor<f32>> {

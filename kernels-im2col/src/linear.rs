@@ -12,7 +12,8 @@
 use kernels_core::{GradRequest, LinearGeometry};
 use rayon::prelude::*;
 
-use crate::gemm::{View, sgemm};
+use crate::HostGrads;
+use crate::gemm::{View, mat, mat_mut, sgemm};
 
 /// Rows per parallel block: one block per thread, at least one row.
 fn rows_per_block(rows: usize) -> usize {
@@ -31,26 +32,27 @@ pub(crate) fn forward(g: &LinearGeometry, x: &[f32], w: &[f32], bias: Option<&[f
             }
         }
         let vw = View::row_major(g.o, g.i).t();
-        sgemm(1.0, x_rows, View::row_major(rows, g.i), w, vw, 1.0, y_rows, View::row_major(rows, g.o));
+        sgemm(
+            1.0,
+            mat(x_rows, View::row_major(rows, g.i)),
+            mat(w, vw),
+            1.0,
+            mat_mut(y_rows, View::row_major(rows, g.o)),
+        );
     });
     y
 }
 
 /// (dx, dw, db), each when requested.
-pub(crate) fn backward(
-    g: &LinearGeometry,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    need: GradRequest,
-) -> (Option<Vec<f32>>, Option<Vec<f32>>, Option<Vec<f32>>) {
+pub(crate) fn backward(g: &LinearGeometry, x: &[f32], w: &[f32], dy: &[f32], need: GradRequest) -> HostGrads {
     let dx = need.dx.then(|| {
         let mut dx = vec![0.0f32; g.n * g.i];
         let block = rows_per_block(g.n);
         dx.par_chunks_mut(block * g.i).zip(dy.par_chunks(block * g.o)).for_each(|(dx_rows, dy_rows)| {
             let rows = dx_rows.len() / g.i;
             let vw = View::row_major(g.o, g.i);
-            sgemm(1.0, dy_rows, View::row_major(rows, g.o), w, vw, 0.0, dx_rows, View::row_major(rows, g.i));
+            let vdy = View::row_major(rows, g.o);
+            sgemm(1.0, mat(dy_rows, vdy), mat(w, vw), 0.0, mat_mut(dx_rows, View::row_major(rows, g.i)));
         });
         dx
     });
@@ -62,7 +64,7 @@ pub(crate) fn backward(
             // dyᵀ rows o0.. : column block of dy [n, o], transposed.
             let vdy_t = View { rows, cols: g.n, row_stride: 1, col_stride: g.o };
             let vx = View::row_major(g.n, g.i);
-            sgemm(1.0, &dy[b * block..], vdy_t, x, vx, 0.0, dw_rows, View::row_major(rows, g.i));
+            sgemm(1.0, mat(&dy[b * block..], vdy_t), mat(x, vx), 0.0, mat_mut(dw_rows, View::row_major(rows, g.i)));
         });
         dw
     });
@@ -75,5 +77,5 @@ pub(crate) fn backward(
         }
         db
     });
-    (dx, dw, db)
+    HostGrads { dx, dw, db }
 }

@@ -1,0 +1,308 @@
+//! Validate-then-time benchmark of the im2col backend on the shape suite.
+//!
+//! `cargo run --release -p kernels-im2col --example bench -- [--threads N] [--secs S] [filters...]`
+//!
+//! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
+//! - Filters pick suite cases whose name contains any of them (all when
+//!   none); "sgemm" always runs, first and last, as the ceiling.
+//! - Each conv case is validated against the f64 reference (kernels-naive)
+//!   before timing: every output on a 2-image batch of the same geometry,
+//!   and, after timing, the first 2 images of the timed forward and dx.
+//!   Pooling is validated whole.
+//! - Timing: 2 warm-up calls, then samples until `--secs` (default 1) or 200
+//!   samples, at least 10; prints median, min and max in ms, GFLOP/s from
+//!   kernels-core's analytic counts, % of the same-run sgemm rate, and
+//!   PyTorch's time from the suite data with the speed-up (PyTorch / ours).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use kernels_core::{
+    Backend, CONV_SUITE, Cost, GradRequest, POOL_SUITE, PoolKind, Shaped, SplitMix64, Tensor, Tolerance, compare, cost,
+};
+use kernels_im2col::Im2col;
+use kernels_naive::Naive;
+
+struct Options {
+    threads: usize,
+    secs: f64,
+    filters: Vec<String>,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let env_threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok());
+    let mut options = Options { threads: env_threads.unwrap_or(2), secs: 1.0, filters: Vec::new() };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
+        match arg.as_str() {
+            "--threads" => options.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--secs" => options.secs = value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
+            _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
+            _ => options.filters.push(arg),
+        }
+    }
+    Ok(options)
+}
+
+/// Median, min and max of the samples, in ms.
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn time(secs: f64, mut call: impl FnMut() -> Result<(), String>) -> Result<Stats, String> {
+    for _ in 0..2 {
+        call()?;
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < 10 || (samples.len() < 200 && start.elapsed().as_secs_f64() < secs) {
+        let t = Instant::now();
+        call()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(Stats { median: samples[samples.len() / 2], min: samples[0], max: samples[samples.len() - 1] })
+}
+
+/// The 2-thread (or N-thread) sgemm ceiling: C [n, n] = A·B with each
+/// worker running a single-threaded sgemm on its block of columns, as the
+/// backend's own GEMMs run. Returns GFLOP/s at the median.
+fn sgemm_rate(backend: &Im2col, secs: f64) -> Result<f64, String> {
+    let n = 2048;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let threads = backend.threads();
+    let cols = n.div_ceil(threads);
+    let mut c = vec![0.0f32; n * n];
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().map_err(|e| e.to_string())?;
+    let stats = time(secs, || {
+        // Each worker owns a band of rows of C^T: compute C^T = B^T A^T so
+        // bands are contiguous and safe to hand out.
+        pool.install(|| {
+            use rayon::prelude::*;
+            c.par_chunks_mut(cols * n).enumerate().for_each(|(i, band)| {
+                let rows = band.len() / n;
+                // band = rows of C^T = (B[:, i·cols..])^T · A^T.
+                // SAFETY: A and B are n x n, band is rows x n; the strides
+                // below stay inside them (column block i·cols + rows ≤ n).
+                unsafe {
+                    matrixmultiply::sgemm(
+                        rows,
+                        n,
+                        n,
+                        1.0,
+                        b.as_ptr().add(i * cols),
+                        1,
+                        n as isize,
+                        a.as_ptr(),
+                        1,
+                        n as isize,
+                        0.0,
+                        band.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    );
+                }
+            });
+        });
+        Ok(())
+    })?;
+    let expect = n as f32 * 0.5;
+    if c.iter().any(|&v| v != expect) {
+        return Err("sgemm ceiling produced a wrong result".into());
+    }
+    Ok(2.0 * (n as f64).powi(3) / (stats.median * 1e-3) / 1e9)
+}
+
+fn random(rng: &mut SplitMix64, shape: &[usize]) -> Tensor<f64> {
+    Tensor::from_fn(shape, |_| rng.uniform(-1.0, 1.0))
+}
+
+fn validate(what: &str, actual: &[f32], expected: &[f64], terms: usize) -> Result<(), String> {
+    let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let c = compare(actual, expected, &Tolerance::f32_reduction(terms, scale)).map_err(|e| e.to_string())?;
+    if c.passed() { Ok(()) } else { Err(format!("{what}: {c}")) }
+}
+
+fn first_images(t: &Tensor<f32>, images: usize) -> &[f32] {
+    let per = t.len() / t.shape()[0];
+    &t.data()[..images * per]
+}
+
+struct Row {
+    name: String,
+    stats: Stats,
+    cost: Cost,
+    pytorch_ms: Option<f64>,
+}
+
+fn print_row(row: &Row, sgemm: f64) {
+    let gflops = row.cost.flops as f64 / (row.stats.median * 1e-3) / 1e9;
+    let (torch, speedup) = match row.pytorch_ms {
+        Some(t) => (format!("{t:.2}"), format!("{:.2}x", t / row.stats.median)),
+        None => ("-".into(), "-".into()),
+    };
+    println!(
+        "| {:<22} | {:>8.3} | {:>8.3} | {:>8.3} | {:>7.1} | {:>5.1}% | {:>7} | {:>7} |",
+        row.name,
+        row.stats.median,
+        row.stats.min,
+        row.stats.max,
+        gflops,
+        100.0 * gflops / sgemm,
+        torch,
+        speedup
+    );
+}
+
+fn bench_conv(backend: &Im2col, case: &kernels_core::ConvCase, secs: f64) -> Result<Vec<Row>, String> {
+    let err = |e: kernels_core::Error| e.to_string();
+    let g = case.geometry().map_err(err)?;
+    let params = case.params();
+    let mut rng = SplitMix64::new(42);
+    let x = random(&mut rng, &g.x_shape());
+    let w = random(&mut rng, &g.w_shape());
+    let b = random(&mut rng, &g.b_shape());
+    let dy = random(&mut rng, &g.y_shape());
+    let (x32, w32, b32, dy32) = (x.cast::<f32>(), w.cast::<f32>(), b.cast::<f32>(), dy.cast::<f32>());
+
+    // Validate every output on a 2-image batch of the same geometry.
+    let images = g.n.min(2);
+    let slice = |t: &Tensor<f64>| {
+        let per = t.len() / t.shape()[0];
+        let mut shape = t.shape().to_vec();
+        shape[0] = images;
+        Tensor::new(&shape, t.data()[..images * per].to_vec()).map_err(err)
+    };
+    let (xs, dys) = (slice(&x)?, slice(&dy)?);
+    let naive = Naive::<f64>::new();
+    let y_ref = naive.conv2d_forward(&xs, &w, Some(&b), &params).map_err(err)?;
+    let g_ref = naive.conv2d_backward(&xs, &w, &dys, &params, GradRequest::ALL).map_err(err)?;
+    let y_small = backend.conv2d_forward(&xs.cast(), &w32, Some(&b32), &params).map_err(err)?;
+    let g_small = backend.conv2d_backward(&xs.cast(), &w32, &dys.cast(), &params, GradRequest::ALL).map_err(err)?;
+    let (crs, kp) = (g.c * g.r * g.s, g.k * g.r * g.s);
+    let np = images * g.oh * g.ow;
+    let pick = |t: &Option<Tensor<f64>>| t.as_ref().map(|t| t.data().to_vec()).unwrap_or_default();
+    let pick32 = |t: &Option<Tensor<f32>>| t.as_ref().map(|t| t.data().to_vec()).unwrap_or_default();
+    validate(&format!("{} y", case.name), y_small.data(), y_ref.data(), crs)?;
+    validate(&format!("{} dx", case.name), &pick32(&g_small.dx), &pick(&g_ref.dx), kp)?;
+    validate(&format!("{} dw", case.name), &pick32(&g_small.dw), &pick(&g_ref.dw), np)?;
+    validate(&format!("{} db", case.name), &pick32(&g_small.db), &pick(&g_ref.db), np)?;
+
+    let mut y = None;
+    let forward = time(secs, || {
+        y = Some(backend.conv2d_forward(&x32, &w32, Some(&b32), &params).map_err(err)?);
+        Ok(())
+    })?;
+    let mut grads = None;
+    let backward = time(secs, || {
+        grads = Some(backend.conv2d_backward(&x32, &w32, &dy32, &params, GradRequest::ALL).map_err(err)?);
+        Ok(())
+    })?;
+    // Validate the timed outputs again (first images against the reference).
+    let y = y.ok_or("no forward output")?;
+    validate(&format!("{} timed y", case.name), first_images(&y, images), y_ref.data(), crs)?;
+    let dx = grads.and_then(|g| g.dx).ok_or("no timed dx")?;
+    validate(&format!("{} timed dx", case.name), first_images(&dx, images), &pick(&g_ref.dx), kp)?;
+
+    Ok(vec![
+        Row {
+            name: format!("{} fwd", case.name),
+            stats: forward,
+            cost: cost::conv2d_forward(&g, true, 4),
+            pytorch_ms: Some(case.pytorch_forward_ms),
+        },
+        Row {
+            name: format!("{} bwd", case.name),
+            stats: backward,
+            cost: cost::conv2d_backward(&g, 4),
+            pytorch_ms: Some(case.pytorch_backward_ms),
+        },
+    ])
+}
+
+fn bench_pool(backend: &Im2col, case: &kernels_core::PoolCase, secs: f64) -> Result<Vec<Row>, String> {
+    let err = |e: kernels_core::Error| e.to_string();
+    let mut rows = Vec::new();
+    let mut rng = SplitMix64::new(7);
+    let x = random(&mut rng, &case.input);
+    let x32 = x.cast::<f32>();
+    let naive = Naive::<f64>::new();
+    for kind in [PoolKind::Max, PoolKind::Avg] {
+        let params = case.params(kind);
+        let g = case.geometry(kind).map_err(err)?;
+        let dy = random(&mut rng, &g.y_shape());
+        let dy32 = dy.cast::<f32>();
+        let y_ref = naive.pool2d_forward(&x, &params).map_err(err)?;
+        let dx_ref = naive.pool2d_backward(&x, &dy, &params).map_err(err)?;
+        let label = if kind == PoolKind::Max { "max" } else { "avg" };
+        let mut y = None;
+        let forward = time(secs, || {
+            y = Some(backend.pool2d_forward(&x32, &params).map_err(err)?);
+            Ok(())
+        })?;
+        let mut dx = None;
+        let backward = time(secs, || {
+            dx = Some(backend.pool2d_backward(&x32, &dy32, &params).map_err(err)?);
+            Ok(())
+        })?;
+        let window = g.window_len();
+        validate(&format!("{} {label} y", case.name), y.ok_or("no y")?.data(), y_ref.data(), window)?;
+        validate(&format!("{} {label} dx", case.name), dx.ok_or("no dx")?.data(), dx_ref.data(), window)?;
+        rows.push(Row {
+            name: format!("{} {label} fwd", case.name),
+            stats: forward,
+            cost: cost::pool2d_forward(&g, 4),
+            pytorch_ms: case.pytorch_max_ms,
+        });
+        rows.push(Row {
+            name: format!("{} {label} bwd", case.name),
+            stats: backward,
+            cost: cost::pool2d_backward(&g, 4),
+            pytorch_ms: None,
+        });
+    }
+    Ok(rows)
+}
+
+fn run(options: &Options) -> Result<(), String> {
+    let backend = Im2col::with_threads(options.threads).map_err(|e| e.to_string())?;
+    let wanted = |name: &str| options.filters.is_empty() || options.filters.iter().any(|f| name.contains(f.as_str()));
+    println!(
+        "im2col bench: {} threads, {:.1} s per op (validated against naive f64 first)",
+        backend.threads(),
+        options.secs
+    );
+    let sgemm_before = sgemm_rate(&backend, options.secs)?;
+    println!("sgemm n=2048 (matrixmultiply, {} threads): {sgemm_before:.1} GFLOP/s", backend.threads());
+    let mut rows = Vec::new();
+    for case in CONV_SUITE.iter().filter(|c| wanted(c.name)) {
+        rows.extend(bench_conv(&backend, case, options.secs)?);
+    }
+    for case in POOL_SUITE.iter().filter(|c| wanted(c.name)) {
+        rows.extend(bench_pool(&backend, case, options.secs)?);
+    }
+    let sgemm_after = sgemm_rate(&backend, options.secs)?;
+    let sgemm = sgemm_before.max(sgemm_after);
+    println!("sgemm n=2048 again: {sgemm_after:.1} GFLOP/s; % below are of the better, {sgemm:.1} GFLOP/s\n");
+    println!("| op                     | median ms |  min ms  |  max ms  | GFLOP/s | %sgemm | torch ms | speedup |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        print_row(row, sgemm);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let result = parse_options().and_then(|options| run(&options));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("bench: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
