@@ -20,7 +20,13 @@ use kernels_core::{ConvGeometry, Float};
 /// `o·stride + tap_offset − pad` lies in `0..in_len`, where `tap_offset` is
 /// the tap's dilated offset (r·dh or s·dw). Hoisting this out of the inner
 /// loops keeps them free of padding checks.
-pub(crate) fn valid_outputs(out_len: usize, in_len: usize, tap_offset: usize, stride: usize, pad: usize) -> Range<usize> {
+pub(crate) fn valid_outputs(
+    out_len: usize,
+    in_len: usize,
+    tap_offset: usize,
+    stride: usize,
+    pad: usize,
+) -> Range<usize> {
     // o·stride ≥ pad − tap_offset
     let first = pad.saturating_sub(tap_offset).div_ceil(stride);
     // o·stride ≤ in_len − 1 + pad − tap_offset
