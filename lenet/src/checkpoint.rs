@@ -1,0 +1,187 @@
+//! Checkpoints in safetensors, loadable by PyTorch.
+//!
+//! Tensors (all F32): the parameters under PyTorch's names and shapes
+//! (`conv1.weight` [6, 1, 5, 5], ..., `fc3.bias` [10]) and the optimiser's
+//! buffers as `optim.<param>.<slot>` (slot 0 is momentum, AdaGrad's or
+//! RMSprop's square sum, or Adam's first moment; slot 1 Adam's second).
+//! `__metadata__` holds `format`, `epoch`, `step`, `seed`, `activation`,
+//! `pool`, `optimizer` and its hyper-parameters.
+//!
+//! A save writes `FILE.tmp`, syncs it and renames it over `FILE`, so an
+//! interrupted save leaves the previous checkpoint whole. A load refuses a
+//! missing, extra or wrongly shaped tensor and unknown metadata.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use kernels_core::{Backend, Float, Optimizer, Tensor};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::error::{LenetError, Result};
+use crate::model::{Activation, Architecture, LeNet, PARAM_NAMES, PARAM_SHAPES, Pooling};
+use crate::train::Trainer;
+
+const FORMAT: &str = "lenet-safetensors-1";
+
+/// Everything a checkpoint holds, on the host.
+#[derive(Debug, Clone)]
+pub struct Checkpoint<T> {
+    pub arch: Architecture,
+    pub optimizer: Optimizer,
+    pub epoch: usize,
+    pub step: u64,
+    pub seed: u64,
+    /// Parameters in `PARAM_NAMES` order.
+    pub params: Vec<Tensor<T>>,
+    /// Optimiser buffers per parameter.
+    pub slots: Vec<Vec<Tensor<T>>>,
+}
+
+fn optimizer_metadata(opt: &Optimizer, meta: &mut HashMap<String, String>) {
+    let mut put = |k: &str, v: f64| {
+        meta.insert(k.to_string(), format!("{v:e}"));
+    };
+    put("lr", opt.lr());
+    put("weight_decay", opt.weight_decay());
+    match *opt {
+        Optimizer::Sgd { .. } => {}
+        Optimizer::Momentum { momentum, .. } | Optimizer::Nesterov { momentum, .. } => put("momentum", momentum),
+        Optimizer::AdaGrad { eps, .. } => put("eps", eps),
+        Optimizer::RmsProp { alpha, eps, .. } => {
+            put("alpha", alpha);
+            put("eps", eps);
+        }
+        Optimizer::Adam { beta1, beta2, eps, .. } => {
+            put("beta1", beta1);
+            put("beta2", beta2);
+            put("eps", eps);
+        }
+    }
+    meta.insert("optimizer".into(), opt.name().into());
+}
+
+/// Downloads the trainer's parameters and optimiser state and writes them
+/// to `path` (through `path.tmp` and a rename).
+pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()> {
+    let params = trainer.model.to_host(be)?;
+    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for ((name, shape), t) in PARAM_NAMES.iter().zip(PARAM_SHAPES).zip(&params) {
+        named.push((name.to_string(), shape.to_vec(), le_bytes(t)));
+    }
+    for ((name, shape), state) in PARAM_NAMES.iter().zip(PARAM_SHAPES).zip(&trainer.states) {
+        for (i, slot) in state.slots.iter().enumerate() {
+            named.push((format!("optim.{name}.{i}"), shape.to_vec(), le_bytes(&be.download(slot)?)));
+        }
+    }
+    let mut meta = HashMap::new();
+    meta.insert("format".to_string(), FORMAT.to_string());
+    meta.insert("epoch".into(), trainer.epoch.to_string());
+    meta.insert("step".into(), trainer.step.to_string());
+    meta.insert("seed".into(), trainer.seed.to_string());
+    meta.insert("activation".into(), trainer.model.arch.activation.name().into());
+    meta.insert("pool".into(), trainer.model.arch.pool.name().into());
+    optimizer_metadata(&trainer.optimizer, &mut meta);
+
+    let views = named
+        .iter()
+        .map(|(name, shape, bytes)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| LenetError::checkpoint(path, e.to_string()))?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| LenetError::checkpoint(path, e.to_string()))?;
+    write_atomically(path, &bytes)
+}
+
+fn le_bytes<T: Float>(t: &Tensor<T>) -> Vec<u8> {
+    t.data().iter().flat_map(|v| (v.to_f64() as f32).to_le_bytes()).collect()
+}
+
+/// Writes `bytes` to `path.tmp`, flushes it to disk, then renames it over
+/// `path`: a crash mid-write never leaves a half-written `path`.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let mut file = std::fs::File::create(&tmp).map_err(|e| LenetError::io(&tmp, e))?;
+    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| LenetError::io(&tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| LenetError::io(path, e))
+}
+
+/// Reads and validates a checkpoint.
+pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
+    let bytes = std::fs::read(path).map_err(|e| LenetError::io(path, e))?;
+    let bad = |detail: String| LenetError::checkpoint(path, detail);
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    let get = |key: &str| meta.get(key).ok_or_else(|| bad(format!("metadata lacks `{key}`")));
+    let num = |key: &str| -> Result<f64> {
+        get(key)?.parse::<f64>().map_err(|_| bad(format!("metadata `{key}` is not a number")))
+    };
+    if get("format")? != FORMAT {
+        return Err(bad(format!("format `{}` is not {FORMAT}", get("format")?)));
+    }
+    let activation = Activation::parse(get("activation")?).ok_or_else(|| bad("unknown activation".into()))?;
+    let pool = Pooling::parse(get("pool")?).ok_or_else(|| bad("unknown pool".into()))?;
+    let (lr, wd) = (num("lr")?, num("weight_decay")?);
+    let optimizer = match get("optimizer")?.as_str() {
+        "sgd" => Optimizer::Sgd { lr, weight_decay: wd },
+        "momentum" => Optimizer::Momentum { lr, momentum: num("momentum")?, weight_decay: wd },
+        "nesterov" => Optimizer::Nesterov { lr, momentum: num("momentum")?, weight_decay: wd },
+        "adagrad" => Optimizer::AdaGrad { lr, eps: num("eps")?, weight_decay: wd },
+        "rmsprop" => Optimizer::RmsProp { lr, alpha: num("alpha")?, eps: num("eps")?, weight_decay: wd },
+        "adam" => {
+            Optimizer::Adam { lr, beta1: num("beta1")?, beta2: num("beta2")?, eps: num("eps")?, weight_decay: wd }
+        }
+        other => return Err(bad(format!("unknown optimizer `{other}`"))),
+    };
+    optimizer.validate().map_err(|e| bad(e.to_string()))?;
+    let parse_int =
+        |key: &str| get(key)?.parse::<u64>().map_err(|_| bad(format!("metadata `{key}` is not an integer")));
+    let (epoch, step, seed) = (parse_int("epoch")? as usize, parse_int("step")?, parse_int("seed")?);
+
+    let read = |name: &str, shape: &[usize]| -> Result<Tensor<T>> {
+        let view = st.tensor(name).map_err(|_| bad(format!("tensor `{name}` is missing")))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(bad(format!("tensor `{name}` is {:?}, expected F32", view.dtype())));
+        }
+        if view.shape() != shape {
+            return Err(bad(format!("tensor `{name}` has shape {:?}, LeNet needs {shape:?}", view.shape())));
+        }
+        let data =
+            view.data().chunks_exact(4).map(|b| T::from_f64(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64));
+        Ok(Tensor::new(shape, data.collect())?)
+    };
+    let mut expected: Vec<String> = Vec::new();
+    let mut params = Vec::new();
+    let mut slots = Vec::new();
+    for (name, shape) in PARAM_NAMES.iter().zip(PARAM_SHAPES) {
+        params.push(read(name, shape)?);
+        expected.push(name.to_string());
+        let mut mine = Vec::new();
+        for i in 0..optimizer.state_slots() {
+            let slot_name = format!("optim.{name}.{i}");
+            mine.push(read(&slot_name, shape)?);
+            expected.push(slot_name);
+        }
+        slots.push(mine);
+    }
+    if let Some(extra) = st.names().into_iter().find(|n| !expected.iter().any(|e| e == n)) {
+        return Err(bad(format!("unexpected tensor `{extra}` (not a LeNet parameter or {} state)", optimizer.name())));
+    }
+    Ok(Checkpoint { arch: Architecture { activation, pool }, optimizer, epoch, step, seed, params, slots })
+}
+
+impl<T: Float> Checkpoint<T> {
+    /// Uploads the checkpoint into a trainer on `be`, ready to continue.
+    pub fn into_trainer<B: Backend<Elem = T>>(self, be: &B) -> Result<Trainer<B>> {
+        let model = LeNet::from_host(be, self.arch, &self.params)?;
+        let slots = self
+            .slots
+            .iter()
+            .map(|s| s.iter().map(|t| be.upload(t)).collect::<kernels_core::Result<Vec<_>>>())
+            .collect::<kernels_core::Result<Vec<_>>>()?;
+        Trainer::resume(be, model, self.optimizer, slots, self.epoch, self.step, self.seed)
+    }
+}

@@ -1,0 +1,326 @@
+//! The `lenet` command line: `lenet [train] [FLAGS]` and `lenet eval --load
+//! FILE [FLAGS]`. The backend is chosen in one place ([`run`]); everything
+//! after it is generic over `B: Backend` ([`session`]).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use kernels_core::{Backend, Optimizer, Shaped};
+use kernels_naive::Naive;
+
+use crate::checkpoint;
+use crate::data::DataFiles;
+use crate::error::{LenetError, Result};
+use crate::model::{Activation, Architecture, Pooling};
+use crate::plot;
+use crate::profile::{OpTime, Timed};
+use crate::report::{self, Observed, RunConfig, RunReport};
+use crate::train::{Trainer, evaluate};
+
+#[derive(Debug, Parser)]
+#[command(name = "lenet", version, about = "Train LeNet-5 on Fashion-MNIST with any backend of the workspace.")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub args: Args,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train (the default): --epochs more epochs, from scratch or from --load.
+    Train(Args),
+    /// Evaluate the checkpoint given by --load on the test set.
+    Eval(Args),
+}
+
+/// Which backend runs the ops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// The reference: direct loops, one thread (slow).
+    Naive,
+    /// im2col + sgemm on the CPU, rayon threads.
+    Im2col,
+    /// OpenCL (a GPU, or PoCL on the CPU).
+    Opencl,
+}
+
+/// Optimiser choice; hyper-parameters come from the flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerChoice {
+    Sgd,
+    Momentum,
+    Nesterov,
+    Adagrad,
+    Rmsprop,
+    Adam,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Backend running every op.
+    #[arg(long, value_enum, default_value_t = BackendChoice::Im2col)]
+    pub backend: BackendChoice,
+    /// OpenCL device: "P:D" platform/device indices or a name substring
+    /// (default: KERNELS_OPENCL_DEVICE, else a GPU, else any device).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Epochs to run (numbered on from a loaded checkpoint's epoch).
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+    /// Seeds the initial weights and every epoch's shuffle.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// im2col threads (default: RAYON_NUM_THREADS or all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Train on the first N training images only.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long, value_name = "N")]
+    pub test_limit: Option<usize>,
+    /// Data directory (default: $FASHION_MNIST_DIR, else /usr/share/datasets/fashion-mnist).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Write a checkpoint (safetensors) after every epoch.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// Start from (train) or evaluate (eval) this checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub load: Option<PathBuf>,
+    /// Write per-epoch metrics as JSON.
+    #[arg(long, value_name = "FILE.json")]
+    pub metrics: Option<PathBuf>,
+    /// Draw loss and accuracy curves as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub plot: Option<PathBuf>,
+    /// Draw conv1's filters before and after training as SVG.
+    #[arg(long, value_name = "FILE.svg")]
+    pub filters: Option<PathBuf>,
+    /// Activation [default: relu, or the checkpoint's].
+    #[arg(long, value_enum)]
+    pub activation: Option<Activation>,
+    /// Pooling [default: max, or the checkpoint's].
+    #[arg(long, value_enum)]
+    pub pool: Option<Pooling>,
+    /// Optimiser [default: adam, or the checkpoint's].
+    #[arg(long, value_enum)]
+    pub optimizer: Option<OptimizerChoice>,
+    /// Learning rate [default: sgd 0.1, momentum and nesterov 0.01, adagrad 0.01, rmsprop 0.001, adam 0.001].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// RMSprop's smoothing constant.
+    #[arg(long, default_value_t = 0.99)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub beta1: f64,
+    #[arg(long, default_value_t = 0.999)]
+    pub beta2: f64,
+    /// Denominator epsilon [default: adagrad 1e-10, others 1e-8].
+    #[arg(long)]
+    pub eps: Option<f64>,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Time every op and print where a step's time goes (syncs after each op).
+    #[arg(long)]
+    pub profile: bool,
+}
+
+impl Args {
+    /// The optimiser the flags describe, or None when --optimizer is absent.
+    pub fn optimizer(&self) -> Option<Optimizer> {
+        self.optimizer.map(|choice| self.build_optimizer(choice))
+    }
+
+    /// --optimizer with its flags, else Adam with them (lr 1e-3 by default).
+    pub fn optimizer_or_default(&self) -> Optimizer {
+        self.build_optimizer(self.optimizer.unwrap_or(OptimizerChoice::Adam))
+    }
+
+    fn build_optimizer(&self, choice: OptimizerChoice) -> Optimizer {
+        let wd = self.weight_decay;
+        let eps = self.eps.unwrap_or(if choice == OptimizerChoice::Adagrad { 1e-10 } else { 1e-8 });
+        match choice {
+            OptimizerChoice::Sgd => Optimizer::Sgd { lr: self.lr.unwrap_or(0.1), weight_decay: wd },
+            OptimizerChoice::Momentum => {
+                Optimizer::Momentum { lr: self.lr.unwrap_or(0.01), momentum: self.momentum, weight_decay: wd }
+            }
+            OptimizerChoice::Nesterov => {
+                Optimizer::Nesterov { lr: self.lr.unwrap_or(0.01), momentum: self.momentum, weight_decay: wd }
+            }
+            OptimizerChoice::Adagrad => Optimizer::AdaGrad { lr: self.lr.unwrap_or(0.01), eps, weight_decay: wd },
+            OptimizerChoice::Rmsprop => {
+                Optimizer::RmsProp { lr: self.lr.unwrap_or(1e-3), alpha: self.alpha, eps, weight_decay: wd }
+            }
+            OptimizerChoice::Adam => Optimizer::Adam {
+                lr: self.lr.unwrap_or(1e-3),
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps,
+                weight_decay: wd,
+            },
+        }
+    }
+}
+
+/// Train or eval, as parsed.
+pub fn run(cli: Cli) -> Result<()> {
+    let (eval, args) = match cli.command {
+        None => (false, cli.args),
+        Some(Command::Train(args)) => (false, args),
+        Some(Command::Eval(args)) => (true, args),
+    };
+    if args.threads == Some(0) {
+        return Err(LenetError::Config("--threads must be at least 1".into()));
+    }
+    if args.threads.is_some() && args.backend != BackendChoice::Im2col {
+        eprintln!("note: --threads applies to the im2col backend only; ignored");
+    }
+    if args.device.is_some() && args.backend != BackendChoice::Opencl {
+        eprintln!("note: --device applies to the opencl backend only; ignored");
+    }
+    match args.backend {
+        BackendChoice::Naive => dispatch(Naive::<f32>::new(), eval, &args),
+        BackendChoice::Im2col | BackendChoice::Opencl => {
+            Err(LenetError::Config(format!("PENDING backend {:?}", args.backend)))
+        }
+    }
+}
+
+fn dispatch<B: Backend>(be: B, eval: bool, args: &Args) -> Result<()> {
+    if args.profile {
+        let timed = Timed::new(be);
+        session(&timed, eval, args, Some(&|| timed.report()), &|| timed.reset())
+    } else {
+        session(&be, eval, args, None, &|| ())
+    }
+}
+
+/// Per-op totals, when profiling.
+type ProfileFn<'a> = &'a dyn Fn() -> Vec<(String, OpTime)>;
+
+/// Everything after the backend is chosen: data, model, training or
+/// evaluation, outputs.
+pub fn session<B: Backend>(
+    be: &B,
+    eval: bool,
+    args: &Args,
+    profile: Option<ProfileFn<'_>>,
+    reset_profile: &dyn Fn(),
+) -> Result<()> {
+    let files = DataFiles::locate(args.data.as_deref())?;
+    let (mut train, mut test) = files.load()?;
+    if let Some(n) = args.limit {
+        train.truncate(n);
+    }
+    if let Some(n) = args.test_limit {
+        test.truncate(n);
+    }
+
+    let mut trainer = match &args.load {
+        Some(path) => {
+            let mut ckpt = checkpoint::load::<B::Elem>(path)?;
+            let conflict = |what: &str, theirs: &str, ours: &str| {
+                LenetError::Config(format!(
+                    "{} was trained with {what} {theirs}; --{what} {ours} does not match (leave the flag out to resume)",
+                    path.display()
+                ))
+            };
+            if let Some(a) = args.activation.filter(|&a| a != ckpt.arch.activation) {
+                return Err(conflict("activation", ckpt.arch.activation.name(), a.name()));
+            }
+            if let Some(p) = args.pool.filter(|&p| p != ckpt.arch.pool) {
+                return Err(conflict("pool", ckpt.arch.pool.name(), p.name()));
+            }
+            if let Some(opt) = args.optimizer() {
+                if opt.name() != ckpt.optimizer.name() {
+                    return Err(conflict("optimizer", ckpt.optimizer.name(), opt.name()));
+                }
+                // Same rule: new hyper-parameters, same state buffers.
+                ckpt.optimizer = opt;
+            } else if let Some(lr) = args.lr {
+                ckpt.optimizer = with_lr(ckpt.optimizer, lr);
+            }
+            ckpt.into_trainer(be)?
+        }
+        None if eval => {
+            return Err(LenetError::Config("eval needs --load FILE (a checkpoint written by --save)".into()));
+        }
+        None => {
+            let arch = Architecture {
+                activation: args.activation.unwrap_or(Activation::Relu),
+                pool: args.pool.unwrap_or(Pooling::Max),
+            };
+            Trainer::new(be, arch, args.optimizer_or_default(), args.seed)?
+        }
+    };
+    let config = RunConfig::new(args, &trainer, &files, train.len(), test.len());
+    let threads = be.threads();
+    let label = format!("{}, {} thread{}", be.name(), threads, if threads == 1 { "" } else { "s" });
+
+    if eval {
+        let result = evaluate(be, &trainer.model, &test, args.batch_size.max(500))?;
+        println!(
+            "eval {}  epoch {}  test loss {:.4}  test acc {:.4}  ({} test images, {label})",
+            args.load.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+            trainer.epoch,
+            result.loss,
+            result.accuracy,
+            test.len()
+        );
+        return Ok(());
+    }
+
+    let before = conv1_weights(be, &trainer)?;
+    println!(
+        "training LeNet ({} + {} pooling, {} lr {}) on {} images from {}, testing on {}; {label}",
+        trainer.model.arch.activation.name(),
+        trainer.model.arch.pool.name(),
+        trainer.optimizer.name(),
+        trainer.optimizer.lr(),
+        train.len(),
+        files.dir.display(),
+        test.len()
+    );
+    reset_profile();
+    let mut observed = Observed::new(std::io::stderr().is_terminal(), label);
+    let outcome = trainer.fit(be, &train, &test, args.epochs, args.batch_size, args.save.as_deref(), &mut observed);
+    let report = RunReport::new(config, args.backend, be.name(), threads, observed.epochs, profile.map(|p| p()));
+    // Outputs of the epochs that finished are written even when training stopped.
+    report::write_outputs(&report, args)?;
+    if let (Some(path), Ok(_)) = (&args.filters, &outcome) {
+        plot::filters(path, &before, &conv1_weights(be, &trainer)?)?;
+        println!("filters: {}", path.display());
+    }
+    if let Some(rows) = &report.profile {
+        report::print_profile(rows, &report.epochs);
+    }
+    outcome.map(|_| ())
+}
+
+fn with_lr(opt: Optimizer, lr: f64) -> Optimizer {
+    match opt {
+        Optimizer::Sgd { weight_decay, .. } => Optimizer::Sgd { lr, weight_decay },
+        Optimizer::Momentum { momentum, weight_decay, .. } => Optimizer::Momentum { lr, momentum, weight_decay },
+        Optimizer::Nesterov { momentum, weight_decay, .. } => Optimizer::Nesterov { lr, momentum, weight_decay },
+        Optimizer::AdaGrad { eps, weight_decay, .. } => Optimizer::AdaGrad { lr, eps, weight_decay },
+        Optimizer::RmsProp { alpha, eps, weight_decay, .. } => Optimizer::RmsProp { lr, alpha, eps, weight_decay },
+        Optimizer::Adam { beta1, beta2, eps, weight_decay, .. } => {
+            Optimizer::Adam { lr, beta1, beta2, eps, weight_decay }
+        }
+    }
+}
+
+fn conv1_weights<B: Backend>(be: &B, trainer: &Trainer<B>) -> Result<Vec<f32>> {
+    let w = be.download(&trainer.model.params()[0])?;
+    debug_assert_eq!(w.shape(), [6, 1, 5, 5]);
+    Ok(w.data().iter().map(|v| kernels_core::Float::to_f64(*v) as f32).collect())
+}

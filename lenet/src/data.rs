@@ -1,0 +1,247 @@
+//! Fashion-MNIST (or MNIST) from IDX files.
+//!
+//! IDX: a 4-byte magic (two zero bytes, a type byte, 0x08 for unsigned bytes,
+//! and the number of dimensions), then each dimension as a big-endian u32,
+//! then the payload. Images are `[count, rows, cols]` (magic 0x00000803),
+//! labels `[count]` (magic 0x00000801). A file may be gzip-compressed; the
+//! gzip magic (1f 8b) decides, not the name.
+//!
+//! Every violation (wrong magic, bad or mismatched dimensions, a truncated or
+//! over-long payload, a label ≥ 10) is a [`LenetError::Data`] naming the file.
+//! Pixels stay `u8` in memory and are scaled to [0, 1] as a batch is built.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use kernels_core::{Float, SplitMix64};
+
+use crate::error::{LenetError, Result};
+
+/// Classes in Fashion-MNIST and MNIST.
+pub const CLASSES: usize = 10;
+/// Image side the model expects.
+pub const SIDE: usize = 28;
+/// Where the Debian package `dataset-fashion-mnist` installs the files.
+pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
+/// Environment variable naming the data directory when `--data` is absent.
+pub const DIR_ENV: &str = "FASHION_MNIST_DIR";
+
+const IMAGES_MAGIC: u32 = 0x0000_0803;
+const LABELS_MAGIC: u32 = 0x0000_0801;
+
+/// Unsigned-byte images `[count, rows, cols]`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Images {
+    pub count: usize,
+    pub rows: usize,
+    pub cols: usize,
+    pub pixels: Vec<u8>,
+}
+
+/// Reads a file whole, gunzipping it when it starts with the gzip magic.
+fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
+    let raw = std::fs::read(path).map_err(|e| LenetError::io(path, e))?;
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::with_capacity(raw.len() * 2);
+        flate2::read::MultiGzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| LenetError::data(path, format!("corrupt gzip stream: {e}")))?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+/// Parses an IDX header with the expected magic; returns the dimensions and
+/// the payload, which must hold exactly their product in bytes.
+fn parse_idx<'a>(path: &Path, bytes: &'a [u8], magic: u32) -> Result<(Vec<usize>, &'a [u8])> {
+    let ndims = (magic & 0xff) as usize;
+    let header_len = 4 + 4 * ndims;
+    if bytes.len() < header_len {
+        return Err(LenetError::data(
+            path,
+            format!("truncated header: {} bytes, an IDX header of {ndims} dimensions needs {header_len}", bytes.len()),
+        ));
+    }
+    let word = |i: usize| u32::from_be_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
+    let found = word(0);
+    if found != magic {
+        return Err(LenetError::data(path, format!("wrong magic number 0x{found:08x}, expected 0x{magic:08x}")));
+    }
+    let dims: Vec<usize> = (1..=ndims).map(|i| word(i) as usize).collect();
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| LenetError::data(path, format!("dimensions {dims:?} overflow")))?;
+    let payload = &bytes[header_len..];
+    if payload.len() < expected {
+        return Err(LenetError::data(
+            path,
+            format!("truncated: dimensions {dims:?} need {expected} bytes of data, the file holds {}", payload.len()),
+        ));
+    }
+    if payload.len() > expected {
+        return Err(LenetError::data(
+            path,
+            format!("{} bytes after the {expected} that dimensions {dims:?} describe", payload.len() - expected),
+        ));
+    }
+    Ok((dims, payload))
+}
+
+/// Reads an IDX image file (magic 0x00000803), raw or gzipped.
+pub fn read_images(path: &Path) -> Result<Images> {
+    let bytes = read_maybe_gzip(path)?;
+    let (dims, payload) = parse_idx(path, &bytes, IMAGES_MAGIC)?;
+    let (count, rows, cols) = (dims[0], dims[1], dims[2]);
+    if rows == 0 || cols == 0 {
+        return Err(LenetError::data(path, format!("images of {rows}x{cols} pixels")));
+    }
+    Ok(Images { count, rows, cols, pixels: payload.to_vec() })
+}
+
+/// Reads an IDX label file (magic 0x00000801), raw or gzipped; every label
+/// must be below [`CLASSES`].
+pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
+    let bytes = read_maybe_gzip(path)?;
+    let (_, payload) = parse_idx(path, &bytes, LABELS_MAGIC)?;
+    if let Some(i) = payload.iter().position(|&l| l as usize >= CLASSES) {
+        return Err(LenetError::data(
+            path,
+            format!("label {} at position {i} is out of range for {CLASSES} classes", payload[i]),
+        ));
+    }
+    Ok(payload.to_vec())
+}
+
+/// Images and their labels, 28x28 each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pixels: Vec<u8>,
+    labels: Vec<u8>,
+}
+
+impl Dataset {
+    /// Pairs images with labels, checking the counts match and the images
+    /// are 28x28 (what LeNet takes). `images_path` names the file in errors.
+    pub fn new(images_path: &Path, images: Images, labels_path: &Path, labels: Vec<u8>) -> Result<Self> {
+        if images.count != labels.len() {
+            return Err(LenetError::data(
+                images_path,
+                format!("holds {} images but {} holds {} labels", images.count, labels_path.display(), labels.len()),
+            ));
+        }
+        if (images.rows, images.cols) != (SIDE, SIDE) {
+            return Err(LenetError::data(
+                images_path,
+                format!("images are {}x{}, LeNet needs {SIDE}x{SIDE}", images.rows, images.cols),
+            ));
+        }
+        Ok(Self { pixels: images.pixels, labels })
+    }
+
+    /// Reads and pairs an image file and a label file.
+    pub fn load(images_path: &Path, labels_path: &Path) -> Result<Self> {
+        let images = read_images(images_path)?;
+        let labels = read_labels(labels_path)?;
+        Self::new(images_path, images, labels_path, labels)
+    }
+
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The first `n` examples (all of them when `n` is larger).
+    pub fn truncate(&mut self, n: usize) {
+        let n = n.min(self.len());
+        self.labels.truncate(n);
+        self.pixels.truncate(n * SIDE * SIDE);
+    }
+
+    pub fn label(&self, i: usize) -> usize {
+        self.labels[i] as usize
+    }
+
+    /// Pixels of example `i`, 784 bytes.
+    pub fn image(&self, i: usize) -> &[u8] {
+        &self.pixels[i * SIDE * SIDE..(i + 1) * SIDE * SIDE]
+    }
+
+    /// Fills `x` with the examples `indices` scaled to [0, 1] (NCHW with one
+    /// channel) and `y` with their labels. Both are cleared first.
+    pub fn gather<T: Float>(&self, indices: &[usize], x: &mut Vec<T>, y: &mut Vec<usize>) {
+        let scale: [T; 256] = std::array::from_fn(|v| T::from_f64(v as f64 / 255.0));
+        x.clear();
+        y.clear();
+        x.reserve(indices.len() * SIDE * SIDE);
+        for &i in indices {
+            x.extend(self.image(i).iter().map(|&p| scale[p as usize]));
+            y.push(self.label(i));
+        }
+    }
+}
+
+/// The order of the training examples in epoch `epoch` (1-based): a
+/// Fisher-Yates shuffle from a generator seeded by the seed and the epoch, so
+/// a resumed run sees the same orders as an uninterrupted one.
+pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0xA076_1D64_78BD_642F));
+    // Discard one draw so nearby seeds do not start alike.
+    rng.next_u64();
+    rng.shuffle(&mut order);
+    order
+}
+
+/// The four files of the data set, found in one directory.
+#[derive(Debug, Clone)]
+pub struct DataFiles {
+    pub dir: PathBuf,
+    pub train_images: PathBuf,
+    pub train_labels: PathBuf,
+    pub test_images: PathBuf,
+    pub test_labels: PathBuf,
+}
+
+const STEMS: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+
+impl DataFiles {
+    /// The directory from `--data`, else `$FASHION_MNIST_DIR`, else
+    /// [`DEFAULT_DIR`]; each file may be raw or `.gz`. A missing file gives
+    /// [`LenetError::DataMissing`] listing every path tried.
+    pub fn locate(flag: Option<&Path>) -> Result<Self> {
+        let env = std::env::var_os(DIR_ENV).filter(|v| !v.is_empty());
+        let (dir, origin) = match (flag, env) {
+            (Some(dir), _) => (dir.to_path_buf(), "from --data"),
+            (None, Some(env)) => (PathBuf::from(env), "from FASHION_MNIST_DIR"),
+            (None, None) => (PathBuf::from(DEFAULT_DIR), "the default"),
+        };
+        let mut found = Vec::with_capacity(4);
+        let mut tried = Vec::new();
+        for stem in STEMS {
+            let candidates = [dir.join(format!("{stem}.gz")), dir.join(stem)];
+            match candidates.iter().find(|p| p.is_file()) {
+                Some(p) => found.push(p.clone()),
+                None => tried.extend(candidates.iter().map(|p| format!("{} ({origin})", p.display()))),
+            }
+        }
+        if !tried.is_empty() {
+            return Err(LenetError::DataMissing { tried });
+        }
+        let [train_images, train_labels, test_images, test_labels]: [PathBuf; 4] =
+            found.try_into().map_err(|_| LenetError::DataMissing { tried: vec![dir.display().to_string()] })?;
+        Ok(Self { dir, train_images, train_labels, test_images, test_labels })
+    }
+
+    /// Reads and validates both splits.
+    pub fn load(&self) -> Result<(Dataset, Dataset)> {
+        let train = Dataset::load(&self.train_images, &self.train_labels)?;
+        let test = Dataset::load(&self.test_images, &self.test_labels)?;
+        Ok((train, test))
+    }
+}

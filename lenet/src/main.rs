@@ -1,0 +1,11 @@
+//! `lenet`: see the crate documentation (`cargo doc -p lenet`) or `lenet --help`.
+
+use clap::Parser;
+
+fn main() {
+    let cli = lenet::cli::Cli::parse();
+    if let Err(e) = lenet::cli::run(cli) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
