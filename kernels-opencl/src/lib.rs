@@ -65,17 +65,26 @@ impl OpenCl {
     /// The device named by `KERNELS_OPENCL_DEVICE`, else the first GPU, else
     /// any device.
     pub fn new() -> Result<Self> {
-        Self::from_chosen(device::default_device()?)
+        Self::serialised(|| Self::from_chosen(device::default_device()?))
     }
 
     /// The device matching `selector`: "P:D" indices or a case-insensitive
     /// name substring.
     pub fn with_device(selector: &str) -> Result<Self> {
-        Self::from_chosen(device::select(selector)?)
+        Self::serialised(|| Self::from_chosen(device::select(selector)?))
     }
 
     fn from_chosen(chosen: device::Chosen) -> Result<Self> {
         Ok(Self { rt: runtime::Runtime::new(chosen)? })
+    }
+
+    /// Runs device discovery and setup one thread at a time: PoCL's lazy
+    /// initialisation can report no device to a second thread racing the
+    /// first.
+    fn serialised<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+        static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f()
     }
 
     /// "platform / device" of the device in use.

@@ -19,8 +19,8 @@ __kernel void bias_grad(__global const float* restrict dy, const int N, const in
     }
     partial[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int half = REDUCE_WG / 2; half > 0; half /= 2) {
-        if (lid < half) partial[lid] += partial[lid + half];
+    for (int step = REDUCE_WG / 2; step > 0; step /= 2) {
+        if (lid < step) partial[lid] += partial[lid + step];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
     if (lid == 0) db[k] = partial[0];
