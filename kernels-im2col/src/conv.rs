@@ -19,40 +19,103 @@ use rayon::prelude::*;
 
 use crate::HostGrads;
 use crate::gemm::{View, mat, mat_mut, sgemm};
-use crate::plan::{ConvPath, ConvPlan};
+use crate::plan::{ConvPath, ConvPlan, TileTargets};
 use crate::unfold::{col2im, im2col};
 
+/// One worker's buffers: a col tile and, for multi-image tiles, the
+/// gathered [k, images x pixels] output or output gradient.
+struct Scratch {
+    col: Vec<f32>,
+    gather: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(g: &ConvGeometry, plan: &ConvPlan) -> Self {
+        Self { col: vec![0.0; plan.col_floats(g)], gather: vec![0.0; plan.gather_floats(g)] }
+    }
+}
+
 /// y [n, k, oh, ow] = x ⋆ w + b.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Result<Vec<f32>> {
-    let plan = ConvPlan::new(g);
+pub(crate) fn forward(
+    g: &ConvGeometry,
+    targets: TileTargets,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Result<Vec<f32>> {
     let threads = rayon::current_num_threads();
+    let plan = ConvPlan::new(g, threads, targets);
     plan.check_scratch(g, threads, false)?;
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
     let image_out = g.k * pixels;
     let crs = g.c * g.r * g.s;
     let mut y = vec![0.0f32; g.n * image_out];
-    let scratch = || vec![0.0f32; plan.col_floats(g)];
-    if g.n >= threads {
-        y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(scratch, |col, (y_image, x_image)| {
-            forward_rows(g, &plan, x_image, w, bias, y_image, col);
+    let scratch = || Scratch::new(g, &plan);
+    let images = plan.images_per_tile;
+    if images > 1 {
+        let groups = y.par_chunks_mut(images * image_out).zip(x.par_chunks(images * image_in));
+        groups.for_each_init(scratch, |s, (y_group, x_group)| forward_group(g, &plan, x_group, w, bias, y_group, s));
+    } else if g.n >= threads {
+        y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(scratch, |s, (y_image, x_image)| {
+            forward_rows(g, &plan, x_image, w, bias, y_image, &mut s.col);
         });
     } else {
         // Too few images to keep every thread busy: split the filters too.
         let filters_per_block = g.k.div_ceil(threads.min(g.k));
         y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each(|(y_image, x_image)| {
-            y_image.par_chunks_mut(filters_per_block * pixels).enumerate().for_each_init(
-                scratch,
-                |col, (i, y_rows)| {
-                    let (k0, k1) = (i * filters_per_block, i * filters_per_block + y_rows.len() / pixels);
-                    let b = bias.map(|b| &b[k0..k1]);
-                    forward_rows(g, &plan, x_image, &w[k0 * crs..k1 * crs], b, y_rows, col);
-                },
-            );
+            let blocks = y_image.par_chunks_mut(filters_per_block * pixels).enumerate();
+            blocks.for_each_init(scratch, |s, (i, y_rows)| {
+                let (k0, k1) = (i * filters_per_block, i * filters_per_block + y_rows.len() / pixels);
+                let b = bias.map(|b| &b[k0..k1]);
+                forward_rows(g, &plan, x_image, &w[k0 * crs..k1 * crs], b, y_rows, &mut s.col);
+            });
         });
     }
     Ok(y)
 }
 
+/// A group of whole images in one GEMM: gather = W · [col of each image],
+/// then scattered into y image by image with the bias added.
+fn forward_group(
+    g: &ConvGeometry,
+    plan: &ConvPlan,
+    x_group: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    y_group: &mut [f32],
+    s: &mut Scratch,
+) {
+    let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
+    let (crs, taps) = (g.c * g.r * g.s, g.r * g.s);
+    let images = x_group.len() / image_in;
+    let columns = images * pixels;
+    let gather = &mut s.gather[..g.k * columns];
+    for tile in plan.tiles(g) {
+        let rows = tile.rows(g);
+        let col = &mut s.col[..rows * columns];
+        for (i, x_image) in x_group.chunks_exact(image_in).enumerate() {
+            im2col(g, x_image, tile, &mut col[i * pixels..], columns);
+        }
+        let w_tile = mat(&w[tile.c0 * taps..], View::strided(g.k, rows, crs));
+        let beta = if tile.c0 == 0 { 0.0 } else { 1.0 };
+        sgemm(
+            1.0,
+            w_tile,
+            mat(col, View::row_major(rows, columns)),
+            beta,
+            mat_mut(gather, View::row_major(g.k, columns)),
+        );
+    }
+    for (i, y_image) in y_group.chunks_exact_mut(g.k * pixels).enumerate() {
+        for (k, y_row) in y_image.chunks_exact_mut(pixels).enumerate() {
+            let src = &gather[k * columns + i * pixels..][..pixels];
+            let b = bias.map_or(0.0, |b| b[k]);
+            for (out, v) in y_row.iter_mut().zip(src) {
+                *out = v + b;
+            }
+        }
+    }
+}
 /// Rows y_rows [kr, P] of one image from the matching filters w_rows
 /// [kr, C·R·S].
 fn forward_rows(
@@ -83,7 +146,7 @@ fn forward_rows(
             for tile in plan.tiles(g) {
                 let (rows, pb) = (tile.rows(g), tile.pixels());
                 let col = &mut col[..rows * pb];
-                im2col(g, x_image, tile, col);
+                im2col(g, x_image, tile, col, pb);
                 let vw = View::strided(filters, rows, crs);
                 let vy = View::strided(filters, pb, pixels);
                 let (w_tile, y_tile) = (&w_rows[tile.c0 * taps..], &mut y_rows[tile.p0..]);
@@ -94,9 +157,16 @@ fn forward_rows(
 }
 
 /// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
-pub(crate) fn backward(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32], need: GradRequest) -> Result<HostGrads> {
-    let plan = ConvPlan::new(g);
+pub(crate) fn backward(
+    g: &ConvGeometry,
+    targets: TileTargets,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    need: GradRequest,
+) -> Result<HostGrads> {
     let threads = rayon::current_num_threads();
+    let plan = ConvPlan::new(g, threads, targets);
     let workers = threads.min(g.n);
     plan.check_scratch(g, workers, true)?;
     let images_per_worker = g.n.div_ceil(workers);
@@ -138,8 +208,8 @@ struct Partial {
     db: Vec<f64>,
 }
 
-/// Backward over a run of images: writes their dx (when given) and returns
-/// their partial dW and db.
+/// Backward over a run of images, a group of `plan.images_per_tile` at a
+/// time: writes their dx (when given) and returns their partial dW and db.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
 fn backward_images(
     g: &ConvGeometry,
@@ -152,66 +222,109 @@ fn backward_images(
     need: GradRequest,
 ) -> Partial {
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
-    let (image_out, crs, taps) = (g.k * pixels, g.c * g.r * g.s, g.r * g.s);
-    let mut dw = if need.dw { vec![0.0f32; g.k * crs] } else { Vec::new() };
+    let image_out = g.k * pixels;
+    let mut dw = if need.dw { vec![0.0f32; g.k * g.c * g.r * g.s] } else { Vec::new() };
     let mut db = vec![0.0f64; g.k];
-    let mut col = vec![0.0f32; plan.col_floats(g)];
-    for (local, image) in images.enumerate() {
-        let x_image = &x[image * image_in..][..image_in];
-        let dy_image = &dy[image * image_out..][..image_out];
-        let mut dx_image = dx_run.as_deref_mut().map(|run| &mut run[local * image_in..][..image_in]);
+    let mut s = Scratch::new(g, plan);
+    let group = plan.images_per_tile;
+    let mut first = images.start;
+    while first < images.end {
+        let last = (first + group).min(images.end);
+        let x_group = &x[first * image_in..last * image_in];
+        let dy_group = &dy[first * image_out..last * image_out];
+        let local = (first - images.start) * image_in..(last - images.start) * image_in;
+        let dx_group = dx_run.as_deref_mut().map(|run| &mut run[local]);
         if need.db {
-            for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
-                *total += sum(row) as f64;
+            for dy_image in dy_group.chunks_exact(image_out) {
+                for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
+                    *total += sum(row) as f64;
+                }
             }
         }
-        let vdy = View::row_major(g.k, pixels);
         match plan.path {
-            ConvPath::Pointwise => {
-                if need.dw {
-                    let vx = View::row_major(g.c, pixels);
-                    sgemm(
-                        1.0,
-                        mat(dy_image, vdy),
-                        mat(x_image, vx.t()),
-                        1.0,
-                        mat_mut(&mut dw, View::row_major(g.k, g.c)),
-                    );
-                }
-                if let Some(dx_image) = dx_image {
-                    let vw = View::row_major(g.k, g.c);
-                    sgemm(
-                        1.0,
-                        mat(w, vw.t()),
-                        mat(dy_image, vdy),
-                        0.0,
-                        mat_mut(dx_image, View::row_major(g.c, pixels)),
-                    );
-                }
+            ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
+            ConvPath::Unfold => backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s),
+        }
+        first = last;
+    }
+    Partial { dw, db }
+}
+
+/// 1x1 stride-1 unpadded: dW += dY·Xᵀ and dX = Wᵀ·dY per image, no col.
+fn backward_pointwise(
+    g: &ConvGeometry,
+    x_group: &[f32],
+    w: &[f32],
+    dy_group: &[f32],
+    mut dx_group: Option<&mut [f32]>,
+    need: GradRequest,
+    dw: &mut [f32],
+) {
+    let pixels = g.oh * g.ow;
+    let (vx, vdy, vw) = (View::row_major(g.c, pixels), View::row_major(g.k, pixels), View::row_major(g.k, g.c));
+    for (i, (x_image, dy_image)) in
+        x_group.chunks_exact(g.c * pixels).zip(dy_group.chunks_exact(g.k * pixels)).enumerate()
+    {
+        if need.dw {
+            sgemm(1.0, mat(dy_image, vdy), mat(x_image, vx.t()), 1.0, mat_mut(dw, vw));
+        }
+        if let Some(dx_group) = dx_group.as_deref_mut() {
+            let dx_image = &mut dx_group[i * g.c * pixels..][..g.c * pixels];
+            sgemm(1.0, mat(w, vw.t()), mat(dy_image, vdy), 0.0, mat_mut(dx_image, vx));
+        }
+    }
+}
+
+/// One group of images (or one image), tile by tile: dW += dY·colᵀ and
+/// dX += col2im(Wᵀ·dY). A single image reads dY in place; a group gathers
+/// its dY into [k, images x pixels] first so one GEMM covers it.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
+fn backward_group(
+    g: &ConvGeometry,
+    plan: &ConvPlan,
+    x_group: &[f32],
+    w: &[f32],
+    dy_group: &[f32],
+    mut dx_group: Option<&mut [f32]>,
+    need: GradRequest,
+    dw: &mut [f32],
+    s: &mut Scratch,
+) {
+    let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
+    let (crs, taps) = (g.c * g.r * g.s, g.r * g.s);
+    let images = x_group.len() / image_in;
+    let (dy_source, dy_stride): (&[f32], usize) = if images == 1 {
+        (dy_group, pixels)
+    } else {
+        let columns = images * pixels;
+        let gather = &mut s.gather[..g.k * columns];
+        for (i, dy_image) in dy_group.chunks_exact(g.k * pixels).enumerate() {
+            for (k, row) in dy_image.chunks_exact(pixels).enumerate() {
+                gather[k * columns + i * pixels..][..pixels].copy_from_slice(row);
             }
-            ConvPath::Unfold => {
-                for tile in plan.tiles(g) {
-                    let (rows, pb) = (tile.rows(g), tile.pixels());
-                    let col = &mut col[..rows * pb];
-                    let vcol = View::row_major(rows, pb);
-                    let dy_tile = &dy_image[tile.p0..];
-                    let vdy_tile = View::strided(g.k, pb, pixels);
-                    let vw_tile = View::strided(g.k, rows, crs);
-                    if need.dw {
-                        im2col(g, x_image, tile, col);
-                        let dw_tile = &mut dw[tile.c0 * taps..];
-                        sgemm(1.0, mat(dy_tile, vdy_tile), mat(col, vcol.t()), 1.0, mat_mut(dw_tile, vw_tile));
-                    }
-                    if let Some(dx_image) = dx_image.as_deref_mut() {
-                        let w_tile = &w[tile.c0 * taps..];
-                        sgemm(1.0, mat(w_tile, vw_tile.t()), mat(dy_tile, vdy_tile), 0.0, mat_mut(col, vcol));
-                        col2im(g, col, tile, dx_image);
-                    }
-                }
+        }
+        (gather, columns)
+    };
+    for tile in plan.tiles(g) {
+        let (rows, pb) = (tile.rows(g), tile.pixels());
+        let columns = images * pb;
+        let col = &mut s.col[..rows * columns];
+        let vcol = View::row_major(rows, columns);
+        let dy_tile = mat(&dy_source[tile.p0..], View::strided(g.k, columns, dy_stride));
+        let vw_tile = View::strided(g.k, rows, crs);
+        if need.dw {
+            for (i, x_image) in x_group.chunks_exact(image_in).enumerate() {
+                im2col(g, x_image, tile, &mut col[i * pb..], columns);
+            }
+            sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
+        }
+        if let Some(dx_group) = dx_group.as_deref_mut() {
+            sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
+            for (i, dx_image) in dx_group.chunks_exact_mut(image_in).enumerate() {
+                col2im(g, &col[i * pb..], tile, dx_image, columns);
             }
         }
     }
-    Partial { dw, db }
 }
 
 /// Sum of a row with 16 independent accumulators, so it vectorises (a single

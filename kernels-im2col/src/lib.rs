@@ -62,20 +62,22 @@ use kernels_core::{
     Backend, ConvGeometry, Error, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor,
 };
 
-pub use plan::{ConvPath, ConvPlan, SCRATCH_LIMIT_BYTES, TILE_FLOATS};
+pub use plan::{ConvPath, ConvPlan, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TILE_FLOATS, TileTargets};
 
 /// The im2col + GEMM CPU backend (f32).
 #[derive(Debug, Default)]
 pub struct Im2col {
     /// Own pool from `with_threads`; None runs on rayon's global pool.
     pool: Option<rayon::ThreadPool>,
+    /// Conv tiling targets (the defaults unless a bench sweeps them).
+    targets: TileTargets,
 }
 
 impl Im2col {
     /// Runs on rayon's global pool (RAYON_NUM_THREADS threads, else one per
     /// core).
     pub fn new() -> Self {
-        Self { pool: None }
+        Self { pool: None, targets: TileTargets::default() }
     }
 
     /// Runs on a pool of its own with `threads` threads.
@@ -87,12 +89,17 @@ impl Im2col {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Device(format!("im2col: cannot start {threads} threads: {e}")))?;
-        Ok(Self { pool: Some(pool) })
+        Ok(Self { pool: Some(pool), targets: TileTargets::default() })
     }
 
-    /// The path and tiling a conv geometry takes.
+    /// Same backend with other conv tiling targets (for tuning sweeps).
+    pub fn with_tile_targets(self, targets: TileTargets) -> Self {
+        Self { targets, ..self }
+    }
+
+    /// The path and tiling a conv geometry takes on this backend.
     pub fn conv_plan(&self, g: &ConvGeometry) -> ConvPlan {
-        ConvPlan::new(g)
+        ConvPlan::new(g, self.threads(), self.targets)
     }
 
     /// Runs `op` on this backend's threads.
@@ -161,7 +168,7 @@ impl Backend for Im2col {
         w: &Tensor<f32>,
         b: Option<&Tensor<f32>>,
     ) -> Result<Tensor<f32>> {
-        let y = self.run(|| conv::forward(g, x.data(), w.data(), b.map(|b| b.data())))?;
+        let y = self.run(|| conv::forward(g, self.targets, x.data(), w.data(), b.map(|b| b.data())))?;
         tensor(&g.y_shape(), y)
     }
 
@@ -173,7 +180,7 @@ impl Backend for Im2col {
         dy: &Tensor<f32>,
         need: GradRequest,
     ) -> Result<Grads<Tensor<f32>>> {
-        let grads = self.run(|| conv::backward(g, x.data(), w.data(), dy.data(), need))?;
+        let grads = self.run(|| conv::backward(g, self.targets, x.data(), w.data(), dy.data(), need))?;
         Ok(Grads {
             dx: maybe(&g.x_shape(), grads.dx)?,
             dw: maybe(&g.w_shape(), grads.dw)?,

@@ -20,9 +20,14 @@ use crate::unfold::Tile;
 /// No call may plan more scratch than this (64 MiB), whatever the batch.
 pub const SCRATCH_LIMIT_BYTES: usize = 64 << 20;
 
-/// Target col tile size in floats: 512 KiB, half of this machine's 1 MiB L2,
-/// so the tile survives until sgemm packs it.
+/// Default target col tile size in floats: 512 KiB, half of this machine's
+/// 1 MiB L2, so the tile survives until sgemm packs it.
 pub const TILE_FLOATS: usize = 1 << 17;
+
+/// Default fewest GEMM columns (output pixels, over several images if
+/// need be) a tile should have: below this, per-call overheads (packing,
+/// loading and storing C) dominate a small GEMM.
+pub const TILE_COLUMNS: usize = 512;
 
 /// Fewest output pixels a tile holds (when the image has that many), so the
 /// GEMM's n dimension never gets too thin to run at speed.
@@ -41,44 +46,96 @@ pub enum ConvPath {
     Unfold,
 }
 
-/// The tiling of one conv geometry.
+/// The knobs of the tiling (the defaults are what the backend uses; the
+/// bench sweeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TileTargets {
+    /// Target col tile size in floats.
+    pub floats: usize,
+    /// Fewest GEMM columns a tile aims for (images are grouped to reach it).
+    pub columns: usize,
+}
+
+impl Default for TileTargets {
+    fn default() -> Self {
+        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS }
+    }
+}
+
+/// The tiling of one conv geometry. A tile is `images_per_tile` images by
+/// `channels_per_tile` input channels by `pixels_per_tile` output pixels;
+/// images are grouped (with whole images per tile) only when one image has
+/// fewer output pixels than the target column count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvPlan {
     pub path: ConvPath,
+    pub images_per_tile: usize,
     pub channels_per_tile: usize,
     pub pixels_per_tile: usize,
 }
 
 impl ConvPlan {
-    pub fn new(g: &ConvGeometry) -> Self {
+    /// The plan for `g` run by `threads` workers.
+    pub fn new(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Self {
         let pixels = g.oh * g.ow;
+        let taps = g.r * g.s;
+        let floats = targets.floats.max(1);
+        // Keep at least two groups per thread so rayon can balance them.
+        let max_images = g.n.div_ceil(2 * threads.max(1)).max(1);
+        let images = targets.columns.div_ceil(pixels).clamp(1, max_images).min((floats / (taps * pixels)).max(1));
         let pointwise = g.r == 1 && g.s == 1 && g.params.stride == [1, 1] && g.params.padding == [0, 0];
         if pointwise {
-            return Self { path: ConvPath::Pointwise, channels_per_tile: g.c, pixels_per_tile: pixels };
+            return Self {
+                path: ConvPath::Pointwise,
+                images_per_tile: 1,
+                channels_per_tile: g.c,
+                pixels_per_tile: pixels,
+            };
         }
-        let taps = g.r * g.s;
+        if images > 1 {
+            let channels = (floats / (taps * pixels * images)).clamp(1, g.c);
+            return Self {
+                path: ConvPath::Unfold,
+                images_per_tile: images,
+                channels_per_tile: channels,
+                pixels_per_tile: pixels,
+            };
+        }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
-        let channels = (TILE_FLOATS / (taps * min_pixels)).clamp(1, g.c);
-        let mut pixels_per_tile = (TILE_FLOATS / (channels * taps)).clamp(min_pixels, pixels);
+        let channels = (floats / (taps * min_pixels)).clamp(1, g.c);
+        let mut pixels_per_tile = (floats / (channels * taps)).clamp(min_pixels, pixels);
         if pixels_per_tile < pixels {
             pixels_per_tile = (pixels_per_tile / PIXEL_ALIGN * PIXEL_ALIGN).max(min_pixels);
         }
-        Self { path: ConvPath::Unfold, channels_per_tile: channels, pixels_per_tile }
+        Self { path: ConvPath::Unfold, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile }
+    }
+
+    /// GEMM columns of a full tile: images x pixels.
+    pub fn columns(&self) -> usize {
+        self.images_per_tile * self.pixels_per_tile
     }
 
     /// Floats of one col tile (0 on the pointwise path, which needs none).
     pub fn col_floats(&self, g: &ConvGeometry) -> usize {
         match self.path {
             ConvPath::Pointwise => 0,
-            ConvPath::Unfold => self.channels_per_tile * g.r * g.s * self.pixels_per_tile,
+            ConvPath::Unfold => self.channels_per_tile * g.r * g.s * self.columns(),
         }
     }
 
+    /// Floats of the gathered output (forward) or output gradient (backward)
+    /// of a multi-image tile, [k, images x pixels]; 0 with one image per
+    /// tile, which reads and writes y and dy in place.
+    pub fn gather_floats(&self, g: &ConvGeometry) -> usize {
+        if self.images_per_tile > 1 { g.k * self.columns() } else { 0 }
+    }
+
     /// Scratch bytes a call plans with `workers` concurrent workers: a col
-    /// tile each, plus a partial dW each in backward.
+    /// tile and a gather buffer each, plus a partial dW each in backward.
     pub fn scratch_bytes(&self, g: &ConvGeometry, workers: usize, backward: bool) -> usize {
         let dw = if backward { g.k * g.c * g.r * g.s } else { 0 };
-        workers.saturating_mul(self.col_floats(g) + dw).saturating_mul(size_of::<f32>())
+        let per_worker = self.col_floats(g) + self.gather_floats(g) + dw;
+        workers.saturating_mul(per_worker).saturating_mul(size_of::<f32>())
     }
 
     /// Refuses a call whose planned scratch would pass the limit.
@@ -92,6 +149,7 @@ impl ConvPlan {
 
     /// The tiles of one image: pixel blocks outside, channel blocks inside
     /// (so the output tile a pixel block accumulates into stays in cache).
+    /// A multi-image tile is the same tile taken in each of its images.
     pub(crate) fn tiles(&self, g: &ConvGeometry) -> impl Iterator<Item = Tile> + use<> {
         let (pixels, channels) = (g.oh * g.ow, g.c);
         let (pb, cb) = (self.pixels_per_tile, self.channels_per_tile);
@@ -117,13 +175,13 @@ mod tests {
             for batch in [case.input[0], 4096] {
                 let [_, c, h, w] = case.input;
                 let g = ConvGeometry::from_dims([batch, c, h, w], case.filters, &case.params()).unwrap();
-                let plan = ConvPlan::new(&g);
                 for workers in [1, 2, 16] {
+                    let plan = ConvPlan::new(&g, workers, TileTargets::default());
                     let bytes = plan.scratch_bytes(&g, workers, true);
                     assert!(bytes <= SCRATCH_LIMIT_BYTES, "{} batch {batch}: {bytes} bytes", case.name);
                     plan.check_scratch(&g, workers, true).unwrap();
+                    assert!(plan.col_floats(&g) <= TILE_FLOATS.max(g.r * g.s * MIN_TILE_PIXELS), "{}", case.name);
                 }
-                assert!(plan.col_floats(&g) <= TILE_FLOATS.max(g.r * g.s * MIN_TILE_PIXELS), "{}", case.name);
             }
         }
     }
@@ -131,7 +189,7 @@ mod tests {
     #[test]
     fn tiles_cover_every_channel_and_pixel_once() {
         let g = ConvGeometry::from_dims([1, 300, 40, 40], [4, 7, 7], &Conv2d::new(1, 3)).unwrap();
-        let plan = ConvPlan::new(&g);
+        let plan = ConvPlan::new(&g, 2, TileTargets::default());
         assert!(plan.channels_per_tile < g.c && plan.pixels_per_tile < g.oh * g.ow, "{plan:?}");
         let mut seen = vec![0u8; g.c * g.oh * g.ow];
         for t in plan.tiles(&g) {
@@ -145,9 +203,20 @@ mod tests {
     }
 
     #[test]
+    fn small_images_are_grouped_and_large_ones_split() {
+        let lenet_c2 = ConvGeometry::from_dims([256, 6, 14, 14], [16, 5, 5], &Conv2d::default()).unwrap();
+        let plan = ConvPlan::new(&lenet_c2, 2, TileTargets::default());
+        assert!(plan.images_per_tile > 1 && plan.columns() >= TILE_COLUMNS, "{plan:?}");
+        let resnet = ConvGeometry::from_dims([8, 64, 56, 56], [64, 3, 3], &Conv2d::new(1, 1)).unwrap();
+        let plan = ConvPlan::new(&resnet, 2, TileTargets::default());
+        assert!(plan.images_per_tile == 1 && plan.pixels_per_tile < 56 * 56, "{plan:?}");
+    }
+
+    #[test]
     fn pointwise_only_for_1x1_stride_1_unpadded() {
         let plan = |r, stride, pad| {
-            ConvPlan::new(&ConvGeometry::from_dims([2, 3, 8, 8], [4, r, r], &Conv2d::new(stride, pad)).unwrap()).path
+            let g = ConvGeometry::from_dims([2, 3, 8, 8], [4, r, r], &Conv2d::new(stride, pad)).unwrap();
+            ConvPlan::new(&g, 2, TileTargets::default()).path
         };
         assert_eq!(plan(1, 1, 0), ConvPath::Pointwise);
         assert_eq!(plan(1, 2, 0), ConvPath::Unfold);
@@ -159,7 +228,7 @@ mod tests {
     fn oversized_problems_are_refused_not_run() {
         // A 600x600 kernel cannot tile below 64 MiB with 64 pixels per tile.
         let g = ConvGeometry::from_dims([1, 1, 700, 700], [1, 600, 600], &Conv2d::default()).unwrap();
-        let err = ConvPlan::new(&g).check_scratch(&g, 2, false).unwrap_err();
+        let err = ConvPlan::new(&g, 2, TileTargets::default()).check_scratch(&g, 2, false).unwrap_err();
         assert!(matches!(err, Error::Scratch { .. }), "{err}");
     }
 }

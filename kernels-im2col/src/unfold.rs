@@ -80,9 +80,10 @@ fn for_each_segment(
     }
 }
 
-/// col [tile.rows, tile.pixels] from one image x [c, h, w].
-pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f32]) {
-    let pb = tile.pixels();
+/// col [tile.rows, tile.pixels] from one image x [c, h, w]; col rows lie
+/// `ld` apart (ld > tile.pixels when several images share one col tile).
+pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f32], ld: usize) {
+    let pb = ld;
     let sw = g.params.stride[1];
     for_each_segment(g, tile, |row, j0, ow_start, ow_end, input_row, lo, hi, iw_lo| {
         let out = &mut col[row * pb + j0..row * pb + j0 + (ow_end - ow_start)];
@@ -108,9 +109,10 @@ pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f
     });
 }
 
-/// dx_image [c, h, w] += col2im(col [tile.rows, tile.pixels]).
-pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, dx_image: &mut [f32]) {
-    let pb = tile.pixels();
+/// dx_image [c, h, w] += col2im(col [tile.rows, tile.pixels]), col rows
+/// `ld` apart.
+pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, dx_image: &mut [f32], ld: usize) {
+    let pb = ld;
     let sw = g.params.stride[1];
     for_each_segment(g, tile, |row, j0, ow_start, _ow_end, input_row, lo, hi, iw_lo| {
         let Some(base) = input_row.filter(|_| hi > lo) else { return };
@@ -151,7 +153,7 @@ mod tests {
         let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
         let tile = Tile { c0: 0, c1: 1, p0: 0, p1: 25 };
         let mut col = vec![f32::NAN; 4 * 25];
-        im2col(&g, &x, tile, &mut col);
+        im2col(&g, &x, tile, &mut col, 25);
         // Tap (0, 0) at output (oh, ow) reads x[oh − 1][ow − 1].
         let expect: Vec<f32> = (0..25)
             .map(|p| if p / 5 == 0 || p % 5 == 0 { 0.0 } else { ((p / 5 - 1) * 4 + p % 5 - 1) as f32 })

@@ -47,8 +47,9 @@ fn conv_case(fast: &Im2col, rng: &mut SplitMix64, x: [usize; 4], f: [usize; 3], 
 #[test]
 fn conv_matches_the_reference_on_awkward_and_tiled_shapes() {
     let mut rng = SplitMix64::new(11);
-    let two = Im2col::with_threads(2).unwrap();
-    let three = Im2col::with_threads(3).unwrap();
+    // One thread reuses each worker's scratch across many tiles; three
+    // splits work unevenly.
+    let backends = [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap());
     let d = |s: [usize; 2], p: [usize; 2], dl: [usize; 2]| Conv2d { stride: s, padding: p, dilation: dl };
     let cases = [
         ([2, 3, 7, 9], [4, 1, 1], Conv2d::default()),           // pointwise path
@@ -60,10 +61,15 @@ fn conv_matches_the_reference_on_awkward_and_tiled_shapes() {
         ([1, 5, 13, 7], [1, 3, 3], Conv2d::new(2, 1)),          // batch 1, one filter
         ([3, 7, 40, 40], [5, 7, 7], Conv2d::new(1, 3)),         // several pixel tiles
         ([2, 300, 20, 20], [4, 7, 7], Conv2d::new(1, 3)),       // channel tiles too
+        ([13, 4, 6, 6], [5, 3, 3], Conv2d::new(1, 1)),          // images grouped per tile, short last group
+        ([150, 2, 4, 4], [3, 3, 3], Conv2d::new(1, 1)),         // many groups per worker
+        ([9, 600, 5, 5], [3, 3, 3], Conv2d::new(1, 1)),         // grouped images and channel tiles
+        ([7, 3, 5, 5], [4, 1, 1], Conv2d::default()),           // pointwise over several images
     ];
     for (x, f, params) in cases {
-        conv_case(&two, &mut rng, x, f, params);
-        conv_case(&three, &mut rng, x, f, params);
+        for backend in &backends {
+            conv_case(backend, &mut rng, x, f, params);
+        }
     }
 }
 
