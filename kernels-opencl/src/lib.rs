@@ -55,6 +55,16 @@ pub use tiles::GEMM_TILE_ENV;
 /// Environment variable forcing the local-memory GEMM on ("1") or off ("0").
 pub const LOCAL_GEMM_ENV: &str = "KERNELS_OPENCL_LOCAL_GEMM";
 
+/// Tuning choices that override the device-derived defaults (and the
+/// environment variables); `Config::default()` changes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Config {
+    /// NN GEMM register tile (rows, columns, vector width) per work-item.
+    pub gemm_tile: Option<(usize, usize, usize)>,
+    /// Stage GEMM tiles in local memory (the GPU variant).
+    pub local_gemm: Option<bool>,
+}
+
 /// The OpenCL backend: one device, one in-order profiling queue, programs
 /// built once.
 pub struct OpenCl {
@@ -65,17 +75,25 @@ impl OpenCl {
     /// The device named by `KERNELS_OPENCL_DEVICE`, else the first GPU, else
     /// any device.
     pub fn new() -> Result<Self> {
-        Self::serialised(|| Self::from_chosen(device::default_device()?))
+        Self::with_config(None, &Config::default())
     }
 
     /// The device matching `selector`: "P:D" indices or a case-insensitive
     /// name substring.
     pub fn with_device(selector: &str) -> Result<Self> {
-        Self::serialised(|| Self::from_chosen(device::select(selector)?))
+        Self::with_config(Some(selector), &Config::default())
     }
 
-    fn from_chosen(chosen: device::Chosen) -> Result<Self> {
-        Ok(Self { rt: runtime::Runtime::new(chosen)? })
+    /// `selector` as in [`OpenCl::with_device`] (None: as [`OpenCl::new`]),
+    /// with tuning overrides.
+    pub fn with_config(selector: Option<&str>, config: &Config) -> Result<Self> {
+        Self::serialised(|| {
+            let chosen = match selector {
+                Some(s) => device::select(s)?,
+                None => device::default_device()?,
+            };
+            Ok(Self { rt: runtime::Runtime::new(chosen, config)? })
+        })
     }
 
     /// Runs device discovery and setup one thread at a time: PoCL's lazy
@@ -114,6 +132,35 @@ impl OpenCl {
     /// (tensors and scratch); flat over a training loop.
     pub fn live_bytes(&self) -> usize {
         self.rt.live_bytes()
+    }
+
+    /// C [m, n] = A [m, k] · B [k, n], row-major matrices on the device: the
+    /// GEMM conv and linear use, exposed for benchmarks and tests.
+    pub fn matmul(&self, a: &ClTensor, b: &ClTensor) -> Result<ClTensor> {
+        use kernels_core::Shaped;
+        let (sa, sb) = (a.shape(), b.shape());
+        if sa.len() != 2 || sb.len() != 2 || sa[1] != sb[0] || sa.contains(&0) || sb.contains(&0) {
+            return Err(kernels_core::Error::shape("matmul", format!("cannot multiply {sa:?} by {sb:?}")));
+        }
+        let (m, k, n) = (sa[0], sa[1], sb[1]);
+        let c = ClTensor::new(self.rt.alloc(m * n)?, &[m, n]);
+        gemm::run(
+            &self.rt,
+            &gemm::Gemm {
+                form: gemm::Form::Nn,
+                m,
+                n,
+                k,
+                a: gemm::Operand::rows(a.buf(), k, 0),
+                b: gemm::Operand::rows(b.buf(), n, 0),
+                c: gemm::Operand::rows(c.buf(), n, 0),
+                bias: gemm::Bias::None,
+                batches: 1,
+                reduce: false,
+                accumulate: false,
+            },
+        )?;
+        Ok(c)
     }
 
     /// The build options the programs were compiled with (tile sizes).

@@ -110,7 +110,7 @@ const SOURCES: [(&str, &str); 7] = [
 ];
 
 impl Runtime {
-    pub fn new(chosen: Chosen) -> Result<Self> {
+    pub fn new(chosen: Chosen, config: &crate::Config) -> Result<Self> {
         let context = Context::builder()
             .platform(chosen.platform)
             .devices(chosen.device)
@@ -118,7 +118,7 @@ impl Runtime {
             .map_err(|e| dev("creating context", e))?;
         let queue = Queue::new(&context, chosen.device, Some(CommandQueueProperties::PROFILING_ENABLE))
             .map_err(|e| dev("creating queue", e))?;
-        let tiles = Tiles::for_device(&chosen.limits);
+        let tiles = Tiles::for_device(&chosen.limits, config);
         let options = tiles.build_options();
         let mut programs = Vec::with_capacity(SOURCES.len());
         for (file, src) in SOURCES {

@@ -34,12 +34,21 @@ pub(crate) struct Tiles {
 fn parse_tile(s: &str) -> Option<(usize, usize, usize)> {
     let mut it = s.split('x').map(|v| v.trim().parse::<usize>().ok());
     let (mr, nr, vw) = (it.next()??, it.next()??, it.next()??);
+    if it.next().is_some() {
+        return None;
+    }
+    valid_tile((mr, nr, vw))
+}
+
+/// A register tile the kernel supports: rows 1..=16, a vector width of
+/// 1, 2, 4, 8 or 16, columns a multiple of it and at most 8 vectors.
+fn valid_tile((mr, nr, vw): (usize, usize, usize)) -> Option<(usize, usize, usize)> {
     let vw_ok = matches!(vw, 1 | 2 | 4 | 8 | 16);
-    (vw_ok && mr > 0 && mr <= 16 && nr > 0 && nr % vw == 0 && nr / vw <= 8 && it.next().is_none()).then_some((mr, nr, vw))
+    (vw_ok && (1..=16).contains(&mr) && nr > 0 && nr % vw == 0 && nr / vw <= 8).then_some((mr, nr, vw))
 }
 
 impl Tiles {
-    pub fn for_device(limits: &Limits) -> Self {
+    pub fn for_device(limits: &Limits, config: &crate::Config) -> Self {
         let max_wg = limits.max_work_group;
         let reduce_wg = prev_pow2(max_wg.min(256));
         // A CPU device (PoCL) runs a work-item as a loop iteration: give each
@@ -47,13 +56,14 @@ impl Tiles {
         // AVX-512) and enough rows to hide the load of each B vector. A GPU
         // gets small tiles and many work-items, with B staged in local memory.
         let (nn_mr, nn_nr, vw, use_local) = if limits.is_gpu { (4, 4, 4, true) } else { (6, 32, 16, false) };
-        let (nn_mr, nn_nr, vw) =
-            std::env::var(GEMM_TILE_ENV).ok().and_then(|s| parse_tile(&s)).unwrap_or((nn_mr, nn_nr, vw));
-        let use_local = match std::env::var(crate::LOCAL_GEMM_ENV).as_deref().map(str::trim) {
-            Ok("1") => true,
-            Ok("0") => false,
-            _ => use_local,
+        let env_tile = std::env::var(GEMM_TILE_ENV).ok().and_then(|s| parse_tile(&s));
+        let (nn_mr, nn_nr, vw) = config.gemm_tile.and_then(valid_tile).or(env_tile).unwrap_or((nn_mr, nn_nr, vw));
+        let env_local = match std::env::var(crate::LOCAL_GEMM_ENV).as_deref().map(str::trim) {
+            Ok("1") => Some(true),
+            Ok("0") => Some(false),
+            _ => None,
         };
+        let use_local = config.local_gemm.or(env_local).unwrap_or(use_local);
         // The local B tile is tile_k x (nn_nr · group width) floats; keep it
         // within a quarter of local memory.
         let mut tile_k = 16;

@@ -1,0 +1,236 @@
+//! Validate, then time the OpenCL backend: GEMM at n = 1024 and 2048, conv
+//! forward and backward on the shape suite, pooling, and the kernel launches
+//! of one LeNet training step.
+//!
+//! `cargo run --release -p kernels-opencl --example bench -- [gemm|conv|pool|lenet|all]
+//!  [--reps N] [--tile MRxNRxVW] [--local 0|1] [--device SELECTOR]`
+//!
+//! Every problem is checked against an f64 host reference before it is
+//! timed (GEMM on sampled entries, conv and pooling on the first image and
+//! on a batch-1 backward). Times are wall-clock per call including the
+//! queue's completion, median [min, max] over --reps runs after two warm-up
+//! runs; the kernel and transfer split comes from OpenCL event profiling.
+
+use std::time::Instant;
+
+use kernels_core::{
+    Backend, CONV_SUITE, GradRequest, POOL_SUITE, PoolKind, Result, Shaped, SplitMix64, Tensor, Tolerance, compare, cost,
+};
+use kernels_naive::Naive;
+use kernels_opencl::{Config, OpenCl, Profile};
+
+struct Options {
+    what: String,
+    reps: usize,
+    config: Config,
+    device: Option<String>,
+}
+
+fn parse_args() -> std::result::Result<Options, String> {
+    let mut o = Options { what: "all".into(), reps: 10, config: Config::default(), device: None };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        match a.as_str() {
+            "--reps" => o.reps = value("--reps")?.parse().map_err(|e| format!("--reps: {e}"))?,
+            "--tile" => {
+                let v = value("--tile")?;
+                let parts: Vec<usize> = v.split('x').map(|p| p.parse().map_err(|e| format!("--tile: {e}"))).collect::<std::result::Result<_, _>>()?;
+                let [mr, nr, vw] = parts[..] else { return Err("--tile wants MRxNRxVW".into()) };
+                o.config.gemm_tile = Some((mr, nr, vw));
+            }
+            "--local" => o.config.local_gemm = Some(value("--local")? == "1"),
+            "--device" => o.device = Some(value("--device")?),
+            "gemm" | "conv" | "pool" | "lenet" | "all" => o.what = a,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    o.reps = o.reps.max(1);
+    Ok(o)
+}
+
+/// Median, min and max of a sample, in seconds.
+struct Stats {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn stats(mut v: Vec<f64>) -> Stats {
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    Stats { median, min: v[0], max: v[v.len() - 1] }
+}
+
+/// Runs `f` twice to warm up, then `reps` times; per-call profile averages.
+fn time<T>(cl: &OpenCl, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<(Stats, Profile)> {
+    for _ in 0..2 {
+        f()?;
+        cl.sync()?;
+    }
+    cl.reset_profile();
+    let mut samples = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let start = Instant::now();
+        let out = f()?;
+        cl.sync()?;
+        samples.push(start.elapsed().as_secs_f64());
+        drop(out);
+    }
+    let p = cl.try_profile()?;
+    let per = |v: u64| v / reps as u64;
+    Ok((stats(samples), Profile { kernel_ns: per(p.kernel_ns), transfer_ns: per(p.transfer_ns), launches: per(p.launches), transfers: per(p.transfers) }))
+}
+
+fn report(name: &str, flops: u64, s: &Stats, p: &Profile) {
+    let gf = |t: f64| flops as f64 / t / 1e9;
+    println!(
+        "{name:<28} {:>9.3} ms [{:.3}, {:.3}]  {:>7.1} GFLOP/s [{:.1}, {:.1}]  kernels {:.3} ms in {} launches, transfers {:.3} ms",
+        s.median * 1e3,
+        s.min * 1e3,
+        s.max * 1e3,
+        gf(s.median),
+        gf(s.max),
+        gf(s.min),
+        p.kernel_ns as f64 / 1e6,
+        p.launches,
+        p.transfer_ns as f64 / 1e6
+    );
+}
+
+fn random(shape: &[usize], seed: u64) -> Tensor<f32> {
+    let mut rng = SplitMix64::new(seed);
+    Tensor::from_fn(shape, |_| rng.uniform(-1.0, 1.0) as f32)
+}
+
+fn fail(what: &str, detail: impl std::fmt::Display) -> kernels_core::Error {
+    kernels_core::Error::Device(format!("validation of {what} failed: {detail}"))
+}
+
+fn check(what: &str, actual: &[f32], expected: &[f64], terms: usize) -> Result<()> {
+    let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let c = compare(actual, expected, &Tolerance::f32_reduction(terms, scale))?;
+    if c.passed() { Ok(()) } else { Err(fail(what, c)) }
+}
+
+fn bench_gemm(cl: &OpenCl, reps: usize) -> Result<()> {
+    for n in [256, 1024, 2048] {
+        let (a, b) = (random(&[n, n], 1), random(&[n, n], 2));
+        let (ad, bd) = (cl.upload(&a)?, cl.upload(&b)?);
+        // Validate 512 sampled entries against f64 dot products.
+        let c = cl.download(&cl.matmul(&ad, &bd)?)?;
+        let mut rng = SplitMix64::new(3);
+        let (mut got, mut want) = (Vec::new(), Vec::new());
+        for _ in 0..512 {
+            let (i, j) = (rng.below(n), rng.below(n));
+            got.push(c.data()[i * n + j]);
+            want.push((0..n).map(|k| f64::from(a.data()[i * n + k]) * f64::from(b.data()[k * n + j])).sum::<f64>());
+        }
+        check(&format!("gemm n={n}"), &got, &want, n)?;
+        let (s, p) = time(cl, reps, || cl.matmul(&ad, &bd))?;
+        report(&format!("gemm n={n}"), 2 * (n as u64).pow(3), &s, &p);
+    }
+    Ok(())
+}
+
+/// The first image of a batch, as a host tensor.
+fn first_image(t: &Tensor<f32>) -> Result<Tensor<f64>> {
+    let per: usize = t.shape()[1..].iter().product();
+    let mut shape = t.shape().to_vec();
+    shape[0] = 1;
+    Tensor::new(&shape, t.data()[..per].iter().map(|&v| f64::from(v)).collect())
+}
+
+fn bench_conv(cl: &OpenCl, reps: usize) -> Result<()> {
+    let reference = Naive::<f64>::new();
+    for case in &CONV_SUITE {
+        let g = case.geometry()?;
+        let params = case.params();
+        let (x, w, b) = (random(&g.x_shape(), 1), random(&g.w_shape(), 2), random(&g.b_shape(), 3));
+        let (xd, wd, bd) = (cl.upload(&x)?, cl.upload(&w)?, cl.upload(&b)?);
+        let crs = g.c * g.r * g.s;
+        // Forward: the first image of the full batch against the reference.
+        let y = cl.download(&cl.conv2d_forward(&xd, &wd, Some(&bd), &params)?)?;
+        let (x1, w64, b64) = (first_image(&x)?, w.cast::<f64>(), b.cast::<f64>());
+        let y1 = reference.conv2d_forward(&x1, &w64, Some(&b64), &params)?;
+        check(&format!("{} forward", case.name), &y.data()[..y1.len()], y1.data(), crs)?;
+        // Backward on a batch of one: dx, dw and db against the reference.
+        let dy1 = random(y1.shape(), 4);
+        let got = cl.conv2d_backward(&cl.upload(&x1.cast())?, &wd, &cl.upload(&dy1)?, &params, GradRequest::ALL)?;
+        let want = reference.conv2d_backward(&x1, &w64, &dy1.cast(), &params, GradRequest::ALL)?;
+        for (name, got, want, terms) in [
+            ("dx", &got.dx, &want.dx, g.k * g.r * g.s),
+            ("dw", &got.dw, &want.dw, g.oh * g.ow),
+            ("db", &got.db, &want.db, g.oh * g.ow),
+        ] {
+            let (Some(got), Some(want)) = (got, want) else { return Err(fail(case.name, format!("{name} missing"))) };
+            check(&format!("{} {name}", case.name), cl.download(got)?.data(), want.data(), terms)?;
+        }
+        let dy = cl.upload(&random(&g.y_shape(), 5))?;
+        let (s, p) = time(cl, reps, || cl.conv2d_forward(&xd, &wd, Some(&bd), &params))?;
+        report(&format!("{} forward", case.name), cost::conv2d_forward(&g, true, 4).flops, &s, &p);
+        let (s, p) = time(cl, reps, || cl.conv2d_backward(&xd, &wd, &dy, &params, GradRequest::ALL))?;
+        report(&format!("{} backward", case.name), cost::conv2d_backward(&g, 4).flops, &s, &p);
+    }
+    Ok(())
+}
+
+fn bench_pool(cl: &OpenCl, reps: usize) -> Result<()> {
+    let reference = Naive::<f64>::new();
+    for case in &POOL_SUITE {
+        for kind in [PoolKind::Max, PoolKind::Avg] {
+            let g = case.geometry(kind)?;
+            let params = case.params(kind);
+            let x = random(&g.x_shape(), 7);
+            let xd = cl.upload(&x)?;
+            let y = cl.download(&cl.pool2d_forward(&xd, &params)?)?;
+            let y1 = reference.pool2d_forward(&first_image(&x)?, &params)?;
+            let name = format!("{} {kind:?}", case.name);
+            check(&format!("{name} forward"), &y.data()[..y1.len()], y1.data(), g.window_len())?;
+            let dy = cl.upload(&random(&g.y_shape(), 8))?;
+            let (s, p) = time(cl, reps, || cl.pool2d_forward(&xd, &params))?;
+            report(&format!("{name} forward"), cost::pool2d_forward(&g, 4).flops, &s, &p);
+            let (s, p) = time(cl, reps, || cl.pool2d_backward(&xd, &dy, &params))?;
+            report(&format!("{name} backward"), cost::pool2d_backward(&g, 4).flops, &s, &p);
+        }
+    }
+    // Transfers: a 64 MiB upload and download.
+    let big = random(&[16 << 20], 9);
+    let (s, p) = time(cl, reps, || cl.upload(&big))?;
+    println!("upload 64 MiB               {:>9.3} ms  {:.1} GB/s (transfer events {:.3} ms)", s.median * 1e3, 67.1e-3 / s.median, p.transfer_ns as f64 / 1e6);
+    let bd = cl.upload(&big)?;
+    let (s, p) = time(cl, reps, || cl.download(&bd))?;
+    println!("download 64 MiB             {:>9.3} ms  {:.1} GB/s (transfer events {:.3} ms)", s.median * 1e3, 67.1e-3 / s.median, p.transfer_ns as f64 / 1e6);
+    Ok(())
+}
+
+mod lenet_step;
+
+fn run() -> Result<()> {
+    let o = parse_args().map_err(|e| kernels_core::Error::Device(format!("bad arguments: {e}")))?;
+    let cl = OpenCl::with_config(o.device.as_deref(), &o.config)?;
+    println!("device: {} ({} compute units)", cl.name(), cl.threads());
+    println!("build options: {}", cl.build_options());
+    println!("reps: {} after 2 warm-up runs; median [min, max]", o.reps);
+    let all = o.what == "all";
+    if all || o.what == "gemm" {
+        bench_gemm(&cl, o.reps)?;
+    }
+    if all || o.what == "conv" {
+        bench_conv(&cl, o.reps)?;
+    }
+    if all || o.what == "pool" {
+        bench_pool(&cl, o.reps)?;
+    }
+    if all || o.what == "lenet" {
+        lenet_step::bench(&cl, o.reps)?;
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("bench: {e}");
+        std::process::exit(1);
+    }
+}
