@@ -1,12 +1,61 @@
 //! # harness: validated FLOP and throughput reports for every backend
 //!
-//! (manual below is completed as the modules land)
+//! `cargo run --release -p harness -- [flags]` (or `make report`) measures
+//! every op x shape x backend and writes `results.json`, `SCHEMA.md`,
+//! `README.md` and SVG charts into `--out` (default `reports/`).
+//!
+//! ## What a run does
+//! 1. **Ceilings** ([`ceilings`], [`backends::opencl_gemm_ceiling`]):
+//!    matrixmultiply sgemm n=2048 on `--threads` threads, a 256 MiB copy
+//!    bandwidth, and for OpenCL the device's name and its best GEMM rate
+//!    with our kernel (`linear_forward` on square sizes).
+//! 2. **Per shape** of the suite ([`ops::Shape`], from
+//!    `kernels_core::suite`): seeded inputs ([`problem::Inputs`]); the f64
+//!    naive oracle runs once per pass and its outputs are cached
+//!    ([`problem::Oracle`]); then per op ([`ops::Op`]: conv forward, conv
+//!    backward whole and as dx / dw / db alone, max-pool forward and
+//!    backward, linear forward and backward) and per backend
+//!    ([`measure::Job`]): validate against the oracle, warm up, time
+//!    (median, min, max; OpenCL synchronised inside the timed region and
+//!    split into kernel and transfer time by event profiling), validate the
+//!    last timed call's output again. A failure stops the run with the op,
+//!    shape, backend and worst elements, exit status 1.
+//! 3. **Costs** from `kernels_core::cost`: GFLOP/s, GB/s, arithmetic
+//!    intensity, % of the roofline bound, speed-up over naive f32, and
+//!    PyTorch's reference time from DESIGN.md beside ours.
+//! 4. `--lenet`: LeNet training throughput per backend
+//!    ([`lenet_throughput`]).
+//! 5. **Files** ([`run::write_report`]): results.json ([`results`], schema
+//!    in SCHEMA.md), README.md tables ([`markdown`]), charts ([`charts`]).
+//!
+//! ## Flags
+//! `--backends naive,im2col,opencl|all`, `--ops <op>,...|conv|pool|linear|all`,
+//! `--shapes <name>,...|lenet|all`, `--threads N` (default 2), `--quick`
+//! (few repeats on lenet-c2, lenet-p1, lenet-fc1: CI), `--out DIR`,
+//! `--lenet`, `--lenet-steps N`, `--opencl-device SEL`. A progress bar
+//! shows on a terminal, plain lines otherwise.
+//!
+//! ## Environment
+//! `KERNELS_OPENCL_DEVICE` picks the OpenCL device when `--opencl-device`
+//! is not given; `FASHION_MNIST_DIR` the data for `--lenet`.
+//!
+//! ## Benches
+//! `cargo bench -p harness` (`make bench`) runs the criterion benches in
+//! benches/ops.rs: one group per op, ids `backend/shape`, throughput in
+//! FLOPs; see that file for filtering and the time budget.
 
+pub mod backends;
 pub mod ceilings;
+pub mod charts;
+pub mod cli;
 pub mod error;
+pub mod lenet_throughput;
 pub mod machine;
+pub mod markdown;
 pub mod measure;
 pub mod ops;
 pub mod problem;
+pub mod progress;
 pub mod results;
+pub mod run;
 pub mod timing;

@@ -90,7 +90,8 @@ impl<B: Backend<Elem = f32>> Job<'_, B> {
     }
 
     fn check(&self, outputs: &[B::Tensor], stage: &'static str) -> Result<Validation> {
-        let v = validate(self.backend, self.op, self.shape, outputs, self.expected).map_err(|e| self.kernel_error(e))?;
+        let v =
+            validate(self.backend, self.op, self.shape, outputs, self.expected).map_err(|e| self.kernel_error(e))?;
         if !v.passed() {
             return Err(HarnessError::Validation {
                 stage,
@@ -120,10 +121,9 @@ impl<B: Backend<Elem = f32>> Job<'_, B> {
         let counters = self.profile.read();
         let after = self.check(&last, "after timing")?;
 
-        let cost = self
-            .shape
-            .cost(self.op)?
-            .ok_or_else(|| HarnessError::Usage(format!("op {} does not run on {}", self.op.name(), self.shape.name())))?;
+        let cost = self.shape.cost(self.op)?.ok_or_else(|| {
+            HarnessError::Usage(format!("op {} does not run on {}", self.op.name(), self.shape.name()))
+        })?;
         let per_call = |v: u64| v as f64 / stats.repeats as f64;
         let device_split = counters.map(|c| DeviceSplit {
             kernel_ms: per_call(c.kernel_ns) / 1e6,

@@ -200,35 +200,42 @@ impl<O: Backend<Elem = f64>> Oracle<O> {
         Self { backend, cache: HashMap::new() }
     }
 
-    /// True when the oracle already holds what `op` on `shape` needs.
-    pub fn is_cached(&self, op: Op, shape: &Shape) -> bool {
-        self.cache.contains_key(&(shape.name(), pass(op)))
+    /// Runs the oracle for what `op` on `shape` needs, unless cached.
+    pub fn prepare(&mut self, op: Op, shape: &Shape, inputs: &Inputs) -> Result<()> {
+        let key = (shape.name(), pass(op));
+        if self.cache.contains_key(&key) {
+            return Ok(());
+        }
+        // The full pass: the forward, or every gradient in one call.
+        let full = match (pass(op), shape) {
+            (Pass::Forward, _) => op,
+            (Pass::Backward, Shape::Conv(_)) => Op::ConvBackward,
+            (Pass::Backward, Shape::Pool(_)) => Op::PoolBackward,
+            (Pass::Backward, Shape::Linear(_)) => Op::LinearBackward,
+        };
+        let device = upload(&self.backend, inputs)?;
+        let outputs = run_op(&self.backend, full, shape, &device)?;
+        let host = outputs.iter().map(|t| self.backend.download(t)).collect::<Result<Vec<_>>>()?;
+        self.cache.insert(key, host);
+        Ok(())
     }
 
-    /// The expected outputs of `op` on `shape`, in the order of [`output_names`].
-    pub fn expected(&mut self, op: Op, shape: &Shape, inputs: &Inputs) -> Result<Vec<&Tensor<f64>>> {
-        let key = (shape.name(), pass(op));
-        if !self.cache.contains_key(&key) {
-            // The full pass: forward, or every gradient at once.
-            let full = match (pass(op), shape) {
-                (Pass::Forward, _) => op,
-                (Pass::Backward, Shape::Conv(_)) => Op::ConvBackward,
-                (Pass::Backward, Shape::Pool(_)) => Op::PoolBackward,
-                (Pass::Backward, Shape::Linear(_)) => Op::LinearBackward,
-            };
-            let device = upload(&self.backend, inputs)?;
-            let outputs = run_op(&self.backend, full, shape, &device)?;
-            let host = outputs.iter().map(|t| self.backend.download(t)).collect::<Result<Vec<_>>>()?;
-            self.cache.insert(key, host);
-        }
-        let all = self.cache.get(&key).ok_or_else(|| missing("cached oracle output"))?;
+    /// The expected outputs of `op` on `shape`, in the order of
+    /// [`output_names`]; [`Oracle::prepare`] must have run.
+    pub fn expected(&self, op: Op, shape: &Shape) -> Result<Vec<&Tensor<f64>>> {
+        let all = self.cache.get(&(shape.name(), pass(op))).ok_or_else(|| missing("prepared oracle output"))?;
         let pick = |i: usize| all.get(i).ok_or_else(|| missing("oracle output"));
         match op {
+            Op::ConvBackwardDx => Ok(vec![pick(0)?]),
             Op::ConvBackwardDw => Ok(vec![pick(1)?]),
             Op::ConvBackwardDb => Ok(vec![pick(2)?]),
-            Op::ConvBackwardDx => Ok(vec![pick(0)?]),
-            _ => all.iter().map(Ok).collect(),
+            _ => Ok(all.iter().collect()),
         }
+    }
+
+    /// Drops the cached outputs (between shapes, to bound memory).
+    pub fn clear(&mut self) {
+        self.cache.clear();
     }
 }
 

@@ -1,30 +1,6 @@
-//! The results.json schema (version 1). Every number in it was measured in
-//! the run that wrote it, except `pytorch_ms`, which is DESIGN.md's
-//! reference figure for this machine kind. Units are in the field names.
-//!
-//! ```text
-//! {
-//!   "schema": 1,
-//!   "date_utc": "2026-11-22T02:40:00Z",       system clock at the start
-//!   "command": "harness --out reports ...",    the arguments of the run
-//!   "revision": { "commit": "ff222e3", "dirty": false },
-//!   "machine": { "cpu_model": "...", "cores": 2, "os": "linux x86_64" },
-//!   "threads": 2,                              CPU threads of im2col and the ceilings
-//!   "opencl_device": "pthread-... (PoCL)",     null when OpenCL was not run
-//!   "quick": false,                            --quick: few repeats, not for reading
-//!   "ceilings": {
-//!     "sgemm":       { "what", "rate", "unit": "GFLOP/s", "timing": Stats },
-//!     "copy":        { ..., "unit": "GB/s" },
-//!     "opencl_gemm": { ..., "unit": "GFLOP/s" } or null
-//!   },
-//!   "records": [ Record, ... ],                one per op x shape x backend
-//!   "lenet": [ LenetRecord, ... ],             with --lenet, else empty
-//!   "notes": [ "..." ]                         what was skipped and why
-//! }
-//! Stats = { "repeats", "median_s", "min_s", "max_s" }
-//! ```
-//!
-//! See [`Record`] and [`LenetRecord`] for the per-measurement fields.
+//! The results.json schema (version 1): [`Report`] and its parts. The same
+//! description is written beside every results.json as SCHEMA.md
+//! ([`SCHEMA_MD`]).
 
 use serde::Serialize;
 
@@ -160,3 +136,68 @@ impl Report {
         self.records.iter().find(|r| r.op == op && r.shape == shape && r.backend == backend)
     }
 }
+
+/// SCHEMA.md, written beside results.json.
+pub const SCHEMA_MD: &str = r#"# results.json, schema version 1
+
+Written by the harness (`make report`, or `cargo run --release -p harness -- --out DIR`).
+Every number was measured in the run that wrote the file, except `pytorch_ms`,
+which is DESIGN.md's reference figure for this machine kind. Units are in the
+field names.
+
+```text
+{
+  "schema": 1,
+  "date_utc": "2026-11-22T02:40:00Z",        system clock when the run started
+  "command": "harness --out reports --lenet", the run's arguments
+  "revision": { "commit": "ff222e3", "dirty": false },   git rev-parse --short HEAD; tracked files changed?
+  "machine": { "cpu_model": "AMD EPYC ...", "cores": 2, "os": "linux x86_64" },
+  "threads": 2,                               CPU threads of im2col and the CPU ceilings
+  "opencl_device": "Portable Computing Language / pthread-...", or null when OpenCL was not run
+  "quick": false,                             --quick: few repeats, for CI, not for reading
+  "ceilings": {
+    "sgemm":       Ceiling,                   matrixmultiply sgemm n=2048, rows split over the threads
+    "copy":        Ceiling,                   256 MiB copy, read + write bytes counted
+    "opencl_gemm": Ceiling or null            best OpenCL GEMM (linear_forward) over square sizes
+  },
+  "records": [ Record, ... ],                 one per op x shape x backend
+  "lenet":   [ LenetRecord, ... ],            with --lenet, else empty
+  "notes":   [ "..." ]                        what was skipped, and why
+}
+
+Ceiling = { "what": "...", "rate": 270.1, "unit": "GFLOP/s" | "GB/s", "timing": Stats }
+Stats   = { "repeats": 7, "median_s": 0.063, "min_s": 0.061, "max_s": 0.070 }
+
+Record = {
+  "op": "conv-fwd",            conv-fwd, conv-bwd (dx+dw+db in one call), conv-dx, conv-dw, conv-db,
+                               pool-fwd, pool-bwd (max pooling), linear-fwd, linear-bwd (dx+dw+db)
+  "shape": "lenet-c1",         a kernels_core::suite name
+  "backend": "im2col",         naive (f32), im2col or opencl
+  "backend_name": "...",       Backend::name()
+  "threads": 2,                Backend::threads(): host threads, or OpenCL compute units
+  "flops": 60211200,           analytic FLOPs of one call (kernels_core::cost, multiply + add = 2)
+  "bytes": 1234,               minimal bytes of one call: inputs read once, outputs written once
+  "intensity": 12.3,           flops / bytes
+  "repeats": 21, "median_ms": 1.2, "min_ms": 1.1, "max_ms": 1.5,
+  "gflops": 50.1,              flops / median
+  "gbps": 4.1,                 bytes / median
+  "bound_gflops": 270.1,       roofline bound: min(compute ceiling, intensity x copy rate)
+  "compute_ceiling": "sgemm",  sgemm for CPU backends, opencl_gemm for OpenCL
+  "pct_of_bound": 18.5,        100 x gflops / bound_gflops
+  "speedup_vs_naive": 40.2,    naive f32 median / this median; null without a naive record
+  "pytorch_ms": 1.07,          DESIGN.md's PyTorch 2 CPU time (conv-fwd, conv-bwd, pool-fwd), else null
+  "max_abs_err": 1e-6,         worst |actual - expected| against the f64 oracle, both validations
+  "max_rel_err": 1e-5,         worst relative error over elements with expected != 0
+  "tolerances": ["y: f32 reduction over 26 terms ..."],  the named tolerance of each output
+  "device_split": null or { "kernel_ms", "transfer_ms", "launches_per_call", "transfers_per_call" }
+                               OpenCL event profiling over the timed calls, per call
+}
+
+LenetRecord = {
+  "backend", "backend_name", "batch": 256, "steps": 20, "warmup_steps": 3,
+  "seconds": 1.9, "examples_per_s": 2700.0,   timed steps x batch / seconds
+  "first_loss": 2.30, "last_loss": 1.90,      training loss at the first and last timed step
+  "data": "Fashion-MNIST train ..."          where the batches came from
+}
+```
+"#;

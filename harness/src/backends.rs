@@ -1,0 +1,150 @@
+//! The backends the harness can measure, built once per run, and the
+//! OpenCL-only pieces: event profiling and the device's best GEMM rate.
+
+use std::time::Duration;
+
+use kernels_core::{Backend, Tensor};
+use kernels_im2col::Im2col;
+use kernels_naive::Naive;
+use kernels_opencl::OpenCl;
+
+use crate::ceilings::Ceiling;
+use crate::error::{HarnessError, Result};
+use crate::measure::{DeviceProfile, ProfileCounters};
+use crate::timing::{self, Policy};
+
+/// A backend by its command-line name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendKind {
+    Naive,
+    Im2col,
+    OpenCl,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [BackendKind::Naive, BackendKind::Im2col, BackendKind::OpenCl];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Naive => "naive",
+            BackendKind::Im2col => "im2col",
+            BackendKind::OpenCl => "opencl",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<BackendKind> {
+        BackendKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// The selected backends, constructed.
+pub struct Backends {
+    pub naive: Option<Naive<f32>>,
+    pub im2col: Option<Im2col>,
+    pub opencl: Option<OpenCl>,
+}
+
+impl Backends {
+    /// Builds each selected backend; `threads` sizes im2col's pool and
+    /// `opencl_device` picks the OpenCL device (else OpenCl::new's choice).
+    pub fn build(kinds: &[BackendKind], threads: usize, opencl_device: Option<&str>) -> Result<Backends> {
+        let setup = |kind: BackendKind, e: kernels_core::Error| {
+            HarnessError::Setup(format!("cannot start backend {}: {e}", kind.name()))
+        };
+        let has = |k| kinds.contains(&k);
+        Ok(Backends {
+            naive: has(BackendKind::Naive).then(Naive::<f32>::new),
+            im2col: if has(BackendKind::Im2col) {
+                Some(Im2col::with_threads(threads).map_err(|e| setup(BackendKind::Im2col, e))?)
+            } else {
+                None
+            },
+            opencl: if has(BackendKind::OpenCl) {
+                let cl = match opencl_device {
+                    Some(selector) => OpenCl::with_device(selector),
+                    None => OpenCl::new(),
+                };
+                Some(cl.map_err(|e| setup(BackendKind::OpenCl, e))?)
+            } else {
+                None
+            },
+        })
+    }
+}
+
+/// OpenCL event profiling behind [`DeviceProfile`].
+pub struct ClProfile<'a>(pub &'a OpenCl);
+
+impl DeviceProfile for ClProfile<'_> {
+    fn reset(&self) {
+        self.0.reset_profile();
+    }
+    fn read(&self) -> Option<ProfileCounters> {
+        let p = self.0.try_profile().ok()?;
+        Some(ProfileCounters {
+            kernel_ns: p.kernel_ns,
+            transfer_ns: p.transfer_ns,
+            launches: p.launches,
+            transfers: p.transfers,
+        })
+    }
+}
+
+/// y = x·wᵀ on n x n matrices checked at a few elements against f64 sums,
+/// so a broken GEMM cannot set the ceiling.
+fn check_square_gemm(cl: &OpenCl, n: usize, x: &Tensor<f32>, w: &Tensor<f32>, y: &Tensor<f32>) -> Result<()> {
+    for (i, j) in [(0, 0), (n - 1, n - 1), (n / 3, n / 2), (n / 2, 1)] {
+        let want: f64 = (0..n).map(|p| x.data()[i * n + p] as f64 * w.data()[j * n + p] as f64).sum();
+        let got = y.data()[i * n + j] as f64;
+        if (got - want).abs() > 1e-3 * (1.0 + want.abs()) {
+            return Err(HarnessError::Validation {
+                stage: "before timing",
+                op: format!("opencl gemm ceiling n={n}"),
+                shape: format!("{n}x{n}"),
+                backend: format!("opencl ({})", cl.device_name()),
+                detail: format!("y[{i}][{j}] = {got}, expected {want}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The best rate of the OpenCL backend's GEMM (`linear_forward` without
+/// bias) over square sizes, larger sizes only while a call stays short.
+pub fn opencl_gemm_ceiling(cl: &OpenCl, quick: bool) -> Result<Ceiling> {
+    let policy = Policy {
+        warmup: Duration::from_millis(if quick { 20 } else { 200 }),
+        min_repeats: if quick { 2 } else { 5 },
+        min_time: Duration::from_millis(if quick { 100 } else { 800 }),
+        time_cap: Duration::from_secs(if quick { 1 } else { 4 }),
+        max_repeats: 50,
+    };
+    let sizes: &[usize] = if quick { &[256] } else { &[256, 512, 1024, 2048] };
+    let mut best: Option<Ceiling> = None;
+    for &n in sizes {
+        let x = Tensor::from_fn(&[n, n], |i| ((i % 17) as f32 - 8.0) * 0.05);
+        let w = Tensor::from_fn(&[n, n], |i| ((i % 11) as f32 - 5.0) * 0.05);
+        let (dx, dw) = (cl.upload(&x)?, cl.upload(&w)?);
+        let y = cl.download(&cl.linear_forward(&dx, &dw, None)?)?;
+        check_square_gemm(cl, n, &x, &w, &y)?;
+        let (stats, _) = timing::time(&policy, Duration::ZERO, || -> Result<_> {
+            let y = cl.linear_forward(&dx, &dw, None)?;
+            cl.sync()?;
+            Ok(y)
+        })?;
+        let rate = 2.0 * (n as f64).powi(3) / stats.median_s / 1e9;
+        if best.as_ref().is_none_or(|b| rate > b.rate) {
+            best = Some(Ceiling {
+                what: format!("OpenCL GEMM (linear_forward) n={n} on {}", cl.device_name()),
+                rate,
+                unit: "GFLOP/s",
+                timing: stats,
+            });
+        }
+        // Stop growing once one call takes a quarter of a second.
+        if stats.median_s > 0.25 {
+            break;
+        }
+    }
+    best.ok_or_else(|| HarnessError::Setup("no OpenCL GEMM size was measured".into()))
+}

@@ -1,0 +1,233 @@
+//! SVG charts with plotters: for each op, GFLOP/s per shape grouped by
+//! backend (log scale, value above each bar); and a roofline (log-log) with
+//! the measured ceilings and every kernel as a point.
+
+use std::path::{Path, PathBuf};
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::error::{HarnessError, Result};
+use crate::markdown::sig;
+use crate::ops::{Family, Op};
+use crate::results::{Record, Report};
+
+const NAIVE: RGBColor = RGBColor(140, 140, 140);
+const IM2COL: RGBColor = RGBColor(31, 119, 180);
+const OPENCL: RGBColor = RGBColor(230, 120, 20);
+
+fn color(backend: &str) -> RGBColor {
+    match backend {
+        "naive" => NAIVE,
+        "im2col" => IM2COL,
+        _ => OPENCL,
+    }
+}
+
+/// Axis tick labels: no trailing ".0" clutter on log axes.
+fn tick(v: &f64) -> String {
+    let a = v.abs();
+    if a >= 10.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn chart_error(path: &Path, e: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Chart { path: path.to_path_buf(), detail: e.to_string() }
+}
+
+/// Bounds of a log axis covering `values` with some room.
+fn log_range(values: impl Iterator<Item = f64>, below: f64, above: f64) -> (f64, f64) {
+    let (lo, hi) =
+        values.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi { (0.1, 10.0) } else { (lo / below, hi * above) }
+}
+
+/// GFLOP/s per shape, one bar per backend, for `op`. Returns the file's
+/// path, or None when the report has no record of `op`.
+pub fn op_chart(report: &Report, op: Op, dir: &Path) -> Result<Option<PathBuf>> {
+    let records: Vec<&Record> = report.records.iter().filter(|r| r.op == op.name()).collect();
+    if records.is_empty() {
+        return Ok(None);
+    }
+    let mut shapes: Vec<&str> = Vec::new();
+    let mut kinds: Vec<&str> = Vec::new();
+    for r in &records {
+        if !shapes.contains(&r.shape.as_str()) {
+            shapes.push(&r.shape);
+        }
+        if !kinds.contains(&r.backend.as_str()) {
+            kinds.push(&r.backend);
+        }
+    }
+    let path = dir.join(format!("{}.svg", op.name()));
+    let width = (180 + 130 * shapes.len() as u32).max(700);
+    {
+        let root = SVGBackend::new(&path, (width, 520)).into_drawing_area();
+        draw_bars(&root, op, &records, &shapes, &kinds, report.threads).map_err(|e| chart_error(&path, e))?;
+        root.present().map_err(|e| chart_error(&path, e))?;
+    }
+    Ok(Some(path))
+}
+
+fn draw_bars(
+    root: &DrawingArea<SVGBackend, Shift>,
+    op: Op,
+    records: &[&Record],
+    shapes: &[&str],
+    kinds: &[&str],
+    threads: usize,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let (lo, hi) = log_range(records.iter().map(|r| r.gflops), 2.0, 3.0);
+    let title = format!("{}: GFLOP/s per shape ({threads} CPU threads)", op.title());
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..shapes.len() as f64, (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(0)
+        .y_desc("GFLOP/s (log scale)")
+        .y_labels(12)
+        .y_label_formatter(&tick)
+        .draw()?;
+    let slot = 0.8 / kinds.len() as f64;
+    for (j, kind) in kinds.iter().enumerate() {
+        let bars: Vec<(f64, f64)> = shapes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                records
+                    .iter()
+                    .find(|r| r.shape == *s && r.backend == *kind)
+                    .map(|r| (i as f64 + 0.1 + j as f64 * slot, r.gflops))
+            })
+            .collect();
+        let fill = color(kind);
+        chart
+            .draw_series(bars.iter().map(|&(x, v)| Rectangle::new([(x, lo), (x + slot * 0.92, v)], fill.filled())))?
+            .label(*kind)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], fill.filled()));
+        let style = TextStyle::from(("sans-serif", 11).into_font()).pos(Pos::new(HPos::Center, VPos::Bottom));
+        chart.draw_series(bars.iter().map(|&(x, v)| Text::new(sig(v), (x + slot * 0.46, v * 1.04), style.clone())))?;
+    }
+    // Shape names under their groups, in pixel coordinates of the root.
+    let label = TextStyle::from(("sans-serif", 13).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, s) in shapes.iter().enumerate() {
+        let (px, py) = chart.backend_coord(&(i as f64 + 0.5, lo));
+        root.draw(&Text::new(s.to_string(), (px, py + 8), label.clone()))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+fn family_of(op: &str) -> Family {
+    Op::parse(op).map(Op::family).unwrap_or(Family::Conv)
+}
+
+/// The roofline: CPU roof from the sgemm and copy ceilings, the OpenCL
+/// GEMM ceiling, and every record as a point (colour: backend, marker: op family).
+pub fn roofline(report: &Report, dir: &Path) -> Result<Option<PathBuf>> {
+    if report.records.is_empty() {
+        return Ok(None);
+    }
+    let path = dir.join("roofline.svg");
+    {
+        let root = SVGBackend::new(&path, (1100, 680)).into_drawing_area();
+        draw_roofline(&root, report).map_err(|e| chart_error(&path, e))?;
+        root.present().map_err(|e| chart_error(&path, e))?;
+    }
+    Ok(Some(path))
+}
+
+fn draw_roofline(
+    root: &DrawingArea<SVGBackend, Shift>,
+    report: &Report,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    root.fill(&WHITE)?;
+    let peak = report.ceilings.sgemm.rate;
+    let bw = report.ceilings.copy.rate;
+    let cl = report.ceilings.opencl_gemm.as_ref().map(|c| c.rate);
+    let ridge = peak / bw;
+    let (x_lo, x_hi) = log_range(report.records.iter().map(|r| r.intensity).chain([ridge]), 2.0, 2.0);
+    let (y_lo, y_hi) = log_range(report.records.iter().map(|r| r.gflops).chain([peak]), 2.0, 2.0);
+    let title = format!("Roofline: sgemm {} GFLOP/s, copy {} GB/s ({} threads)", sig(peak), sig(bw), report.threads);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("arithmetic intensity (FLOP / byte, log)")
+        .y_desc("GFLOP/s (log)")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .draw()?;
+    let roof = [(x_lo, x_lo * bw), (ridge, peak), (x_hi, peak)];
+    chart
+        .draw_series(LineSeries::new(roof, BLACK.stroke_width(2)))?
+        .label("CPU roof: min(sgemm, AI x copy)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.stroke_width(2)));
+    if let Some(cl) = cl {
+        let ridge_cl = cl / bw;
+        let cl_roof = [(x_lo, x_lo * bw), (ridge_cl, cl), (x_hi, cl)];
+        chart
+            .draw_series(DashedLineSeries::new(cl_roof, 6, 4, OPENCL.stroke_width(2)))?
+            .label(format!("OpenCL GEMM ceiling {} GFLOP/s", sig(cl)))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], OPENCL.stroke_width(2)));
+    }
+    let mut kinds: Vec<&str> = Vec::new();
+    for r in &report.records {
+        if !kinds.contains(&r.backend.as_str()) {
+            kinds.push(&r.backend);
+        }
+    }
+    for kind in kinds {
+        let fill = color(kind);
+        let points = report.records.iter().filter(|r| r.backend == kind);
+        chart
+            .draw_series(points.map(|r| -> DynElement<SVGBackend, (f64, f64)> {
+                let at = (r.intensity, r.gflops);
+                match family_of(&r.op) {
+                    Family::Conv => Circle::new(at, 5, fill.filled()).into_dyn(),
+                    Family::Pool => TriangleMarker::new(at, 7, fill.filled()).into_dyn(),
+                    Family::Linear => Cross::new(at, 5, fill.stroke_width(2)).into_dyn(),
+                }
+            }))?
+            .label(format!("{kind}: conv o, pool ^, linear x"))
+            .legend(move |(x, y)| Circle::new((x + 6, y), 5, fill.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .draw()?;
+    Ok(())
+}
+
+/// Every chart of `report` into `dir`; returns the files written.
+pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for op in Op::ALL {
+        written.extend(op_chart(report, op, dir)?);
+    }
+    written.extend(roofline(report, dir)?);
+    Ok(written)
+}

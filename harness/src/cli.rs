@@ -1,0 +1,181 @@
+//! The command line, and its resolution into backends, ops and shapes.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::backends::BackendKind;
+use crate::error::{HarnessError, Result};
+use crate::ops::{Family, Op, Shape};
+
+/// The shapes `--quick` runs unless `--shapes` says otherwise: one of each
+/// family, small enough for CI.
+pub const QUICK_SHAPES: [&str; 3] = ["lenet-c2", "lenet-p1", "lenet-fc1"];
+
+/// Validate-then-time every op x shape x backend; write results.json,
+/// README.md and SVG charts.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "harness", version, about)]
+pub struct Args {
+    /// Backends: naive, im2col, opencl, comma separated, or all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub backends: Vec<String>,
+
+    /// Ops: conv-fwd, conv-bwd, conv-dx, conv-dw, conv-db, pool-fwd,
+    /// pool-bwd, linear-fwd, linear-bwd; or conv, pool, linear, all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub ops: Vec<String>,
+
+    /// Suite shapes by name (lenet-c1, resnet-3x3, lenet-p1, lenet-fc1, ...),
+    /// or lenet (every lenet-* shape), or all. Default: all, or with --quick
+    /// lenet-c2, lenet-p1, lenet-fc1.
+    #[arg(long, value_delimiter = ',')]
+    pub shapes: Option<Vec<String>>,
+
+    /// CPU threads for im2col and the ceilings.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+
+    /// Few repeats and small shapes: checks every path (CI), not for reading.
+    #[arg(long)]
+    pub quick: bool,
+
+    /// Where results.json, README.md and the charts go.
+    #[arg(long, default_value = "reports")]
+    pub out: PathBuf,
+
+    /// Also measure LeNet training throughput (examples/s) per backend.
+    #[arg(long)]
+    pub lenet: bool,
+
+    /// Timed LeNet training steps per backend (batch 256).
+    #[arg(long, default_value_t = 20)]
+    pub lenet_steps: usize,
+
+    /// OpenCL device selector ("P:D" or a name substring); default: the
+    /// backend's own choice (KERNELS_OPENCL_DEVICE, else a GPU, else any).
+    #[arg(long)]
+    pub opencl_device: Option<String>,
+}
+
+/// What a run measures, resolved and checked.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub backends: Vec<BackendKind>,
+    pub ops: Vec<Op>,
+    pub shapes: Vec<Shape>,
+}
+
+fn unknown(what: &str, name: &str, known: &[&str]) -> HarnessError {
+    HarnessError::Usage(format!("unknown {what} '{name}'; known: {}", known.join(", ")))
+}
+
+fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
+    if !list.contains(&item) {
+        list.push(item);
+    }
+}
+
+impl Args {
+    pub fn selection(&self) -> Result<Selection> {
+        if self.threads == 0 {
+            return Err(HarnessError::Usage("--threads must be at least 1".into()));
+        }
+        let mut backends = Vec::new();
+        for name in &self.backends {
+            match name.as_str() {
+                "all" => BackendKind::ALL.into_iter().for_each(|k| push_unique(&mut backends, k)),
+                _ => push_unique(
+                    &mut backends,
+                    BackendKind::parse(name).ok_or_else(|| unknown("backend", name, &["naive", "im2col", "opencl"]))?,
+                ),
+            }
+        }
+        backends.sort();
+
+        let mut ops = Vec::new();
+        for name in &self.ops {
+            let family = match name.as_str() {
+                "all" => None,
+                "conv" => Some(Family::Conv),
+                "pool" => Some(Family::Pool),
+                "linear" => Some(Family::Linear),
+                _ => {
+                    let names: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
+                    push_unique(&mut ops, Op::parse(name).ok_or_else(|| unknown("op", name, &names))?);
+                    continue;
+                }
+            };
+            Op::ALL
+                .into_iter()
+                .filter(|o| family.is_none_or(|f| o.family() == f))
+                .for_each(|o| push_unique(&mut ops, o));
+        }
+        ops.sort();
+
+        let default_shapes: Vec<String> =
+            if self.quick { QUICK_SHAPES.iter().map(|s| s.to_string()).collect() } else { vec!["all".into()] };
+        let mut shapes: Vec<Shape> = Vec::new();
+        for name in self.shapes.as_ref().unwrap_or(&default_shapes) {
+            let all = Shape::all();
+            let matched: Vec<Shape> = match name.as_str() {
+                "all" => all,
+                "lenet" => all.into_iter().filter(|s| s.name().starts_with("lenet-")).collect(),
+                _ => {
+                    let names: Vec<&str> = all.iter().map(|s| s.name()).collect();
+                    vec![Shape::parse(name).ok_or_else(|| unknown("shape", name, &names))?]
+                }
+            };
+            for s in matched {
+                if !shapes.iter().any(|t| t.name() == s.name()) {
+                    shapes.push(s);
+                }
+            }
+        }
+        // Suite order, whatever the order on the command line.
+        let order = |s: &Shape| Shape::all().iter().position(|t| t.name() == s.name());
+        shapes.sort_by_key(order);
+        if !shapes.iter().any(|s| ops.iter().any(|o| o.family() == s.family())) {
+            return Err(HarnessError::Usage("no selected op runs on any selected shape".into()));
+        }
+        Ok(Selection { backends, ops, shapes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Args {
+        Args::parse_from(std::iter::once("harness").chain(line.split_whitespace()))
+    }
+
+    #[test]
+    fn defaults_select_everything() {
+        let s = args("").selection().unwrap();
+        assert_eq!(s.backends, BackendKind::ALL);
+        assert_eq!(s.ops, Op::ALL);
+        assert_eq!(s.shapes.len(), Shape::all().len());
+    }
+
+    #[test]
+    fn quick_groups_and_names_resolve() {
+        let s = args("--quick --backends opencl,naive --ops conv,pool-bwd").selection().unwrap();
+        assert_eq!(s.backends, [BackendKind::Naive, BackendKind::OpenCl]);
+        assert_eq!(s.ops.len(), 6);
+        let names: Vec<_> = s.shapes.iter().map(|s| s.name()).collect();
+        assert_eq!(names, QUICK_SHAPES);
+        let s = args("--shapes lenet,lenet-c1").selection().unwrap();
+        assert!(s.shapes.iter().all(|s| s.name().starts_with("lenet-")));
+        assert_eq!(s.shapes.len(), 6);
+    }
+
+    #[test]
+    fn bad_names_are_usage_errors() {
+        for line in
+            ["--backends cuda", "--ops conv-fwd2", "--shapes vgg", "--threads 0", "--ops pool --shapes lenet-c1"]
+        {
+            assert!(matches!(args(line).selection(), Err(HarnessError::Usage(_))), "{line}");
+        }
+    }
+}
