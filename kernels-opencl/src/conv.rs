@@ -10,7 +10,7 @@
 //! Images go in chunks as large as the scratch limit allows, so each chunk
 //! is one im2col launch and one GEMM launch. A 1x1 kernel with stride 1 and
 //! no padding skips im2col: x_b already is col_b.
-//! Check: `cargo test -p kernels-opencl conv`; time: the `bench` example.
+//! Check: `cargo test -p kernels-opencl conv`; time: the `opencl_bench` example.
 
 use kernels_core::{ConvGeometry, Error, GradRequest, Grads, Result};
 use ocl::Buffer;
@@ -47,14 +47,14 @@ fn im2col(rt: &Runtime, g: &ConvGeometry, x: &Buffer<f32>, first: usize, images:
     let mut args = vec![Arg::F32Buf(x), i32_arg("conv2d", first * g.c * g.h * g.w)?];
     args.extend(geometry_args(g)?);
     args.push(Arg::F32Buf(col));
-    rt.launch("im2col", &args, &[g.oh * g.ow, g.c * g.r * g.s, images], None)
+    rt.launch_lines("im2col", &args, &[g.oh, g.c * g.r * g.s, images])
 }
 
 fn col2im(rt: &Runtime, g: &ConvGeometry, col: &Buffer<f32>, dx: &Buffer<f32>, first: usize, images: usize) -> Result<()> {
     let mut args = vec![Arg::F32Buf(col)];
     args.extend(geometry_args(g)?);
     args.extend([Arg::F32Buf(dx), i32_arg("conv2d", first * g.c * g.h * g.w)?]);
-    rt.launch("col2im", &args, &[g.h * g.w, g.c, images], None)
+    rt.launch_lines("col2im", &args, &[g.h, g.c, images])
 }
 
 pub(crate) fn forward(rt: &Runtime, g: &ConvGeometry, x: &ClTensor, w: &ClTensor, b: Option<&ClTensor>) -> Result<ClTensor> {

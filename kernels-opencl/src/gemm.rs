@@ -4,7 +4,7 @@
 //! `Gemm` describes C = A·B (NN, with A's strides free so Aᵀ costs nothing)
 //! or C = A·Bᵀ (NT, both operands contiguous along k), batched with strides,
 //! optionally summing the batch into one C, with a bias epilogue.
-//! Check: `cargo test -p kernels-opencl gemm`; time: the `bench` example.
+//! Check: `cargo test -p kernels-opencl gemm`; time: the `opencl_bench` example.
 
 use kernels_core::{Error, Result};
 use ocl::Buffer;

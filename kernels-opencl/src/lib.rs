@@ -33,7 +33,7 @@
 //! ## Checking and timing
 //! `cargo test -p kernels-opencl` checks every op against a host f64
 //! reference; the cross-backend proptest suite is `harness/tests/opencl.rs`.
-//! `cargo run --release -p kernels-opencl --example bench` validates, then
+//! `cargo run --release -p kernels-opencl --example opencl_bench` validates, then
 //! times GEMM, conv and pooling and splits kernel from transfer time.
 
 mod backend;
@@ -120,6 +120,12 @@ impl OpenCl {
     /// Like [`OpenCl::profile`], with the device error when reading fails.
     pub fn try_profile(&self) -> Result<Profile> {
         self.rt.profile()
+    }
+
+    /// Kernel time per kernel name since the last reset: (name, total ns,
+    /// launches), longest first.
+    pub fn profile_by_kernel(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+        self.rt.profile_by_kernel()
     }
 
     /// Starts a new profiling period.

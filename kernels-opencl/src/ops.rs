@@ -3,7 +3,7 @@
 //!
 //! Shapes follow kernels-core: pool x [n, c, h, w] -> y [n, c, oh, ow];
 //! linear x [n, i], w [o, i], y [n, o]; logits [n, classes].
-//! Check: `cargo test -p kernels-opencl`; time: the `bench` example.
+//! Check: `cargo test -p kernels-opencl`; time: the `opencl_bench` example.
 
 use kernels_core::{Error, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, PoolKind, Result, Shaped};
 use ocl::Buffer;
@@ -11,19 +11,11 @@ use ocl::Buffer;
 use crate::ClTensor;
 use crate::gemm::{self, Bias, Form, Gemm, Operand};
 use crate::runtime::{Arg, Runtime};
-use crate::tiles::round_up;
-
-/// Work-items per group the element-wise launches round their range to.
-const ELEMENTWISE_ROUND: usize = 64;
 
 pub(crate) fn i32_arg(op: &'static str, v: usize) -> Result<Arg<'static>> {
     i32::try_from(v)
         .map(Arg::I32)
         .map_err(|_| Error::Device(format!("{op}: size {v} exceeds the kernels' 32-bit index range")))
-}
-
-fn elementwise_range(n: usize) -> [usize; 1] {
-    [round_up(n, ELEMENTWISE_ROUND)]
 }
 
 /// db [k] = Σ_n Σ_p dy[n, k, p].
@@ -52,7 +44,7 @@ pub(crate) fn pool_forward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor) -> Resu
     let mut args = vec![Arg::F32Buf(x.buf())];
     args.extend(pool_args(g)?);
     args.push(Arg::F32Buf(y.buf()));
-    rt.launch("pool_forward", &args, &elementwise_range(len), None)?;
+    rt.launch_lines("pool_forward", &args, &[len])?;
     Ok(y)
 }
 
@@ -62,7 +54,7 @@ pub(crate) fn pool_backward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor, dy: &C
     let mut args = vec![Arg::F32Buf(x.buf()), Arg::F32Buf(dy.buf())];
     args.extend(pool_args(g)?);
     args.push(Arg::F32Buf(dx.buf()));
-    rt.launch("pool_backward", &args, &elementwise_range(len), None)?;
+    rt.launch_lines("pool_backward", &args, &[len])?;
     Ok(dx)
 }
 
@@ -133,7 +125,7 @@ pub(crate) fn unary(rt: &Runtime, kernel: &'static str, x: &ClTensor) -> Result<
     let n = x.len();
     let y = ClTensor::new(rt.alloc(n)?, x.shape());
     let args = [Arg::F32Buf(x.buf()), i32_arg(kernel, n)?, Arg::F32Buf(y.buf())];
-    rt.launch(kernel, &args, &elementwise_range(n), None)?;
+    rt.launch_lines(kernel, &args, &[n])?;
     Ok(y)
 }
 
@@ -142,7 +134,7 @@ pub(crate) fn binary(rt: &Runtime, kernel: &'static str, a: &ClTensor, dy: &ClTe
     let n = a.len();
     let dx = ClTensor::new(rt.alloc(n)?, a.shape());
     let args = [Arg::F32Buf(a.buf()), Arg::F32Buf(dy.buf()), i32_arg(kernel, n)?, Arg::F32Buf(dx.buf())];
-    rt.launch(kernel, &args, &elementwise_range(n), None)?;
+    rt.launch_lines(kernel, &args, &[n])?;
     Ok(dx)
 }
 
@@ -181,26 +173,25 @@ pub(crate) fn optimizer_step(
     let s = optimizer.step_scalars(t);
     let count = i32_arg("optimizer_step", n)?;
     let (p, g) = (Arg::F32Buf(param.buf()), Arg::F32Buf(grad.buf()));
-    let range = elementwise_range(n);
     let missing = || Error::param("optimizer_step", format!("{} state buffers missing", optimizer.name()));
     match optimizer {
-        Optimizer::Sgd { .. } => rt.launch("sgd_step", &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &range, None),
+        Optimizer::Sgd { .. } => rt.launch_lines("sgd_step", &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &[n]),
         Optimizer::Momentum { .. } | Optimizer::Nesterov { .. } => {
             let v = slots.first().ok_or_else(missing)?;
             let nesterov = i32::from(matches!(optimizer, Optimizer::Nesterov { .. }));
             let args = [p, g, Arg::F32Buf(v.buf()), count, Arg::F32(s.lr), Arg::F32(s.a), Arg::F32(s.weight_decay), Arg::I32(nesterov)];
-            rt.launch("momentum_step", &args, &range, None)
+            rt.launch_lines("momentum_step", &args, &[n])
         }
         Optimizer::AdaGrad { .. } => {
             let acc = slots.first().ok_or_else(missing)?;
             let args = [p, g, Arg::F32Buf(acc.buf()), count, Arg::F32(s.lr), Arg::F32(s.eps), Arg::F32(s.weight_decay)];
-            rt.launch("adagrad_step", &args, &range, None)
+            rt.launch_lines("adagrad_step", &args, &[n])
         }
         Optimizer::RmsProp { .. } => {
             let acc = slots.first().ok_or_else(missing)?;
             let args =
                 [p, g, Arg::F32Buf(acc.buf()), count, Arg::F32(s.lr), Arg::F32(s.a), Arg::F32(s.eps), Arg::F32(s.weight_decay)];
-            rt.launch("rmsprop_step", &args, &range, None)
+            rt.launch_lines("rmsprop_step", &args, &[n])
         }
         Optimizer::Adam { .. } => {
             let [m, v] = slots else { return Err(missing()) };
@@ -218,7 +209,7 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.correction1),
                 Arg::F32(s.correction2),
             ];
-            rt.launch("adam_step", &args, &range, None)
+            rt.launch_lines("adam_step", &args, &[n])
         }
     }
 }

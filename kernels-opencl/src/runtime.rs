@@ -37,8 +37,11 @@ const EVENT_LOG_LIMIT: usize = 4096;
 
 #[derive(Default)]
 struct EventLog {
-    pending: Vec<(bool, Event)>,
+    /// (kernel name, or None for a transfer; the event)
+    pending: Vec<(Option<&'static str>, Event)>,
     done: Profile,
+    /// Kernel name -> (total ns, launches), for the per-kernel breakdown.
+    by_kernel: HashMap<&'static str, (u64, u64)>,
 }
 
 /// Counts the bytes of device buffers this backend allocated and has not yet
@@ -205,7 +208,7 @@ impl Runtime {
         if !data.is_empty() {
             let mut event = Event::empty();
             buf.buffer.write(data).enew(&mut event).enq().map_err(|e| dev("uploading", e))?;
-            self.record(false, event)?;
+            self.record(None, event)?;
         }
         Ok(buf)
     }
@@ -216,7 +219,7 @@ impl Runtime {
         if len > 0 {
             let mut event = Event::empty();
             buffer.read(&mut host).len(len).enew(&mut event).enq().map_err(|e| dev("downloading", e))?;
-            self.record(false, event)?;
+            self.record(None, event)?;
         }
         Ok(host)
     }
@@ -225,7 +228,7 @@ impl Runtime {
     pub fn fill(&self, buffer: &Buffer<f32>, value: f32) -> Result<()> {
         let mut event = Event::empty();
         buffer.cmd().fill(value, None).enew(&mut event).enq().map_err(|e| dev("filling a buffer", e))?;
-        self.record(true, event)
+        self.record(Some("fill"), event)
     }
 
     /// Enqueues kernel `name` over `global` work-items (`local` per group,
@@ -302,17 +305,28 @@ impl Runtime {
         }
         .map_err(|e| dev(&format!("enqueueing {name} over {global:?}"), e))?;
         drop(kernels);
-        self.record(true, event)
+        self.record(Some(name), event)
     }
 
-    fn record(&self, is_kernel: bool, event: Event) -> Result<()> {
+    /// Launches over `global` with groups of `line_wg` along dimension 0
+    /// (rounded up; the kernels guard their ranges) and 1 along the others.
+    pub fn launch_lines(&self, name: &'static str, args: &[Arg], global: &[usize]) -> Result<()> {
+        let wg = self.tiles.line_wg.min(global[0].next_power_of_two()).max(1);
+        let mut rounded = global.to_vec();
+        rounded[0] = crate::tiles::round_up(global[0], wg);
+        let mut local = vec![1; global.len()];
+        local[0] = wg;
+        self.launch(name, args, &rounded, Some(&local))
+    }
+
+    fn record(&self, kernel: Option<&'static str>, event: Event) -> Result<()> {
         let mut log = lock(&self.events);
-        if is_kernel {
+        if kernel.is_some() {
             log.done.launches += 1;
         } else {
             log.done.transfers += 1;
         }
-        log.pending.push((is_kernel, event));
+        log.pending.push((kernel, event));
         if log.pending.len() >= EVENT_LOG_LIMIT {
             self.drain(&mut log)?;
         }
@@ -322,15 +336,19 @@ impl Runtime {
     /// Waits for the queue, then sums the pending events' times.
     fn drain(&self, log: &mut EventLog) -> Result<()> {
         self.queue.finish().map_err(|e| dev("waiting for the queue", e))?;
-        for (is_kernel, event) in log.pending.drain(..) {
+        let pending = std::mem::take(&mut log.pending);
+        for (kernel, event) in pending {
             let read = |kind| match event.profiling_info(kind) {
                 Ok(ProfilingInfoResult::Start(t)) | Ok(ProfilingInfoResult::End(t)) => Ok(t),
                 Ok(_) => Ok(0),
                 Err(e) => Err(dev("reading event profiling", e)),
             };
             let ns = read(ProfilingInfo::End)?.saturating_sub(read(ProfilingInfo::Start)?);
-            if is_kernel {
+            if let Some(name) = kernel {
                 log.done.kernel_ns += ns;
+                let entry = log.by_kernel.entry(name).or_default();
+                entry.0 += ns;
+                entry.1 += 1;
             } else {
                 log.done.transfer_ns += ns;
             }
@@ -352,6 +370,16 @@ impl Runtime {
         let mut log = lock(&self.events);
         self.drain(&mut log)?;
         log.done = Profile::default();
+        log.by_kernel.clear();
         Ok(())
+    }
+
+    /// (kernel, total ns, launches) since the last reset, longest first.
+    pub fn profile_by_kernel(&self) -> Result<Vec<(&'static str, u64, u64)>> {
+        let mut log = lock(&self.events);
+        self.drain(&mut log)?;
+        let mut v: Vec<_> = log.by_kernel.iter().map(|(k, (ns, n))| (*k, *ns, *n)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1));
+        Ok(v)
     }
 }

@@ -26,6 +26,9 @@ pub(crate) struct Tiles {
     /// the k-depth of that tile.
     pub use_local: bool,
     pub tile_k: usize,
+    /// Work-group size along dimension 0 of the element-wise and layout
+    /// kernels (im2col, pooling, activations, optimisers).
+    pub line_wg: usize,
     /// Upper bound on a work-group (the device's).
     pub max_wg: usize,
     pub compute_units: usize,
@@ -77,6 +80,7 @@ impl Tiles {
             nt_mr: 4,
             nt_nr: 4,
             reduce_wg,
+            line_wg: std::env::var("KERNELS_OPENCL_LINE_WG").ok().and_then(|v| v.parse().ok()).unwrap_or(prev_pow2(max_wg.min(256))),
             use_local: use_local && max_wg >= 64,
             tile_k,
             max_wg,

@@ -17,7 +17,7 @@
 //   (linear outputs). accumulate = 1 adds into C instead of overwriting.
 // Build options: NN_MR, NN_NR, VW, NT_MR, NT_NR, TILE_K (see tiles.rs).
 // Check: cargo test -p kernels-opencl gemm; time: cargo run --release -p
-//   kernels-opencl --example bench -- gemm.
+//   kernels-opencl --example opencl_bench -- gemm.
 
 #if VW == 16
 #define VEC float16

@@ -9,7 +9,7 @@
 //   where it won, so overlapping windows accumulate without atomics.
 // Launch: one work-item per output (forward) or input (backward) element,
 //   flat index over N·C·OH·OW or N·C·H·W. is_max: 1 max, 0 avg.
-// Check: cargo test -p kernels-opencl pool; time: the bench example.
+// Check: cargo test -p kernels-opencl pool; time: the opencl_bench example.
 
 // Flat index of the winner of window (oh, ow) in plane xp (H x W).
 inline int window_argmax(__global const float* xp, const int H, const int W, const int oh, const int ow,

@@ -2,7 +2,7 @@
 //! forward and backward on the shape suite, pooling, and the kernel launches
 //! of one LeNet training step.
 //!
-//! `cargo run --release -p kernels-opencl --example bench -- [gemm|conv|pool|lenet|all]
+//! `cargo run --release -p kernels-opencl --example opencl_bench -- [gemm|conv|pool|lenet|all]
 //!  [--reps N] [--tile MRxNRxVW] [--local 0|1] [--device SELECTOR]`
 //!
 //! Every problem is checked against an f64 host reference before it is
@@ -78,11 +78,25 @@ fn time<T>(cl: &OpenCl, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result
         drop(out);
     }
     let p = cl.try_profile()?;
+    breakdown(cl)?;
     let per = |v: u64| v / reps as u64;
     Ok((stats(samples), Profile { kernel_ns: per(p.kernel_ns), transfer_ns: per(p.transfer_ns), launches: per(p.launches), transfers: per(p.transfers) }))
 }
 
 fn report(name: &str, flops: u64, s: &Stats, p: &Profile) {
+    report_line(name, flops, s, p);
+}
+
+fn breakdown(cl: &OpenCl) -> Result<()> {
+    if std::env::var_os("BENCH_BREAKDOWN").is_some() {
+        for (kernel, ns, n) in cl.profile_by_kernel()? {
+            println!("    {kernel:<20} {:>9.3} ms in {n} launches", ns as f64 / 1e6);
+        }
+    }
+    Ok(())
+}
+
+fn report_line(name: &str, flops: u64, s: &Stats, p: &Profile) {
     let gf = |t: f64| flops as f64 / t / 1e9;
     println!(
         "{name:<28} {:>9.3} ms [{:.3}, {:.3}]  {:>7.1} GFLOP/s [{:.1}, {:.1}]  kernels {:.3} ms in {} launches, transfers {:.3} ms",
