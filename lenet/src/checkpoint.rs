@@ -1,7 +1,7 @@
 //! Checkpoints in safetensors, loadable by PyTorch.
 //!
 //! Tensors (all F32): the parameters under PyTorch's names and shapes
-//! (`conv1.weight` [6, 1, 5, 5], ..., `fc3.bias` [10]) and the optimiser's
+//! (`conv1.weight [6, 1, 5, 5]`, ..., `fc3.bias [10]`) and the optimiser's
 //! buffers as `optim.<param>.<slot>` (slot 0 is momentum, AdaGrad's or
 //! RMSprop's square sum, or Adam's first moment; slot 1 Adam's second).
 //! `__metadata__` holds `format`, `epoch`, `step`, `seed`, `activation`,

@@ -16,7 +16,7 @@ use crate::model::{Activation, Architecture, Pooling};
 use crate::plot;
 use crate::profile::{OpTime, Timed};
 use crate::report::{self, Observed, RunConfig, RunReport};
-use crate::train::{Trainer, evaluate};
+use crate::train::{FitPlan, Trainer, evaluate};
 
 #[derive(Debug, Parser)]
 #[command(name = "lenet", version, about = "Train LeNet-5 on Fashion-MNIST with any backend of the workspace.")]
@@ -189,8 +189,19 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match args.backend {
         BackendChoice::Naive => dispatch(Naive::<f32>::new(), eval, &args),
-        BackendChoice::Im2col | BackendChoice::Opencl => {
-            Err(LenetError::Config(format!("PENDING backend {:?}", args.backend)))
+        BackendChoice::Im2col => {
+            let be = match args.threads {
+                Some(n) => kernels_im2col::Im2col::with_threads(n)?,
+                None => kernels_im2col::Im2col::new(),
+            };
+            dispatch(be, eval, &args)
+        }
+        BackendChoice::Opencl => {
+            let be = match &args.device {
+                Some(selector) => kernels_opencl::OpenCl::with_device(selector)?,
+                None => kernels_opencl::OpenCl::new()?,
+            };
+            dispatch(be, eval, &args)
         }
     }
 }
@@ -291,8 +302,9 @@ pub fn session<B: Backend>(
         test.len()
     );
     reset_profile();
+    let plan = FitPlan { epochs: args.epochs, batch_size: args.batch_size, save: args.save.as_deref() };
     let mut observed = Observed::new(std::io::stderr().is_terminal(), label);
-    let outcome = trainer.fit(be, &train, &test, args.epochs, args.batch_size, args.save.as_deref(), &mut observed);
+    let outcome = trainer.fit(be, &train, &test, &plan, &mut observed);
     let report = RunReport::new(config, args.backend, be.name(), threads, observed.epochs, profile.map(|p| p()));
     // Outputs of the epochs that finished are written even when training stopped.
     report::write_outputs(&report, args)?;

@@ -13,6 +13,9 @@ fn plot_err(path: &Path) -> impl Fn(String) -> LenetError + '_ {
     move |detail| LenetError::Plot { path: path.to_path_buf(), detail }
 }
 
+/// A curve: its legend, colour and value per epoch.
+type Series = (&'static str, RGBColor, fn(&EpochMetrics) -> f64);
+
 /// Loss, train accuracy and test accuracy per epoch, one chart.
 pub fn curves(path: &Path, title: &str, epochs: &[EpochMetrics]) -> Result<()> {
     let err = plot_err(path);
@@ -36,7 +39,7 @@ pub fn curves(path: &Path, title: &str, epochs: &[EpochMetrics]) -> Result<()> {
         .map_err(|e| err(e.to_string()))?;
     chart.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
 
-    let series: [(&str, RGBColor, fn(&EpochMetrics) -> f64); 3] = [
+    let series: [Series; 3] = [
         ("train loss", BLUE, |m| m.loss),
         ("train acc", MAGENTA, |m| m.train_acc),
         ("test acc", GREEN, |m| m.test_acc),

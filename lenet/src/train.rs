@@ -51,6 +51,15 @@ pub struct Evaluation {
     pub accuracy: f64,
 }
 
+/// How long to train and where to checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct FitPlan<'a> {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Checkpoint written after every epoch.
+    pub save: Option<&'a Path>,
+}
+
 /// A model, its optimiser state and where training stands.
 pub struct Trainer<B: Backend> {
     pub model: LeNet<B>,
@@ -169,23 +178,21 @@ impl<B: Backend> Trainer<B> {
         Ok(metrics)
     }
 
-    /// `epochs` more epochs, numbered on from `self.epoch`; after each, a
-    /// checkpoint to `save` when given (so a divergence leaves the previous
-    /// epoch's checkpoint in place).
+    /// `plan.epochs` more epochs, numbered on from `self.epoch`; after each,
+    /// a checkpoint to `plan.save` when given (so a divergence leaves the
+    /// previous epoch's checkpoint in place).
     pub fn fit(
         &mut self,
         be: &B,
         train: &Dataset,
         test: &Dataset,
-        epochs: usize,
-        batch_size: usize,
-        save: Option<&Path>,
+        plan: &FitPlan<'_>,
         observer: &mut dyn Observer,
     ) -> Result<Vec<EpochMetrics>> {
-        let mut all = Vec::with_capacity(epochs);
-        for _ in 0..epochs {
-            all.push(self.train_epoch(be, train, test, batch_size, observer)?);
-            if let Some(path) = save {
+        let mut all = Vec::with_capacity(plan.epochs);
+        for _ in 0..plan.epochs {
+            all.push(self.train_epoch(be, train, test, plan.batch_size, observer)?);
+            if let Some(path) = plan.save {
                 crate::checkpoint::save(be, self, path)?;
             }
         }

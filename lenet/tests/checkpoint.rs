@@ -1,0 +1,153 @@
+//! Checkpoints: save, load and evaluate give the same accuracy; resume
+//! continues the epoch count (and the very same run); wrong names and
+//! shapes are refused; a diverging run leaves the last checkpoint intact.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::{scratch_dir, synthetic};
+use kernels_core::Optimizer;
+use kernels_im2col::Im2col;
+use kernels_naive::Naive;
+use lenet::LenetError;
+use lenet::checkpoint;
+use lenet::model::{Activation, Architecture, Pooling};
+use lenet::train::{FitPlan, Quiet, Trainer, evaluate};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+const ARCH: Architecture = Architecture { activation: Activation::Relu, pool: Pooling::Max };
+
+#[test]
+fn save_load_evaluate_gives_the_same_accuracy() {
+    let dir = scratch_dir("ckpt-roundtrip");
+    let path = dir.join("lenet.safetensors");
+    let (train, test) = (synthetic(120, 1), synthetic(60, 2));
+    let be = Im2col::with_threads(2).unwrap();
+    let mut trainer = Trainer::new(&be, ARCH, Optimizer::adam(2e-3), 3).unwrap();
+    let plan = FitPlan { epochs: 2, batch_size: 20, save: Some(&path) };
+    trainer.fit(&be, &train, &test, &plan, &mut Quiet).unwrap();
+    let trained = evaluate(&be, &trainer.model, &test, 50).unwrap();
+
+    let loaded = checkpoint::load::<f32>(&path).unwrap();
+    assert_eq!((loaded.epoch, loaded.step, loaded.seed), (2, 12, 3));
+    assert_eq!(loaded.arch, ARCH);
+    assert_eq!(loaded.optimizer, Optimizer::adam(2e-3));
+    let restored = loaded.into_trainer(&be).unwrap();
+    assert_eq!(evaluate(&be, &restored.model, &test, 50).unwrap(), trained);
+    // The temporary file is gone after the rename.
+    assert!(!dir.join("lenet.safetensors.tmp").exists());
+
+    // PyTorch's names and shapes, and the optimiser state beside them.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("conv1.weight").unwrap().shape(), [6, 1, 5, 5]);
+    assert_eq!(st.tensor("fc1.weight").unwrap().shape(), [120, 400]);
+    assert_eq!(st.tensor("optim.fc3.bias.1").unwrap().shape(), [10]);
+    assert_eq!(st.len(), 30);
+}
+
+#[test]
+fn resume_continues_the_epoch_count_and_the_run() {
+    let dir = scratch_dir("ckpt-resume");
+    let path = dir.join("lenet.safetensors");
+    let (train, test) = (synthetic(64, 4), synthetic(30, 5));
+    let be = Naive::<f32>::new();
+    let opt = Optimizer::momentum(0.02, 0.9);
+
+    let mut straight = Trainer::new(&be, ARCH, opt, 9).unwrap();
+    let plan = FitPlan { epochs: 2, batch_size: 16, save: None };
+    let uninterrupted = straight.fit(&be, &train, &test, &plan, &mut Quiet).unwrap();
+
+    let mut first = Trainer::new(&be, ARCH, opt, 9).unwrap();
+    let plan = FitPlan { epochs: 1, batch_size: 16, save: Some(&path) };
+    first.fit(&be, &train, &test, &plan, &mut Quiet).unwrap();
+    let mut resumed = checkpoint::load::<f32>(&path).unwrap().into_trainer(&be).unwrap();
+    assert_eq!(resumed.epoch, 1);
+    let plan = FitPlan { epochs: 1, batch_size: 16, save: Some(&path) };
+    let second = resumed.fit(&be, &train, &test, &plan, &mut Quiet).unwrap();
+    assert_eq!(second[0].epoch, 2);
+    assert_eq!(resumed.step, straight.step);
+    // Same shuffle, same momentum buffers: the very same second epoch.
+    assert_eq!((second[0].loss, second[0].test_acc), (uninterrupted[1].loss, uninterrupted[1].test_acc));
+    assert_eq!(checkpoint::load::<f32>(&path).unwrap().epoch, 2);
+}
+
+fn rewrite(path: &std::path::Path, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<u8>)>)) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
+    let meta: Option<HashMap<String, String>> = header.metadata().clone();
+    std::fs::write(path, safetensors::serialize(views, meta).unwrap()).unwrap();
+}
+
+fn checkpoint_error(path: &std::path::Path) -> String {
+    match checkpoint::load::<f32>(path) {
+        Err(e @ LenetError::Checkpoint { .. }) => e.to_string(),
+        Err(other) => panic!("expected a checkpoint error, got {other}"),
+        Ok(_) => panic!("{} was accepted", path.display()),
+    }
+}
+
+#[test]
+fn wrong_names_and_shapes_are_refused() {
+    let dir = scratch_dir("ckpt-wrong");
+    let good = dir.join("good.safetensors");
+    let be = Naive::<f32>::new();
+    let trainer = Trainer::new(&be, ARCH, Optimizer::sgd(0.1), 0).unwrap();
+    checkpoint::save(&be, &trainer, &good).unwrap();
+    assert!(checkpoint::load::<f32>(&good).is_ok());
+
+    let shape = dir.join("shape.safetensors");
+    std::fs::copy(&good, &shape).unwrap();
+    rewrite(&shape, |t| {
+        let fc1 = t.iter_mut().find(|(n, _, _)| n == "fc1.weight").unwrap();
+        fc1.1 = vec![400, 120];
+    });
+    let msg = checkpoint_error(&shape);
+    assert!(msg.contains("fc1.weight") && msg.contains("[400, 120]") && msg.contains("[120, 400]"), "{msg}");
+
+    let renamed = dir.join("renamed.safetensors");
+    std::fs::copy(&good, &renamed).unwrap();
+    rewrite(&renamed, |t| {
+        let conv = t.iter_mut().find(|(n, _, _)| n == "conv2.bias").unwrap();
+        conv.0 = "conv2.b".into();
+    });
+    let msg = checkpoint_error(&renamed);
+    assert!(msg.contains("conv2.bias") && msg.contains("missing"), "{msg}");
+
+    let extra = dir.join("extra.safetensors");
+    std::fs::copy(&good, &extra).unwrap();
+    rewrite(&extra, |t| t.push(("fc4.weight".into(), vec![2], vec![0; 8])));
+    let msg = checkpoint_error(&extra);
+    assert!(msg.contains("fc4.weight"), "{msg}");
+
+    let garbage = dir.join("garbage.safetensors");
+    std::fs::write(&garbage, b"not a checkpoint").unwrap();
+    assert!(checkpoint_error(&garbage).contains("not a safetensors file"));
+}
+
+#[test]
+fn divergence_stops_training_and_keeps_the_last_checkpoint() {
+    let dir = scratch_dir("ckpt-diverge");
+    let path = dir.join("lenet.safetensors");
+    let (train, test) = (synthetic(64, 6), synthetic(20, 7));
+    let be = Im2col::with_threads(2).unwrap();
+    let mut trainer = Trainer::new(&be, ARCH, Optimizer::sgd(0.05), 1).unwrap();
+    let plan = FitPlan { epochs: 1, batch_size: 16, save: Some(&path) };
+    trainer.fit(&be, &train, &test, &plan, &mut Quiet).unwrap();
+    let saved = std::fs::read(&path).unwrap();
+
+    let mut ckpt = checkpoint::load::<f32>(&path).unwrap();
+    ckpt.optimizer = Optimizer::sgd(1e30);
+    let mut wild = ckpt.into_trainer(&be).unwrap();
+    let plan = FitPlan { epochs: 3, batch_size: 16, save: Some(&path) };
+    let err = wild.fit(&be, &train, &test, &plan, &mut Quiet).unwrap_err();
+    assert!(matches!(err, LenetError::NonFinite { epoch: 2, .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), saved, "the checkpoint of epoch 1 changed");
+}
