@@ -32,3 +32,15 @@ fmt:
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Trains LeNet on OpenCL (PoCL on this machine); LENET_FLAGS sets the run's
+# length, LENET_OUT where the checkpoint, metrics and figures go.
+LENET_OUT ?= target/lenet
+LENET_FLAGS ?= --epochs 2
+
+lenet: setup
+	@mkdir -p $(LENET_OUT)
+	$(CARGO) run --release -p lenet -- --backend opencl $(LENET_FLAGS) \
+	  --save $(LENET_OUT)/lenet.safetensors --metrics $(LENET_OUT)/metrics.json \
+	  --plot $(LENET_OUT)/curves.svg --filters $(LENET_OUT)/filters.svg
+	@echo "lenet: checkpoint, metrics and figures are in $(LENET_OUT)/"
