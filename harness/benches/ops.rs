@@ -1,0 +1,136 @@
+//! Criterion benches of every op on the suite shapes, per backend.
+//!
+//! - One group per op (`conv-fwd`, `conv-bwd`, `conv-dx`, `conv-dw`,
+//!   `conv-db`, `pool-fwd`, `pool-bwd`, `linear-fwd`, `linear-bwd`), ids
+//!   `backend/shape`, `Throughput::Elements(flops)`: criterion's "elem/s"
+//!   is FLOP/s (kernels_core::cost, multiply + add = 2).
+//! - Each benchmark validates once against the f64 naive oracle before it
+//!   is timed (only when criterion's filter selects it), and exits non-zero
+//!   on a mismatch. Each timed call is synchronised (OpenCL) inside the
+//!   timed region; outputs are dropped outside it, as in the harness binary.
+//! - Budget: 10 samples, 0.5 s warm-up and 2 s measurement per benchmark,
+//!   flat sampling, so the whole run takes about 10-15 minutes on 2 cores.
+//!   The naive backend is benchmarked only where one call is at most
+//!   150 MFLOP (the lenet-* and simplecnn-c1 convs, every pool and linear
+//!   shape): it is the baseline, not the subject.
+//! - Filter: `cargo bench -p harness --bench ops -- 'conv-fwd/im2col'`
+//!   (`make bench BENCH=...`); `HARNESS_BENCH_BACKENDS=im2col,opencl`
+//!   restricts the backends; `--threads` is fixed at 2 (im2col's pool).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
+use harness::backends::{BackendKind, Backends};
+use harness::ops::{Op, Shape};
+use harness::problem::{DeviceInputs, Inputs, Oracle, run_op, upload, validate};
+use kernels_core::Backend;
+use kernels_naive::Naive;
+
+const THREADS: usize = 2;
+const NAIVE_MAX_FLOPS: u64 = 150_000_000;
+
+/// A benchmark cannot return an error: print it and stop with status 1.
+fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("bench {what}: {e}");
+    std::process::exit(1)
+}
+
+/// Inputs and oracle outputs, built on first use and shared by every bench.
+struct Shared {
+    oracle: Oracle<Naive<f64>>,
+    inputs: HashMap<&'static str, Inputs>,
+}
+
+impl Shared {
+    fn inputs(&mut self, shape: &Shape) -> &Inputs {
+        self.inputs
+            .entry(shape.name())
+            .or_insert_with(|| Inputs::generate(shape).unwrap_or_else(|e| fail(shape.name(), e)))
+    }
+}
+
+/// Uploads the inputs and validates one call against the oracle.
+fn prepare<B: Backend<Elem = f32>>(shared: &mut Shared, be: &B, id: &str, op: Op, shape: &Shape) -> DeviceInputs<B> {
+    let inputs = shared.inputs(shape).clone();
+    shared.oracle.prepare(op, shape, &inputs).unwrap_or_else(|e| fail(id, e));
+    let device = upload(be, &inputs).unwrap_or_else(|e| fail(id, e));
+    let outputs = run_op(be, op, shape, &device).unwrap_or_else(|e| fail(id, e));
+    let expected = shared.oracle.expected(op, shape).unwrap_or_else(|e| fail(id, e));
+    let check = validate(be, op, shape, &outputs, &expected).unwrap_or_else(|e| fail(id, e));
+    if !check.passed() {
+        fail(id, format!("validation failed before timing\n{}", check.failures()));
+    }
+    device
+}
+
+fn bench_one<B: Backend<Elem = f32>>(
+    group: &mut BenchmarkGroup<WallTime>,
+    shared: &mut Shared,
+    kind: BackendKind,
+    be: &B,
+    op: Op,
+    shape: &Shape,
+) {
+    let id = format!("{}/{}/{}", op.name(), kind.name(), shape.name());
+    let mut device: Option<DeviceInputs<B>> = None;
+    group.bench_function(BenchmarkId::new(kind.name(), shape.name()), |b| {
+        let inputs = device.get_or_insert_with(|| prepare(shared, be, &id, op, shape));
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                let out = run_op(be, op, shape, inputs).unwrap_or_else(|e| fail(&id, e));
+                be.sync().unwrap_or_else(|e| fail(&id, e));
+                total += start.elapsed();
+                drop(std::hint::black_box(out));
+            }
+            total
+        });
+    });
+}
+
+fn selected_backends() -> Vec<BackendKind> {
+    match std::env::var("HARNESS_BENCH_BACKENDS") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|name| BackendKind::parse(name.trim()).unwrap_or_else(|| fail("HARNESS_BENCH_BACKENDS", name)))
+            .collect(),
+        _ => BackendKind::ALL.to_vec(),
+    }
+}
+
+fn ops(c: &mut Criterion) {
+    let kinds = selected_backends();
+    let backends = Backends::build(&kinds, THREADS, None).unwrap_or_else(|e| fail("setup", e));
+    let mut shared = Shared { oracle: Oracle::new(Naive::<f64>::new()), inputs: HashMap::new() };
+    for op in Op::ALL {
+        let mut group = c.benchmark_group(op.name());
+        group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+        group.sampling_mode(SamplingMode::Flat);
+        for shape in Shape::all().iter().filter(|s| s.family() == op.family()) {
+            let flops = match shape.cost(op) {
+                Ok(Some(cost)) => cost.flops,
+                Ok(None) => continue,
+                Err(e) => fail(shape.name(), e),
+            };
+            group.throughput(Throughput::Elements(flops));
+            if let Some(be) = &backends.naive {
+                if flops <= NAIVE_MAX_FLOPS {
+                    bench_one(&mut group, &mut shared, BackendKind::Naive, be, op, shape);
+                }
+            }
+            if let Some(be) = &backends.im2col {
+                bench_one(&mut group, &mut shared, BackendKind::Im2col, be, op, shape);
+            }
+            if let Some(be) = &backends.opencl {
+                bench_one(&mut group, &mut shared, BackendKind::OpenCl, be, op, shape);
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, ops);
+criterion_main!(benches);
