@@ -1,8 +1,11 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example bench -- [--threads N] [--secs S] [filters...]`
+//! `cargo run --release -p kernels-im2col --example bench -- [--threads N] [--secs S] [--tile F] [--columns C] [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
+//! - `--tile F` and `--columns C` override the conv tiling targets (col tile
+//!   floats, fewest GEMM columns per tile; `--columns 1` turns image
+//!   grouping off) for tuning sweeps.
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
 //! - Each conv case is validated against the f64 reference (kernels-naive)
@@ -13,6 +16,8 @@
 //!   samples, at least 10; prints median, min and max in ms, GFLOP/s from
 //!   kernels-core's analytic counts, % of the same-run sgemm rate, and
 //!   PyTorch's time from the suite data with the speed-up (PyTorch / ours).
+//!   "cpu ms" is the process CPU time per call over all threads: on a
+//!   machine others are loading, compare variants by it (and by min).
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -20,24 +25,30 @@ use std::time::Instant;
 use kernels_core::{
     Backend, CONV_SUITE, Cost, GradRequest, POOL_SUITE, PoolKind, Shaped, SplitMix64, Tensor, Tolerance, compare, cost,
 };
-use kernels_im2col::Im2col;
+use kernels_im2col::{Im2col, TileTargets};
 use kernels_naive::Naive;
 
 struct Options {
     threads: usize,
     secs: f64,
+    targets: TileTargets,
     filters: Vec<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
     let env_threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok());
-    let mut options = Options { threads: env_threads.unwrap_or(2), secs: 1.0, filters: Vec::new() };
+    let mut options =
+        Options { threads: env_threads.unwrap_or(2), secs: 1.0, targets: TileTargets::default(), filters: Vec::new() };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--threads" => options.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--secs" => options.secs = value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--tile" => options.targets.floats = value("--tile")?.parse().map_err(|e| format!("--tile: {e}"))?,
+            "--columns" => {
+                options.targets.columns = value("--columns")?.parse().map_err(|e| format!("--columns: {e}"))?
+            }
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),
         }
@@ -45,11 +56,25 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-/// Median, min and max of the samples, in ms.
+/// Median, min and max of the samples, in ms, and the process CPU time per
+/// call (all threads), which a loaded machine disturbs far less than wall
+/// time: the figure to compare variants by when others share the cores.
 struct Stats {
     median: f64,
     min: f64,
     max: f64,
+    cpu_per_call: f64,
+}
+
+/// User + system CPU time of this process in ms, from /proc/self/stat
+/// (fields 14 and 15, in clock ticks of 10 ms on Linux); None elsewhere.
+fn process_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which sits in parentheses.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks * 10.0)
 }
 
 fn time(secs: f64, mut call: impl FnMut() -> Result<(), String>) -> Result<Stats, String> {
@@ -57,14 +82,20 @@ fn time(secs: f64, mut call: impl FnMut() -> Result<(), String>) -> Result<Stats
         call()?;
     }
     let mut samples = Vec::new();
+    let cpu_start = process_cpu_ms();
     let start = Instant::now();
     while samples.len() < 10 || (samples.len() < 200 && start.elapsed().as_secs_f64() < secs) {
         let t = Instant::now();
         call()?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    let cpu_per_call = match (cpu_start, process_cpu_ms()) {
+        (Some(a), Some(b)) => (b - a) / samples.len() as f64,
+        _ => f64::NAN,
+    };
     samples.sort_by(f64::total_cmp);
-    Ok(Stats { median: samples[samples.len() / 2], min: samples[0], max: samples[samples.len() - 1] })
+    let (median, min, max) = (samples[samples.len() / 2], samples[0], samples[samples.len() - 1]);
+    Ok(Stats { median, min, max, cpu_per_call })
 }
 
 /// The 2-thread (or N-thread) sgemm ceiling: C [n, n] = A·B with each
@@ -110,6 +141,10 @@ fn sgemm_rate(backend: &Im2col, secs: f64) -> Result<f64, String> {
         });
         Ok(())
     })?;
+    println!(
+        "sgemm n=2048: median {:.3} ms, min {:.3}, max {:.3}, cpu {:.3} ms per call",
+        stats.median, stats.min, stats.max, stats.cpu_per_call
+    );
     let expect = n as f32 * 0.5;
     if c.iter().any(|&v| v != expect) {
         return Err("sgemm ceiling produced a wrong result".into());
@@ -146,11 +181,12 @@ fn print_row(row: &Row, sgemm: f64) {
         None => ("-".into(), "-".into()),
     };
     println!(
-        "| {:<22} | {:>8.3} | {:>8.3} | {:>8.3} | {:>7.1} | {:>5.1}% | {:>7} | {:>7} |",
+        "| {:<22} | {:>8.3} | {:>8.3} | {:>8.3} | {:>8.3} | {:>7.1} | {:>5.1}% | {:>7} | {:>7} |",
         row.name,
         row.stats.median,
         row.stats.min,
         row.stats.max,
+        row.stats.cpu_per_call,
         gflops,
         100.0 * gflops / sgemm,
         torch,
@@ -269,7 +305,7 @@ fn bench_pool(backend: &Im2col, case: &kernels_core::PoolCase, secs: f64) -> Res
 }
 
 fn run(options: &Options) -> Result<(), String> {
-    let backend = Im2col::with_threads(options.threads).map_err(|e| e.to_string())?;
+    let backend = Im2col::with_threads(options.threads).map_err(|e| e.to_string())?.with_tile_targets(options.targets);
     let wanted = |name: &str| options.filters.is_empty() || options.filters.iter().any(|f| name.contains(f.as_str()));
     println!(
         "im2col bench: {} threads, {:.1} s per op (validated against naive f64 first)",
@@ -280,6 +316,8 @@ fn run(options: &Options) -> Result<(), String> {
     println!("sgemm n=2048 (matrixmultiply, {} threads): {sgemm_before:.1} GFLOP/s", backend.threads());
     let mut rows = Vec::new();
     for case in CONV_SUITE.iter().filter(|c| wanted(c.name)) {
+        let g = case.geometry().map_err(|e| e.to_string())?;
+        println!("{}: {:?}", case.name, backend.conv_plan(&g));
         rows.extend(bench_conv(&backend, case, options.secs)?);
     }
     for case in POOL_SUITE.iter().filter(|c| wanted(c.name)) {
@@ -288,8 +326,10 @@ fn run(options: &Options) -> Result<(), String> {
     let sgemm_after = sgemm_rate(&backend, options.secs)?;
     let sgemm = sgemm_before.max(sgemm_after);
     println!("sgemm n=2048 again: {sgemm_after:.1} GFLOP/s; % below are of the better, {sgemm:.1} GFLOP/s\n");
-    println!("| op                     | median ms |  min ms  |  max ms  | GFLOP/s | %sgemm | torch ms | speedup |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| op                     | median ms |  min ms  |  max ms  |  cpu ms  | GFLOP/s | %sgemm | torch ms | speedup |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         print_row(row, sgemm);
     }

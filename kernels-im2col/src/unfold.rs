@@ -46,89 +46,120 @@ fn valid_columns(from: usize, to: usize, offset: isize, stride: usize, width: us
     (lo, hi.clamp(lo, to))
 }
 
-/// Calls `segment(row, j0, ow_range, ih, iw0)` for every output-row segment
-/// of the tile and every tap row: the tile's pixels j0.. hold output columns
-/// ow in `ow_range` of one output row, whose tap (r, s) reads input row `ih`
-/// (None in the padding) starting at input column `iw0` (for ow_range.start).
-#[inline]
+/// Walks one col row (filter tap (r, s) of channel c) of a tile: calls
+/// `segment(j, ow_start, len, input_row)` for each run of pixels j..j + len
+/// that lies in one output row, starting at output column `ow_start`, with
+/// the input row that tap reads there (None when it falls in the padding).
+#[inline(always)]
 fn for_each_segment(
     g: &ConvGeometry,
     tile: Tile,
-    mut segment: impl FnMut(usize, usize, usize, usize, Option<usize>, usize, usize, usize),
+    r: usize,
+    mut segment: impl FnMut(usize, usize, usize, Option<usize>),
 ) {
-    let [sh, sw] = g.params.stride;
-    let [ph, pw] = g.params.padding;
-    let [dh, dw] = g.params.dilation;
+    let (sh, ph, dh) = (g.params.stride[0], g.params.padding[0], g.params.dilation[0]);
+    let pixels = tile.pixels();
+    let (mut oh, mut ow_start) = (tile.p0 / g.ow, tile.p0 % g.ow);
+    let mut j = 0;
+    while j < pixels {
+        let len = (g.ow - ow_start).min(pixels - j);
+        let ih = (oh * sh + r * dh).checked_sub(ph).filter(|&ih| ih < g.h);
+        segment(j, ow_start, len, ih);
+        j += len;
+        oh += 1;
+        ow_start = 0;
+    }
+}
+
+/// The output columns [lo, hi) of a full output row whose tap s reads a real
+/// input column, and the input column the tap reads at output column 0
+/// (possibly negative): computed once per col row, not per segment.
+fn tap_columns(g: &ConvGeometry, s: usize) -> (usize, usize, isize) {
+    let (sw, pw, dw) = (g.params.stride[1], g.params.padding[1], g.params.dilation[1]);
+    let offset = (s * dw) as isize - pw as isize;
+    let (lo, hi) = valid_columns(0, g.ow, offset, sw, g.w);
+    (lo, hi, offset)
+}
+
+/// col [tile.rows, tile.pixels] from one image x [c, h, w]; col rows lie
+/// `ld` apart (ld > tile.pixels when several images share one col tile).
+pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f32], ld: usize) {
+    let sw = g.params.stride[1];
+    let pixels = tile.pixels();
     let mut row = 0;
     for c in tile.c0..tile.c1 {
+        let plane = &x_image[c * g.h * g.w..][..g.h * g.w];
         for r in 0..g.r {
             for s in 0..g.s {
-                let col_offset = (s * dw) as isize - pw as isize;
-                let mut p = tile.p0;
-                while p < tile.p1 {
-                    let (oh, ow_start) = (p / g.ow, p % g.ow);
-                    let ow_end = g.ow.min(ow_start + tile.p1 - p);
-                    let ih = (oh * sh + r * dh).checked_sub(ph).filter(|&ih| ih < g.h);
-                    let (lo, hi) = valid_columns(ow_start, ow_end, col_offset, sw, g.w);
-                    let iw_lo = (lo as isize * sw as isize + col_offset).max(0) as usize;
-                    segment(row, p - tile.p0, ow_start, ow_end, ih.map(|ih| c * g.h * g.w + ih * g.w), lo, hi, iw_lo);
-                    p += ow_end - ow_start;
-                }
+                let (lo, hi, offset) = tap_columns(g, s);
+                let out = &mut col[row * ld..][..pixels];
+                for_each_segment(g, tile, r, |j, ow_start, len, ih| {
+                    let seg = &mut out[j..j + len];
+                    let Some(ih) = ih else {
+                        seg.fill(0.0);
+                        return;
+                    };
+                    // Valid output columns of this segment, relative to it.
+                    let a = lo.clamp(ow_start, ow_start + len);
+                    let b = hi.clamp(a, ow_start + len);
+                    let (before, rest) = seg.split_at_mut(a - ow_start);
+                    let (inside, after) = rest.split_at_mut(b - a);
+                    before.fill(0.0);
+                    after.fill(0.0);
+                    if !inside.is_empty() {
+                        let iw = (a as isize * sw as isize + offset) as usize;
+                        let src = &plane[ih * g.w + iw..];
+                        if sw == 1 {
+                            inside.copy_from_slice(&src[..inside.len()]);
+                        } else {
+                            for (o, v) in inside.iter_mut().zip(src.iter().step_by(sw)) {
+                                *o = *v;
+                            }
+                        }
+                    }
+                });
                 row += 1;
             }
         }
     }
 }
 
-/// col [tile.rows, tile.pixels] from one image x [c, h, w]; col rows lie
-/// `ld` apart (ld > tile.pixels when several images share one col tile).
-pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f32], ld: usize) {
-    let pb = ld;
-    let sw = g.params.stride[1];
-    for_each_segment(g, tile, |row, j0, ow_start, ow_end, input_row, lo, hi, iw_lo| {
-        let out = &mut col[row * pb + j0..row * pb + j0 + (ow_end - ow_start)];
-        let Some(base) = input_row else {
-            out.fill(0.0);
-            return;
-        };
-        let (before, rest) = out.split_at_mut(lo - ow_start);
-        let (inside, after) = rest.split_at_mut(hi - lo);
-        before.fill(0.0);
-        after.fill(0.0);
-        if inside.is_empty() {
-            return;
-        }
-        let src = &x_image[base + iw_lo..];
-        if sw == 1 {
-            inside.copy_from_slice(&src[..inside.len()]);
-        } else {
-            for (o, v) in inside.iter_mut().zip(src.iter().step_by(sw)) {
-                *o = *v;
-            }
-        }
-    });
-}
-
 /// dx_image [c, h, w] += col2im(col [tile.rows, tile.pixels]), col rows
 /// `ld` apart.
 pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, dx_image: &mut [f32], ld: usize) {
-    let pb = ld;
     let sw = g.params.stride[1];
-    for_each_segment(g, tile, |row, j0, ow_start, _ow_end, input_row, lo, hi, iw_lo| {
-        let Some(base) = input_row.filter(|_| hi > lo) else { return };
-        let start = row * pb + j0 + (lo - ow_start);
-        let inside = &col[start..start + (hi - lo)];
-        let dst = &mut dx_image[base + iw_lo..];
-        if sw == 1 {
-            for (d, v) in dst.iter_mut().zip(inside) {
-                *d += *v;
-            }
-        } else {
-            for (d, v) in dst.iter_mut().step_by(sw).zip(inside) {
-                *d += *v;
+    let pixels = tile.pixels();
+    let mut row = 0;
+    for c in tile.c0..tile.c1 {
+        let plane = &mut dx_image[c * g.h * g.w..][..g.h * g.w];
+        for r in 0..g.r {
+            for s in 0..g.s {
+                let (lo, hi, offset) = tap_columns(g, s);
+                let src_row = &col[row * ld..][..pixels];
+                for_each_segment(g, tile, r, |j, ow_start, len, ih| {
+                    let Some(ih) = ih else { return };
+                    let a = lo.clamp(ow_start, ow_start + len);
+                    let b = hi.clamp(a, ow_start + len);
+                    if b == a {
+                        return;
+                    }
+                    let inside = &src_row[j + (a - ow_start)..j + (b - ow_start)];
+                    let iw = (a as isize * sw as isize + offset) as usize;
+                    let dst = &mut plane[ih * g.w + iw..];
+                    if sw == 1 {
+                        for (d, v) in dst.iter_mut().zip(inside) {
+                            *d += *v;
+                        }
+                    } else {
+                        for (d, v) in dst.iter_mut().step_by(sw).zip(inside) {
+                            *d += *v;
+                        }
+                    }
+                });
+                row += 1;
             }
         }
-    });
+    }
 }
 
 #[cfg(test)]
