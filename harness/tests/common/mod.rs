@@ -15,7 +15,11 @@
 //! The argument is anything callable with no arguments that returns the
 //! backend (a closure or a function path), e.g.
 //! `|| kernels_opencl::OpenCl::new().expect("an OpenCL device")`. It is
-//! called once per test function, not per case. The macro expands to one
+//! called once per test function, not per case. The macro defines
+//! `conformance_backend()` and the test functions in the module it is
+//! invoked in, so invoke it once per module; for several backends in one
+//! file, wrap each in its own module:
+//! `mod threads_1 { super::common::conformance_suite!(|| Im2col::with_threads(1).unwrap()); }`. The macro expands to one
 //! `#[test]` per property (names say what is compared), each running its
 //! explicit edge cases and then `PROPTEST_CASES` random cases (48 unless the
 //! variable is set). Failures print the op, the problem (dimensions and
@@ -30,8 +34,6 @@
 //! reference), so cancellation cannot make the tolerance vanish.
 //! Element-wise ops use `Tolerance::f32_elementwise`; optimiser steps a
 //! tolerance that grows with the step count (see `elementwise.rs`).
-
-#![allow(dead_code)]
 
 pub mod elementwise;
 pub mod invalid;
