@@ -3,7 +3,10 @@
 //! of one LeNet training step.
 //!
 //! `cargo run --release -p kernels-opencl --example opencl_bench -- [gemm|conv|pool|lenet|all]
-//!  [--reps N] [--tile MRxNRxVW] [--local 0|1] [--device SELECTOR]`
+//!  [--reps N] [--tile MRxNRxVW] [--local 0|1] [--device SELECTOR] [--only NAME]`
+//!
+//! `--only` keeps the GEMM sizes and conv shapes whose name contains NAME
+//! ("n=1024", "resnet"); BENCH_BREAKDOWN=1 prints kernel time per kernel.
 //!
 //! Every problem is checked against an f64 host reference before it is
 //! timed (GEMM on sampled entries, conv and pooling on the first image and
@@ -24,10 +27,12 @@ struct Options {
     reps: usize,
     config: Config,
     device: Option<String>,
+    /// Only problems whose name contains this.
+    only: Option<String>,
 }
 
 fn parse_args() -> std::result::Result<Options, String> {
-    let mut o = Options { what: "all".into(), reps: 10, config: Config::default(), device: None };
+    let mut o = Options { what: "all".into(), reps: 10, config: Config::default(), device: None, only: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -41,6 +46,7 @@ fn parse_args() -> std::result::Result<Options, String> {
             }
             "--local" => o.config.local_gemm = Some(value("--local")? == "1"),
             "--device" => o.device = Some(value("--device")?),
+            "--only" => o.only = Some(value("--only")?),
             "gemm" | "conv" | "pool" | "lenet" | "all" => o.what = a,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -127,8 +133,8 @@ fn check(what: &str, actual: &[f32], expected: &[f64], terms: usize) -> Result<(
     if c.passed() { Ok(()) } else { Err(fail(what, c)) }
 }
 
-fn bench_gemm(cl: &OpenCl, reps: usize) -> Result<()> {
-    for n in [256, 1024, 2048] {
+fn bench_gemm(cl: &OpenCl, reps: usize, only: Option<&str>) -> Result<()> {
+    for n in [256, 1024, 2048].into_iter().filter(|n| only.is_none_or(|o| format!("gemm n={n}").contains(o))) {
         let (a, b) = (random(&[n, n], 1), random(&[n, n], 2));
         let (ad, bd) = (cl.upload(&a)?, cl.upload(&b)?);
         // Validate 512 sampled entries against f64 dot products.
@@ -155,9 +161,9 @@ fn first_image(t: &Tensor<f32>) -> Result<Tensor<f64>> {
     Tensor::new(&shape, t.data()[..per].iter().map(|&v| f64::from(v)).collect())
 }
 
-fn bench_conv(cl: &OpenCl, reps: usize) -> Result<()> {
+fn bench_conv(cl: &OpenCl, reps: usize, only: Option<&str>) -> Result<()> {
     let reference = Naive::<f64>::new();
-    for case in &CONV_SUITE {
+    for case in CONV_SUITE.iter().filter(|c| only.is_none_or(|o| c.name.contains(o))) {
         let g = case.geometry()?;
         let params = case.params();
         let (x, w, b) = (random(&g.x_shape(), 1), random(&g.w_shape(), 2), random(&g.b_shape(), 3));
@@ -228,10 +234,10 @@ fn run() -> Result<()> {
     println!("reps: {} after 2 warm-up runs; median [min, max]", o.reps);
     let all = o.what == "all";
     if all || o.what == "gemm" {
-        bench_gemm(&cl, o.reps)?;
+        bench_gemm(&cl, o.reps, o.only.as_deref())?;
     }
     if all || o.what == "conv" {
-        bench_conv(&cl, o.reps)?;
+        bench_conv(&cl, o.reps, o.only.as_deref())?;
     }
     if all || o.what == "pool" {
         bench_pool(&cl, o.reps)?;

@@ -3,7 +3,8 @@
 // What: db[k] = Σ_n Σ_p dy[(n·K + k)·P + p] for dy [N, K, P]: conv db with
 //   P = OH·OW, linear db with P = 1 (dy [N, O]).
 // Launch: one work-group of REDUCE_WG work-items per k (global K·REDUCE_WG);
-//   each strides over the N·P terms, then a tree sum in local memory.
+//   each strides over p within every image (no index division per term),
+//   then a tree sum in local memory.
 // Check: cargo test -p kernels-opencl conv linear.
 
 __kernel void bias_grad(__global const float* restrict dy, const int N, const int K, const int P,
@@ -12,10 +13,9 @@ __kernel void bias_grad(__global const float* restrict dy, const int N, const in
     const int k = get_group_id(0);
     const int lid = get_local_id(0);
     float acc = 0.0f;
-    const int total = N * P;
-    for (int t = lid; t < total; t += REDUCE_WG) {
-        const int n = t / P, p = t % P;
-        acc += dy[((size_t)n * K + k) * P + p];
+    for (int n = 0; n < N; ++n) {
+        __global const float* plane = dy + ((size_t)n * K + k) * P;
+        for (int p = lid; p < P; p += REDUCE_WG) acc += plane[p];
     }
     partial[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
