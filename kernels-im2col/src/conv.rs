@@ -52,6 +52,9 @@ pub(crate) fn forward(
     let mut y = vec![0.0f32; g.n * image_out];
     let scratch = || Scratch::new(g, &plan);
     let images = plan.images_per_tile;
+    if plan.path == ConvPath::Direct {
+        return Ok(crate::direct::forward(g, x, w, bias));
+    }
     if images > 1 {
         let groups = y.par_chunks_mut(images * image_out).zip(x.par_chunks(images * image_in));
         groups.for_each_init(scratch, |s, (y_group, x_group)| forward_group(g, &plan, x_group, w, bias, y_group, s));
@@ -141,7 +144,7 @@ fn forward_rows(
             let vx = View::row_major(g.c, pixels);
             sgemm(1.0, mat(w_rows, vw), mat(x_image, vx), 1.0, mat_mut(y_rows, View::row_major(filters, pixels)));
         }
-        ConvPath::Unfold => {
+        ConvPath::Unfold | ConvPath::Direct => {
             let taps = g.r * g.s;
             for tile in plan.tiles(g) {
                 let (rows, pb) = (tile.rows(g), tile.pixels());
@@ -243,7 +246,9 @@ fn backward_images(
         }
         match plan.path {
             ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
-            ConvPath::Unfold => backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s),
+            ConvPath::Unfold | ConvPath::Direct => {
+                backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s)
+            }
         }
         first = last;
     }

@@ -9,14 +9,20 @@
 //!   im2col / col2im of one tile; `plan.rs` the tiling ([`ConvPlan`]) and its
 //!   scratch bound; `gemm.rs` the one bounds-checked door to
 //!   `matrixmultiply::sgemm`.
+//! - `direct.rs`: the direct forward kernel for tiny reductions.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes.
 //! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
 //!   sigmoid, softmax cross-entropy, optimiser steps.
 //!
 //! ## Special cases (they fall back visibly)
 //! - A 1x1, stride-1, unpadded conv skips im2col and goes straight to GEMM
-//!   ([`ConvPath::Pointwise`]); [`Im2col::conv_plan`] tells which path and
-//!   tiling a geometry takes.
+//!   ([`ConvPath::Pointwise`]).
+//! - A forward with a tiny reduction (stride 1, dilation 1, C·R·S ≤ 64,
+//!   OW ≥ 16: the C = 1 first layers lenet-c1 and simplecnn-c1) runs a
+//!   direct register-blocked kernel ([`ConvPath::Direct`], `direct.rs`,
+//!   compiled for AVX-512 / AVX2 and picked at run time); its backward
+//!   unfolds as usual. [`Im2col::conv_plan`] tells which path and tiling a
+//!   geometry takes.
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is
 //!   a tile of channels x output pixels of about [`TILE_FLOATS`] floats per
 //!   worker, so scratch stays below [`SCRATCH_LIMIT_BYTES`] (64 MiB) for
@@ -51,6 +57,7 @@
 //!   validates then times every suite shape beside a same-run sgemm.
 
 mod conv;
+mod direct;
 mod gemm;
 mod linear;
 mod plan;

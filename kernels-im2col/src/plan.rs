@@ -44,6 +44,9 @@ pub enum ConvPath {
     Pointwise,
     /// im2col tile by tile, then GEMM.
     Unfold,
+    /// Forward only: stride 1, dilation 1, C·R·S ≤ 64, OW ≥ 16 runs the
+    /// direct register-blocked kernel of direct.rs (backward unfolds).
+    Direct,
 }
 
 /// The knobs of the tiling (the defaults are what the backend uses; the
@@ -74,6 +77,11 @@ pub struct ConvPlan {
     pub pixels_per_tile: usize,
 }
 
+/// Floats of one zero-padded input image, the direct kernel's scratch.
+fn padded_floats(g: &ConvGeometry) -> usize {
+    g.c * (g.h + 2 * g.params.padding[0]) * (g.w + 2 * g.params.padding[1])
+}
+
 impl ConvPlan {
     /// The plan for `g` run by `threads` workers.
     pub fn new(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Self {
@@ -92,14 +100,13 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
             };
         }
+        // The direct kernel pads one image per worker; beyond a tile's worth
+        // of floats the unfold path, whose scratch is bounded, takes over.
+        let path =
+            if crate::direct::applies(g) && padded_floats(g) <= floats { ConvPath::Direct } else { ConvPath::Unfold };
         if images > 1 {
             let channels = (floats / (taps * pixels * images)).clamp(1, g.c);
-            return Self {
-                path: ConvPath::Unfold,
-                images_per_tile: images,
-                channels_per_tile: channels,
-                pixels_per_tile: pixels,
-            };
+            return Self { path, images_per_tile: images, channels_per_tile: channels, pixels_per_tile: pixels };
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
         let channels = (floats / (taps * min_pixels)).clamp(1, g.c);
@@ -107,7 +114,7 @@ impl ConvPlan {
         if pixels_per_tile < pixels {
             pixels_per_tile = (pixels_per_tile / PIXEL_ALIGN * PIXEL_ALIGN).max(min_pixels);
         }
-        Self { path: ConvPath::Unfold, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile }
+        Self { path, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile }
     }
 
     /// GEMM columns of a full tile: images x pixels.
@@ -115,11 +122,12 @@ impl ConvPlan {
         self.images_per_tile * self.pixels_per_tile
     }
 
-    /// Floats of one col tile (0 on the pointwise path, which needs none).
+    /// Floats of one col tile (0 on the pointwise path, which needs none;
+    /// the direct path needs one for its backward).
     pub fn col_floats(&self, g: &ConvGeometry) -> usize {
         match self.path {
             ConvPath::Pointwise => 0,
-            ConvPath::Unfold => self.channels_per_tile * g.r * g.s * self.columns(),
+            ConvPath::Unfold | ConvPath::Direct => self.channels_per_tile * g.r * g.s * self.columns(),
         }
     }
 
@@ -131,10 +139,14 @@ impl ConvPlan {
     }
 
     /// Scratch bytes a call plans with `workers` concurrent workers: a col
-    /// tile and a gather buffer each, plus a partial dW each in backward.
+    /// tile and a gather buffer each (a padded image on the direct path's
+    /// forward), plus a partial dW each in backward.
     pub fn scratch_bytes(&self, g: &ConvGeometry, workers: usize, backward: bool) -> usize {
-        let dw = if backward { g.k * g.c * g.r * g.s } else { 0 };
-        let per_worker = self.col_floats(g) + self.gather_floats(g) + dw;
+        let per_worker = match (backward, self.path) {
+            (true, _) => self.col_floats(g) + self.gather_floats(g) + g.k * g.c * g.r * g.s,
+            (false, ConvPath::Direct) => padded_floats(g),
+            (false, _) => self.col_floats(g) + self.gather_floats(g),
+        };
         workers.saturating_mul(per_worker).saturating_mul(size_of::<f32>())
     }
 
@@ -210,6 +222,19 @@ mod tests {
         let resnet = ConvGeometry::from_dims([8, 64, 56, 56], [64, 3, 3], &Conv2d::new(1, 1)).unwrap();
         let plan = ConvPlan::new(&resnet, 2, TileTargets::default());
         assert!(plan.images_per_tile == 1 && plan.pixels_per_tile < 56 * 56, "{plan:?}");
+    }
+
+    #[test]
+    fn direct_only_for_tiny_unit_stride_reductions() {
+        let path = |input: [usize; 4], filters: [usize; 3], params: Conv2d| {
+            ConvPlan::new(&ConvGeometry::from_dims(input, filters, &params).unwrap(), 2, TileTargets::default()).path
+        };
+        assert_eq!(path([256, 1, 28, 28], [6, 5, 5], Conv2d::new(1, 2)), ConvPath::Direct);
+        assert_eq!(path([100, 1, 28, 28], [30, 5, 5], Conv2d::new(1, 0)), ConvPath::Direct);
+        assert_eq!(path([256, 6, 14, 14], [16, 5, 5], Conv2d::new(1, 0)), ConvPath::Unfold);
+        assert_eq!(path([8, 1, 64, 64], [6, 5, 5], Conv2d::new(2, 2)), ConvPath::Unfold);
+        assert_eq!(path([2, 1, 12, 12], [6, 5, 5], Conv2d::new(1, 0)), ConvPath::Unfold); // OW 8 < 16
+        assert_eq!(path([1, 1, 4000, 4000], [2, 3, 3], Conv2d::new(1, 1)), ConvPath::Unfold); // padded image too big
     }
 
     #[test]

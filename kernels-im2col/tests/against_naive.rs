@@ -64,7 +64,10 @@ fn conv_matches_the_reference_on_awkward_and_tiled_shapes() {
         ([13, 4, 6, 6], [5, 3, 3], Conv2d::new(1, 1)),          // images grouped per tile, short last group
         ([150, 2, 4, 4], [3, 3, 3], Conv2d::new(1, 1)),         // many groups per worker
         ([9, 600, 5, 5], [3, 3, 3], Conv2d::new(1, 1)),         // grouped images and channel tiles
-        ([7, 3, 5, 5], [4, 1, 1], Conv2d::default()),           // pointwise over several images
+        ([3, 1, 28, 28], [6, 5, 5], Conv2d::new(1, 2)),         // direct path (lenet-c1 geometry)
+        ([2, 2, 21, 19], [8, 3, 3], Conv2d::new(1, 1)), // direct: filter remainder, odd rows, OW not a multiple of 16
+        ([2, 3, 16, 18], [7, 3, 1], Conv2d::new(1, 0)), // direct: OW exactly 16, non-square kernel
+        ([7, 3, 5, 5], [4, 1, 1], Conv2d::default()),   // pointwise over several images
     ];
     for (x, f, params) in cases {
         for backend in &backends {

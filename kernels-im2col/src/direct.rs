@@ -1,0 +1,235 @@
+//! Direct conv2d forward for tiny reductions (the im2col path's exception).
+//!
+//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv.rs, for stride 1,
+//!   dilation 1, OW ≥ 16 and C·R·S ≤ [`DIRECT_MAX_TAPS`]: lenet-c1
+//!   (1x28x28, 6 5x5 filters) and simplecnn-c1. There the GEMM's reduction
+//!   (k = C·R·S = 25) is too short to amortise sgemm's packing and C
+//!   traffic, and lenet-c1's 6 filters fill only 6 of the 16 rows of its
+//!   register tile; unfolding would also write 25 floats per input float.
+//! - Register block: 6 filters x 2 output rows x 16 output columns, twelve
+//!   16-lane accumulators updated by one fused multiply-add per tap and
+//!   filter; the input is copied once per image into a zero-padded plane so
+//!   the inner loop has no bounds logic. A row's last 16-column chunk is
+//!   shifted left to end at OW (recomputing a few columns) rather than
+//!   masked.
+//! - Variants: the same loop compiled for AVX-512F + FMA, AVX2 + FMA (chosen
+//!   at run time) and plain (portable, no fused multiply-add).
+//! - Checked against the reference by tests/against_naive.rs and the
+//!   harness suite (any geometry meeting `applies`); timed by
+//!   examples/bench.rs (lenet-c1, simplecnn-c1 forward).
+
+use kernels_core::ConvGeometry;
+use rayon::prelude::*;
+
+/// Largest C·R·S the direct path takes.
+pub const DIRECT_MAX_TAPS: usize = 64;
+/// Output columns per accumulator (one AVX-512 register of f32).
+const LANES: usize = 16;
+/// Filters per register block.
+const FILTERS: usize = 6;
+
+/// Whether the direct kernel handles `g`.
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    g.params.stride == [1, 1] && g.params.dilation == [1, 1] && g.ow >= LANES && g.c * g.r * g.s <= DIRECT_MAX_TAPS
+}
+
+/// Weights regrouped as [filter block][tap][FILTERS], zero past k, so a tap's
+/// six weights are adjacent.
+fn block_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
+    let taps = g.c * g.r * g.s;
+    let blocks = g.k.div_ceil(FILTERS);
+    let mut out = vec![0.0f32; blocks * taps * FILTERS];
+    for k in 0..g.k {
+        let (block, f) = (k / FILTERS, k % FILTERS);
+        for tap in 0..taps {
+            out[(block * taps + tap) * FILTERS + f] = w[k * taps + tap];
+        }
+    }
+    out
+}
+
+/// y [n, k, oh, ow]; `applies(g)` must hold (checked by the caller).
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let wb = block_weights(g, w);
+    let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
+    let padded_len = g.c * (g.h + 2 * g.params.padding[0]) * (g.w + 2 * g.params.padding[1]);
+    let mut y = vec![0.0f32; g.n * image_out];
+    let kernel = select_kernel();
+    y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
+        || vec![0.0f32; padded_len],
+        |padded, (y_image, x_image)| kernel(g, x_image, &wb, bias, y_image, padded),
+    );
+    y
+}
+
+type ImageKernel = fn(&ConvGeometry, &[f32], &[f32], Option<&[f32]>, &mut [f32], &mut [f32]);
+
+/// The best variant this CPU runs.
+fn select_kernel() -> ImageKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            return |g, x, w, b, y, p| {
+                // SAFETY: selected only after detecting AVX-512F and FMA.
+                unsafe { image_avx512(g, x, w, b, y, p) }
+            };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return |g, x, w, b, y, p| {
+                // SAFETY: selected only after detecting AVX2 and FMA.
+                unsafe { image_avx2(g, x, w, b, y, p) }
+            };
+        }
+    }
+    |g, x, w, b, y, p| image(g, x, w, b, y, p, |a, v, acc| a * v + acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn image_avx512(g: &ConvGeometry, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32], p: &mut [f32]) {
+    image(g, x, w, b, y, p, f32::mul_add)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn image_avx2(g: &ConvGeometry, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32], p: &mut [f32]) {
+    image(g, x, w, b, y, p, f32::mul_add)
+}
+
+/// One image: pad it, then walk filter blocks, row pairs and column chunks.
+#[inline(always)]
+fn image(
+    g: &ConvGeometry,
+    x_image: &[f32],
+    wb: &[f32],
+    bias: Option<&[f32]>,
+    y_image: &mut [f32],
+    padded: &mut [f32],
+    fma: impl Fn(f32, f32, f32) -> f32 + Copy,
+) {
+    let [ph, pw] = g.params.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    for c in 0..g.c {
+        let plane = &mut padded[c * hp * wp..][..hp * wp];
+        plane.fill(0.0);
+        for ih in 0..g.h {
+            plane[(ih + ph) * wp + pw..][..g.w].copy_from_slice(&x_image[(c * g.h + ih) * g.w..][..g.w]);
+        }
+    }
+    let taps = g.c * g.r * g.s;
+    let plane_out = g.oh * g.ow;
+    for block in 0..g.k.div_ceil(FILTERS) {
+        let weights = &wb[block * taps * FILTERS..][..taps * FILTERS];
+        let k0 = block * FILTERS;
+        let filters = FILTERS.min(g.k - k0);
+        let mut b = [0.0f32; FILTERS];
+        if let Some(bias) = bias {
+            b[..filters].copy_from_slice(&bias[k0..k0 + filters]);
+        }
+        let mut oh = 0;
+        while oh < g.oh {
+            let rows = if oh + 1 < g.oh { 2 } else { 1 };
+            let mut ow = 0;
+            while ow < g.ow {
+                let start = ow.min(g.ow - LANES);
+                let store = |acc: &[[f32; LANES]], q: usize, y_image: &mut [f32]| {
+                    for (f, lanes) in acc.iter().enumerate().take(filters) {
+                        let at = (k0 + f) * plane_out + (oh + q) * g.ow + start;
+                        y_image[at..at + LANES].copy_from_slice(lanes);
+                    }
+                };
+                if rows == 2 {
+                    let acc = tile::<2>(g, padded, weights, oh, start, b, fma);
+                    store(&acc[0], 0, y_image);
+                    store(&acc[1], 1, y_image);
+                } else {
+                    let acc = tile::<1>(g, padded, weights, oh, start, b, fma);
+                    store(&acc[0], 0, y_image);
+                }
+                ow += LANES;
+            }
+            oh += rows;
+        }
+    }
+}
+
+/// Accumulators [row][filter][lane] of ROWS output rows from `oh`, 16
+/// columns from `ow`, 6 filters.
+#[inline(always)]
+fn tile<const ROWS: usize>(
+    g: &ConvGeometry,
+    padded: &[f32],
+    weights: &[f32],
+    oh: usize,
+    ow: usize,
+    bias: [f32; FILTERS],
+    fma: impl Fn(f32, f32, f32) -> f32 + Copy,
+) -> [[[f32; LANES]; FILTERS]; ROWS] {
+    let [ph, pw] = g.params.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let mut acc = [[[0.0f32; LANES]; FILTERS]; ROWS];
+    for row in acc.iter_mut() {
+        for (f, lanes) in row.iter_mut().enumerate() {
+            *lanes = [bias[f]; LANES];
+        }
+    }
+    let mut tap = 0;
+    for c in 0..g.c {
+        for r in 0..g.r {
+            for s in 0..g.s {
+                let wt: [f32; FILTERS] = weights[tap * FILTERS..][..FILTERS].try_into().unwrap_or([0.0; FILTERS]);
+                for (q, row) in acc.iter_mut().enumerate() {
+                    let at = (c * hp + oh + q + r) * wp + ow + s;
+                    let xv: [f32; LANES] = padded[at..at + LANES].try_into().unwrap_or([0.0; LANES]);
+                    for (lanes, &wf) in row.iter_mut().zip(&wt) {
+                        for (a, &v) in lanes.iter_mut().zip(&xv) {
+                            *a = fma(wf, v, *a);
+                        }
+                    }
+                }
+                tap += 1;
+            }
+        }
+    }
+    acc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    #[test]
+    fn every_variant_computes_the_same_outputs() {
+        let g = ConvGeometry::from_dims([1, 2, 19, 21], [7, 3, 3], &Conv2d::new(1, 1)).unwrap();
+        assert!(applies(&g));
+        let mut rng = SplitMix64::new(3);
+        let x: Vec<f32> = (0..2 * 19 * 21).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let w: Vec<f32> = (0..7 * 2 * 9).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let b: Vec<f32> = (0..7).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let wb = block_weights(&g, &w);
+        let mut padded = vec![0.0f32; 2 * 21 * 23];
+        let (mut portable, mut selected) = (vec![0.0f32; 7 * 19 * 21], vec![0.0f32; 7 * 19 * 21]);
+        image(&g, &x, &wb, Some(&b), &mut portable, &mut padded, |a, v, acc| a * v + acc);
+        select_kernel()(&g, &x, &wb, Some(&b), &mut selected, &mut padded);
+        // Direct sums of 18 products: fused and unfused agree to rounding.
+        for (i, (p, s)) in portable.iter().zip(&selected).enumerate() {
+            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "[{i}] portable {p} selected {s}");
+        }
+        // Spot-check one output against the definition.
+        let (k, oh, ow) = (5, 0, 20);
+        let mut expect = b[k];
+        for c in 0..2 {
+            for r in 0..3 {
+                for s in 0..3 {
+                    let (ih, iw) = ((oh + r) as isize - 1, (ow + s) as isize - 1);
+                    if (0..19).contains(&ih) && (0..21).contains(&iw) {
+                        expect += w[((k * 2 + c) * 3 + r) * 3 + s] * x[(c * 19 + ih as usize) * 21 + iw as usize];
+                    }
+                }
+            }
+        }
+        let got = portable[(k * 19 + oh) * 21 + ow];
+        assert!((got - expect).abs() < 1e-5, "{got} vs {expect}");
+    }
+}
