@@ -39,7 +39,11 @@ impl Backend for OpenCl {
         if len != tensor.len() {
             return Err(Error::shape(
                 "reshape",
-                format!("cannot reshape {:?} ({} elements) to {shape:?} ({len} elements)", tensor.shape(), tensor.len()),
+                format!(
+                    "cannot reshape {:?} ({} elements) to {shape:?} ({len} elements)",
+                    tensor.shape(),
+                    tensor.len()
+                ),
             ));
         }
         Ok(ClTensor { storage: tensor.storage, shape: shape.to_vec() })
@@ -49,7 +53,13 @@ impl Backend for OpenCl {
         self.rt.sync()
     }
 
-    fn exec_conv2d_forward(&self, g: &ConvGeometry, x: &ClTensor, w: &ClTensor, b: Option<&ClTensor>) -> Result<ClTensor> {
+    fn exec_conv2d_forward(
+        &self,
+        g: &ConvGeometry,
+        x: &ClTensor,
+        w: &ClTensor,
+        b: Option<&ClTensor>,
+    ) -> Result<ClTensor> {
         conv::forward(&self.rt, g, x, w, b)
     }
 
@@ -72,7 +82,13 @@ impl Backend for OpenCl {
         ops::pool_backward(&self.rt, g, x, dy)
     }
 
-    fn exec_linear_forward(&self, g: &LinearGeometry, x: &ClTensor, w: &ClTensor, b: Option<&ClTensor>) -> Result<ClTensor> {
+    fn exec_linear_forward(
+        &self,
+        g: &LinearGeometry,
+        x: &ClTensor,
+        w: &ClTensor,
+        b: Option<&ClTensor>,
+    ) -> Result<ClTensor> {
         ops::linear_forward(&self.rt, g, x, w, b)
     }
 

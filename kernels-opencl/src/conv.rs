@@ -37,43 +37,82 @@ fn chunk_images(rt: &Runtime, op: &'static str, g: &ConvGeometry) -> Result<usiz
 /// The geometry's scalar arguments shared by im2col and col2im.
 fn geometry_args(g: &ConvGeometry) -> Result<Vec<Arg<'static>>> {
     let p = &g.params;
-    [g.c, g.h, g.w, g.r, g.s, g.oh, g.ow, p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1]]
-        .into_iter()
-        .map(|v| i32_arg("conv2d", v))
-        .collect()
+    [
+        g.c,
+        g.h,
+        g.w,
+        g.r,
+        g.s,
+        g.oh,
+        g.ow,
+        p.stride[0],
+        p.stride[1],
+        p.padding[0],
+        p.padding[1],
+        p.dilation[0],
+        p.dilation[1],
+    ]
+    .into_iter()
+    .map(|v| i32_arg("conv2d", v))
+    .collect()
 }
 
-fn im2col(rt: &Runtime, g: &ConvGeometry, x: &Buffer<f32>, first: usize, images: usize, col: &Buffer<f32>) -> Result<()> {
+fn im2col(
+    rt: &Runtime,
+    g: &ConvGeometry,
+    x: &Buffer<f32>,
+    first: usize,
+    images: usize,
+    col: &Buffer<f32>,
+) -> Result<()> {
     let mut args = vec![Arg::F32Buf(x), i32_arg("conv2d", first * g.c * g.h * g.w)?];
     args.extend(geometry_args(g)?);
     args.push(Arg::F32Buf(col));
     rt.launch_lines("im2col", &args, &[g.oh, g.c * g.r * g.s, images])
 }
 
-fn col2im(rt: &Runtime, g: &ConvGeometry, col: &Buffer<f32>, dx: &Buffer<f32>, first: usize, images: usize) -> Result<()> {
+fn col2im(
+    rt: &Runtime,
+    g: &ConvGeometry,
+    col: &Buffer<f32>,
+    dx: &Buffer<f32>,
+    first: usize,
+    images: usize,
+) -> Result<()> {
     let mut args = vec![Arg::F32Buf(col)];
     args.extend(geometry_args(g)?);
     args.extend([Arg::F32Buf(dx), i32_arg("conv2d", first * g.c * g.h * g.w)?]);
     rt.launch_lines("col2im", &args, &[g.h, g.c, images])
 }
 
-pub(crate) fn forward(rt: &Runtime, g: &ConvGeometry, x: &ClTensor, w: &ClTensor, b: Option<&ClTensor>) -> Result<ClTensor> {
+pub(crate) fn forward(
+    rt: &Runtime,
+    g: &ConvGeometry,
+    x: &ClTensor,
+    w: &ClTensor,
+    b: Option<&ClTensor>,
+) -> Result<ClTensor> {
     let (crs, p) = (g.c * g.r * g.s, g.oh * g.ow);
     let y = ClTensor::new(rt.alloc(g.n * g.k * p)?, &g.y_shape());
     let bias = b.map_or(Bias::None, |b| Bias::PerRow(b.buf()));
-    let gemm_for = |bsrc: &Buffer<f32>, first: usize, images: usize, b_offset: usize| gemm::run(rt, &Gemm {
-        form: Form::Nn,
-        m: g.k,
-        n: p,
-        k: crs,
-        a: Operand::rows(w.buf(), crs, 0),
-        b: Operand::rows(bsrc, p, crs * p).at(b_offset),
-        c: Operand::rows(y.buf(), p, g.k * p).at(first * g.k * p),
-        bias,
-        batches: images,
-        reduce: false,
-        accumulate: false,
-    });
+    let gemm_for = |bsrc: &Buffer<f32>, first: usize, images: usize, b_offset: usize| {
+        gemm::run(
+            rt,
+            &Gemm {
+                form: Form::Nn,
+                m: g.k,
+                n: p,
+                k: crs,
+                a: Operand::rows(w.buf(), crs, 0),
+                b: Operand::rows(bsrc, p, crs * p).at(b_offset),
+                c: Operand::rows(y.buf(), p, g.k * p).at(first * g.k * p),
+                bias,
+                batches: images,
+                reduce: false,
+                accumulate: false,
+            },
+        )
+    };
     if pointwise(g) {
         gemm_for(x.buf(), 0, g.n, 0)?;
         return Ok(y);
@@ -104,33 +143,43 @@ pub(crate) fn backward(
         return Ok(Grads { dx, dw, db });
     }
     // dw_chunk += Σ_b dy_b · col_bᵀ (first chunk overwrites).
-    let dw_gemm = |dwt: &ClTensor, cols: &Buffer<f32>, b_offset: usize, first: usize, images: usize| gemm::run(rt, &Gemm {
-        form: Form::Nt,
-        m: g.k,
-        n: crs,
-        k: p,
-        a: Operand::rows(dy.buf(), p, g.k * p).at(first * g.k * p),
-        b: Operand::rows(cols, p, crs * p).at(b_offset),
-        c: Operand::rows(dwt.buf(), crs, 0),
-        bias: Bias::None,
-        batches: images,
-        reduce: true,
-        accumulate: first > 0,
-    });
+    let dw_gemm = |dwt: &ClTensor, cols: &Buffer<f32>, b_offset: usize, first: usize, images: usize| {
+        gemm::run(
+            rt,
+            &Gemm {
+                form: Form::Nt,
+                m: g.k,
+                n: crs,
+                k: p,
+                a: Operand::rows(dy.buf(), p, g.k * p).at(first * g.k * p),
+                b: Operand::rows(cols, p, crs * p).at(b_offset),
+                c: Operand::rows(dwt.buf(), crs, 0),
+                bias: Bias::None,
+                batches: images,
+                reduce: true,
+                accumulate: first > 0,
+            },
+        )
+    };
     // col_b = wᵀ · dy_b.
-    let dx_gemm = |cols: &Buffer<f32>, c_offset: usize, first: usize, images: usize| gemm::run(rt, &Gemm {
-        form: Form::Nn,
-        m: crs,
-        n: p,
-        k: g.k,
-        a: Operand::transposed(w.buf(), crs, 0),
-        b: Operand::rows(dy.buf(), p, g.k * p).at(first * g.k * p),
-        c: Operand::rows(cols, p, crs * p).at(c_offset),
-        bias: Bias::None,
-        batches: images,
-        reduce: false,
-        accumulate: false,
-    });
+    let dx_gemm = |cols: &Buffer<f32>, c_offset: usize, first: usize, images: usize| {
+        gemm::run(
+            rt,
+            &Gemm {
+                form: Form::Nn,
+                m: crs,
+                n: p,
+                k: g.k,
+                a: Operand::transposed(w.buf(), crs, 0),
+                b: Operand::rows(dy.buf(), p, g.k * p).at(first * g.k * p),
+                c: Operand::rows(cols, p, crs * p).at(c_offset),
+                bias: Bias::None,
+                batches: images,
+                reduce: false,
+                accumulate: false,
+            },
+        )
+    };
     if pointwise(g) {
         // x_b [c, h·w] already is col_b.
         if let Some(dwt) = &dw {

@@ -90,7 +90,13 @@ fn limits(device: &Device) -> Result<Limits> {
         DeviceInfoResult::MaxMemAllocSize(v) => v,
         _ => 128 << 20,
     };
-    Ok(Limits { max_work_group: max_work_group.max(1), local_mem_bytes, compute_units: compute_units.max(1), max_alloc_bytes, is_gpu: is_gpu(device) })
+    Ok(Limits {
+        max_work_group: max_work_group.max(1),
+        local_mem_bytes,
+        compute_units: compute_units.max(1),
+        max_alloc_bytes,
+        is_gpu: is_gpu(device),
+    })
 }
 
 fn chosen(platform: Platform, device: Device) -> Result<Chosen> {

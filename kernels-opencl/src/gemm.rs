@@ -90,7 +90,8 @@ pub(crate) fn run(rt: &Runtime, g: &Gemm) -> Result<()> {
         Bias::PerRow(b) => (1, b),
         Bias::PerCol(b) => (2, b),
     };
-    let mut args = vec![int("m", g.m)?, int("n", g.n)?, int("k", g.k)?, Arg::F32Buf(g.a.buf), int("a offset", g.a.offset)?];
+    let mut args =
+        vec![int("m", g.m)?, int("n", g.n)?, int("k", g.k)?, Arg::F32Buf(g.a.buf), int("a offset", g.a.offset)?];
     match g.form {
         Form::Nn => {
             args.extend([int("a stride", g.a.stride_major)?, int("a stride", g.a.stride_minor)?]);

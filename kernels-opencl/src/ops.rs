@@ -22,7 +22,13 @@ pub(crate) fn i32_arg(op: &'static str, v: usize) -> Result<Arg<'static>> {
 pub(crate) fn bias_grad(rt: &Runtime, dy: &Buffer<f32>, n: usize, k: usize, p: usize) -> Result<ClTensor> {
     let db = ClTensor::new(rt.alloc(k)?, &[k]);
     let wg = rt.tiles.reduce_wg;
-    let args = [Arg::F32Buf(dy), i32_arg("bias_grad", n)?, i32_arg("bias_grad", k)?, i32_arg("bias_grad", p)?, Arg::F32Buf(db.buf())];
+    let args = [
+        Arg::F32Buf(dy),
+        i32_arg("bias_grad", n)?,
+        i32_arg("bias_grad", k)?,
+        i32_arg("bias_grad", p)?,
+        Arg::F32Buf(db.buf()),
+    ];
     i32_arg("bias_grad", n * k * p)?;
     rt.launch("bias_grad", &args, &[k * wg], Some(&[wg]))?;
     Ok(db)
@@ -59,7 +65,13 @@ pub(crate) fn pool_backward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor, dy: &C
 }
 
 /// y [n, o] = x [n, i] · wᵀ + b: the NT GEMM with the bias per column.
-pub(crate) fn linear_forward(rt: &Runtime, g: &LinearGeometry, x: &ClTensor, w: &ClTensor, b: Option<&ClTensor>) -> Result<ClTensor> {
+pub(crate) fn linear_forward(
+    rt: &Runtime,
+    g: &LinearGeometry,
+    x: &ClTensor,
+    w: &ClTensor,
+    b: Option<&ClTensor>,
+) -> Result<ClTensor> {
     let y = ClTensor::new(rt.alloc(g.n * g.o)?, &g.y_shape());
     gemm::run(
         rt,
@@ -89,19 +101,24 @@ pub(crate) fn linear_backward(
     dy: &ClTensor,
     need: GradRequest,
 ) -> Result<Grads<ClTensor>> {
-    let nn = |m, n, k, a, b: &ClTensor, c: &ClTensor| gemm::run(rt, &Gemm {
-        form: Form::Nn,
-        m,
-        n,
-        k,
-        a,
-        b: Operand::rows(b.buf(), n, 0),
-        c: Operand::rows(c.buf(), n, 0),
-        bias: Bias::None,
-        batches: 1,
-        reduce: false,
-        accumulate: false,
-    });
+    let nn = |m, n, k, a, b: &ClTensor, c: &ClTensor| {
+        gemm::run(
+            rt,
+            &Gemm {
+                form: Form::Nn,
+                m,
+                n,
+                k,
+                a,
+                b: Operand::rows(b.buf(), n, 0),
+                c: Operand::rows(c.buf(), n, 0),
+                bias: Bias::None,
+                batches: 1,
+                reduce: false,
+                accumulate: false,
+            },
+        )
+    };
     let dx = if need.dx {
         let dx = ClTensor::new(rt.alloc(g.n * g.i)?, &g.x_shape());
         nn(g.n, g.i, g.o, Operand::rows(dy.buf(), g.o, 0), w, &dx)?;
@@ -175,11 +192,22 @@ pub(crate) fn optimizer_step(
     let (p, g) = (Arg::F32Buf(param.buf()), Arg::F32Buf(grad.buf()));
     let missing = || Error::param("optimizer_step", format!("{} state buffers missing", optimizer.name()));
     match optimizer {
-        Optimizer::Sgd { .. } => rt.launch_lines("sgd_step", &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &[n]),
+        Optimizer::Sgd { .. } => {
+            rt.launch_lines("sgd_step", &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &[n])
+        }
         Optimizer::Momentum { .. } | Optimizer::Nesterov { .. } => {
             let v = slots.first().ok_or_else(missing)?;
             let nesterov = i32::from(matches!(optimizer, Optimizer::Nesterov { .. }));
-            let args = [p, g, Arg::F32Buf(v.buf()), count, Arg::F32(s.lr), Arg::F32(s.a), Arg::F32(s.weight_decay), Arg::I32(nesterov)];
+            let args = [
+                p,
+                g,
+                Arg::F32Buf(v.buf()),
+                count,
+                Arg::F32(s.lr),
+                Arg::F32(s.a),
+                Arg::F32(s.weight_decay),
+                Arg::I32(nesterov),
+            ];
             rt.launch_lines("momentum_step", &args, &[n])
         }
         Optimizer::AdaGrad { .. } => {
@@ -189,8 +217,16 @@ pub(crate) fn optimizer_step(
         }
         Optimizer::RmsProp { .. } => {
             let acc = slots.first().ok_or_else(missing)?;
-            let args =
-                [p, g, Arg::F32Buf(acc.buf()), count, Arg::F32(s.lr), Arg::F32(s.a), Arg::F32(s.eps), Arg::F32(s.weight_decay)];
+            let args = [
+                p,
+                g,
+                Arg::F32Buf(acc.buf()),
+                count,
+                Arg::F32(s.lr),
+                Arg::F32(s.a),
+                Arg::F32(s.eps),
+                Arg::F32(s.weight_decay),
+            ];
             rt.launch_lines("rmsprop_step", &args, &[n])
         }
         Optimizer::Adam { .. } => {

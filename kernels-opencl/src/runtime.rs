@@ -379,7 +379,7 @@ impl Runtime {
         let mut log = lock(&self.events);
         self.drain(&mut log)?;
         let mut v: Vec<_> = log.by_kernel.iter().map(|(k, (ns, n))| (*k, *ns, *n)).collect();
-        v.sort_by(|a, b| b.1.cmp(&a.1));
+        v.sort_by_key(|entry| std::cmp::Reverse(entry.1));
         Ok(v)
     }
 }

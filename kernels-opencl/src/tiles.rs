@@ -80,7 +80,10 @@ impl Tiles {
             nt_mr: 4,
             nt_nr: 4,
             reduce_wg,
-            line_wg: std::env::var("KERNELS_OPENCL_LINE_WG").ok().and_then(|v| v.parse().ok()).unwrap_or(prev_pow2(max_wg.min(256))),
+            line_wg: std::env::var("KERNELS_OPENCL_LINE_WG")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(prev_pow2(max_wg.min(256))),
             use_local: use_local && max_wg >= 64,
             tile_k,
             max_wg,

@@ -9,7 +9,7 @@ use kernels_core::{
     Backend, Conv2d, GradRequest, Optimizer, Pool2d, PoolKind, Shaped, SplitMix64, Tensor, Tolerance, compare,
 };
 use kernels_naive::Naive;
-use kernels_opencl::OpenCl;
+use kernels_opencl::{Config, OpenCl};
 
 fn backend() -> OpenCl {
     OpenCl::new().expect("an OpenCL device (install pocl-opencl-icd and ocl-icd-opencl-dev, or run `make setup`)")
@@ -40,7 +40,8 @@ fn check(what: &str, cl: &OpenCl, actual: &kernels_opencl::ClTensor, expected: &
 
 fn conv_case(cl: &OpenCl, x: [usize; 4], w: [usize; 4], params: Conv2d, seed: u64) {
     let reference = Naive::<f64>::new();
-    let (xh, wh, bh) = (f32_exact(&random(&x, seed)), f32_exact(&random(&w, seed + 1)), f32_exact(&random(&[w[0]], seed + 2)));
+    let (xh, wh, bh) =
+        (f32_exact(&random(&x, seed)), f32_exact(&random(&w, seed + 1)), f32_exact(&random(&[w[0]], seed + 2)));
     let (xd, wd, bd) = (up(cl, &xh), up(cl, &wh), up(cl, &bh));
     let what = format!("conv x {x:?} w {w:?} {params:?}");
     let y = cl.conv2d_forward(&xd, &wd, Some(&bd), &params).unwrap();
@@ -80,9 +81,15 @@ fn conv_matches_the_reference_on_edge_shapes() {
 fn linear_matches_the_reference_off_the_tile_grid() {
     let cl = backend();
     let reference = Naive::<f64>::new();
-    for (seed, (n, i, o)) in [(1, 1, 1), (3, 5, 7), (37, 41, 19), (64, 128, 96), (256, 400, 120), (5, 84, 10)].into_iter().enumerate() {
+    for (seed, (n, i, o)) in
+        [(1, 1, 1), (3, 5, 7), (37, 41, 19), (64, 128, 96), (256, 400, 120), (5, 84, 10)].into_iter().enumerate()
+    {
         let seed = seed as u64 * 10;
-        let (xh, wh, bh) = (f32_exact(&random(&[n, i], seed)), f32_exact(&random(&[o, i], seed + 1)), f32_exact(&random(&[o], seed + 2)));
+        let (xh, wh, bh) = (
+            f32_exact(&random(&[n, i], seed)),
+            f32_exact(&random(&[o, i], seed + 1)),
+            f32_exact(&random(&[o], seed + 2)),
+        );
         let (xd, wd, bd) = (up(&cl, &xh), up(&cl, &wh), up(&cl, &bh));
         let y = cl.linear_forward(&xd, &wd, Some(&bd)).unwrap();
         let y_ref = reference.linear_forward(&xh, &wh, Some(&bh)).unwrap();
@@ -139,7 +146,13 @@ fn activations_loss_and_optimisers_match_the_reference() {
     let sh = reference.sigmoid_forward(&xh).unwrap();
     check("sigmoid", &cl, &sd, &sh, 4);
     let sh32 = f32_exact(&cl.download(&sd).unwrap().cast::<f64>());
-    check("sigmoid dx", &cl, &cl.sigmoid_backward(&sd, &dyd).unwrap(), &reference.sigmoid_backward(&sh32, &dyh).unwrap(), 4);
+    check(
+        "sigmoid dx",
+        &cl,
+        &cl.sigmoid_backward(&sd, &dyd).unwrap(),
+        &reference.sigmoid_backward(&sh32, &dyh).unwrap(),
+        4,
+    );
 
     let logits = f32_exact(&random(&[37, 10], 3).cast::<f64>());
     let labels: Vec<usize> = (0..37).map(|i| (i * 7) % 10).collect();
@@ -205,4 +218,37 @@ fn device_selection_and_profile() {
     let p = by_index.profile();
     assert_eq!((p.launches, p.transfers), (1, 2), "{p:?}");
     assert!(p.kernel_ns > 0 && p.transfer_ns > 0, "{p:?}");
+}
+
+fn matmul_case(cl: &OpenCl, m: usize, k: usize, n: usize, seed: u64) {
+    let (a, b) = (f32_exact(&random(&[m, k], seed)), f32_exact(&random(&[k, n], seed + 1)));
+    let c = cl.matmul(&up(cl, &a), &up(cl, &b)).unwrap();
+    let want = Tensor::from_fn(&[m, n], |e| (0..k).map(|q| a.data()[(e / n) * k + q] * b.data()[q * n + e % n]).sum());
+    check(&format!("matmul {m}x{k}x{n} with {}", cl.build_options()), cl, &c, &want, k);
+}
+
+#[test]
+fn gemm_variants_match_the_reference() {
+    // The default tile, the GPU variant (local memory, 4x4 float4 tiles) run
+    // here on whatever device there is, and odd tiles down to scalar lanes.
+    let configs = [
+        Config::default(),
+        Config { local_gemm: Some(true), gemm_tile: Some((4, 4, 4)) },
+        Config { local_gemm: Some(true), gemm_tile: Some((3, 8, 8)) },
+        Config { local_gemm: Some(false), gemm_tile: Some((5, 16, 8)) },
+        Config { local_gemm: Some(false), gemm_tile: Some((3, 3, 1)) },
+    ];
+    for config in configs {
+        let cl = OpenCl::with_config(None, &config).unwrap();
+        for (seed, (m, k, n)) in
+            [(1, 1, 1), (7, 5, 3), (33, 17, 65), (64, 64, 64), (65, 130, 97), (6, 25, 784)].into_iter().enumerate()
+        {
+            matmul_case(&cl, m, k, n, seed as u64);
+        }
+        conv_case(&cl, [2, 3, 9, 8], [5, 3, 3, 3], Conv2d::new(1, 1), 20);
+        conv_case(&cl, [2, 4, 6, 6], [7, 4, 1, 1], Conv2d::new(1, 0), 21);
+    }
+    let cl = backend();
+    let a = cl.zeros(&[2, 3]).unwrap();
+    assert!(cl.matmul(&a, &a).is_err(), "a 2x3 by 2x3 product must be refused");
 }

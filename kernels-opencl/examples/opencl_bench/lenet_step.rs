@@ -5,7 +5,9 @@
 //! conv 1→6 5x5 pad 2, relu, max 2x2 → conv 6→16 5x5, relu, max 2x2 →
 //! fc 400→120 relu → fc 120→84 relu → fc 84→10 → softmax cross-entropy.
 
-use kernels_core::{Backend, Conv2d, GradRequest, Optimizer, OptimizerState, Pool2d, PoolKind, Result, SplitMix64, Tensor};
+use kernels_core::{
+    Backend, Conv2d, GradRequest, Optimizer, OptimizerState, Pool2d, PoolKind, Result, SplitMix64, Tensor,
+};
 use kernels_opencl::{ClTensor, OpenCl};
 
 const BATCH: usize = 256;

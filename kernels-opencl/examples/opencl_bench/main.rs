@@ -17,7 +17,8 @@
 use std::time::Instant;
 
 use kernels_core::{
-    Backend, CONV_SUITE, GradRequest, POOL_SUITE, PoolKind, Result, Shaped, SplitMix64, Tensor, Tolerance, compare, cost,
+    Backend, CONV_SUITE, GradRequest, POOL_SUITE, PoolKind, Result, Shaped, SplitMix64, Tensor, Tolerance, compare,
+    cost,
 };
 use kernels_naive::Naive;
 use kernels_opencl::{Config, OpenCl, Profile};
@@ -40,7 +41,10 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--reps" => o.reps = value("--reps")?.parse().map_err(|e| format!("--reps: {e}"))?,
             "--tile" => {
                 let v = value("--tile")?;
-                let parts: Vec<usize> = v.split('x').map(|p| p.parse().map_err(|e| format!("--tile: {e}"))).collect::<std::result::Result<_, _>>()?;
+                let parts: Vec<usize> = v
+                    .split('x')
+                    .map(|p| p.parse().map_err(|e| format!("--tile: {e}")))
+                    .collect::<std::result::Result<_, _>>()?;
                 let [mr, nr, vw] = parts[..] else { return Err("--tile wants MRxNRxVW".into()) };
                 o.config.gemm_tile = Some((mr, nr, vw));
             }
@@ -86,7 +90,15 @@ fn time<T>(cl: &OpenCl, reps: usize, mut f: impl FnMut() -> Result<T>) -> Result
     let p = cl.try_profile()?;
     breakdown(cl)?;
     let per = |v: u64| v / reps as u64;
-    Ok((stats(samples), Profile { kernel_ns: per(p.kernel_ns), transfer_ns: per(p.transfer_ns), launches: per(p.launches), transfers: per(p.transfers) }))
+    Ok((
+        stats(samples),
+        Profile {
+            kernel_ns: per(p.kernel_ns),
+            transfer_ns: per(p.transfer_ns),
+            launches: per(p.launches),
+            transfers: per(p.transfers),
+        },
+    ))
 }
 
 fn report(name: &str, flops: u64, s: &Stats, p: &Profile) {
@@ -217,10 +229,20 @@ fn bench_pool(cl: &OpenCl, reps: usize) -> Result<()> {
     // Transfers: a 64 MiB upload and download.
     let big = random(&[16 << 20], 9);
     let (s, p) = time(cl, reps, || cl.upload(&big))?;
-    println!("upload 64 MiB               {:>9.3} ms  {:.1} GB/s (transfer events {:.3} ms)", s.median * 1e3, 67.1e-3 / s.median, p.transfer_ns as f64 / 1e6);
+    println!(
+        "upload 64 MiB               {:>9.3} ms  {:.1} GB/s (transfer events {:.3} ms)",
+        s.median * 1e3,
+        67.1e-3 / s.median,
+        p.transfer_ns as f64 / 1e6
+    );
     let bd = cl.upload(&big)?;
     let (s, p) = time(cl, reps, || cl.download(&bd))?;
-    println!("download 64 MiB             {:>9.3} ms  {:.1} GB/s (transfer events {:.3} ms)", s.median * 1e3, 67.1e-3 / s.median, p.transfer_ns as f64 / 1e6);
+    println!(
+        "download 64 MiB             {:>9.3} ms  {:.1} GB/s (transfer events {:.3} ms)",
+        s.median * 1e3,
+        67.1e-3 / s.median,
+        p.transfer_ns as f64 / 1e6
+    );
     Ok(())
 }
 

@@ -76,7 +76,7 @@ inline float hsum(VEC v) {
             VSTORE(acc[r][v], 0, lane);                                             \
             for (int l = 0; l < VW; ++l) {                                          \
                 const int j = j0 + v * VW + l;                                      \
-                if (j < N) {                                                        \
+                if (j >= store_from && j < N) {                                     \
                     float out = lane[l] + row_bias + (bias_mode == 2 ? bias[j] : 0.0f); \
                     crow[j] = accumulate ? crow[j] + out : out;                     \
                 }                                                                   \
@@ -91,9 +91,13 @@ __kernel void gemm_nn(const int M, const int N, const int K,
                       __global float* restrict C, const int c_off, const int ldc, const int c_bs,
                       __global const float* restrict bias, const int bias_mode,
                       const int batches, const int reduce, const int accumulate) {
-    const int j0 = get_global_id(0) * NN_NR;
     const int i0 = get_global_id(1) * NN_MR;
-    if (i0 >= M || j0 >= N) return;
+    const int tile_j = get_global_id(0) * NN_NR;
+    if (i0 >= M || tile_j >= N) return;
+    // A right-edge tile is computed in full at N − NN_NR, overlapping its
+    // left neighbour, and stores only its own columns (from tile_j): all its
+    // loads stay vector loads. Only N < NN_NR needs the masked path.
+    const int j0 = tile_j + NN_NR <= N || N < NN_NR ? tile_j : N - NN_NR;
     const int z = get_global_id(2);
     // Rows past M read row M-1 again (valid memory) and are never stored.
     size_t arow[NN_MR];
@@ -143,6 +147,7 @@ __kernel void gemm_nn(const int M, const int N, const int K,
         }
     }
     __global float* Cb = C + c_off + (reduce ? 0 : (size_t)z * c_bs);
+    const int store_from = tile_j;
     NN_STORE_TILE(acc)
 }
 
@@ -199,6 +204,7 @@ __kernel void gemm_nn_local(const int M, const int N, const int K,
     }
     if (i0 >= M || j0 >= N) return;
     __global float* Cb = C + c_off + (reduce ? 0 : (size_t)z * c_bs);
+    const int store_from = j0;
     NN_STORE_TILE(acc)
 }
 
