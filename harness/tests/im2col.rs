@@ -1,0 +1,197 @@
+//! The im2col backend under the cross-backend conformance suite, plus what
+//! only this backend has:
+//!
+//! - its tiling branches (pixel tiles, channel tiles, images grouped into
+//!   one GEMM) forced on small problems by tiny tile targets, and its direct
+//!   forward kernel, each against the f64 reference;
+//! - a gradient check of its own backward: central differences through its
+//!   own f32 forward (loose tolerance), so a mistake it shared with the
+//!   reference could not hide behind the comparison.
+
+mod common;
+
+use common::ops::{conv_backward, conv_forward};
+use common::problems::{ConvProblem, random};
+use kernels_core::{
+    Backend, Conv2d, ConvGeometry, GradRequest, Pool2d, PoolKind, SplitMix64, Tensor, gradcheck, weighted_sum,
+};
+use kernels_im2col::{ConvPath, Im2col, TileTargets};
+use proptest::prelude::*;
+
+fn im2col() -> Im2col {
+    Im2col::with_threads(2).expect("a 2-thread pool")
+}
+
+common::conformance_suite!(im2col);
+
+/// One thread (so groups of images form even at batch 3) and tile targets
+/// so small that every tiling branch runs on the suite's small problems.
+fn tiny_tiles() -> Im2col {
+    Im2col::with_threads(1).expect("a 1-thread pool").with_tile_targets(TileTargets { floats: 256, columns: 24 })
+}
+
+/// Conv problems big enough to need several pixel tiles under `tiny_tiles`.
+fn tiled_problem() -> impl Strategy<Value = ConvProblem> {
+    let dims = (1..=4usize, 1..=5usize, 1..=5usize, 1..=4usize, 1..=4usize);
+    let params = ([1..=2usize, 1..=2usize], [0..=2usize, 0..=2usize], [1..=2usize, 1..=2usize]);
+    let extra = (0..=14usize, 0..=14usize, any::<bool>(), any::<u64>());
+    (dims, params, extra).prop_map(|((n, c, k, r, s), (stride, padding, dilation), (eh, ew, bias, seed))| {
+        let fit =
+            |kernel: usize, axis: usize| (dilation[axis] * (kernel - 1) + 1).saturating_sub(2 * padding[axis]).max(1);
+        let input = [n, c, fit(r, 0) + eh, fit(s, 1) + ew];
+        ConvProblem { input, filters: [k, r, s], params: Conv2d { stride, padding, dilation }, bias, seed }
+    })
+}
+
+#[test]
+fn conv_tiling_branches_match_naive_f64() {
+    let backend = tiny_tiles();
+    // Explicit: one of each branch under the tiny targets.
+    let plain = |input, filters, stride, padding| ConvProblem {
+        input,
+        filters,
+        params: Conv2d::new(stride, padding),
+        bias: true,
+        seed: 3,
+    };
+    let edges = vec![
+        ("pixel tiles", plain([1, 2, 14, 13], [3, 3, 3], 1, 1)),
+        ("pixel and channel tiles", plain([2, 5, 12, 12], [2, 2, 2], 1, 0)),
+        ("images grouped, channel tiles", plain([4, 5, 3, 3], [3, 2, 2], 1, 0)),
+        ("strided pixel tiles", plain([2, 3, 17, 15], [4, 3, 3], 2, 1)),
+    ];
+    for (label, p) in &edges {
+        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+        let plan = backend.conv_plan(&g);
+        let tiled = plan.pixels_per_tile < g.oh * g.ow || plan.channels_per_tile < g.c || plan.images_per_tile > 1;
+        assert!(tiled, "{label}: {plan:?} does not tile");
+    }
+    common::run("conv2d forward, tiny tiles", edges.clone(), tiled_problem(), |p| conv_forward(&backend, p));
+    common::run("conv2d backward, tiny tiles", edges, tiled_problem(), |p| {
+        conv_backward(&backend, p, GradRequest::ALL)
+    });
+}
+
+/// Geometries the direct forward kernel takes: stride 1, no dilation,
+/// C·R·S ≤ 64, OW ≥ 16.
+fn direct_problem() -> impl Strategy<Value = ConvProblem> {
+    // s ≥ 2: a 1x1 unpadded kernel is the pointwise path.
+    let dims = (1..=3usize, 1..=3usize, 1..=13usize, 1..=4usize, 2..=4usize);
+    (dims, 0..=2usize, 0..=2usize, 0..=20usize, 0..=3usize, any::<bool>(), any::<u64>()).prop_map(
+        |((n, c, k, r, s), ph, pw, extra_w, extra_h, bias, seed)| {
+            // OW = W + 2·pw − s + 1 ≥ 16.
+            let w = (16 + s - 1).saturating_sub(2 * pw).max(1) + extra_w;
+            let h = r.saturating_sub(2 * ph).max(1) + extra_h;
+            let params = Conv2d { stride: [1, 1], padding: [ph, pw], dilation: [1, 1] };
+            ConvProblem { input: [n, c, h, w], filters: [k, r, s], params, bias, seed }
+        },
+    )
+}
+
+#[test]
+fn conv_direct_forward_matches_naive_f64() {
+    let backend = im2col();
+    let lenet_c1 =
+        ConvProblem { input: [3, 1, 28, 28], filters: [6, 5, 5], params: Conv2d::new(1, 2), bias: true, seed: 5 };
+    let wide =
+        ConvProblem { input: [1, 2, 5, 40], filters: [13, 3, 3], params: Conv2d::new(1, 1), bias: false, seed: 6 };
+    let edges = vec![("lenet-c1 geometry", lenet_c1), ("13 filters, one output row pair", wide)];
+    let direct = |p: &ConvProblem| {
+        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+        backend.conv_plan(&g).path == ConvPath::Direct
+    };
+    assert!(edges.iter().all(|(_, p)| direct(p)));
+    common::run("conv2d forward, direct kernel", edges, direct_problem(), |p| {
+        prop_assert!(direct(p), "not on the direct path: {p:?}");
+        conv_forward(&backend, p)
+    });
+}
+
+/// Central differences of L = Σ f(v) ⊙ r through the backend's own f32
+/// forward, against `analytic`. The ops checked are linear (or piecewise
+/// linear away from ties) in v, so a large step has no truncation error and
+/// swamps f32 rounding; 1e-2 relative is loose for f32 yet far below the
+/// O(1) error an indexing mistake makes.
+fn check_gradient(
+    what: &str,
+    v: &Tensor<f32>,
+    analytic: &Tensor<f32>,
+    dy: &Tensor<f32>,
+    h: f64,
+    f: impl Fn(&Tensor<f32>) -> Vec<f32>,
+) {
+    let r: Vec<f64> = dy.data().iter().map(|&e| e as f64).collect();
+    let v64: Vec<f64> = v.data().iter().map(|&e| e as f64).collect();
+    let grad: Vec<f64> = analytic.data().iter().map(|&e| e as f64).collect();
+    let shape = kernels_core::Shaped::shape(v).to_vec();
+    let report = gradcheck(&v64, &grad, h, |probe| {
+        let t = Tensor::from_fn(&shape, |i| probe[i] as f32);
+        let y: Vec<f64> = f(&t).iter().map(|&e| e as f64).collect();
+        weighted_sum(&y, &r)
+    })
+    .unwrap();
+    assert!(report.max_rel_err < 1e-2, "{what}: {report}");
+}
+
+/// The weights r of L = Σ y ⊙ r for an output y: also the dy whose
+/// backward gives L's analytic gradients.
+fn dy_of(y: &Tensor<f32>) -> Tensor<f32> {
+    random(kernels_core::Shaped::shape(y), 17)
+}
+
+#[test]
+fn conv_backward_agrees_with_central_differences_of_its_own_forward() {
+    let b = im2col();
+    let cases = [
+        (
+            "unfold, padded, strided, dilated",
+            [2, 3, 9, 8],
+            [4, 3, 2],
+            Conv2d { stride: [2, 1], padding: [1, 2], dilation: [1, 2] },
+        ),
+        ("direct forward geometry", [2, 1, 6, 18], [3, 3, 3], Conv2d::new(1, 1)),
+        ("pointwise", [3, 4, 3, 5], [2, 1, 1], Conv2d::default()),
+        ("images grouped", [9, 2, 4, 4], [3, 2, 2], Conv2d::default()),
+    ];
+    for (label, input, [k, r, s], params) in cases {
+        let x = random(&input, 1);
+        let w = random(&[k, input[1], r, s], 2);
+        let bias = random(&[k], 3);
+        let y = b.conv2d_forward(&x, &w, Some(&bias), &params).unwrap();
+        let dy = dy_of(&y);
+        let grads = b.conv2d_backward(&x, &w, &dy, &params, GradRequest::ALL).unwrap();
+        let fwd = |x: &Tensor<f32>, w: &Tensor<f32>, bias: &Tensor<f32>| {
+            b.conv2d_forward(x, w, Some(bias), &params).unwrap().into_data()
+        };
+        check_gradient(&format!("{label} dx"), &x, grads.dx.as_ref().unwrap(), &dy, 0.25, |v| fwd(v, &w, &bias));
+        check_gradient(&format!("{label} dw"), &w, grads.dw.as_ref().unwrap(), &dy, 0.25, |v| fwd(&x, v, &bias));
+        check_gradient(&format!("{label} db"), &bias, grads.db.as_ref().unwrap(), &dy, 0.25, |v| fwd(&x, &w, v));
+    }
+}
+
+#[test]
+fn pool_and_linear_backward_agree_with_central_differences_of_their_own_forward() {
+    let b = im2col();
+    // Distinct values 0.1 apart: a step of 0.01 never changes a max window's
+    // winner, so max pooling is linear around x.
+    let mut order: Vec<usize> = (0..2 * 3 * 7 * 6).collect();
+    SplitMix64::new(4).shuffle(&mut order);
+    let x = Tensor::from_fn(&[2, 3, 7, 6], |i| order[i] as f32 * 0.1);
+    for params in [Pool2d::new(PoolKind::Max, 3, 2, 1), Pool2d::new(PoolKind::Avg, 2, 1, 1)] {
+        let y = b.pool2d_forward(&x, &params).unwrap();
+        let dy = dy_of(&y);
+        let dx = b.pool2d_backward(&x, &dy, &params).unwrap();
+        check_gradient(&format!("{params:?} dx"), &x, &dx, &dy, 0.01, |v| {
+            b.pool2d_forward(v, &params).unwrap().into_data()
+        });
+    }
+    let (x, w, bias) = (random(&[5, 7], 1), random(&[3, 7], 2), random(&[3], 3));
+    let y = b.linear_forward(&x, &w, Some(&bias)).unwrap();
+    let dy = dy_of(&y);
+    let grads = b.linear_backward(&x, &w, &dy, GradRequest::ALL).unwrap();
+    let fwd =
+        |x: &Tensor<f32>, w: &Tensor<f32>, bias: &Tensor<f32>| b.linear_forward(x, w, Some(bias)).unwrap().into_data();
+    check_gradient("linear dx", &x, grads.dx.as_ref().unwrap(), &dy, 0.25, |v| fwd(v, &w, &bias));
+    check_gradient("linear dw", &w, grads.dw.as_ref().unwrap(), &dy, 0.25, |v| fwd(&x, v, &bias));
+    check_gradient("linear db", &bias, grads.db.as_ref().unwrap(), &dy, 0.25, |v| fwd(&x, &w, v));
+}
