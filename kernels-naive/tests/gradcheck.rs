@@ -2,7 +2,7 @@
 //! L = Σ y ⊙ r with a random r (so dL/dy = r), each analytic gradient
 //! must match central differences of L with relative error < 1e-6
 //! (`kernels_core::gradcheck`). DESIGN.md's edge cases run as explicit
-//! cases every time; proptest adds random valid problems (64 per property,
+//! cases every time; proptest adds random valid problems (256 per property,
 //! or PROPTEST_CASES).
 
 use kernels_core::{
@@ -23,9 +23,9 @@ const LINEAR_STEP: f64 = 1e-3;
 /// below (L sums at most a few hundred terms).
 const CURVED_STEP: f64 = 1e-4;
 
+/// proptest's default: 256 cases per property, or PROPTEST_CASES.
 fn config() -> Config {
-    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { Config::default().cases } else { 64 };
-    Config { cases, ..Config::default() }
+    Config::default()
 }
 
 fn random(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Tensor<f64> {

@@ -10,9 +10,9 @@ use kernels_naive::Naive;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 
+/// proptest's default: 256 cases per property, or PROPTEST_CASES.
 fn config() -> Config {
-    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { Config::default().cases } else { 64 };
-    Config { cases, ..Config::default() }
+    Config::default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
