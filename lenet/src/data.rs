@@ -245,3 +245,32 @@ impl DataFiles {
         Ok((train, test))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_orders_are_seeded_permutations() {
+        let a = epoch_order(100, 5, 1);
+        assert_eq!(a, epoch_order(100, 5, 1));
+        assert_ne!(a, epoch_order(100, 5, 2), "epochs share an order");
+        assert_ne!(a, epoch_order(100, 6, 1), "seeds share an order");
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn idx_header_checks_every_length() {
+        let path = Path::new("mem");
+        let mut bytes = 0x0000_0801u32.to_be_bytes().to_vec();
+        bytes.extend(3u32.to_be_bytes());
+        bytes.extend([1, 2, 3]);
+        let (dims, payload) = parse_idx(path, &bytes, LABELS_MAGIC).unwrap();
+        assert_eq!((dims, payload), (vec![3], &[1u8, 2, 3][..]));
+        assert!(parse_idx(path, &bytes[..6], LABELS_MAGIC).is_err());
+        assert!(parse_idx(path, &bytes[..bytes.len() - 1], LABELS_MAGIC).is_err());
+        assert!(parse_idx(path, &bytes, IMAGES_MAGIC).is_err());
+    }
+}

@@ -258,3 +258,40 @@ pub fn argmax_rows<T: Float>(logits: &Tensor<T>) -> Vec<usize> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_naive::Naive;
+
+    #[test]
+    fn init_is_xavier_uniform_with_zero_biases() {
+        let be = Naive::<f64>::new();
+        let arch = Architecture { activation: Activation::Relu, pool: Pooling::Max };
+        let params = LeNet::init(&be, arch, 1).unwrap().to_host(&be).unwrap();
+        // a = √(6 / (fan_in + fan_out)) with PyTorch's fans.
+        let bounds = [(0, 25 + 150), (2, 150 + 400), (4, 400 + 120), (6, 120 + 84), (8, 84 + 10)];
+        for (i, fans) in bounds {
+            let a = (6.0 / fans as f64).sqrt();
+            let w = params[i].data();
+            assert!(w.iter().all(|v| v.abs() < a), "{} exceeds ±{a}", PARAM_NAMES[i]);
+            let max = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(max > 0.8 * a, "{} spans only ±{max}, expected close to ±{a}", PARAM_NAMES[i]);
+            assert!(params[i + 1].data().iter().all(|&b| b == 0.0));
+        }
+        let again = LeNet::init(&be, arch, 1).unwrap().to_host(&be).unwrap();
+        assert_eq!(params, again);
+    }
+
+    #[test]
+    fn forward_gives_logits_and_argmax_picks_the_first_maximum() {
+        let be = Naive::<f32>::new();
+        let arch = Architecture { activation: Activation::Sigmoid, pool: Pooling::Avg };
+        let model = LeNet::init(&be, arch, 2).unwrap();
+        let x = be.upload(&Tensor::full(&[3, 1, 28, 28], 0.5f32)).unwrap();
+        let (logits, _) = model.forward(&be, x).unwrap();
+        assert_eq!(logits.shape(), [3, 10]);
+        let t = Tensor::new(&[2, 3], vec![0.1f32, 0.7, 0.7, -1.0, -2.0, -0.5]).unwrap();
+        assert_eq!(argmax_rows(&t), vec![1, 2]);
+    }
+}
