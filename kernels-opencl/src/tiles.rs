@@ -56,9 +56,11 @@ impl Tiles {
         let reduce_wg = prev_pow2(max_wg.min(256));
         // A CPU device (PoCL) runs a work-item as a loop iteration: give each
         // one a register tile as wide as the SIMD unit (16 floats with
-        // AVX-512) and enough rows to hide the load of each B vector. A GPU
+        // AVX-512) and enough rows to hide the load of each B vector: 8 x 32
+        // keeps 16 accumulators, 2 B vectors and a broadcast in the 32
+        // vector registers (see OPTIMISATION.md for the sweep). A GPU
         // gets small tiles and many work-items, with B staged in local memory.
-        let (nn_mr, nn_nr, vw, use_local) = if limits.is_gpu { (4, 4, 4, true) } else { (6, 32, 16, false) };
+        let (nn_mr, nn_nr, vw, use_local) = if limits.is_gpu { (4, 4, 4, true) } else { (8, 32, 16, false) };
         let env_tile = std::env::var(GEMM_TILE_ENV).ok().and_then(|s| parse_tile(&s));
         let (nn_mr, nn_nr, vw) = config.gemm_tile.and_then(valid_tile).or(env_tile).unwrap_or((nn_mr, nn_nr, vw));
         let env_local = match std::env::var(crate::LOCAL_GEMM_ENV).as_deref().map(str::trim) {

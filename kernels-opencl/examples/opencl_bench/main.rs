@@ -5,6 +5,8 @@
 //! `cargo run --release -p kernels-opencl --example opencl_bench -- [gemm|conv|pool|lenet|all]
 //!  [--reps N] [--tile MRxNRxVW] [--local 0|1] [--device SELECTOR] [--only NAME]`
 //!
+//! `--compare 6x32x16,8x32x16` times GEMM n=1024 (and the conv forwards
+//! named by --only) for each tile in alternation, for ratios under one load.
 //! `--only` keeps the GEMM sizes and conv shapes whose name contains NAME
 //! ("n=1024", "resnet"); BENCH_BREAKDOWN=1 prints kernel time per kernel.
 //!
@@ -30,10 +32,12 @@ struct Options {
     device: Option<String>,
     /// Only problems whose name contains this.
     only: Option<String>,
+    /// Tiles to A/B-compare ("6x32x16,8x32x16").
+    compare: Option<String>,
 }
 
 fn parse_args() -> std::result::Result<Options, String> {
-    let mut o = Options { what: "all".into(), reps: 10, config: Config::default(), device: None, only: None };
+    let mut o = Options { what: "all".into(), reps: 10, config: Config::default(), device: None, only: None, compare: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
@@ -51,6 +55,7 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--local" => o.config.local_gemm = Some(value("--local")? == "1"),
             "--device" => o.device = Some(value("--device")?),
             "--only" => o.only = Some(value("--only")?),
+            "--compare" => o.compare = Some(value("--compare")?),
             "gemm" | "conv" | "pool" | "lenet" | "all" => o.what = a,
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -246,10 +251,14 @@ fn bench_pool(cl: &OpenCl, reps: usize) -> Result<()> {
     Ok(())
 }
 
+mod compare;
 mod lenet_step;
 
 fn run() -> Result<()> {
     let o = parse_args().map_err(|e| kernels_core::Error::Device(format!("bad arguments: {e}")))?;
+    if let Some(tiles) = &o.compare {
+        return compare::run(tiles, o.reps, o.only.as_deref());
+    }
     let cl = OpenCl::with_config(o.device.as_deref(), &o.config)?;
     println!("device: {} ({} compute units)", cl.name(), cl.threads());
     println!("build options: {}", cl.build_options());
