@@ -37,7 +37,14 @@ pub fn curves(path: &Path, title: &str, epochs: &[EpochMetrics]) -> Result<()> {
         .y_label_area_size(50)
         .build_cartesian_2d(x0..x1, 0.0..top)
         .map_err(|e| err(e.to_string()))?;
-    chart.configure_mesh().x_desc("epoch").draw().map_err(|e| err(e.to_string()))?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .x_labels(epochs.len().clamp(2, 12))
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .light_line_style(WHITE)
+        .draw()
+        .map_err(|e| err(e.to_string()))?;
 
     let series: [Series; 3] = [
         ("train loss", BLUE, |m| m.loss),
