@@ -107,12 +107,30 @@ impl Tiles {
         )
     }
 
-    /// Work-group shape for a 2-D grid of `gx` x `gy` work-items: up to 8 x 8
-    /// (16 x 16 with local tiles), within the device limit, shrunk until
-    /// there are a few groups per compute unit to balance the load.
+    /// Work-group shape for a 2-D grid of `gx` (column tiles) x `gy` (row
+    /// tiles) work-items, within the device limit.
+    ///
+    /// CPU: a work-group runs on one core, work-item x fastest, so its B
+    /// footprint is lx column panels of K x NN_NR floats; keep lx small and
+    /// ly tall (up to 64 row tiles) so those panels stay in L2 while every
+    /// row tile streams past them; then shrink until there are a few groups
+    /// per compute unit. GPU: 16 x 16 work-items sharing local tiles.
     pub fn group_2d(&self, gx: usize, gy: usize) -> [usize; 2] {
-        let side = if self.use_local { 16 } else { 8 };
-        let mut l = [gx.next_power_of_two().min(side), gy.next_power_of_two().min(side)];
+        if let Some((x, y)) = std::env::var("KERNELS_OPENCL_GROUP").ok().and_then(|v| {
+            let (a, b) = v.split_once('x')?;
+            Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
+        }) {
+            let l = [x.min(gx.next_power_of_two()).max(1), y.min(gy.next_power_of_two()).max(1)];
+            if l[0] * l[1] <= self.max_wg {
+                return l;
+            }
+        }
+        let mut l = if self.use_local {
+            [gx.next_power_of_two().min(16), gy.next_power_of_two().min(16)]
+        } else {
+            let ly = gy.next_power_of_two().min(64);
+            [gx.next_power_of_two().min((64 / ly).clamp(1, 8)), ly]
+        };
         while l[0] * l[1] > self.max_wg {
             if l[0] >= l[1] { l[0] /= 2 } else { l[1] /= 2 }
         }
