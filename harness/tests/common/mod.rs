@@ -122,6 +122,23 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// An op's input is bit for bit what was uploaded: ops never write
+    /// into their arguments.
+    pub fn unchanged<B: Backend<Elem = f32>>(
+        &self,
+        backend: &B,
+        what: &str,
+        t: &B::Tensor,
+        host: &Tensor<f32>,
+    ) -> Check {
+        let now = self.down(backend, t)?;
+        let same = now.data().iter().zip(host.data()).all(|(a, b)| a.to_bits() == b.to_bits());
+        if !same || now.data().len() != host.data().len() {
+            return Err(self.fail(format!("input {what} was modified by the op")));
+        }
+        Ok(())
+    }
+
     /// Unwraps a gradient the caller requested.
     pub fn grad<T>(&self, what: &str, grad: Option<T>) -> Result<T, TestCaseError> {
         grad.ok_or_else(|| self.fail(format!("{what} was requested but not returned")))

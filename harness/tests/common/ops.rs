@@ -57,27 +57,33 @@ pub fn conv_backward<B: Backend<Elem = f32>>(backend: &B, p: &ConvProblem, need:
     let g = ctx.ok(kernels_core::ConvGeometry::new(&p.input, &p.weight_shape(), None, &p.params))?;
     let dy = random(&g.y_shape(), p.seed.wrapping_add(3));
     let (x, w, dy_dev) = (ctx.up(backend, &d.x)?, ctx.up(backend, &d.w)?, ctx.up(backend, &dy)?);
-    let grads = ctx.ok(backend.conv2d_backward(&x, &w, &dy_dev, &p.params, need))?;
-
     let all = GradRequest::ALL;
     let expected = ctx.ok(nn.conv2d_backward(&d.x.cast(), &d.w.cast(), &dy.cast(), &p.params, all))?;
     let bound = ctx.ok(nn.conv2d_backward(&abs(&d.x), &abs(&d.w), &abs(&dy), &p.params, all))?;
     let per_input = g.k * g.r * g.s;
     let per_weight = g.n * g.oh * g.ow;
-    let wanted = [
-        ("dx", need.dx, grads.dx, expected.dx, bound.dx, per_input),
-        ("dw", need.dw, grads.dw, expected.dw, bound.dw, per_weight),
-        ("db", need.db, grads.db, expected.db, bound.db, per_weight),
-    ];
-    for (what, requested, actual, expected, bound, terms) in wanted {
-        if !requested {
-            continue;
+    // Twice: backward returns fresh gradients, so a scratch buffer reused
+    // without clearing shows up as a doubled second result.
+    for call in ["first call", "second call"] {
+        let grads = ctx.ok(backend.conv2d_backward(&x, &w, &dy_dev, &p.params, need))?;
+        let wanted = [
+            ("dx", need.dx, grads.dx, &expected.dx, &bound.dx, per_input),
+            ("dw", need.dw, grads.dw, &expected.dw, &bound.dw, per_weight),
+            ("db", need.db, grads.db, &expected.db, &bound.db, per_weight),
+        ];
+        for (what, requested, actual, expected, bound, terms) in wanted {
+            if !requested {
+                continue;
+            }
+            let actual = ctx.down(backend, &ctx.grad(what, actual)?)?;
+            let (expected, bound) = (ctx.grad(what, expected.as_ref())?, ctx.grad(what, bound.as_ref())?);
+            let tolerance = Tolerance::f32_reduction(terms, max_abs(bound));
+            ctx.close(&format!("{what} ({call})"), &actual, expected, &tolerance)?;
         }
-        let actual = ctx.down(backend, &ctx.grad(what, actual)?)?;
-        let (expected, bound) = (ctx.grad(what, expected)?, ctx.grad(what, bound)?);
-        ctx.close(what, &actual, &expected, &Tolerance::f32_reduction(terms, max_abs(&bound)))?;
     }
-    Ok(())
+    ctx.unchanged(backend, "x", &x, &d.x)?;
+    ctx.unchanged(backend, "w", &w, &d.w)?;
+    ctx.unchanged(backend, "dy", &dy_dev, &dy)
 }
 
 pub fn conv_forward_suite<B: Backend<Elem = f32>>(backend: &B) {
@@ -110,15 +116,22 @@ pub fn pool(backend: &impl Backend<Elem = f32>, p: &PoolProblem, x: &Tensor<f32>
     ctx.close("y", &y, &expected, &forward_tolerance)?;
 
     let dy = random(expected.shape(), p.seed.wrapping_add(1));
-    let dx = ctx.ok(backend.pool2d_backward(&x_dev, &ctx.up(backend, &dy)?, &p.params))?;
-    let dx = ctx.down(backend, &dx)?;
+    let dy_dev = ctx.up(backend, &dy)?;
     let expected = ctx.ok(nn.pool2d_backward(&x.cast(), &dy.cast(), &p.params))?;
     let bound = ctx.ok(nn.pool2d_backward(&x.cast(), &abs(&dy), &p.params))?;
     // An input sits in at most ⌈window / stride⌉ windows per axis.
     let [wh, ww] = p.params.window;
     let [sh, sw] = p.params.stride;
     let overlap = wh.div_ceil(sh) * ww.div_ceil(sw);
-    ctx.close("dx", &dx, &expected, &Tolerance::f32_reduction(overlap, max_abs(&bound)))
+    let tolerance = Tolerance::f32_reduction(overlap, max_abs(&bound));
+    // Twice, as for conv: overlapping windows accumulate, but never into
+    // what a previous call left behind.
+    for call in ["first call", "second call"] {
+        let dx = ctx.down(backend, &ctx.ok(backend.pool2d_backward(&x_dev, &dy_dev, &p.params))?)?;
+        ctx.close(&format!("dx ({call})"), &dx, &expected, &tolerance)?;
+    }
+    ctx.unchanged(backend, "x", &x_dev, x)?;
+    ctx.unchanged(backend, "dy", &dy_dev, &dy)
 }
 
 pub fn pool_suite<B: Backend<Elem = f32>>(backend: &B) {
@@ -178,7 +191,9 @@ pub fn linear<B: Backend<Elem = f32>>(backend: &B, p: &LinearProblem) -> Check {
         let (expected, bound) = (ctx.grad(what, expected)?, ctx.grad(what, bound)?);
         ctx.close(what, &actual, &expected, &Tolerance::f32_reduction(terms, max_abs(&bound)))?;
     }
-    Ok(())
+    ctx.unchanged(backend, "x", &x, &d.x)?;
+    ctx.unchanged(backend, "w", &w, &d.w)?;
+    ctx.unchanged(backend, "dy", &dy, &d.dy)
 }
 
 pub fn linear_suite<B: Backend<Elem = f32>>(backend: &B) {
