@@ -50,7 +50,7 @@ pub(crate) fn pool_forward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor) -> Resu
     let mut args = vec![Arg::F32Buf(x.buf())];
     args.extend(pool_args(g)?);
     args.push(Arg::F32Buf(y.buf()));
-    rt.launch_lines("pool_forward", &args, &[len])?;
+    rt.launch_lines("pool_forward", &args, &[g.oh, g.n * g.c])?;
     Ok(y)
 }
 
@@ -60,7 +60,7 @@ pub(crate) fn pool_backward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor, dy: &C
     let mut args = vec![Arg::F32Buf(x.buf()), Arg::F32Buf(dy.buf())];
     args.extend(pool_args(g)?);
     args.push(Arg::F32Buf(dx.buf()));
-    rt.launch_lines("pool_backward", &args, &[len])?;
+    rt.launch_lines("pool_backward", &args, &[g.h, g.n * g.c])?;
     Ok(dx)
 }
 

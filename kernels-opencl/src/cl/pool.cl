@@ -4,14 +4,16 @@
 //   [ow·sw − pw + j], 0 ≤ i < WH, 0 ≤ j < WW. Max never picks padding and
 //   keeps the first maximum in row-major window order; avg divides by
 //   WH·WW, padding included.
-// Backward gathers: one work-item per dx element visits the windows that
-//   cover it; max re-derives each window's winner from x and takes dy only
-//   where it won, so overlapping windows accumulate without atomics.
-// Launch: one work-item per output (forward) or input (backward) element,
-//   flat index over N·C·OH·OW or N·C·H·W. is_max: 1 max, 0 avg.
+// Launch: forward over (OH, N·C), one output row per work-item; backward
+//   over (H, N·C), one dx row per work-item. The backward work-item visits
+//   every window that covers its row and adds that window's dy where it
+//   lands in the row (max: at the winner, re-derived from x; avg: spread
+//   over the window), so overlapping windows accumulate without atomics.
+//   Index divisions happen once per row, not per element (see conv.cl).
 // Check: cargo test -p kernels-opencl pool; time: the opencl_bench example.
 
-// Flat index of the winner of window (oh, ow) in plane xp (H x W).
+// (row, column) of the winner of window (oh, ow) in plane xp (H x W),
+// as row·W + column.
 inline int window_argmax(__global const float* xp, const int H, const int W, const int oh, const int ow,
                          const int WH, const int WW, const int sh, const int sw, const int ph, const int pw) {
     int best = -1;
@@ -35,24 +37,27 @@ inline int window_argmax(__global const float* xp, const int H, const int W, con
 __kernel void pool_forward(__global const float* restrict x, const int NC, const int H, const int W, const int OH,
                            const int OW, const int WH, const int WW, const int sh, const int sw, const int ph,
                            const int pw, const int is_max, __global float* restrict y) {
-    const int idx = get_global_id(0);
-    if (idx >= NC * OH * OW) return;
-    const int plane = idx / (OH * OW), o = idx % (OH * OW);
-    const int oh = o / OW, ow = o % OW;
+    const int oh = get_global_id(0);
+    const int plane = get_global_id(1);
+    if (oh >= OH || plane >= NC) return;
     __global const float* xp = x + (size_t)plane * H * W;
-    if (is_max) {
-        y[idx] = xp[window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw)];
-    } else {
-        float sum = 0.0f;
-        for (int i = 0; i < WH; ++i) {
-            const int ih = oh * sh - ph + i;
-            if (ih < 0 || ih >= H) continue;
-            for (int j = 0; j < WW; ++j) {
-                const int iw = ow * sw - pw + j;
-                if (iw >= 0 && iw < W) sum += xp[ih * W + iw];
+    __global float* yrow = y + ((size_t)plane * OH + oh) * OW;
+    const float inv_area = 1.0f / (float)(WH * WW);
+    for (int ow = 0; ow < OW; ++ow) {
+        if (is_max) {
+            yrow[ow] = xp[window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw)];
+        } else {
+            float sum = 0.0f;
+            for (int i = 0; i < WH; ++i) {
+                const int ih = oh * sh - ph + i;
+                if (ih < 0 || ih >= H) continue;
+                for (int j = 0; j < WW; ++j) {
+                    const int iw = ow * sw - pw + j;
+                    if (iw >= 0 && iw < W) sum += xp[ih * W + iw];
+                }
             }
+            yrow[ow] = sum * inv_area;
         }
-        y[idx] = sum / (float)(WH * WW);
     }
 }
 
@@ -60,26 +65,27 @@ __kernel void pool_backward(__global const float* restrict x, __global const flo
                             const int H, const int W, const int OH, const int OW, const int WH, const int WW,
                             const int sh, const int sw, const int ph, const int pw, const int is_max,
                             __global float* restrict dx) {
-    const int idx = get_global_id(0);
-    if (idx >= NC * H * W) return;
-    const int plane = idx / (H * W), hw = idx % (H * W);
-    const int h = hw / W, w = hw % W;
+    const int h = get_global_id(0);
+    const int plane = get_global_id(1);
+    if (h >= H || plane >= NC) return;
     __global const float* xp = x + (size_t)plane * H * W;
     __global const float* dyp = dy + (size_t)plane * OH * OW;
-    // Windows covering h: oh·sh − ph ≤ h < oh·sh − ph + WH.
+    __global float* out = dx + ((size_t)plane * H + h) * W;
+    for (int w = 0; w < W; ++w) out[w] = 0.0f;
+    const float inv_area = 1.0f / (float)(WH * WW);
+    // Windows covering row h: oh·sh − ph ≤ h < oh·sh − ph + WH.
     const int oh_lo = max(0, (h + ph - WH + sh) / sh), oh_hi = min(OH - 1, (h + ph) / sh);
-    const int ow_lo = max(0, (w + pw - WW + sw) / sw), ow_hi = min(OW - 1, (w + pw) / sw);
-    float sum = 0.0f;
     for (int oh = oh_lo; oh <= oh_hi; ++oh) {
         if (oh * sh - ph > h || oh * sh - ph + WH <= h) continue;
-        for (int ow = ow_lo; ow <= ow_hi; ++ow) {
-            if (ow * sw - pw > w || ow * sw - pw + WW <= w) continue;
+        for (int ow = 0; ow < OW; ++ow) {
+            const float g = dyp[oh * OW + ow];
             if (is_max) {
-                if (window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw) == hw) sum += dyp[oh * OW + ow];
+                const int win = window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw);
+                if (win / W == h) out[win % W] += g;
             } else {
-                sum += dyp[oh * OW + ow];
+                const int lo = max(0, ow * sw - pw), hi = min(W, ow * sw - pw + WW);
+                for (int w = lo; w < hi; ++w) out[w] += g * inv_area;
             }
         }
     }
-    dx[idx] = is_max ? sum : sum / (float)(WH * WW);
 }
