@@ -64,24 +64,36 @@ inline float hsum(VEC v) {
 }
 
 // Writes one NN_MR x NN_NR tile of accumulators at (i0, j0), adding the
-// bias and, with `accumulate`, the old C.
-#define NN_STORE_TILE(acc)                                                          \
-    for (int r = 0; r < NN_MR; ++r) {                                               \
-        const int i = i0 + r;                                                       \
-        if (i >= M) break;                                                          \
-        __global float* crow = Cb + (size_t)i * ldc;                                \
-        const float row_bias = bias_mode == 1 ? bias[i] : 0.0f;                     \
-        for (int v = 0; v < NN_NV; ++v) {                                           \
-            float lane[VW];                                                         \
-            VSTORE(acc[r][v], 0, lane);                                             \
-            for (int l = 0; l < VW; ++l) {                                          \
-                const int j = j0 + v * VW + l;                                      \
-                if (j >= store_from && j < N) {                                     \
+// bias and, with `accumulate`, the old C. Columns before `store_from`
+// belong to the left neighbour (shifted edge tile) and are skipped. A tile
+// wholly inside C stores whole vectors; an edge tile goes lane by lane.
+#define NN_STORE_TILE(acc)                                                              \
+    for (int r = 0; r < NN_MR; ++r) {                                                   \
+        const int i = i0 + r;                                                           \
+        if (i >= M) break;                                                              \
+        __global float* crow = Cb + (size_t)i * ldc;                                    \
+        const float row_bias = bias_mode == 1 ? bias[i] : 0.0f;                         \
+        if (store_from == j0 && j0 + NN_NR <= N) {                                      \
+            for (int v = 0; v < NN_NV; ++v) {                                           \
+                const int j = j0 + v * VW;                                              \
+                VEC out = acc[r][v] + (VEC)(row_bias);                                  \
+                if (bias_mode == 2) out += VLOAD(0, bias + j);                          \
+                if (accumulate) out += VLOAD(0, crow + j);                              \
+                VSTORE(out, 0, crow + j);                                               \
+            }                                                                           \
+            continue;                                                                   \
+        }                                                                               \
+        for (int v = 0; v < NN_NV; ++v) {                                               \
+            float lane[VW];                                                             \
+            VSTORE(acc[r][v], 0, lane);                                                 \
+            for (int l = 0; l < VW; ++l) {                                              \
+                const int j = j0 + v * VW + l;                                          \
+                if (j >= store_from && j < N) {                                         \
                     float out = lane[l] + row_bias + (bias_mode == 2 ? bias[j] : 0.0f); \
-                    crow[j] = accumulate ? crow[j] + out : out;                     \
-                }                                                                   \
-            }                                                                       \
-        }                                                                           \
+                    crow[j] = accumulate ? crow[j] + out : out;                         \
+                }                                                                       \
+            }                                                                           \
+        }                                                                               \
     }
 
 __kernel void gemm_nn(const int M, const int N, const int K,

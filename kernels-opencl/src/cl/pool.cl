@@ -12,26 +12,28 @@
 //   Index divisions happen once per row, not per element (see conv.cl).
 // Check: cargo test -p kernels-opencl pool; time: the opencl_bench example.
 
-// (row, column) of the winner of window (oh, ow) in plane xp (H x W),
-// as row·W + column.
-inline int window_argmax(__global const float* xp, const int H, const int W, const int oh, const int ow,
-                         const int WH, const int WW, const int sh, const int sw, const int ph, const int pw) {
-    int best = -1;
-    float best_v = 0.0f;
-    for (int i = 0; i < WH; ++i) {
-        const int ih = oh * sh - ph + i;
-        if (ih < 0 || ih >= H) continue;
-        for (int j = 0; j < WW; ++j) {
-            const int iw = ow * sw - pw + j;
-            if (iw < 0 || iw >= W) continue;
+// The winner of window (oh, ow) in plane xp (H x W): its row and column.
+// The window is clipped to the plane first (padding never wins, and the
+// loop needs no bounds tests); a strict > keeps the first maximum.
+inline void window_argmax(__global const float* xp, const int H, const int W, const int oh, const int ow,
+                          const int WH, const int WW, const int sh, const int sw, const int ph, const int pw,
+                          int* best_h, int* best_w, float* best_v) {
+    const int h0 = oh * sh - ph, w0 = ow * sw - pw;
+    const int ilo = max(0, h0), ihi = min(H, h0 + WH), jlo = max(0, w0), jhi = min(W, w0 + WW);
+    float bv = xp[ilo * W + jlo];
+    int bh = ilo, bw = jlo;
+    for (int ih = ilo; ih < ihi; ++ih) {
+        for (int iw = jlo; iw < jhi; ++iw) {
             const float v = xp[ih * W + iw];
-            if (best < 0 || v > best_v) {
-                best = ih * W + iw;
-                best_v = v;
-            }
+            const int better = v > bv;
+            bv = better ? v : bv;
+            bh = better ? ih : bh;
+            bw = better ? iw : bw;
         }
     }
-    return best;
+    *best_h = bh;
+    *best_w = bw;
+    *best_v = bv;
 }
 
 __kernel void pool_forward(__global const float* restrict x, const int NC, const int H, const int W, const int OH,
@@ -45,7 +47,10 @@ __kernel void pool_forward(__global const float* restrict x, const int NC, const
     const float inv_area = 1.0f / (float)(WH * WW);
     for (int ow = 0; ow < OW; ++ow) {
         if (is_max) {
-            yrow[ow] = xp[window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw)];
+            int bh, bw;
+            float bv;
+            window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw, &bh, &bw, &bv);
+            yrow[ow] = bv;
         } else {
             float sum = 0.0f;
             for (int i = 0; i < WH; ++i) {
@@ -80,8 +85,10 @@ __kernel void pool_backward(__global const float* restrict x, __global const flo
         for (int ow = 0; ow < OW; ++ow) {
             const float g = dyp[oh * OW + ow];
             if (is_max) {
-                const int win = window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw);
-                if (win / W == h) out[win % W] += g;
+                int bh, bw;
+                float bv;
+                window_argmax(xp, H, W, oh, ow, WH, WW, sh, sw, ph, pw, &bh, &bw, &bv);
+                if (bh == h) out[bw] += g;
             } else {
                 const int lo = max(0, ow * sw - pw), hi = min(W, ow * sw - pw + WW);
                 for (int w = lo; w < hi; ++w) out[w] += g * inv_area;
