@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use harness::backends::{BackendKind, Backends};
+use harness::cli::Selection;
 use harness::ops::{Op, Shape};
 use harness::problem::{DeviceInputs, Inputs, Oracle, run_op, upload, validate};
 use kernels_core::Backend;
@@ -91,19 +92,28 @@ fn bench_one<B: Backend<Elem = f32>>(
     });
 }
 
-fn selected_backends() -> Vec<BackendKind> {
+/// The backends to bench, and those named explicitly (which must start;
+/// without HARNESS_BENCH_BACKENDS, OpenCL is skipped with a message when it
+/// cannot start).
+fn selected_backends() -> (Vec<BackendKind>, Vec<BackendKind>) {
     match std::env::var("HARNESS_BENCH_BACKENDS") {
-        Ok(list) if !list.trim().is_empty() => list
-            .split(',')
-            .map(|name| BackendKind::parse(name.trim()).unwrap_or_else(|| fail("HARNESS_BENCH_BACKENDS", name)))
-            .collect(),
-        _ => BackendKind::ALL.to_vec(),
+        Ok(list) if !list.trim().is_empty() => {
+            let kinds: Vec<BackendKind> = list
+                .split(',')
+                .map(|name| BackendKind::parse(name.trim()).unwrap_or_else(|| fail("HARNESS_BENCH_BACKENDS", name)))
+                .collect();
+            (kinds.clone(), kinds)
+        }
+        _ => (BackendKind::ALL.to_vec(), Vec::new()),
     }
 }
 
 fn ops(c: &mut Criterion) {
-    let kinds = selected_backends();
-    let backends = Backends::build(&kinds, THREADS, None).unwrap_or_else(|e| fail("setup", e));
+    let (backends, required) = selected_backends();
+    let selection = Selection { backends, required, ops: Op::ALL.to_vec(), shapes: Shape::all() };
+    let mut notes = Vec::new();
+    let backends = Backends::build(&selection, THREADS, None, &mut notes).unwrap_or_else(|e| fail("setup", e));
+    notes.iter().for_each(|n| eprintln!("bench: {n}"));
     let mut shared = Shared { oracle: Oracle::new(Naive::<f64>::new()), inputs: HashMap::new() };
     for op in Op::ALL {
         let mut group = c.benchmark_group(op.name());

@@ -9,6 +9,7 @@ use kernels_naive::Naive;
 use kernels_opencl::OpenCl;
 
 use crate::ceilings::Ceiling;
+use crate::cli::Selection;
 use crate::error::{HarnessError, Result};
 use crate::measure::{DeviceProfile, ProfileCounters};
 use crate::timing::{self, Policy};
@@ -47,28 +48,46 @@ pub struct Backends {
 impl Backends {
     /// Builds each selected backend; `threads` sizes im2col's pool and
     /// `opencl_device` picks the OpenCL device (else OpenCl::new's choice).
-    pub fn build(kinds: &[BackendKind], threads: usize, opencl_device: Option<&str>) -> Result<Backends> {
+    /// OpenCL failing to start is an error when it was named on the command
+    /// line, and a note in `notes` when it came in through `all`.
+    pub fn build(
+        selection: &Selection,
+        threads: usize,
+        opencl_device: Option<&str>,
+        notes: &mut Vec<String>,
+    ) -> Result<Backends> {
         let setup = |kind: BackendKind, e: kernels_core::Error| {
             HarnessError::Setup(format!("cannot start backend {}: {e}", kind.name()))
         };
-        let has = |k| kinds.contains(&k);
-        Ok(Backends {
-            naive: has(BackendKind::Naive).then(Naive::<f32>::new),
-            im2col: if has(BackendKind::Im2col) {
-                Some(Im2col::with_threads(threads).map_err(|e| setup(BackendKind::Im2col, e))?)
-            } else {
-                None
-            },
-            opencl: if has(BackendKind::OpenCl) {
-                let cl = match opencl_device {
-                    Some(selector) => OpenCl::with_device(selector),
-                    None => OpenCl::new(),
-                };
-                Some(cl.map_err(|e| setup(BackendKind::OpenCl, e))?)
-            } else {
-                None
-            },
-        })
+        let has = |k| selection.backends.contains(&k);
+        let im2col = if has(BackendKind::Im2col) {
+            Some(Im2col::with_threads(threads).map_err(|e| setup(BackendKind::Im2col, e))?)
+        } else {
+            None
+        };
+        let opencl = if has(BackendKind::OpenCl) {
+            let cl = match opencl_device {
+                Some(selector) => OpenCl::with_device(selector),
+                None => OpenCl::new(),
+            };
+            match cl {
+                Ok(cl) => Some(cl),
+                Err(e) if !selection.required.contains(&BackendKind::OpenCl) => {
+                    notes.push(format!("opencl skipped: it could not start ({e})"));
+                    None
+                }
+                Err(e) => return Err(setup(BackendKind::OpenCl, e)),
+            }
+        } else {
+            None
+        };
+        Ok(Backends { naive: has(BackendKind::Naive).then(Naive::<f32>::new), im2col, opencl })
+    }
+
+    /// The backends that started, in order.
+    pub fn kinds(&self) -> Vec<BackendKind> {
+        let started = [self.naive.is_some(), self.im2col.is_some(), self.opencl.is_some()];
+        BackendKind::ALL.into_iter().zip(started).filter(|(_, on)| *on).map(|(k, _)| k).collect()
     }
 }
 

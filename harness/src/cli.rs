@@ -62,6 +62,9 @@ pub struct Args {
 #[derive(Debug, Clone)]
 pub struct Selection {
     pub backends: Vec<BackendKind>,
+    /// Backends named on the command line (not through `all`): one that
+    /// cannot start is an error; others are skipped with a note.
+    pub required: Vec<BackendKind>,
     pub ops: Vec<Op>,
     pub shapes: Vec<Shape>,
 }
@@ -82,13 +85,15 @@ impl Args {
             return Err(HarnessError::Usage("--threads must be at least 1".into()));
         }
         let mut backends = Vec::new();
+        let mut required = Vec::new();
         for name in &self.backends {
-            match name.as_str() {
-                "all" => BackendKind::ALL.into_iter().for_each(|k| push_unique(&mut backends, k)),
-                _ => push_unique(
-                    &mut backends,
-                    BackendKind::parse(name).ok_or_else(|| unknown("backend", name, &["naive", "im2col", "opencl"]))?,
-                ),
+            if name == "all" {
+                BackendKind::ALL.into_iter().for_each(|k| push_unique(&mut backends, k));
+            } else {
+                let kind =
+                    BackendKind::parse(name).ok_or_else(|| unknown("backend", name, &["naive", "im2col", "opencl"]))?;
+                push_unique(&mut backends, kind);
+                push_unique(&mut required, kind);
             }
         }
         backends.sort();
@@ -138,7 +143,7 @@ impl Args {
         if !shapes.iter().any(|s| ops.iter().any(|o| o.family() == s.family())) {
             return Err(HarnessError::Usage("no selected op runs on any selected shape".into()));
         }
-        Ok(Selection { backends, ops, shapes })
+        Ok(Selection { backends, required, ops, shapes })
     }
 }
 
@@ -154,6 +159,7 @@ mod tests {
     fn defaults_select_everything() {
         let s = args("").selection().unwrap();
         assert_eq!(s.backends, BackendKind::ALL);
+        assert!(s.required.is_empty());
         assert_eq!(s.ops, Op::ALL);
         assert_eq!(s.shapes.len(), Shape::all().len());
     }
@@ -162,6 +168,7 @@ mod tests {
     fn quick_groups_and_names_resolve() {
         let s = args("--quick --backends opencl,naive --ops conv,pool-bwd").selection().unwrap();
         assert_eq!(s.backends, [BackendKind::Naive, BackendKind::OpenCl]);
+        assert_eq!(s.required.len(), 2);
         assert_eq!(s.ops.len(), 6);
         let names: Vec<_> = s.shapes.iter().map(|s| s.name()).collect();
         assert_eq!(names, QUICK_SHAPES);

@@ -22,6 +22,11 @@ pub fn sig(v: f64) -> String {
     }
 }
 
+/// A percentage: whole numbers from 10 up, one decimal below.
+pub fn pct(v: f64) -> String {
+    if v.abs() >= 10.0 { format!("{v:.0}%") } else { format!("{v:.1}%") }
+}
+
 fn backends_in(report: &Report) -> Vec<String> {
     let mut kinds: Vec<String> = Vec::new();
     for r in &report.records {
@@ -75,7 +80,9 @@ fn header(out: &mut String, report: &Report) {
          profiling.\n\
          - **GFLOP/s**: analytic FLOPs (kernels_core::cost, multiply + add = 2) over the median. **%** is of the \
          roofline bound min(compute ceiling, intensity x copy bandwidth): the sgemm ceiling for CPU backends, \
-         the OpenCL GEMM ceiling for OpenCL.\n\
+         the OpenCL GEMM ceiling for OpenCL. The copy ceiling is DRAM bandwidth; small memory-bound kernels \
+         (conv db, pooling, the small linear layers) keep their working set in cache between repeats and can \
+         exceed 100% of it.\n\
          - **x naive**: naive f32 median / this median. **PyTorch ms**: DESIGN.md's reference (PyTorch 2, \
          oneDNN, 2 threads, this machine kind); not measured by this run.\n\
          - Charts: `<op>.svg` (GFLOP/s per shape, log scale) and `roofline.svg`.\n"
@@ -131,7 +138,7 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
         cells.extend(
             kinds
                 .iter()
-                .map(|k| find(k).map(|r| format!("{} ({}%)", sig(r.gflops), sig(r.pct_of_bound))).unwrap_or_else(dash)),
+                .map(|k| find(k).map(|r| format!("{} ({})", sig(r.gflops), pct(r.pct_of_bound))).unwrap_or_else(dash)),
         );
         if has_naive {
             cells.extend(kinds.iter().filter(|k| *k != "naive").map(|k| {
@@ -197,5 +204,6 @@ mod tests {
         assert_eq!(sig(12.345), "12.3");
         assert_eq!(sig(1.2345), "1.23");
         assert_eq!(sig(0.012345), "0.012");
+        assert_eq!((pct(45.6), pct(4.56)), ("46%".to_string(), "4.6%".to_string()));
     }
 }

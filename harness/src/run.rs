@@ -13,7 +13,7 @@ use crate::ceilings::{self, Ceiling};
 use crate::cli::{Args, Selection};
 use crate::error::{HarnessError, Result};
 use crate::machine::{Machine, Revision, utc_now};
-use crate::markdown::{self, sig};
+use crate::markdown::{self, pct, sig};
 use crate::measure::{Bound, DeviceProfile, Job, NoProfile};
 use crate::ops::{Op, Shape};
 use crate::problem::{Inputs, Oracle, upload};
@@ -37,7 +37,7 @@ struct Context<'a> {
 
 fn summary(r: &Record) -> String {
     format!(
-        "{} {} {}: {} ms [{}, {}] x{}, {} GFLOP/s ({}% of bound), max rel err {:.1e}",
+        "{} {} {}: {} ms [{}, {}] x{}, {} GFLOP/s ({} of bound), max rel err {:.1e}",
         r.op,
         r.shape,
         r.backend,
@@ -46,7 +46,7 @@ fn summary(r: &Record) -> String {
         sig(r.max_ms),
         r.repeats,
         sig(r.gflops),
-        sig(r.pct_of_bound),
+        pct(r.pct_of_bound),
         r.max_rel_err
     )
 }
@@ -136,7 +136,9 @@ fn setup(what: &str) -> impl Fn(String) -> HarnessError + '_ {
 pub fn run(args: &Args, command: String) -> Result<Report> {
     let selection = args.selection()?;
     let date_utc = utc_now();
-    let backends = Backends::build(&selection.backends, args.threads, args.opencl_device.as_deref())?;
+    let mut notes = Vec::new();
+    let backends = Backends::build(&selection, args.threads, args.opencl_device.as_deref(), &mut notes)?;
+    let selection = Selection { backends: backends.kinds(), ..selection };
     let total: usize = selection
         .shapes
         .iter()
@@ -166,7 +168,6 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     measure_all(&mut ctx, &backends, &selection)?;
     let records = std::mem::take(&mut ctx.records);
 
-    let mut notes = Vec::new();
     let lenet = if args.lenet {
         progress.note("LeNet training throughput");
         lenet_throughput::measure_all(&backends, &selection.backends, args.lenet_steps, args.quick, &mut notes)?
