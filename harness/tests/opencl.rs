@@ -63,9 +63,12 @@ impl LeNetStep {
         let logits = cl.linear_forward(&a4, &p[8], Some(&p[9])).unwrap();
         let (loss, dlogits) = cl.softmax_cross_entropy(&logits, &self.labels).unwrap();
         let g5 = cl.linear_backward(&a4, &p[8], &dlogits, GradRequest::ALL).unwrap();
-        let g4 = cl.linear_backward(&a3, &p[6], &cl.relu_backward(&z4, g5.dx.as_ref().unwrap()).unwrap(), GradRequest::ALL).unwrap();
-        let g3 =
-            cl.linear_backward(&flat, &p[4], &cl.relu_backward(&z3, g4.dx.as_ref().unwrap()).unwrap(), GradRequest::ALL).unwrap();
+        let g4 = cl
+            .linear_backward(&a3, &p[6], &cl.relu_backward(&z4, g5.dx.as_ref().unwrap()).unwrap(), GradRequest::ALL)
+            .unwrap();
+        let g3 = cl
+            .linear_backward(&flat, &p[4], &cl.relu_backward(&z3, g4.dx.as_ref().unwrap()).unwrap(), GradRequest::ALL)
+            .unwrap();
         let dp2 = cl.reshape(g3.dx.unwrap(), &[n, 16, 5, 5]).unwrap();
         let dz2 = cl.relu_backward(&z2, &cl.pool2d_backward(&a2, &dp2, &pool).unwrap()).unwrap();
         let g2 = cl.conv2d_backward(&p1, &p[2], &dz2, &c2, GradRequest::ALL).unwrap();

@@ -25,6 +25,18 @@
 //! - `KERNELS_OPENCL_GEMM_TILE`: "MRxNRxVW" overrides the NN GEMM register
 //!   tile (tuning runs). `KERNELS_OPENCL_LOCAL_GEMM=1|0` forces the
 //!   local-memory GEMM on or off (it is on for GPUs).
+//!   `KERNELS_OPENCL_GROUP=LXxLY` fixes the GEMM work-group shape and
+//!   `KERNELS_OPENCL_LINE_WG=N` the work-group of the row-wise kernels
+//!   (tuning runs only; the defaults come from the device limits).
+//!   [`Config`] overrides the first two from code.
+//!
+//! ## Profiling
+//! The queue has profiling on. [`OpenCl::profile`] sums kernel time and
+//! transfer time (upload, download, the loss) and counts launches and
+//! transfers since [`OpenCl::reset_profile`]; [`OpenCl::profile_by_kernel`]
+//! splits kernel time by kernel. Events are read lazily, so profiling does
+//! not serialise the queue. [`OpenCl::live_bytes`] counts the device bytes
+//! this backend holds (tensors and its one reused scratch buffer).
 //!
 //! With no OpenCL platform at all, [`OpenCl::new`] returns
 //! `Error::Device` saying so and how to install one (Debian:
@@ -34,7 +46,8 @@
 //! `cargo test -p kernels-opencl` checks every op against a host f64
 //! reference; the cross-backend proptest suite is `harness/tests/opencl.rs`.
 //! `cargo run --release -p kernels-opencl --example opencl_bench` validates, then
-//! times GEMM, conv and pooling and splits kernel from transfer time.
+//! times GEMM, conv and pooling and splits kernel from transfer time (see
+//! `OPTIMISATION.md` for the figures and how they were reached).
 
 mod backend;
 mod conv;

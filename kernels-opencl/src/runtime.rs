@@ -112,6 +112,17 @@ const SOURCES: [(&str, &str); 7] = [
     ("optim.cl", include_str!("cl/optim.cl")),
 ];
 
+/// Builds one program; a failure is `Error::Device` with the compiler's
+/// build log (ocl's build error carries it).
+fn build_program(context: &Context, chosen: &Chosen, file: &str, src: &str, options: &str) -> Result<Program> {
+    Program::builder()
+        .src(src)
+        .devices(chosen.device)
+        .cmplr_opt(options)
+        .build(context)
+        .map_err(|e| Error::Device(format!("building {file} with `{options}` failed:\n{e}")))
+}
+
 impl Runtime {
     pub fn new(chosen: Chosen, config: &crate::Config) -> Result<Self> {
         let context = Context::builder()
@@ -125,14 +136,7 @@ impl Runtime {
         let options = tiles.build_options();
         let mut programs = Vec::with_capacity(SOURCES.len());
         for (file, src) in SOURCES {
-            let program = Program::builder()
-                .src(src)
-                .devices(chosen.device)
-                .cmplr_opt(options.clone())
-                .build(&context)
-                // ocl's build error carries the compiler's build log.
-                .map_err(|e| Error::Device(format!("building {file} with `{options}` failed:\n{e}")))?;
-            programs.push((file, program));
+            programs.push((file, build_program(&context, &chosen, file, src, &options)?));
         }
         Ok(Self {
             queue,
@@ -381,5 +385,21 @@ impl Runtime {
         let mut v: Vec<_> = log.by_kernel.iter().map(|(k, (ns, n))| (*k, *ns, *n)).collect();
         v.sort_by_key(|entry| std::cmp::Reverse(entry.1));
         Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_failure_carries_the_build_log() {
+        let chosen = crate::device::default_device().expect("an OpenCL device");
+        let context = Context::builder().platform(chosen.platform).devices(chosen.device).build().unwrap();
+        let broken = "__kernel void broken(__global float* x) { x[0] = undefined_name; }";
+        let err = build_program(&context, &chosen, "broken.cl", broken, "-D X=1").unwrap_err().to_string();
+        assert!(err.contains("broken.cl") && err.contains("undefined_name"), "{err}");
+        let fine = "__kernel void fine(__global float* x) { x[0] = X; }";
+        build_program(&context, &chosen, "fine.cl", fine, "-D X=1").unwrap();
     }
 }

@@ -41,10 +41,8 @@ fn problems(backends: &[OpenCl], only: Option<&str>) -> Result<Vec<Problem>> {
         let g = case.geometry()?;
         let params = case.params();
         let (x, w, b) = (random(&g.x_shape(), 1), random(&g.w_shape(), 2), random(&g.b_shape(), 3));
-        let dev: Vec<_> = backends
-            .iter()
-            .map(|cl| Ok((cl.upload(&x)?, cl.upload(&w)?, cl.upload(&b)?)))
-            .collect::<Result<_>>()?;
+        let dev: Vec<_> =
+            backends.iter().map(|cl| Ok((cl.upload(&x)?, cl.upload(&w)?, cl.upload(&b)?))).collect::<Result<_>>()?;
         out.push((
             format!("{} forward", case.name),
             cost::conv2d_forward(&g, true, 4).flops,

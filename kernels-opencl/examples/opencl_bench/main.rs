@@ -37,7 +37,8 @@ struct Options {
 }
 
 fn parse_args() -> std::result::Result<Options, String> {
-    let mut o = Options { what: "all".into(), reps: 10, config: Config::default(), device: None, only: None, compare: None };
+    let mut o =
+        Options { what: "all".into(), reps: 10, config: Config::default(), device: None, only: None, compare: None };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
