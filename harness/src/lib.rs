@@ -49,6 +49,8 @@ pub mod ceilings;
 pub mod charts;
 pub mod cli;
 pub mod error;
+#[cfg(test)]
+mod faulty;
 pub mod lenet_throughput;
 pub mod machine;
 pub mod markdown;

@@ -160,3 +160,72 @@ impl<B: Backend<Elem = f32>> Job<'_, B> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::faulty::Faulty;
+    use crate::problem::{Inputs, Oracle, upload};
+    use kernels_naive::Naive;
+
+    fn run_on(backend: &Faulty) -> Result<Record> {
+        let shape = Shape::parse("lenet-c2").unwrap();
+        let op = Op::ConvForward;
+        let inputs = Inputs::generate(&shape).unwrap();
+        let mut oracle = Oracle::new(Naive::<f64>::new());
+        oracle.prepare(op, &shape, &inputs).unwrap();
+        let expected = oracle.expected(op, &shape).unwrap();
+        let device = upload(backend, &inputs).unwrap();
+        let bound = Bound { compute_name: "sgemm".into(), compute_gflops: 100.0, bandwidth_gbps: 10.0 };
+        let job = Job {
+            backend,
+            kind: "faulty",
+            profile: &NoProfile,
+            op,
+            shape: &shape,
+            inputs: &device,
+            expected: &expected,
+            policy: &Policy::quick(),
+            bound: &bound,
+        };
+        job.run()
+    }
+
+    #[test]
+    fn a_right_kernel_is_timed_and_costed() {
+        let record = run_on(&Faulty::new(usize::MAX)).unwrap();
+        assert_eq!(
+            (record.op.as_str(), record.shape.as_str(), record.backend.as_str()),
+            ("conv-fwd", "lenet-c2", "faulty")
+        );
+        assert!(record.repeats >= Policy::quick().min_repeats);
+        assert!(record.min_ms <= record.median_ms && record.median_ms <= record.max_ms);
+        assert_eq!(record.flops, 2 * 256 * 16 * 10 * 10 * 6 * 25);
+        assert!(record.gflops > 0.0 && record.max_abs_err < 1e-4, "{record:?}");
+    }
+
+    #[test]
+    fn a_wrong_kernel_is_never_timed() {
+        let backend = Faulty::new(1);
+        match run_on(&backend) {
+            Err(HarnessError::Validation { stage, op, shape, backend: kind, detail }) => {
+                assert_eq!(
+                    (stage, op.as_str(), shape.as_str(), kind.as_str()),
+                    ("before timing", "conv-fwd", "lenet-c2", "faulty")
+                );
+                assert!(detail.contains("y: 1 of") && detail.contains("[0]"), "{detail}");
+            }
+            other => panic!("expected a validation failure, got {other:?}"),
+        }
+        // Only the validating call ran.
+        assert_eq!(backend.conv_forward_calls(), 1);
+    }
+
+    #[test]
+    fn a_kernel_that_goes_wrong_while_timed_is_caught_after_timing() {
+        match run_on(&Faulty::new(3)) {
+            Err(HarnessError::Validation { stage, .. }) => assert_eq!(stage, "after timing"),
+            other => panic!("expected a validation failure after timing, got {other:?}"),
+        }
+    }
+}
