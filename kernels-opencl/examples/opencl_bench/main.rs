@@ -152,23 +152,31 @@ fn check(what: &str, actual: &[f32], expected: &[f64], terms: usize) -> Result<(
 }
 
 fn bench_gemm(cl: &OpenCl, reps: usize, only: Option<&str>) -> Result<()> {
-    for n in [256, 1024, 2048].into_iter().filter(|n| only.is_none_or(|o| format!("gemm n={n}").contains(o))) {
-        let (a, b) = (random(&[n, n], 1), random(&[n, n], 2));
+    // Square sizes, then the GEMM shapes inside two suite convs (per image:
+    // filters x C·R·S x OH·OW) to separate shape effects from conv overheads.
+    let shapes = [(256, 256, 256), (1024, 1024, 1024), (2048, 2048, 2048), (64, 576, 3136), (64, 363, 3025)];
+    for (m, k, n) in shapes.into_iter().filter(|&(m, k, n)| only.is_none_or(|o| gemm_name(m, k, n).contains(o))) {
+        let (a, b) = (random(&[m, k], 1), random(&[k, n], 2));
         let (ad, bd) = (cl.upload(&a)?, cl.upload(&b)?);
         // Validate 512 sampled entries against f64 dot products.
         let c = cl.download(&cl.matmul(&ad, &bd)?)?;
         let mut rng = SplitMix64::new(3);
         let (mut got, mut want) = (Vec::new(), Vec::new());
         for _ in 0..512 {
-            let (i, j) = (rng.below(n), rng.below(n));
+            let (i, j) = (rng.below(m), rng.below(n));
             got.push(c.data()[i * n + j]);
-            want.push((0..n).map(|k| f64::from(a.data()[i * n + k]) * f64::from(b.data()[k * n + j])).sum::<f64>());
+            want.push((0..k).map(|q| f64::from(a.data()[i * k + q]) * f64::from(b.data()[q * n + j])).sum::<f64>());
         }
-        check(&format!("gemm n={n}"), &got, &want, n)?;
+        let name = gemm_name(m, k, n);
+        check(&name, &got, &want, k)?;
         let (s, p) = time(cl, reps, || cl.matmul(&ad, &bd))?;
-        report(&format!("gemm n={n}"), 2 * (n as u64).pow(3), &s, &p);
+        report(&name, 2 * (m * k * n) as u64, &s, &p);
     }
     Ok(())
+}
+
+fn gemm_name(m: usize, k: usize, n: usize) -> String {
+    if m == k && k == n { format!("gemm n={n}") } else { format!("gemm {m}x{k}x{n}") }
 }
 
 /// The first image of a batch, as a host tensor.
