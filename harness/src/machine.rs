@@ -13,6 +13,11 @@ pub struct Machine {
     pub cpu_model: String,
     /// Logical CPUs the process may use.
     pub cores: usize,
+    /// The SIMD extensions the kernels care about, of those the CPU has
+    /// (avx2, fma, avx512f).
+    pub simd: Vec<String>,
+    /// MemTotal from /proc/meminfo, in GiB.
+    pub memory_gib: f64,
     pub os: String,
 }
 
@@ -25,7 +30,26 @@ impl Machine {
             .unwrap_or("unknown CPU")
             .to_string();
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        Machine { cpu_model, cores, os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH) }
+        let flags: Vec<&str> = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("flags").and_then(|rest| rest.split_once(':')).map(|(_, v)| v))
+            .map(|v| v.split_whitespace().collect())
+            .unwrap_or_default();
+        let simd = ["avx2", "fma", "avx512f"].iter().filter(|f| flags.contains(f)).map(|f| f.to_string()).collect();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cpu_model,
+            cores,
+            simd,
+            memory_gib: mem_kib / (1024.0 * 1024.0),
+            os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+        }
     }
 }
 

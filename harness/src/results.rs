@@ -151,7 +151,8 @@ field names.
   "date_utc": "2026-11-22T02:40:00Z",        system clock when the run started
   "command": "harness --out reports --lenet", the run's arguments
   "revision": { "commit": "ff222e3", "dirty": false },   git rev-parse --short HEAD; tracked files changed?
-  "machine": { "cpu_model": "AMD EPYC ...", "cores": 2, "os": "linux x86_64" },
+  "machine": { "cpu_model": "AMD EPYC", "cores": 2, "simd": ["avx2", "fma", "avx512f"],
+               "memory_gib": 23.4, "os": "linux x86_64" },   from /proc/cpuinfo and /proc/meminfo
   "threads": 2,                               CPU threads of im2col and the CPU ceilings
   "opencl_device": "Portable Computing Language / pthread-...", or null when OpenCL was not run
   "quick": false,                             --quick: few repeats, for CI, not for reading

@@ -168,13 +168,13 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     measure_all(&mut ctx, &backends, &selection)?;
     let records = std::mem::take(&mut ctx.records);
 
+    progress.finish();
     let lenet = if args.lenet {
-        progress.note("LeNet training throughput");
+        eprintln!("LeNet training throughput");
         lenet_throughput::measure_all(&backends, &selection.backends, args.lenet_steps, args.quick, &mut notes)?
     } else {
         Vec::new()
     };
-    progress.finish();
 
     let mut report = Report {
         schema: Report::SCHEMA,
