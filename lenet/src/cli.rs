@@ -296,7 +296,7 @@ pub fn session<B: Backend>(
         trainer.model.arch.activation.name(),
         trainer.model.arch.pool.name(),
         trainer.optimizer.name(),
-        trainer.optimizer.lr(),
+        short_float(trainer.optimizer.lr()),
         train.len(),
         files.dir.display(),
         test.len()
@@ -316,6 +316,11 @@ pub fn session<B: Backend>(
         report::print_profile(rows, &report.epochs);
     }
     outcome.map(|_| ())
+}
+
+/// 0.9, 0.001, 1e-5, 1e30: plain when short, scientific otherwise.
+fn short_float(v: f64) -> String {
+    if v != 0.0 && !(1e-3..1e4).contains(&v.abs()) { format!("{v:e}") } else { format!("{v}") }
 }
 
 fn with_lr(opt: Optimizer, lr: f64) -> Optimizer {
