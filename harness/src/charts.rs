@@ -231,3 +231,24 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     written.extend(roofline(report, dir)?);
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::sample_report;
+
+    #[test]
+    fn charts_are_written_with_labels() {
+        let dir = std::env::temp_dir().join(format!("harness-charts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let report = sample_report(&[("naive", 40.0), ("im2col", 2.0), ("opencl", 4.0)]);
+        let files = write_all(&report, &dir).unwrap();
+        let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["conv-fwd.svg", "roofline.svg"]);
+        let bars = std::fs::read_to_string(dir.join("conv-fwd.svg")).unwrap();
+        assert!(bars.contains("lenet-c2") && bars.contains("im2col") && bars.contains("61.4"), "{bars}");
+        let roof = std::fs::read_to_string(dir.join("roofline.svg")).unwrap();
+        assert!(roof.contains("CPU roof") && roof.contains("<circle"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -121,6 +121,11 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
         head.push("PyTorch ms".into());
     }
     head.extend(kinds.iter().map(|k| format!("{k} GFLOP/s (%)")));
+    // Pooling and db move data rather than compute: show their bandwidth too.
+    let memory_bound = matches!(op, Op::PoolForward | Op::PoolBackward | Op::ConvBackwardDb);
+    if memory_bound {
+        head.extend(kinds.iter().map(|k| format!("{k} GB/s")));
+    }
     if has_naive {
         head.extend(kinds.iter().filter(|k| *k != "naive").map(|k| format!("{k} x naive")));
     }
@@ -146,6 +151,9 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
                 .iter()
                 .map(|k| find(k).map(|r| format!("{} ({})", sig(r.gflops), pct(r.pct_of_bound))).unwrap_or_else(dash)),
         );
+        if memory_bound {
+            cells.extend(kinds.iter().map(|k| find(k).map(|r| sig(r.gbps)).unwrap_or_else(dash)));
+        }
         if has_naive {
             cells.extend(kinds.iter().filter(|k| *k != "naive").map(|k| {
                 find(k).and_then(|r| r.speedup_vs_naive).map(|s| format!("{}x", sig(s))).unwrap_or_else(dash)
@@ -203,6 +211,19 @@ pub fn render(report: &Report) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::results::sample_report;
+
+    #[test]
+    fn render_puts_backends_side_by_side_with_the_speedup() {
+        let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0)]);
+        report.fill_speedups();
+        let md = render(&report);
+        assert!(md.contains("| naive ms | im2col ms | PyTorch ms |"), "{md}");
+        assert!(md.contains("| lenet-c2 | 256x6x14x14, 16x5x5 s1 p0 | 123 | 40.0 | 2.00 | 0.410 |"), "{md}");
+        assert!(md.contains("| 20.0x |"), "{md}");
+        assert!(md.contains("abc1234") && md.contains("![conv-fwd](conv-fwd.svg)"));
+        assert!(!md.contains("## max pool forward"), "ops without records get no table");
+    }
 
     #[test]
     fn sig_keeps_about_three_figures() {

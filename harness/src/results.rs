@@ -137,6 +137,54 @@ impl Report {
     }
 }
 
+/// A small report with one conv-fwd lenet-c2 record per (backend, median ms),
+/// for the writers' tests.
+#[cfg(test)]
+pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
+    use crate::timing::Stats;
+    let record = |backend: &str, median_ms: f64| Record {
+        op: "conv-fwd".into(),
+        shape: "lenet-c2".into(),
+        backend: backend.into(),
+        backend_name: backend.into(),
+        threads: 2,
+        flops: 122_880_000,
+        bytes: 1_000_000,
+        intensity: 122.88,
+        repeats: 5,
+        median_ms,
+        min_ms: median_ms * 0.9,
+        max_ms: median_ms * 1.2,
+        gflops: 122.88 / median_ms,
+        gbps: 1.0 / median_ms,
+        bound_gflops: 100.0,
+        compute_ceiling: "sgemm".into(),
+        pct_of_bound: 122.88 / median_ms,
+        speedup_vs_naive: None,
+        pytorch_ms: Some(0.41),
+        max_abs_err: 1e-6,
+        max_rel_err: 1e-5,
+        tolerances: vec!["y: test".into()],
+        device_split: None,
+    };
+    let stats = Stats { repeats: 3, median_s: 0.1, min_s: 0.09, max_s: 0.12 };
+    let ceiling = |unit| Ceiling { what: "test".into(), rate: 100.0, unit, timing: stats };
+    Report {
+        schema: Report::SCHEMA,
+        date_utc: "2026-01-01T00:00:00Z".into(),
+        command: "harness".into(),
+        revision: Revision { commit: "abc1234".into(), dirty: false },
+        machine: Machine { cpu_model: "cpu".into(), cores: 2, simd: vec![], memory_gib: 1.0, os: "os".into() },
+        threads: 2,
+        opencl_device: None,
+        quick: false,
+        ceilings: Ceilings { sgemm: ceiling("GFLOP/s"), copy: ceiling("GB/s"), opencl_gemm: None },
+        records: records.iter().map(|&(b, ms)| record(b, ms)).collect(),
+        lenet: vec![],
+        notes: vec![],
+    }
+}
+
 /// SCHEMA.md, written beside results.json.
 pub const SCHEMA_MD: &str = r#"# results.json, schema version 1
 
