@@ -233,7 +233,9 @@ __kernel void gemm_nt(const int M, const int N, const int K,
     if (i0 >= M || j0 >= N) return;
     const int z = get_global_id(2);
     size_t arow[NT_MR], brow[NT_NR];
+#pragma unroll
     for (int r = 0; r < NT_MR; ++r) arow[r] = (size_t)min(i0 + r, M - 1) * lda;
+#pragma unroll
     for (int c = 0; c < NT_NR; ++c) brow[c] = (size_t)min(j0 + c, N - 1) * ldb;
     VEC acc[NT_MR][NT_NR];
     float tail[NT_MR][NT_NR];
@@ -262,20 +264,25 @@ __kernel void gemm_nt(const int M, const int N, const int K,
                 for (int c = 0; c < NT_NR; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
         }
         for (int k = kv; k < K; ++k)
+#pragma unroll
             for (int r = 0; r < NT_MR; ++r)
+#pragma unroll
                 for (int c = 0; c < NT_NR; ++c) tail[r][c] = fma(Ab[arow[r] + k], Bb[brow[c] + k], tail[r][c]);
     }
     __global float* Cb = C + c_off + (reduce ? 0 : (size_t)z * c_bs);
+    // Fully unrolled with constant indices (no break), so the accumulators
+    // stay in registers rather than in an addressable stack array.
+#pragma unroll
     for (int r = 0; r < NT_MR; ++r) {
-        const int i = i0 + r;
-        if (i >= M) break;
+#pragma unroll
         for (int c = 0; c < NT_NR; ++c) {
-            const int j = j0 + c;
-            if (j >= N) break;
-            float out = hsum(acc[r][c]) + tail[r][c];
-            out += bias_mode == 1 ? bias[i] : (bias_mode == 2 ? bias[j] : 0.0f);
-            __global float* dst = Cb + (size_t)i * ldc + j;
-            *dst = accumulate ? *dst + out : out;
+            const int i = i0 + r, j = j0 + c;
+            if (i < M && j < N) {
+                float out = hsum(acc[r][c]) + tail[r][c];
+                out += bias_mode == 1 ? bias[i] : (bias_mode == 2 ? bias[j] : 0.0f);
+                __global float* dst = Cb + (size_t)i * ldc + j;
+                *dst = accumulate ? *dst + out : out;
+            }
         }
     }
 }
