@@ -20,19 +20,39 @@ use rayon::prelude::*;
 use crate::HostGrads;
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
-use crate::unfold::{col2im, im2col};
+use crate::unfold::{Input, col2im, im2col, phase, phased_floats};
 
 /// One worker's buffers: a col tile and, for multi-image tiles, the
 /// gathered [k, images x pixels] output or output gradient.
 struct Scratch {
     col: Vec<f32>,
     gather: Vec<f32>,
+    phased: Vec<f32>,
 }
 
 impl Scratch {
     fn new(g: &ConvGeometry, plan: &ConvPlan) -> Self {
-        Self { col: vec![0.0; plan.col_floats(g)], gather: vec![0.0; plan.gather_floats(g)] }
+        Self {
+            col: vec![0.0; plan.col_floats(g)],
+            gather: vec![0.0; plan.gather_floats(g)],
+            phased: vec![0.0; plan.phased_floats(g)],
+        }
     }
+}
+
+/// The inputs im2col reads for a group of images: phased copies of them,
+/// made once here for all their tiles, when the plan says so.
+fn inputs<'a>(g: &ConvGeometry, plan: &ConvPlan, x_group: &'a [f32], phased: &'a mut [f32]) -> Vec<Input<'a>> {
+    let image_in = g.c * g.h * g.w;
+    if !plan.phased {
+        return x_group.chunks_exact(image_in).map(Input::Plain).collect();
+    }
+    let per_image = phased_floats(g);
+    let phased = &mut phased[..x_group.len() / image_in * per_image];
+    for (x_image, out) in x_group.chunks_exact(image_in).zip(phased.chunks_exact_mut(per_image)) {
+        phase(g, x_image, out);
+    }
+    phased.chunks_exact(per_image).map(Input::Phased).collect()
 }
 
 /// y [n, k, oh, ow] = x ⋆ w + b.
@@ -60,7 +80,7 @@ pub(crate) fn forward(
         groups.for_each_init(scratch, |s, (y_group, x_group)| forward_group(g, &plan, x_group, w, bias, y_group, s));
     } else if g.n >= threads {
         y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(scratch, |s, (y_image, x_image)| {
-            forward_rows(g, &plan, x_image, w, bias, y_image, &mut s.col);
+            forward_rows(g, &plan, x_image, w, bias, y_image, s);
         });
     } else {
         // Too few images to keep every thread busy: split the filters too.
@@ -70,7 +90,7 @@ pub(crate) fn forward(
             blocks.for_each_init(scratch, |s, (i, y_rows)| {
                 let (k0, k1) = (i * filters_per_block, i * filters_per_block + y_rows.len() / pixels);
                 let b = bias.map(|b| &b[k0..k1]);
-                forward_rows(g, &plan, x_image, &w[k0 * crs..k1 * crs], b, y_rows, &mut s.col);
+                forward_rows(g, &plan, x_image, &w[k0 * crs..k1 * crs], b, y_rows, s);
             });
         });
     }
@@ -93,11 +113,12 @@ fn forward_group(
     let images = x_group.len() / image_in;
     let columns = images * pixels;
     let gather = &mut s.gather[..g.k * columns];
+    let sources = inputs(g, plan, x_group, &mut s.phased);
     for tile in plan.tiles(g) {
         let rows = tile.rows(g);
         let col = &mut s.col[..rows * columns];
-        for (i, x_image) in x_group.chunks_exact(image_in).enumerate() {
-            im2col(g, x_image, tile, &mut col[i * pixels..], columns);
+        for (i, &input) in sources.iter().enumerate() {
+            im2col(g, input, tile, &mut col[i * pixels..], columns);
         }
         let w_tile = mat(&w[tile.c0 * taps..], View::strided(g.k, rows, crs));
         let beta = if tile.c0 == 0 { 0.0 } else { 1.0 };
@@ -119,6 +140,7 @@ fn forward_group(
         }
     }
 }
+
 /// Rows y_rows [kr, P] of one image from the matching filters w_rows
 /// [kr, C·R·S].
 fn forward_rows(
@@ -128,7 +150,7 @@ fn forward_rows(
     w_rows: &[f32],
     bias: Option<&[f32]>,
     y_rows: &mut [f32],
-    col: &mut [f32],
+    s: &mut Scratch,
 ) {
     let pixels = g.oh * g.ow;
     let filters = y_rows.len() / pixels;
@@ -146,10 +168,11 @@ fn forward_rows(
         }
         ConvPath::Unfold | ConvPath::Direct => {
             let taps = g.r * g.s;
+            let sources = inputs(g, plan, x_image, &mut s.phased);
             for tile in plan.tiles(g) {
                 let (rows, pb) = (tile.rows(g), tile.pixels());
-                let col = &mut col[..rows * pb];
-                im2col(g, x_image, tile, col, pb);
+                let col = &mut s.col[..rows * pb];
+                im2col(g, sources[0], tile, col, pb);
                 let vw = View::strided(filters, rows, crs);
                 let vy = View::strided(filters, pb, pixels);
                 let (w_tile, y_tile) = (&w_rows[tile.c0 * taps..], &mut y_rows[tile.p0..]);
@@ -310,6 +333,7 @@ fn backward_group(
         }
         (gather, columns)
     };
+    let sources = if need.dw { inputs(g, plan, x_group, &mut s.phased) } else { Vec::new() };
     for tile in plan.tiles(g) {
         let (rows, pb) = (tile.rows(g), tile.pixels());
         let columns = images * pb;
@@ -318,8 +342,8 @@ fn backward_group(
         let dy_tile = mat(&dy_source[tile.p0..], View::strided(g.k, columns, dy_stride));
         let vw_tile = View::strided(g.k, rows, crs);
         if need.dw {
-            for (i, x_image) in x_group.chunks_exact(image_in).enumerate() {
-                im2col(g, x_image, tile, &mut col[i * pb..], columns);
+            for (i, &input) in sources.iter().enumerate() {
+                im2col(g, input, tile, &mut col[i * pb..], columns);
             }
             sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
         }

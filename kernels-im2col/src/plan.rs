@@ -15,7 +15,7 @@
 
 use kernels_core::{ConvGeometry, Error, Result};
 
-use crate::unfold::Tile;
+use crate::unfold::{Tile, phased_floats};
 
 /// No call may plan more scratch than this (64 MiB), whatever the batch.
 pub const SCRATCH_LIMIT_BYTES: usize = 64 << 20;
@@ -32,6 +32,9 @@ pub const TILE_COLUMNS: usize = 512;
 /// Fewest output pixels a tile holds (when the image has that many), so the
 /// GEMM's n dimension never gets too thin to run at speed.
 const MIN_TILE_PIXELS: usize = 64;
+
+/// Most floats the phased copies of one tile's images may take (1 MiB).
+const PHASED_MAX_FLOATS: usize = 1 << 18;
 
 /// The register tile width of the sgemm kernel: pixel blocks are rounded to
 /// a multiple of it.
@@ -75,6 +78,9 @@ pub struct ConvPlan {
     pub images_per_tile: usize,
     pub channels_per_tile: usize,
     pub pixels_per_tile: usize,
+    /// Column stride > 1 and the images of a tile small enough: im2col reads
+    /// a phased copy of them (unfold.rs) instead of gathering.
+    pub phased: bool,
 }
 
 /// Floats of one zero-padded input image, the direct kernel's scratch.
@@ -98,15 +104,23 @@ impl ConvPlan {
                 images_per_tile: 1,
                 channels_per_tile: g.c,
                 pixels_per_tile: pixels,
+                phased: false,
             };
         }
+        let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
         // The direct kernel pads one image per worker; beyond a tile's worth
         // of floats the unfold path, whose scratch is bounded, takes over.
         let path =
             if crate::direct::applies(g) && padded_floats(g) <= floats { ConvPath::Direct } else { ConvPath::Unfold };
         if images > 1 {
             let channels = (floats / (taps * pixels * images)).clamp(1, g.c);
-            return Self { path, images_per_tile: images, channels_per_tile: channels, pixels_per_tile: pixels };
+            return Self {
+                path,
+                images_per_tile: images,
+                channels_per_tile: channels,
+                pixels_per_tile: pixels,
+                phased,
+            };
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
         let channels = (floats / (taps * min_pixels)).clamp(1, g.c);
@@ -114,7 +128,7 @@ impl ConvPlan {
         if pixels_per_tile < pixels {
             pixels_per_tile = (pixels_per_tile / PIXEL_ALIGN * PIXEL_ALIGN).max(min_pixels);
         }
-        Self { path, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile }
+        Self { path, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile, phased }
     }
 
     /// GEMM columns of a full tile: images x pixels.
@@ -138,14 +152,19 @@ impl ConvPlan {
         if self.images_per_tile > 1 { g.k * self.columns() } else { 0 }
     }
 
+    /// Floats of the phased copies of a tile's images (0 when not phased).
+    pub fn phased_floats(&self, g: &ConvGeometry) -> usize {
+        if self.phased { self.images_per_tile * phased_floats(g) } else { 0 }
+    }
+
     /// Scratch bytes a call plans with `workers` concurrent workers: a col
     /// tile and a gather buffer each (a padded image on the direct path's
     /// forward), plus a partial dW each in backward.
     pub fn scratch_bytes(&self, g: &ConvGeometry, workers: usize, backward: bool) -> usize {
         let per_worker = match (backward, self.path) {
-            (true, _) => self.col_floats(g) + self.gather_floats(g) + g.k * g.c * g.r * g.s,
+            (true, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g) + g.k * g.c * g.r * g.s,
             (false, ConvPath::Direct) => padded_floats(g),
-            (false, _) => self.col_floats(g) + self.gather_floats(g),
+            (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
         workers.saturating_mul(per_worker).saturating_mul(size_of::<f32>())
     }

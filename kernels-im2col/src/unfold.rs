@@ -81,17 +81,66 @@ fn tap_columns(g: &ConvGeometry, s: usize) -> (usize, usize, isize) {
     (lo, hi, offset)
 }
 
-/// col [tile.rows, tile.pixels] from one image x [c, h, w]; col rows lie
-/// `ld` apart (ld > tile.pixels when several images share one col tile).
-pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f32], ld: usize) {
+/// Where im2col reads an image from.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Input<'a> {
+    /// The image as it is, x [c, h, w].
+    Plain(&'a [f32]),
+    /// The image split by input column phase (see [`phase`]), so that a
+    /// strided tap reads consecutive elements.
+    Phased(&'a [f32]),
+}
+
+/// Floats of one phased image: [c, h, sw, ⌈w / sw⌉].
+pub(crate) fn phased_floats(g: &ConvGeometry) -> usize {
+    let sw = g.params.stride[1];
+    g.c * g.h * sw * g.w.div_ceil(sw)
+}
+
+/// Splits each input row by column phase: out[c][ih][iw mod sw][iw / sw] =
+/// x[c][ih][iw]. With column stride sw > 1, tap s of output column ow reads
+/// iw = ow·sw + offset, which is element ow + ⌊offset / sw⌋ of phase
+/// offset mod sw: consecutive output columns read consecutive elements, so
+/// im2col copies instead of gathering (once per image, not once per tap).
+pub(crate) fn phase(g: &ConvGeometry, x_image: &[f32], out: &mut [f32]) {
+    let sw = g.params.stride[1];
+    let quotient = g.w.div_ceil(sw);
+    for (row_in, row_out) in x_image.chunks_exact(g.w).zip(out.chunks_exact_mut(sw * quotient)) {
+        for (p, dst) in row_out.chunks_exact_mut(quotient).enumerate() {
+            // Slots past the row's end in the last phases are never read.
+            for (d, v) in dst.iter_mut().zip(row_in[p.min(g.w)..].iter().step_by(sw)) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// col [tile.rows, tile.pixels] from one image; col rows lie `ld` apart
+/// (ld > tile.pixels when several images share one col tile).
+pub(crate) fn im2col(g: &ConvGeometry, input: Input<'_>, tile: Tile, col: &mut [f32], ld: usize) {
     let sw = g.params.stride[1];
     let pixels = tile.pixels();
+    // An input row's length in the source, and how far one output column
+    // moves the read: sw elements in the plain image, 1 in the phased one.
+    let (data, row_len, step) = match input {
+        Input::Plain(x) => (x, g.w, sw),
+        Input::Phased(x) => (x, sw * g.w.div_ceil(sw), 1),
+    };
     let mut row = 0;
     for c in tile.c0..tile.c1 {
-        let plane = &x_image[c * g.h * g.w..][..g.h * g.w];
+        let plane = &data[c * g.h * row_len..][..g.h * row_len];
         for r in 0..g.r {
             for s in 0..g.s {
                 let (lo, hi, offset) = tap_columns(g, s);
+                // Source index of output column 0 within an input row
+                // (it may be negative: column 0 may read the padding).
+                let tap_at = match input {
+                    Input::Plain(_) => offset,
+                    Input::Phased(_) => {
+                        let sw = sw as isize;
+                        offset.rem_euclid(sw) * g.w.div_ceil(sw as usize) as isize + offset.div_euclid(sw)
+                    }
+                };
                 let out = &mut col[row * ld..][..pixels];
                 for_each_segment(g, tile, r, |j, ow_start, len, ih| {
                     let seg = &mut out[j..j + len];
@@ -107,12 +156,12 @@ pub(crate) fn im2col(g: &ConvGeometry, x_image: &[f32], tile: Tile, col: &mut [f
                     before.fill(0.0);
                     after.fill(0.0);
                     if !inside.is_empty() {
-                        let iw = (a as isize * sw as isize + offset) as usize;
-                        let src = &plane[ih * g.w + iw..];
-                        if sw == 1 {
+                        let at = (a as isize * step as isize + tap_at) as usize;
+                        let src = &plane[ih * row_len + at..];
+                        if step == 1 {
                             inside.copy_from_slice(&src[..inside.len()]);
                         } else {
-                            for (o, v) in inside.iter_mut().zip(src.iter().step_by(sw)) {
+                            for (o, v) in inside.iter_mut().zip(src.iter().step_by(step)) {
                                 *o = *v;
                             }
                         }
@@ -178,13 +227,34 @@ mod tests {
     }
 
     #[test]
+    fn phased_input_unfolds_like_the_plain_image() {
+        // Column strides 2 and 3 with padding and dilation, several tiles.
+        for (stride, dilation) in [([1, 2], [1, 1]), ([2, 3], [1, 2]), ([1, 4], [2, 1])] {
+            let params = Conv2d { stride, padding: [1, 2], dilation };
+            let g = ConvGeometry::from_dims([1, 2, 7, 11], [1, 3, 4], &params).unwrap();
+            let x: Vec<f32> = (0..2 * 7 * 11).map(|v| v as f32).collect();
+            let mut phased = vec![f32::NAN; phased_floats(&g)];
+            phase(&g, &x, &mut phased);
+            let pixels = g.oh * g.ow;
+            for (p0, p1) in [(0, pixels), (1, pixels / 2), (pixels / 2, pixels)] {
+                let tile = Tile { c0: 0, c1: 2, p0, p1 };
+                let rows = tile.rows(&g);
+                let (mut plain, mut split) = (vec![1.0; rows * (p1 - p0)], vec![2.0; rows * (p1 - p0)]);
+                im2col(&g, Input::Plain(&x), tile, &mut plain, p1 - p0);
+                im2col(&g, Input::Phased(&phased), tile, &mut split, p1 - p0);
+                assert_eq!(plain, split, "{params:?} pixels {p0}..{p1}");
+            }
+        }
+    }
+
+    #[test]
     fn im2col_of_the_worked_example() {
         // x = arange(16) as 4x4, 2x2 kernel, padding 1: first tap row.
         let g = ConvGeometry::from_dims([1, 1, 4, 4], [1, 2, 2], &Conv2d::new(1, 1)).unwrap();
         let x: Vec<f32> = (0..16).map(|v| v as f32).collect();
         let tile = Tile { c0: 0, c1: 1, p0: 0, p1: 25 };
         let mut col = vec![f32::NAN; 4 * 25];
-        im2col(&g, &x, tile, &mut col, 25);
+        im2col(&g, Input::Plain(&x), tile, &mut col, 25);
         // Tap (0, 0) at output (oh, ow) reads x[oh − 1][ow − 1].
         let expect: Vec<f32> = (0..25)
             .map(|p| if p / 5 == 0 || p % 5 == 0 { 0.0 } else { ((p / 5 - 1) * 4 + p % 5 - 1) as f32 })
