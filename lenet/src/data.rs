@@ -212,7 +212,8 @@ const STEMS: [&str; 4] =
 
 impl DataFiles {
     /// The directory from `--data`, else `$FASHION_MNIST_DIR`, else
-    /// [`DEFAULT_DIR`]; each file may be raw or `.gz`. A missing file gives
+    /// [`DEFAULT_DIR`]; each file may be raw or `.gz`, and named
+    /// `train-images-idx3-ubyte` or `train-images.idx3-ubyte`. A missing file gives
     /// [`LenetError::DataMissing`] listing every path tried.
     pub fn locate(flag: Option<&Path>) -> Result<Self> {
         let env = std::env::var_os(DIR_ENV).filter(|v| !v.is_empty());
@@ -221,13 +222,21 @@ impl DataFiles {
             (None, Some(env)) => (PathBuf::from(env), "from FASHION_MNIST_DIR"),
             (None, None) => (PathBuf::from(DEFAULT_DIR), "the default"),
         };
+        if !dir.is_dir() {
+            return Err(LenetError::DataMissing {
+                tried: vec![format!("{} ({origin}): no such directory", dir.display())],
+            });
+        }
         let mut found = Vec::with_capacity(4);
         let mut tried = Vec::new();
         for stem in STEMS {
-            let candidates = [dir.join(format!("{stem}.gz")), dir.join(stem)];
+            // Some MNIST copies write `train-images.idx3-ubyte`: accept that spelling too.
+            let dotted = stem.replacen("s-idx", "s.idx", 1);
+            let candidates =
+                [dir.join(format!("{stem}.gz")), dir.join(stem), dir.join(format!("{dotted}.gz")), dir.join(&dotted)];
             match candidates.iter().find(|p| p.is_file()) {
                 Some(p) => found.push(p.clone()),
-                None => tried.extend(candidates.iter().map(|p| format!("{} ({origin})", p.display()))),
+                None => tried.push(format!("{}[.gz] and {dotted}[.gz] ({origin})", dir.join(stem).display())),
             }
         }
         if !tried.is_empty() {

@@ -59,6 +59,7 @@
 //! ## Data
 //!
 //! [`data`] reads IDX files, gzip-compressed or raw (the gzip magic decides),
+//! named `train-images-idx3-ubyte` or MNIST's `train-images.idx3-ubyte`,
 //! and checks the magic numbers, the dimensions (28x28 images), that the
 //! payload is exactly as long as the dimensions say, that image and label
 //! counts match and that labels are below 10; any violation is an error naming

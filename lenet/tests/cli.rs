@@ -86,7 +86,7 @@ fn bad_input_gives_a_plain_error_and_exit_code_one() {
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.starts_with("error: Fashion-MNIST not found"), "{stderr}");
-    assert!(stderr.contains(s(&missing.join("train-images-idx3-ubyte.gz"))), "{stderr}");
+    assert!(stderr.contains(&format!("{} (from --data): no such directory", s(&missing))), "{stderr}");
     assert!(stderr.contains("make setup"), "{stderr}");
 
     write_dataset(&dir, 20, 10, false);

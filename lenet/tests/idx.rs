@@ -118,12 +118,27 @@ fn a_missing_directory_names_the_paths_tried_and_how_to_get_the_data() {
     let err = DataFiles::locate(Some(&dir.join("nowhere"))).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, LenetError::DataMissing { .. }), "{msg}");
-    assert!(msg.contains("nowhere/train-images-idx3-ubyte.gz"), "{msg}");
-    assert!(msg.contains("nowhere/t10k-labels-idx1-ubyte"), "{msg}");
+    assert!(msg.contains("nowhere (from --data): no such directory"), "{msg}");
     assert!(msg.contains("make setup") && msg.contains("--data"), "{msg}");
+
+    // A directory lacking one file names the paths tried for it.
+    let partial = scratch_dir("idx-partial");
+    write_dataset(&partial, 2, 2, true);
+    std::fs::remove_file(partial.join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let msg = DataFiles::locate(Some(&partial)).unwrap_err().to_string();
+    assert!(msg.contains("idx-partial/t10k-labels-idx1-ubyte[.gz] and t10k-labels.idx1-ubyte[.gz]"), "{msg}");
+    assert!(!msg.contains("train-images-idx3-ubyte[.gz]"), "{msg}");
 
     // Raw files are found as well as gzipped ones.
     write_dataset(&dir, 2, 2, false);
     let files = DataFiles::locate(Some(&dir)).unwrap();
     assert!(files.train_images.ends_with("train-images-idx3-ubyte"));
+
+    // MNIST's other spelling, with a dot before idx.
+    let dotted = scratch_dir("idx-dotted");
+    write_dataset(&dotted, 2, 2, false);
+    std::fs::rename(dotted.join("t10k-labels-idx1-ubyte"), dotted.join("t10k-labels.idx1-ubyte")).unwrap();
+    let files = DataFiles::locate(Some(&dotted)).unwrap();
+    assert!(files.test_labels.ends_with("t10k-labels.idx1-ubyte"));
+    assert_eq!(files.load().unwrap().1.len(), 2);
 }
