@@ -57,10 +57,21 @@ pub(crate) fn pool_forward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor) -> Resu
 pub(crate) fn pool_backward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor, dy: &ClTensor) -> Result<ClTensor> {
     let len = g.n * g.c * g.h * g.w;
     let dx = ClTensor::new(rt.alloc(len)?, &g.x_shape());
+    let p = &g.params;
+    let tiled = p.stride == p.window && p.padding == [0, 0];
     let mut args = vec![Arg::F32Buf(x.buf()), Arg::F32Buf(dy.buf())];
-    args.extend(pool_args(g)?);
-    args.push(Arg::F32Buf(dx.buf()));
-    rt.launch_lines("pool_backward", &args, &[g.h, g.n * g.c])?;
+    if tiled {
+        // Windows tile the input: each dx element has at most one window.
+        for v in [g.n * g.c, g.h, g.w, g.oh, g.ow, p.window[0], p.window[1]] {
+            args.push(i32_arg("pool2d", v)?);
+        }
+        args.extend([Arg::I32(i32::from(p.kind == PoolKind::Max)), Arg::F32Buf(dx.buf())]);
+        rt.launch_lines("pool_backward_tiled", &args, &[g.h, g.n * g.c])?;
+    } else {
+        args.extend(pool_args(g)?);
+        args.push(Arg::F32Buf(dx.buf()));
+        rt.launch_lines("pool_backward", &args, &[g.h, g.n * g.c])?;
+    }
     Ok(dx)
 }
 

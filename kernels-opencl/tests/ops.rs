@@ -112,6 +112,8 @@ fn pooling_matches_the_reference_with_overlaps_padding_and_ties() {
     let reference = Naive::<f64>::new();
     let cases = [
         ([2, 3, 8, 8], Pool2d::new(PoolKind::Max, 2, 2, 0)),
+        ([1, 2, 9, 7], Pool2d::new(PoolKind::Max, 2, 2, 0)), // tiled, with a trailing row and column
+        ([1, 2, 7, 9], Pool2d { kind: PoolKind::Avg, window: [3, 2], stride: [3, 2], padding: [0, 0] }),
         ([1, 2, 9, 7], Pool2d::new(PoolKind::Max, 3, 2, 1)),
         ([2, 1, 7, 9], Pool2d { kind: PoolKind::Max, window: [3, 2], stride: [1, 3], padding: [1, 1] }),
         ([2, 3, 8, 8], Pool2d::new(PoolKind::Avg, 2, 2, 0)),

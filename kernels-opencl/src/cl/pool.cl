@@ -4,6 +4,7 @@
 //   [ow·sw − pw + j], 0 ≤ i < WH, 0 ≤ j < WW. Max never picks padding and
 //   keeps the first maximum in row-major window order; avg divides by
 //   WH·WW, padding included.
+// Variants: pool_backward_tiled when stride = window and no padding.
 // Launch: forward over (OH, N·C), one output row per work-item; backward
 //   over (H, N·C), one dx row per work-item. The backward work-item visits
 //   every window that covers its row and adds that window's dy where it
@@ -95,4 +96,38 @@ __kernel void pool_backward(__global const float* restrict x, __global const flo
             }
         }
     }
+}
+
+// Fast path for windows that tile the input (stride = window, no padding,
+// LeNet's 2x2/2): every dx element lies in at most one window, so a row is
+// written once, left to right, with no accumulation; columns and rows past
+// the last window get zero.
+__kernel void pool_backward_tiled(__global const float* restrict x, __global const float* restrict dy,
+                                  const int NC, const int H, const int W, const int OH, const int OW, const int WH,
+                                  const int WW, const int is_max, __global float* restrict dx) {
+    const int h = get_global_id(0);
+    const int plane = get_global_id(1);
+    if (h >= H || plane >= NC) return;
+    __global const float* xp = x + (size_t)plane * H * W;
+    __global float* out = dx + ((size_t)plane * H + h) * W;
+    const int oh = h / WH;
+    if (oh >= OH) {
+        for (int w = 0; w < W; ++w) out[w] = 0.0f;
+        return;
+    }
+    __global const float* dyrow = dy + ((size_t)plane * OH + oh) * OW;
+    const float inv_area = 1.0f / (float)(WH * WW);
+    for (int ow = 0; ow < OW; ++ow) {
+        const float g = dyrow[ow];
+        const int w0 = ow * WW;
+        if (is_max) {
+            int bh, bw;
+            float bv;
+            window_argmax(xp, H, W, oh, ow, WH, WW, WH, WW, 0, 0, &bh, &bw, &bv);
+            for (int j = 0; j < WW; ++j) out[w0 + j] = bh == h && bw == w0 + j ? g : 0.0f;
+        } else {
+            for (int j = 0; j < WW; ++j) out[w0 + j] = g * inv_area;
+        }
+    }
+    for (int w = OW * WW; w < W; ++w) out[w] = 0.0f;
 }
