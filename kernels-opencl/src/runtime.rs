@@ -312,14 +312,19 @@ impl Runtime {
         self.record(Some(name), event)
     }
 
-    /// Launches over `global` with groups of `line_wg` along dimension 0
-    /// (rounded up; the kernels guard their ranges) and 1 along the others.
+    /// Launches over `global` (1 to 3 dims) with work-groups of up to
+    /// `line_wg` work-items spread over dimensions 0 and 1 (both rounded up:
+    /// these kernels guard their first two ids; dimension 2 stays exact).
+    /// Large groups matter on a CPU device, where each group has a fixed
+    /// scheduling cost.
     pub fn launch_lines(&self, name: &'static str, args: &[Arg], global: &[usize]) -> Result<()> {
-        let wg = self.tiles.line_wg.min(global[0].next_power_of_two()).max(1);
-        let mut rounded = global.to_vec();
-        rounded[0] = crate::tiles::round_up(global[0], wg);
+        let wg = self.tiles.line_wg.max(1);
         let mut local = vec![1; global.len()];
-        local[0] = wg;
+        local[0] = wg.min(global[0].next_power_of_two()).max(1);
+        if global.len() > 1 {
+            local[1] = (wg / local[0]).min(global[1].next_power_of_two()).max(1);
+        }
+        let rounded: Vec<usize> = global.iter().zip(&local).map(|(g, l)| crate::tiles::round_up(*g, *l)).collect();
         self.launch(name, args, &rounded, Some(&local))
     }
 
