@@ -193,3 +193,13 @@ impl std::fmt::Debug for OpenCl {
         f.debug_struct("OpenCl").field("device", &self.rt.chosen.label).finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_backend_and_its_tensors_can_move_between_threads() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<super::OpenCl>();
+        send_sync::<super::ClTensor>();
+    }
+}
