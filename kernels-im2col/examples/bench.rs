@@ -6,6 +6,7 @@
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
 //!   floats, fewest GEMM columns per tile; `--columns 1` turns image
 //!   grouping off) for tuning sweeps.
+//! - `--only fwd` or `--only bwd` times one direction (for profiling).
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
 //! - Each conv case is validated against the f64 reference (kernels-naive)
@@ -32,19 +33,27 @@ struct Options {
     threads: usize,
     secs: f64,
     targets: TileTargets,
+    /// Time only forward ("fwd") or only backward ("bwd") calls.
+    only: Option<String>,
     filters: Vec<String>,
 }
 
 fn parse_options() -> Result<Options, String> {
     let env_threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok());
-    let mut options =
-        Options { threads: env_threads.unwrap_or(2), secs: 1.0, targets: TileTargets::default(), filters: Vec::new() };
+    let mut options = Options {
+        threads: env_threads.unwrap_or(2),
+        secs: 1.0,
+        targets: TileTargets::default(),
+        only: None,
+        filters: Vec::new(),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().ok_or_else(|| format!("{name} needs a value"));
         match arg.as_str() {
             "--threads" => options.threads = value("--threads")?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--secs" => options.secs = value("--secs")?.parse().map_err(|e| format!("--secs: {e}"))?,
+            "--only" => options.only = Some(value("--only")?),
             "--tile" => options.targets.floats = value("--tile")?.parse().map_err(|e| format!("--tile: {e}"))?,
             "--columns" => {
                 options.targets.columns = value("--columns")?.parse().map_err(|e| format!("--columns: {e}"))?
@@ -194,7 +203,7 @@ fn print_row(row: &Row, sgemm: f64) {
     );
 }
 
-fn bench_conv(backend: &Im2col, case: &kernels_core::ConvCase, secs: f64) -> Result<Vec<Row>, String> {
+fn bench_conv(backend: &Im2col, case: &kernels_core::ConvCase, secs: [f64; 2]) -> Result<Vec<Row>, String> {
     let err = |e: kernels_core::Error| e.to_string();
     let g = case.geometry().map_err(err)?;
     let params = case.params();
@@ -229,12 +238,12 @@ fn bench_conv(backend: &Im2col, case: &kernels_core::ConvCase, secs: f64) -> Res
     validate(&format!("{} db", case.name), &pick32(&g_small.db), &pick(&g_ref.db), np)?;
 
     let mut y = None;
-    let forward = time(secs, || {
+    let forward = time(secs[0], || {
         y = Some(backend.conv2d_forward(&x32, &w32, Some(&b32), &params).map_err(err)?);
         Ok(())
     })?;
     let mut grads = None;
-    let backward = time(secs, || {
+    let backward = time(secs[1], || {
         grads = Some(backend.conv2d_backward(&x32, &w32, &dy32, &params, GradRequest::ALL).map_err(err)?);
         Ok(())
     })?;
@@ -260,7 +269,7 @@ fn bench_conv(backend: &Im2col, case: &kernels_core::ConvCase, secs: f64) -> Res
     ])
 }
 
-fn bench_pool(backend: &Im2col, case: &kernels_core::PoolCase, secs: f64) -> Result<Vec<Row>, String> {
+fn bench_pool(backend: &Im2col, case: &kernels_core::PoolCase, secs: [f64; 2]) -> Result<Vec<Row>, String> {
     let err = |e: kernels_core::Error| e.to_string();
     let mut rows = Vec::new();
     let mut rng = SplitMix64::new(7);
@@ -276,12 +285,12 @@ fn bench_pool(backend: &Im2col, case: &kernels_core::PoolCase, secs: f64) -> Res
         let dx_ref = naive.pool2d_backward(&x, &dy, &params).map_err(err)?;
         let label = if kind == PoolKind::Max { "max" } else { "avg" };
         let mut y = None;
-        let forward = time(secs, || {
+        let forward = time(secs[0], || {
             y = Some(backend.pool2d_forward(&x32, &params).map_err(err)?);
             Ok(())
         })?;
         let mut dx = None;
-        let backward = time(secs, || {
+        let backward = time(secs[1], || {
             dx = Some(backend.pool2d_backward(&x32, &dy32, &params).map_err(err)?);
             Ok(())
         })?;
@@ -312,18 +321,25 @@ fn run(options: &Options) -> Result<(), String> {
         backend.threads(),
         options.secs
     );
-    let sgemm_before = sgemm_rate(&backend, options.secs)?;
+    let sgemm_before = sgemm_rate(&backend, options.secs.min(1.0))?;
     println!("sgemm n=2048 (matrixmultiply, {} threads): {sgemm_before:.1} GFLOP/s", backend.threads());
+    // With --only, the other direction gets the minimum (10 samples).
+    let secs = match options.only.as_deref() {
+        Some("fwd") => [options.secs, 0.0],
+        Some("bwd") => [0.0, options.secs],
+        None => [options.secs; 2],
+        Some(other) => return Err(format!("--only takes fwd or bwd, not {other}")),
+    };
     let mut rows = Vec::new();
     for case in CONV_SUITE.iter().filter(|c| wanted(c.name)) {
         let g = case.geometry().map_err(|e| e.to_string())?;
         println!("{}: {:?}", case.name, backend.conv_plan(&g));
-        rows.extend(bench_conv(&backend, case, options.secs)?);
+        rows.extend(bench_conv(&backend, case, secs)?);
     }
     for case in POOL_SUITE.iter().filter(|c| wanted(c.name)) {
-        rows.extend(bench_pool(&backend, case, options.secs)?);
+        rows.extend(bench_pool(&backend, case, secs)?);
     }
-    let sgemm_after = sgemm_rate(&backend, options.secs)?;
+    let sgemm_after = sgemm_rate(&backend, options.secs.min(1.0))?;
     let sgemm = sgemm_before.max(sgemm_after);
     println!("sgemm n=2048 again: {sgemm_after:.1} GFLOP/s; % below are of the better, {sgemm:.1} GFLOP/s\n");
     println!(
