@@ -72,8 +72,10 @@ pub(crate) fn forward(
     let mut y = vec![0.0f32; g.n * image_out];
     let scratch = || Scratch::new(g, &plan);
     let images = plan.images_per_tile;
-    if plan.path == ConvPath::Direct {
-        return Ok(crate::direct::forward(g, x, w, bias));
+    match plan.path {
+        ConvPath::Direct => return Ok(crate::direct::forward(g, x, w, bias)),
+        ConvPath::DirectFilters => return Ok(crate::direct_filters::forward(g, x, w, bias)),
+        ConvPath::Pointwise | ConvPath::Unfold => {}
     }
     if images > 1 {
         let groups = y.par_chunks_mut(images * image_out).zip(x.par_chunks(images * image_in));
@@ -166,7 +168,7 @@ fn forward_rows(
             let vx = View::row_major(g.c, pixels);
             sgemm(1.0, mat(w_rows, vw), mat(x_image, vx), 1.0, mat_mut(y_rows, View::row_major(filters, pixels)));
         }
-        ConvPath::Unfold | ConvPath::Direct => {
+        ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters => {
             let taps = g.r * g.s;
             let sources = inputs(g, plan, x_image, &mut s.phased);
             for tile in plan.tiles(g) {
@@ -269,7 +271,7 @@ fn backward_images(
         }
         match plan.path {
             ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
-            ConvPath::Unfold | ConvPath::Direct => {
+            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters => {
                 backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s)
             }
         }

@@ -9,7 +9,8 @@
 //!   im2col / col2im of one tile; `plan.rs` the tiling ([`ConvPlan`]) and its
 //!   scratch bound; `gemm.rs` the one bounds-checked door to
 //!   `matrixmultiply::sgemm`.
-//! - `direct.rs`: the direct forward kernel for tiny reductions.
+//! - `direct.rs`: the direct forward kernel for tiny reductions;
+//!   `direct_filters.rs`: the filter-vectorised one for few filters.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes.
 //! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
 //!   sigmoid, softmax cross-entropy, optimiser steps.
@@ -21,7 +22,11 @@
 //!   OW ≥ 16: the C = 1 first layers lenet-c1 and simplecnn-c1) runs a
 //!   direct register-blocked kernel ([`ConvPath::Direct`], `direct.rs`,
 //!   compiled for AVX-512 / AVX2 and picked at run time); its backward
-//!   unfolds as usual. [`Im2col::conv_plan`] tells which path and tiling a
+//!   unfolds as usual.
+//! - A forward with at most 16 filters on images smaller than a GEMM tile
+//!   and C·R·S ≥ 64 (lenet-c2) runs an implicit-GEMM kernel vectorised
+//!   across filters ([`ConvPath::DirectFilters`], `direct_filters.rs`),
+//!   reading the input where im2col would have copied it. [`Im2col::conv_plan`] tells which path and tiling a
 //!   geometry takes.
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is
 //!   a tile of channels x output pixels of about [`TILE_FLOATS`] floats per
@@ -58,6 +63,7 @@
 
 mod conv;
 mod direct;
+mod direct_filters;
 mod gemm;
 mod linear;
 mod plan;

@@ -50,6 +50,9 @@ pub enum ConvPath {
     /// Forward only: stride 1, dilation 1, C·R·S ≤ 64, OW ≥ 16 runs the
     /// direct register-blocked kernel of direct.rs (backward unfolds).
     Direct,
+    /// Forward only: K ≤ 16 filters on images smaller than a GEMM tile,
+    /// C·R·S ≥ 64, runs direct_filters.rs (backward unfolds).
+    DirectFilters,
 }
 
 /// The knobs of the tiling (the defaults are what the backend uses; the
@@ -110,8 +113,14 @@ impl ConvPlan {
         let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
         // The direct kernel pads one image per worker; beyond a tile's worth
         // of floats the unfold path, whose scratch is bounded, takes over.
-        let path =
-            if crate::direct::applies(g) && padded_floats(g) <= floats { ConvPath::Direct } else { ConvPath::Unfold };
+        let fits = padded_floats(g) <= floats;
+        let path = if crate::direct::applies(g) && fits {
+            ConvPath::Direct
+        } else if crate::direct_filters::applies(g, targets.columns) && fits {
+            ConvPath::DirectFilters
+        } else {
+            ConvPath::Unfold
+        };
         if images > 1 {
             let channels = (floats / (taps * pixels * images)).clamp(1, g.c);
             return Self {
@@ -141,7 +150,9 @@ impl ConvPlan {
     pub fn col_floats(&self, g: &ConvGeometry) -> usize {
         match self.path {
             ConvPath::Pointwise => 0,
-            ConvPath::Unfold | ConvPath::Direct => self.channels_per_tile * g.r * g.s * self.columns(),
+            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters => {
+                self.channels_per_tile * g.r * g.s * self.columns()
+            }
         }
     }
 
@@ -163,7 +174,7 @@ impl ConvPlan {
     pub fn scratch_bytes(&self, g: &ConvGeometry, workers: usize, backward: bool) -> usize {
         let per_worker = match (backward, self.path) {
             (true, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g) + g.k * g.c * g.r * g.s,
-            (false, ConvPath::Direct) => padded_floats(g),
+            (false, ConvPath::Direct | ConvPath::DirectFilters) => padded_floats(g),
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
         workers.saturating_mul(per_worker).saturating_mul(size_of::<f32>())
@@ -250,7 +261,8 @@ mod tests {
         };
         assert_eq!(path([256, 1, 28, 28], [6, 5, 5], Conv2d::new(1, 2)), ConvPath::Direct);
         assert_eq!(path([100, 1, 28, 28], [30, 5, 5], Conv2d::new(1, 0)), ConvPath::Direct);
-        assert_eq!(path([256, 6, 14, 14], [16, 5, 5], Conv2d::new(1, 0)), ConvPath::Unfold);
+        assert_eq!(path([256, 6, 14, 14], [16, 5, 5], Conv2d::new(1, 0)), ConvPath::DirectFilters);
+        assert_eq!(path([256, 20, 12, 12], [50, 3, 3], Conv2d::new(1, 0)), ConvPath::Unfold); // K > 16
         assert_eq!(path([8, 1, 64, 64], [6, 5, 5], Conv2d::new(2, 2)), ConvPath::Unfold);
         assert_eq!(path([2, 1, 12, 12], [6, 5, 5], Conv2d::new(1, 0)), ConvPath::Unfold); // OW 8 < 16
         assert_eq!(path([1, 1, 4000, 4000], [2, 3, 3], Conv2d::new(1, 1)), ConvPath::Unfold); // padded image too big

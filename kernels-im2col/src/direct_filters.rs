@@ -1,0 +1,220 @@
+//! Direct conv2d forward vectorised across filters (implicit GEMM), for few
+//! filters on small images.
+//!
+//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv.rs when K ≤ 16, the
+//!   image has fewer output pixels than a GEMM tile wants (so im2col would
+//!   group images) and C·R·S ≥ 64: lenet-c2 (6x14x14, 16 5x5 filters). Any
+//!   stride, padding and dilation.
+//! - It is the GEMM y = W·col with col never built: the register block is
+//!   16 filters (one 16-lane accumulator) x 12 output pixels; per filter tap
+//!   one load of the tap's 16 weights and 12 broadcast multiply-adds of the
+//!   input element each pixel meets there, read straight from a zero-padded
+//!   copy of the image at precomputed offsets. Pixel blocks run over the
+//!   flattened (oh, ow) order, so OW = 10 wastes nothing; the last block is
+//!   shifted back to end at OH·OW.
+//! - Variants: AVX-512F + FMA, AVX2 + FMA (run-time pick) and portable.
+//! - Checked against the reference in harness/tests/im2col.rs and
+//!   tests/against_naive.rs; timed by examples/bench.rs (lenet-c2 forward).
+
+use kernels_core::ConvGeometry;
+use rayon::prelude::*;
+
+/// Filters per block: one 16-lane accumulator.
+const FILTERS: usize = 16;
+/// Output pixels per register block.
+const PIXELS: usize = 12;
+
+/// Whether this kernel takes `g` (the caller also checks its scratch).
+pub(crate) fn applies(g: &ConvGeometry, tile_columns: usize) -> bool {
+    g.k <= FILTERS && g.oh * g.ow >= PIXELS && g.oh * g.ow < tile_columns && g.c * g.r * g.s >= 64
+}
+
+/// Floats of one zero-padded image, the per-worker scratch.
+pub(crate) fn padded_floats(g: &ConvGeometry) -> usize {
+    g.c * (g.h + 2 * g.params.padding[0]) * (g.w + 2 * g.params.padding[1])
+}
+
+/// y [n, k, oh, ow]; `applies(g)` must hold.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let [ph, pw] = g.params.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let taps = g.c * g.r * g.s;
+    // Weights as [tap][16 filters], zero past k.
+    let mut wt = vec![0.0f32; taps * FILTERS];
+    for k in 0..g.k {
+        for tap in 0..taps {
+            wt[tap * FILTERS + k] = w[k * taps + tap];
+        }
+    }
+    // Offset of tap (c, r, s) and of output pixel (oh, ow) in the padded image.
+    let [sh, sw] = g.params.stride;
+    let [dh, dw] = g.params.dilation;
+    let mut tap_at = Vec::with_capacity(taps);
+    for c in 0..g.c {
+        for r in 0..g.r {
+            for s in 0..g.s {
+                tap_at.push(c * hp * wp + r * dh * wp + s * dw);
+            }
+        }
+    }
+    let pixel_at: Vec<usize> = (0..g.oh * g.ow).map(|p| (p / g.ow) * sh * wp + (p % g.ow) * sw).collect();
+    let mut b = [0.0f32; FILTERS];
+    if let Some(bias) = bias {
+        b[..g.k].copy_from_slice(bias);
+    }
+    let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: b };
+    let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
+    let kernel = select_kernel();
+    let mut y = vec![0.0f32; g.n * image_out];
+    y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
+        || vec![0.0f32; padded_floats(g)],
+        |padded, (y_image, x_image)| {
+            pad(g, x_image, padded);
+            kernel(g, &layout, padded, y_image);
+        },
+    );
+    y
+}
+
+/// What every image shares: blocked weights, offsets, bias.
+struct Layout<'a> {
+    wt: &'a [f32],
+    tap_at: &'a [usize],
+    pixel_at: &'a [usize],
+    bias: [f32; FILTERS],
+}
+
+fn pad(g: &ConvGeometry, x_image: &[f32], padded: &mut [f32]) {
+    let [ph, pw] = g.params.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    if ph > 0 || pw > 0 {
+        padded.fill(0.0);
+    }
+    for c in 0..g.c {
+        for ih in 0..g.h {
+            let at = (c * hp + ih + ph) * wp + pw;
+            padded[at..at + g.w].copy_from_slice(&x_image[(c * g.h + ih) * g.w..][..g.w]);
+        }
+    }
+}
+
+type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [f32]);
+
+fn select_kernel() -> ImageKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX-512F and FMA.
+            return |g, l, p, y| unsafe { image_avx512(g, l, p, y) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX2 and FMA.
+            return |g, l, p, y| unsafe { image_avx2(g, l, p, y) };
+        }
+    }
+    |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {
+    image(g, l, padded, y, f32::mul_add)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {
+    image(g, l, padded, y, f32::mul_add)
+}
+
+/// One image, block of 12 pixels by block (the last shifted back).
+#[inline(always)]
+fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32) {
+    let pixels = g.oh * g.ow;
+    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
+    let mut p = 0;
+    while p < pixels {
+        let start = p.min(pixels - PIXELS);
+        let at: [usize; PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+        // Every read below is padded[at[j] + tap_at] with at[j] ≤ the last
+        // pixel's offset and tap_at ≤ the last tap's: check that sum once
+        // per block, so the inner loop needs no bounds checks (they made
+        // LLVM spill the accumulators to the stack on every tap).
+        let last_pixel = at.iter().copied().max().unwrap_or(0);
+        assert!(last_pixel + last_tap < padded.len(), "direct_filters: offsets past the padded image");
+        let mut acc = [l.bias; PIXELS];
+        for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+            let wv: [f32; FILTERS] = l.wt[tap * FILTERS..][..FILTERS].try_into().unwrap_or([0.0; FILTERS]);
+            for (lanes, &a) in acc.iter_mut().zip(&at) {
+                // SAFETY: a + tap_at ≤ last_pixel + last_tap < padded.len(),
+                // asserted above.
+                let v = unsafe { *padded.get_unchecked(a + tap_at) };
+                for (acc_f, &w_f) in lanes.iter_mut().zip(&wv) {
+                    *acc_f = fma(v, w_f, *acc_f);
+                }
+            }
+        }
+        for (j, lanes) in acc.iter().enumerate() {
+            for (k, &value) in lanes.iter().enumerate().take(g.k) {
+                y_image[k * pixels + start + j] = value;
+            }
+        }
+        p += PIXELS;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    #[test]
+    fn portable_and_selected_variants_agree_with_the_definition() {
+        let params = Conv2d { stride: [2, 1], padding: [1, 2], dilation: [1, 2] };
+        let g = ConvGeometry::from_dims([2, 8, 9, 7], [11, 3, 3], &params).unwrap();
+        assert!(applies(&g, 512), "{g:?}");
+        let mut rng = SplitMix64::new(8);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (x, w, b) = (data(2 * 8 * 9 * 7), data(11 * 8 * 9), data(11));
+        let selected = forward(&g, &x, &w, Some(&b));
+        for (n, k, oh, ow) in [(0, 0, 0, 0), (1, 10, g.oh - 1, g.ow - 1), (1, 3, 2, 4)] {
+            let mut expect = b[k];
+            for c in 0..8 {
+                for r in 0..3 {
+                    for s in 0..3 {
+                        let ih = (oh * 2 + r) as isize - 1;
+                        let iw = (ow + 2 * s) as isize - 2;
+                        if (0..9).contains(&ih) && (0..7).contains(&iw) {
+                            let xi = ((n * 8 + c) * 9 + ih as usize) * 7 + iw as usize;
+                            expect += w[((k * 8 + c) * 3 + r) * 3 + s] * x[xi];
+                        }
+                    }
+                }
+            }
+            let got = selected[((n * 11 + k) * g.oh + oh) * g.ow + ow];
+            assert!((got - expect).abs() < 1e-4, "[{n},{k},{oh},{ow}] {got} vs {expect}");
+        }
+        // The portable loop gives the same outputs up to fused rounding.
+        let taps = 72;
+        let mut wt = vec![0.0f32; taps * FILTERS];
+        for k in 0..11 {
+            for tap in 0..taps {
+                wt[tap * FILTERS + k] = w[k * taps + tap];
+            }
+        }
+        let selected_first = &selected[..11 * g.oh * g.ow];
+        let hp_wp = (9 + 2) * (7 + 4);
+        let tap_at: Vec<usize> = (0..taps).map(|t| (t / 9) * hp_wp + ((t / 3) % 3) * (7 + 4) + (t % 3) * 2).collect();
+        let pixel_at: Vec<usize> = (0..g.oh * g.ow).map(|p| (p / g.ow) * 2 * (7 + 4) + p % g.ow).collect();
+        let mut bias = [0.0f32; FILTERS];
+        bias[..11].copy_from_slice(&b);
+        let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias };
+        let mut padded = vec![0.0f32; padded_floats(&g)];
+        pad(&g, &x[..8 * 9 * 7], &mut padded);
+        let mut portable = vec![0.0f32; 11 * g.oh * g.ow];
+        image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
+        for (p, s) in portable.iter().zip(selected_first) {
+            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
+        }
+    }
+}
