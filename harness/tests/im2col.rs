@@ -2,8 +2,8 @@
 //! only this backend has:
 //!
 //! - its tiling branches (pixel tiles, channel tiles, images grouped into
-//!   one GEMM) forced on small problems by tiny tile targets, and its direct
-//!   forward kernel, each against the f64 reference;
+//!   one GEMM) forced on small problems by tiny tile targets, and its two
+//!   direct forward kernels, each against the f64 reference;
 //! - a gradient check of its own backward: central differences through its
 //!   own f32 forward (loose tolerance), so a mistake it shared with the
 //!   reference could not hide behind the comparison.
@@ -107,6 +107,40 @@ fn conv_direct_forward_matches_naive_f64() {
     });
 }
 
+/// Geometries the filter-vectorised kernel takes: K ≤ 16, C·R·S ≥ 64,
+/// 12 ≤ OH·OW < 512, any stride, padding and dilation.
+fn direct_filters_problem() -> impl Strategy<Value = ConvProblem> {
+    let dims = (1..=3usize, 8..=12usize, 1..=16usize, 3..=4usize, 3..=4usize);
+    let params = ([1..=2usize, 1..=2usize], [0..=2usize, 0..=2usize], [1..=2usize, 1..=2usize]);
+    (dims, params, 0..=6usize, 0..=6usize, any::<bool>(), any::<u64>()).prop_map(
+        |((n, c, k, r, s), (stride, padding, dilation), eh, ew, bias, seed)| {
+            let fit = |kernel: usize, axis: usize| {
+                (dilation[axis] * (kernel - 1) + 1).saturating_sub(2 * padding[axis]).max(1)
+            };
+            // At least 4 output rows and columns: 16 ≥ 12 output pixels.
+            let input = [n, c, fit(r, 0) + 3 * stride[0] + eh, fit(s, 1) + 3 * stride[1] + ew];
+            ConvProblem { input, filters: [k, r, s], params: Conv2d { stride, padding, dilation }, bias, seed }
+        },
+    )
+}
+
+#[test]
+fn conv_direct_filters_forward_matches_naive_f64() {
+    let backend = im2col();
+    let lenet_c2 =
+        ConvProblem { input: [3, 6, 14, 14], filters: [16, 5, 5], params: Conv2d::new(1, 0), bias: true, seed: 8 };
+    let edges = vec![("lenet-c2 geometry", lenet_c2)];
+    let on_path = |p: &ConvProblem| {
+        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+        backend.conv_plan(&g).path == ConvPath::DirectFilters
+    };
+    assert!(edges.iter().all(|(_, p)| on_path(p)));
+    common::run("conv2d forward, filter-vectorised kernel", edges, direct_filters_problem(), |p| {
+        prop_assert!(on_path(p), "not on the filter-vectorised path: {p:?}");
+        conv_forward(&backend, p)
+    });
+}
+
 /// Central differences of L = Σ f(v) ⊙ r through the backend's own f32
 /// forward, against `analytic`. The ops checked are linear (or piecewise
 /// linear away from ties) in v, so a large step has no truncation error and
@@ -152,6 +186,7 @@ fn conv_backward_agrees_with_central_differences_of_its_own_forward() {
         ("direct forward geometry", [2, 1, 6, 18], [3, 3, 3], Conv2d::new(1, 1)),
         ("pointwise", [3, 4, 3, 5], [2, 1, 1], Conv2d::default()),
         ("images grouped", [9, 2, 4, 4], [3, 2, 2], Conv2d::default()),
+        ("filter-vectorised forward geometry", [2, 8, 6, 6], [5, 3, 3], Conv2d::new(1, 1)),
     ];
     for (label, input, [k, r, s], params) in cases {
         let x = random(&input, 1);
