@@ -38,7 +38,25 @@ fn device_err(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Device(format!("{what}: {e}"))
 }
 
+/// OpenCL's CL_PLATFORM_NOT_FOUND_KHR: the ICD loader found no driver.
+const PLATFORM_NOT_FOUND_KHR: i32 = -1001;
+
+/// Asks the loader how many platforms there are, once, without ocl-core's
+/// 10-second retry loop for a loader that is still waking up (setup here
+/// is serialised, which is what that loop guards against).
+/// Other failures are left to ocl-core's call, which reports them.
+fn no_platform() -> bool {
+    let mut count: ocl::core::ffi::cl_uint = 0;
+    // SAFETY: a count query: no output array (null, length 0) and a valid
+    // pointer to a local for the count, as clGetPlatformIDs allows.
+    let status = unsafe { ocl::core::ffi::clGetPlatformIDs(0, std::ptr::null_mut(), &mut count) };
+    status == PLATFORM_NOT_FOUND_KHR || (status == 0 && count == 0)
+}
+
 fn platforms() -> Result<Vec<Platform>> {
+    if no_platform() {
+        return Err(Error::Device(format!("no OpenCL platform found; {INSTALL_HINT}")));
+    }
     // ocl's Platform::list panics when the loader finds no platform; the
     // core call returns the error instead.
     let ids = ocl::core::get_platform_ids()
