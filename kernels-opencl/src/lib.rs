@@ -7,8 +7,8 @@
 //!
 //! ## Layout
 //! - `device.rs`: device choice and limits. `runtime.rs`: context, profiling
-//!   queue, programs built once per instance, kernel cache, launches, event
-//!   profiling ([`Profile`]), live-buffer accounting. `tiles.rs`: tile and
+//!   queue, programs built once per instance, kernel cache, launches,
+//!   live-buffer accounting. `profile.rs`: the event log behind [`Profile`]. `tiles.rs`: tile and
 //!   work-group sizes from the device limits, passed as build options.
 //! - `gemm.rs` + `cl/gemm.cl`: the tiled GEMM (register tiles, vector loads,
 //!   a local-memory variant for GPUs, any size); conv and linear use it.
@@ -54,6 +54,7 @@ mod conv;
 mod device;
 mod gemm;
 mod ops;
+mod profile;
 mod runtime;
 mod tensor;
 mod tiles;
@@ -61,7 +62,7 @@ mod tiles;
 use kernels_core::Result;
 
 pub use device::DEVICE_ENV;
-pub use runtime::Profile;
+pub use profile::Profile;
 pub use tensor::ClTensor;
 pub use tiles::GEMM_TILE_ENV;
 

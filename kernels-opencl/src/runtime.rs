@@ -1,48 +1,20 @@
 //! The OpenCL runtime one backend instance owns: context, profiling queue,
 //! the programs built once from `cl/*.cl`, a cache of kernel objects, device
-//! buffers counted while alive, and the event log behind [`Profile`].
-//!
-//! Launches never wait: events are kept and their profiling times read
-//! lazily, at `profile()` or when the log grows long, so the queue is not
-//! serialised after every kernel.
+//! buffers counted while alive, and the event log (profile.rs) behind
+//! [`Profile`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kernels_core::{Error, Result};
-use ocl::core::{ArgVal, Kernel as KernelCore, ProfilingInfo, ProfilingInfoResult};
+use ocl::core::{ArgVal, Kernel as KernelCore};
 use ocl::flags::CommandQueueProperties;
 use ocl::{Buffer, Context, Event, Program, Queue};
 
 use crate::device::{Chosen, Limits};
+use crate::profile::{EventLog, Profile};
 use crate::tiles::Tiles;
-
-/// Kernel and transfer time from OpenCL event profiling, since the last
-/// `reset_profile`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Profile {
-    /// Sum of kernel (and device fill) execution times, end − start.
-    pub kernel_ns: u64,
-    /// Sum of host<->device transfer times (upload, download, loss read).
-    pub transfer_ns: u64,
-    /// Kernels (and fills) enqueued.
-    pub launches: u64,
-    /// Transfers enqueued.
-    pub transfers: u64,
-}
-
-/// Events waiting to be read before they are summed into the profile.
-const EVENT_LOG_LIMIT: usize = 4096;
-
-#[derive(Default)]
-struct EventLog {
-    /// (kernel name, or None for a transfer; the event)
-    pending: Vec<(Option<&'static str>, Event)>,
-    done: Profile,
-    /// Kernel name -> (total ns, launches), for the per-kernel breakdown.
-    by_kernel: HashMap<&'static str, (u64, u64)>,
-}
 
 /// Counts the bytes of device buffers this backend allocated and has not yet
 /// dropped.
@@ -329,40 +301,7 @@ impl Runtime {
     }
 
     fn record(&self, kernel: Option<&'static str>, event: Event) -> Result<()> {
-        let mut log = lock(&self.events);
-        if kernel.is_some() {
-            log.done.launches += 1;
-        } else {
-            log.done.transfers += 1;
-        }
-        log.pending.push((kernel, event));
-        if log.pending.len() >= EVENT_LOG_LIMIT {
-            self.drain(&mut log)?;
-        }
-        Ok(())
-    }
-
-    /// Waits for the queue, then sums the pending events' times.
-    fn drain(&self, log: &mut EventLog) -> Result<()> {
-        self.queue.finish().map_err(|e| dev("waiting for the queue", e))?;
-        let pending = std::mem::take(&mut log.pending);
-        for (kernel, event) in pending {
-            let read = |kind| match event.profiling_info(kind) {
-                Ok(ProfilingInfoResult::Start(t)) | Ok(ProfilingInfoResult::End(t)) => Ok(t),
-                Ok(_) => Ok(0),
-                Err(e) => Err(dev("reading event profiling", e)),
-            };
-            let ns = read(ProfilingInfo::End)?.saturating_sub(read(ProfilingInfo::Start)?);
-            if let Some(name) = kernel {
-                log.done.kernel_ns += ns;
-                let entry = log.by_kernel.entry(name).or_default();
-                entry.0 += ns;
-                entry.1 += 1;
-            } else {
-                log.done.transfer_ns += ns;
-            }
-        }
-        Ok(())
+        lock(&self.events).record(kernel, event, &self.queue)
     }
 
     pub fn sync(&self) -> Result<()> {
@@ -371,25 +310,22 @@ impl Runtime {
 
     pub fn profile(&self) -> Result<Profile> {
         let mut log = lock(&self.events);
-        self.drain(&mut log)?;
-        Ok(log.done)
+        log.drain(&self.queue)?;
+        Ok(log.totals())
     }
 
     pub fn reset_profile(&self) -> Result<()> {
         let mut log = lock(&self.events);
-        self.drain(&mut log)?;
-        log.done = Profile::default();
-        log.by_kernel.clear();
+        log.drain(&self.queue)?;
+        log.reset();
         Ok(())
     }
 
     /// (kernel, total ns, launches) since the last reset, longest first.
     pub fn profile_by_kernel(&self) -> Result<Vec<(&'static str, u64, u64)>> {
         let mut log = lock(&self.events);
-        self.drain(&mut log)?;
-        let mut v: Vec<_> = log.by_kernel.iter().map(|(k, (ns, n))| (*k, *ns, *n)).collect();
-        v.sort_by_key(|entry| std::cmp::Reverse(entry.1));
-        Ok(v)
+        log.drain(&self.queue)?;
+        Ok(log.by_kernel())
     }
 }
 
