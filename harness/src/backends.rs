@@ -151,14 +151,10 @@ pub fn opencl_gemm_ceiling(cl: &OpenCl, quick: bool) -> Result<Ceiling> {
             cl.sync()?;
             Ok(y)
         })?;
-        let rate = 2.0 * (n as f64).powi(3) / stats.median_s / 1e9;
-        if best.as_ref().is_none_or(|b| rate > b.rate) {
-            best = Some(Ceiling {
-                what: format!("OpenCL GEMM (linear_forward) n={n} on {}", cl.device_name()),
-                rate,
-                unit: "GFLOP/s",
-                timing: stats,
-            });
+        let what = format!("OpenCL GEMM (linear_forward) n={n} on {}", cl.device_name());
+        let ceiling = Ceiling::new(what, 2.0 * (n as f64).powi(3), "GFLOP/s", stats);
+        if best.as_ref().is_none_or(|b| ceiling.rate > b.rate) {
+            best = Some(ceiling);
         }
         // Stop growing once one call takes a quarter of a second.
         if stats.median_s > 0.25 {

@@ -57,7 +57,10 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(out, "- Threads: {} for im2col and the CPU ceilings; naive runs on one thread", r.threads);
     let device = r.opencl_device.as_deref().unwrap_or("not run");
     let _ = writeln!(out, "- OpenCL device: {device}\n");
-    let _ = writeln!(out, "| ceiling | rate | what | repeats, median [min, max] ms |\n|---|---|---|---|");
+    let _ = writeln!(
+        out,
+        "| ceiling | rate (best repeat) | at the median | what | repeats, median [min, max] ms |\n|---|---|---|---|---|"
+    );
     let c = &r.ceilings;
     for (name, ceiling) in [("sgemm", Some(&c.sgemm)), ("copy", Some(&c.copy)), ("opencl_gemm", c.opencl_gemm.as_ref())]
     {
@@ -65,9 +68,10 @@ fn header(out: &mut String, report: &Report) {
             let t = &ceiling.timing;
             let _ = writeln!(
                 out,
-                "| {name} | **{} {}** | {} | {} x, {} [{}, {}] |",
+                "| {name} | **{} {}** | {} | {} | {} x, {} [{}, {}] |",
                 sig(ceiling.rate),
                 ceiling.unit,
+                sig(ceiling.rate_median),
                 ceiling.what,
                 t.repeats,
                 sig(t.median_s * 1e3),
@@ -164,6 +168,50 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
     let _ = writeln!(out);
 }
 
+fn geomean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values.filter(|v| *v > 0.0 && v.is_finite()).fold((0.0, 0), |(s, n), v| (s + v.ln(), n + 1));
+    (n > 0).then(|| (sum / n as f64).exp())
+}
+
+fn records_of<'a>(report: &'a Report, op: Op, backend: &'a str) -> impl Iterator<Item = &'a Record> + 'a {
+    report.records.iter().filter(move |r| r.op == op.name() && r.backend == backend)
+}
+
+/// One row per op: geometric means over its shapes, per backend.
+fn summary_table(out: &mut String, report: &Report, kinds: &[String]) {
+    let _ = writeln!(out, "## Summary (geometric means over each op's shapes)\n");
+    let mut head = vec!["op".to_string(), "shapes".into()];
+    head.extend(kinds.iter().map(|k| format!("{k} GFLOP/s")));
+    head.extend(kinds.iter().filter(|k| *k != "naive").map(|k| format!("{k} x naive")));
+    head.extend(kinds.iter().map(|k| format!("{k} / PyTorch time")));
+    let _ = writeln!(out, "| {} |\n|{}", head.join(" | "), "---|".repeat(head.len()));
+    for op in Op::ALL {
+        let shapes = kinds.iter().map(|k| records_of(report, op, k).count()).max().unwrap_or(0);
+        if shapes == 0 {
+            continue;
+        }
+        let cell =
+            |v: Option<f64>, suffix: &str| v.map(|v| format!("{}{suffix}", sig(v))).unwrap_or_else(|| "–".into());
+        let mut cells = vec![op.name().to_string(), shapes.to_string()];
+        cells.extend(kinds.iter().map(|k| cell(geomean(records_of(report, op, k).map(|r| r.gflops)), "")));
+        cells.extend(
+            kinds
+                .iter()
+                .filter(|k| *k != "naive")
+                .map(|k| cell(geomean(records_of(report, op, k).filter_map(|r| r.speedup_vs_naive)), "x")),
+        );
+        cells.extend(kinds.iter().map(|k| {
+            cell(geomean(records_of(report, op, k).filter_map(|r| r.pytorch_ms.map(|torch| r.median_ms / torch))), "x")
+        }));
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
+    }
+    let _ = writeln!(
+        out,
+        "\n`/ PyTorch time` is our median over DESIGN.md's PyTorch time for the same shape (conv-fwd, conv-bwd, \
+         pool-fwd only): 1x means as fast as PyTorch, 2x twice as slow.\n"
+    );
+}
+
 fn lenet_table(out: &mut String, report: &Report) {
     if report.lenet.is_empty() {
         return;
@@ -193,6 +241,9 @@ pub fn render(report: &Report) -> String {
     let mut out = String::new();
     header(&mut out, report);
     let kinds = backends_in(report);
+    if !report.records.is_empty() {
+        summary_table(&mut out, report, &kinds);
+    }
     for op in Op::ALL {
         op_table(&mut out, report, op, &kinds);
     }
@@ -221,6 +272,8 @@ mod tests {
         assert!(md.contains("| naive ms | im2col ms | PyTorch ms |"), "{md}");
         assert!(md.contains("| lenet-c2 | 256x6x14x14, 16x5x5 s1 p0 | 123 | 40.0 | 2.00 | 0.410 |"), "{md}");
         assert!(md.contains("| 20.0x |"), "{md}");
+        // Summary: naive and im2col GFLOP/s, im2col's speed-up, both against PyTorch.
+        assert!(md.contains("| conv-fwd | 1 | 3.07 | 61.4 | 20.0x | 97.6x | 4.88x |"), "{md}");
         assert!(md.contains("abc1234") && md.contains("![conv-fwd](conv-fwd.svg)"));
         assert!(!md.contains("## max pool forward"), "ops without records get no table");
     }

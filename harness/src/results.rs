@@ -168,7 +168,7 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
         device_split: None,
     };
     let stats = Stats { repeats: 3, median_s: 0.1, min_s: 0.09, max_s: 0.12 };
-    let ceiling = |unit| Ceiling { what: "test".into(), rate: 100.0, unit, timing: stats };
+    let ceiling = |unit| Ceiling { what: "test".into(), rate: 100.0, rate_median: 90.0, unit, timing: stats };
     Report {
         schema: Report::SCHEMA,
         date_utc: "2026-01-01T00:00:00Z".into(),
@@ -214,7 +214,8 @@ field names.
   "notes":   [ "..." ]                        what was skipped, and why
 }
 
-Ceiling = { "what": "...", "rate": 270.1, "unit": "GFLOP/s" | "GB/s", "timing": Stats }
+Ceiling = { "what": "...", "rate": 270.1, "rate_median": 262.0, "unit": "GFLOP/s" | "GB/s", "timing": Stats }
+          rate: at the fastest repeat (the ceiling); rate_median: at the median repeat
 Stats   = { "repeats": 7, "median_s": 0.063, "min_s": 0.061, "max_s": 0.070 }
 
 Record = {
