@@ -9,12 +9,27 @@ use kernels_core::SplitMix64;
 use lenet::data::{DataFiles, Dataset, Images, SIDE};
 
 /// A fresh, empty directory under the system temp dir, unique to this
-/// process and `name`.
-pub fn scratch_dir(name: &str) -> PathBuf {
+/// process and `name`, removed when dropped.
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn scratch_dir(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("lenet-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// IDX bytes: magic, big-endian dimensions, payload.
