@@ -97,7 +97,8 @@ fn draw_bars(
         .disable_x_mesh()
         .x_labels(0)
         .y_desc("GFLOP/s (log scale)")
-        .y_labels(12)
+        .y_labels(10)
+        .max_light_lines(1)
         .y_label_formatter(&tick)
         .draw()?;
     let slot = 0.8 / kinds.len() as f64;
