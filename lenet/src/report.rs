@@ -209,3 +209,35 @@ impl Observer for Observed {
         self.epochs.push(metrics.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_line_reads_like_the_seed() {
+        let m = EpochMetrics {
+            epoch: 3,
+            loss: 0.3471,
+            train_acc: 0.8724,
+            test_acc: 0.8516,
+            examples_per_s: 37512.44,
+            seconds: 1.6,
+            eval_seconds: 0.1,
+        };
+        assert_eq!(
+            epoch_line(&m, "im2col, 2 threads"),
+            "epoch 3  loss 0.347  train acc 0.872  test acc 0.852  37512.4 examples/s  (im2col, 2 threads)"
+        );
+    }
+
+    #[test]
+    fn optimizer_json_carries_every_hyper_parameter() {
+        let v = optimizer_json(&Optimizer::rmsprop(0.01));
+        assert_eq!(v["name"], "rmsprop");
+        assert_eq!(v["lr"], 0.01);
+        assert_eq!(v["alpha"], 0.99);
+        assert_eq!(v["eps"], 1e-8);
+        assert_eq!(v["weight_decay"], 0.0);
+    }
+}
