@@ -89,3 +89,23 @@ fn a_short_run_on_real_images_learns() {
     // Chance is 0.10.
     assert!(last.test_acc > 0.55, "test accuracy {} after {} epochs", last.test_acc, metrics.len());
 }
+
+#[test]
+fn every_optimizer_from_the_command_line_lowers_the_loss() {
+    use clap::Parser;
+    let data = synthetic(64, 8);
+    let be = Im2col::with_threads(2).unwrap();
+    let batch: Vec<usize> = (0..32).collect();
+    for name in ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"] {
+        let cli = lenet::cli::Cli::try_parse_from(["lenet", "--optimizer", name]).unwrap();
+        let optimizer = cli.args.optimizer_or_default();
+        assert_eq!(optimizer.name(), name);
+        let mut trainer = Trainer::new(&be, RELU_MAX, optimizer, 4).unwrap();
+        let first = trainer.train_step(&be, &data, &batch).unwrap().0;
+        let mut last = first;
+        for _ in 0..30 {
+            last = trainer.train_step(&be, &data, &batch).unwrap().0;
+        }
+        assert!(last < 0.7 * first, "{name} with default hyper-parameters: loss {first} -> {last}");
+    }
+}
