@@ -56,7 +56,13 @@ fn header(out: &mut String, report: &Report) {
     );
     let _ = writeln!(out, "- Threads: {} for im2col and the CPU ceilings; naive runs on one thread", r.threads);
     let device = r.opencl_device.as_deref().unwrap_or("not run");
-    let _ = writeln!(out, "- OpenCL device: {device}\n");
+    let _ = writeln!(out, "- OpenCL device: {device} (PoCL runs its work-items on every core)");
+    let t = &r.timing;
+    let _ = writeln!(
+        out,
+        "- Timing: {} s warm-up, then at least {} repeats and {} s, at most {} s (slow kernels) or {} repeats\n",
+        t.warmup_s, t.min_repeats, t.min_time_s, t.time_cap_s, t.max_repeats
+    );
     let _ = writeln!(
         out,
         "| ceiling | rate (best repeat) | at the median | what | repeats, median [min, max] ms |\n|---|---|---|---|---|"

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::ceilings::Ceiling;
 use crate::machine::{Machine, Revision};
+use crate::timing::PolicySummary;
 
 /// The same-run ceilings.
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +107,8 @@ pub struct Report {
     pub threads: usize,
     pub opencl_device: Option<String>,
     pub quick: bool,
+    /// How each kernel was timed.
+    pub timing: PolicySummary,
     pub ceilings: Ceilings,
     pub records: Vec<Record>,
     pub lenet: Vec<LenetRecord>,
@@ -178,6 +181,7 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
         threads: 2,
         opencl_device: None,
         quick: false,
+        timing: PolicySummary::from(&crate::timing::Policy::full()),
         ceilings: Ceilings { sgemm: ceiling("GFLOP/s"), copy: ceiling("GB/s"), opencl_gemm: None },
         records: records.iter().map(|&(b, ms)| record(b, ms)).collect(),
         lenet: vec![],
@@ -204,6 +208,9 @@ field names.
   "threads": 2,                               CPU threads of im2col and the CPU ceilings
   "opencl_device": "Portable Computing Language / pthread-...", or null when OpenCL was not run
   "quick": false,                             --quick: few repeats, for CI, not for reading
+  "timing": { "warmup_s", "min_repeats", "min_time_s", "time_cap_s", "max_repeats" }
+                                              repeat at least min_repeats times and min_time_s, stop
+                                              early at time_cap_s (slow kernels), never past max_repeats
   "ceilings": {
     "sgemm":       Ceiling,                   matrixmultiply sgemm n=2048, rows split over the threads
     "copy":        Ceiling,                   256 MiB copy, read + write bytes counted

@@ -19,7 +19,7 @@ use crate::ops::{Op, Shape};
 use crate::problem::{Inputs, Oracle, upload};
 use crate::progress::Progress;
 use crate::results::{Ceilings, Record, Report, SCHEMA_MD};
-use crate::timing::Policy;
+use crate::timing::{Policy, PolicySummary};
 use crate::{charts, lenet_throughput};
 
 /// sgemm ceiling size (DESIGN.md: n = 2048) and copy buffer size.
@@ -158,8 +158,9 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         compute_gflops: c.rate,
         bandwidth_gbps: copy.rate,
     };
+    let ctx_policy = if args.quick { Policy::quick() } else { Policy::full() };
     let mut ctx = Context {
-        policy: if args.quick { Policy::quick() } else { Policy::full() },
+        policy: ctx_policy,
         cpu_bound: bound("sgemm", &sgemm),
         cl_bound: opencl_gemm.as_ref().map(|c| bound("opencl_gemm", c)),
         progress: &mut progress,
@@ -185,6 +186,7 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         threads: args.threads,
         opencl_device: backends.opencl.as_ref().map(|cl| cl.device_name().to_string()),
         quick: args.quick,
+        timing: PolicySummary::from(&ctx_policy),
         ceilings: Ceilings { sgemm, copy, opencl_gemm },
         records,
         lenet,

@@ -46,6 +46,28 @@ impl Policy {
     }
 }
 
+/// A [`Policy`] in seconds, as results.json records it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PolicySummary {
+    pub warmup_s: f64,
+    pub min_repeats: usize,
+    pub min_time_s: f64,
+    pub time_cap_s: f64,
+    pub max_repeats: usize,
+}
+
+impl From<&Policy> for PolicySummary {
+    fn from(p: &Policy) -> Self {
+        PolicySummary {
+            warmup_s: p.warmup.as_secs_f64(),
+            min_repeats: p.min_repeats,
+            min_time_s: p.min_time.as_secs_f64(),
+            time_cap_s: p.time_cap.as_secs_f64(),
+            max_repeats: p.max_repeats,
+        }
+    }
+}
+
 /// Timing statistics of the repeats, in seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stats {
