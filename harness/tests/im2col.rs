@@ -125,7 +125,7 @@ fn direct_filters_problem() -> impl Strategy<Value = ConvProblem> {
 }
 
 #[test]
-fn conv_direct_filters_forward_matches_naive_f64() {
+fn conv_direct_filters_forward_and_backward_match_naive_f64() {
     let backend = im2col();
     let lenet_c2 =
         ConvProblem { input: [3, 6, 14, 14], filters: [16, 5, 5], params: Conv2d::new(1, 0), bias: true, seed: 8 };
@@ -135,9 +135,13 @@ fn conv_direct_filters_forward_matches_naive_f64() {
         backend.conv_plan(&g).path == ConvPath::DirectFilters
     };
     assert!(edges.iter().all(|(_, p)| on_path(p)));
-    common::run("conv2d forward, filter-vectorised kernel", edges, direct_filters_problem(), |p| {
+    common::run("conv2d forward, filter-vectorised kernel", edges.clone(), direct_filters_problem(), |p| {
         prop_assert!(on_path(p), "not on the filter-vectorised path: {p:?}");
         conv_forward(&backend, p)
+    });
+    // Backward on the same path: dW by the implicit kernel, dX by col2im.
+    common::run("conv2d backward, filter-vectorised kernel", edges, direct_filters_problem(), |p| {
+        conv_backward(&backend, p, GradRequest::ALL)
     });
 }
 
@@ -186,7 +190,8 @@ fn conv_backward_agrees_with_central_differences_of_its_own_forward() {
         ("direct forward geometry", [2, 1, 6, 18], [3, 3, 3], Conv2d::new(1, 1)),
         ("pointwise", [3, 4, 3, 5], [2, 1, 1], Conv2d::default()),
         ("images grouped", [9, 2, 4, 4], [3, 2, 2], Conv2d::default()),
-        ("filter-vectorised forward geometry", [2, 8, 6, 6], [5, 3, 3], Conv2d::new(1, 1)),
+        ("filter-vectorised geometry", [2, 8, 6, 6], [8, 3, 3], Conv2d::new(1, 1)),
+        ("filter-vectorised geometry, strided", [2, 8, 7, 8], [5, 3, 3], Conv2d::new(2, 1)),
     ];
     for (label, input, [k, r, s], params) in cases {
         let x = random(&input, 1);

@@ -20,7 +20,7 @@ use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
 /// Filters per block: one 16-lane accumulator.
-const FILTERS: usize = 16;
+pub(crate) const FILTERS: usize = 16;
 /// Output pixels per register block.
 const PIXELS: usize = 12;
 
@@ -36,8 +36,6 @@ pub(crate) fn padded_floats(g: &ConvGeometry) -> usize {
 
 /// y [n, k, oh, ow]; `applies(g)` must hold.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
-    let [ph, pw] = g.params.padding;
-    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
     let taps = g.c * g.r * g.s;
     // Weights as [tap][16 filters], zero past k.
     let mut wt = vec![0.0f32; taps * FILTERS];
@@ -46,18 +44,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
             wt[tap * FILTERS + k] = w[k * taps + tap];
         }
     }
-    // Offset of tap (c, r, s) and of output pixel (oh, ow) in the padded image.
-    let [sh, sw] = g.params.stride;
-    let [dh, dw] = g.params.dilation;
-    let mut tap_at = Vec::with_capacity(taps);
-    for c in 0..g.c {
-        for r in 0..g.r {
-            for s in 0..g.s {
-                tap_at.push(c * hp * wp + r * dh * wp + s * dw);
-            }
-        }
-    }
-    let pixel_at: Vec<usize> = (0..g.oh * g.ow).map(|p| (p / g.ow) * sh * wp + (p % g.ow) * sw).collect();
+    let (tap_at, pixel_at) = offsets(g);
     let mut b = [0.0f32; FILTERS];
     if let Some(bias) = bias {
         b[..g.k].copy_from_slice(bias);
@@ -76,6 +63,26 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
     y
 }
 
+/// Offsets in the padded image of each tap (c, r, s) and of each output
+/// pixel (oh, ow): the input element tap t meets at pixel p is
+/// padded[pixel_at[p] + tap_at[t]].
+pub(crate) fn offsets(g: &ConvGeometry) -> (Vec<usize>, Vec<usize>) {
+    let [ph, pw] = g.params.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let [sh, sw] = g.params.stride;
+    let [dh, dw] = g.params.dilation;
+    let mut tap_at = Vec::with_capacity(g.c * g.r * g.s);
+    for c in 0..g.c {
+        for r in 0..g.r {
+            for s in 0..g.s {
+                tap_at.push(c * hp * wp + r * dh * wp + s * dw);
+            }
+        }
+    }
+    let pixel_at = (0..g.oh * g.ow).map(|p| (p / g.ow) * sh * wp + (p % g.ow) * sw).collect();
+    (tap_at, pixel_at)
+}
+
 /// What every image shares: blocked weights, offsets, bias.
 struct Layout<'a> {
     wt: &'a [f32],
@@ -84,7 +91,8 @@ struct Layout<'a> {
     bias: [f32; FILTERS],
 }
 
-fn pad(g: &ConvGeometry, x_image: &[f32], padded: &mut [f32]) {
+/// The image with its zero border, [c, h + 2·ph, w + 2·pw].
+pub(crate) fn pad(g: &ConvGeometry, x_image: &[f32], padded: &mut [f32]) {
     let [ph, pw] = g.params.padding;
     let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
     if ph > 0 || pw > 0 {

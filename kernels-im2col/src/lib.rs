@@ -26,7 +26,8 @@
 //! - A forward with at most 16 filters on images smaller than a GEMM tile
 //!   and C·R·S ≥ 64 (lenet-c2) runs an implicit-GEMM kernel vectorised
 //!   across filters ([`ConvPath::DirectFilters`], `direct_filters.rs`),
-//!   reading the input where im2col would have copied it. [`Im2col::conv_plan`] tells which path and tiling a
+//!   reading the input where im2col would have copied it. Its backward
+//!   computes dW the same way (`direct_filters_grad.rs`) and dX by col2im. [`Im2col::conv_plan`] tells which path and tiling a
 //!   geometry takes.
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is
 //!   a tile of channels x output pixels of about [`TILE_FLOATS`] floats per
@@ -64,6 +65,7 @@
 mod conv;
 mod direct;
 mod direct_filters;
+mod direct_filters_grad;
 mod gemm;
 mod linear;
 mod plan;

@@ -67,6 +67,8 @@ fn conv_matches_the_reference_on_awkward_and_tiled_shapes() {
         ([3, 1, 28, 28], [6, 5, 5], Conv2d::new(1, 2)),         // direct path (lenet-c1 geometry)
         ([2, 2, 21, 19], [8, 3, 3], Conv2d::new(1, 1)), // direct: filter remainder, odd rows, OW not a multiple of 16
         ([2, 3, 16, 18], [7, 3, 1], Conv2d::new(1, 0)), // direct: OW exactly 16, non-square kernel
+        ([3, 6, 14, 14], [16, 5, 5], Conv2d::new(1, 0)), // filter-vectorised (lenet-c2)
+        ([2, 9, 9, 9], [7, 3, 3], Conv2d::new(2, 1)),   // filter-vectorised, strided
         ([7, 3, 5, 5], [4, 1, 1], Conv2d::default()),   // pointwise over several images
     ];
     for (x, f, params) in cases {

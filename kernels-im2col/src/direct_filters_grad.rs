@@ -1,0 +1,147 @@
+//! Backward of the filter-vectorised path (direct_filters.rs): dW without
+//! im2col, for the same few-filter, small-image convs.
+//!
+//! - dW [k, c·r·s] = Σₙ Σₚ dy[n, k, p] · x_pad[pixel_at[p] + tap_at[t]]: the
+//!   register block is 16 filters (one accumulator) x 12 taps; per output
+//!   pixel one load of its 16 filters' dy and 12 broadcast FMAs of the
+//!   input elements the taps meet there. Workers take runs of images and
+//!   sum their partial dW at the end.
+//! - dX stays with conv.rs (col2im): computing it as the forward of the
+//!   transposed conv through direct_filters measured 1.3x slower on
+//!   lenet-c2 (OPTIMISATION.md, step 9).
+//! - Checked against the reference by harness/tests/im2col.rs (property on
+//!   these geometries and a gradient check); timed by examples/bench.rs
+//!   (lenet-c2 backward).
+
+use kernels_core::ConvGeometry;
+use rayon::prelude::*;
+
+use crate::direct_filters::{FILTERS, offsets, pad, padded_floats};
+
+/// Taps per register block.
+const TAPS: usize = 12;
+
+/// dw [k, c, r, s]; `applies(g)` must hold (K ≤ 16).
+pub(crate) fn backward_dw(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (tap_at, pixel_at) = offsets(g);
+    let taps = tap_at.len();
+    let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
+    let per_worker = g.n.div_ceil(rayon::current_num_threads()).max(1);
+    let kernel = select_kernel();
+    let total = x
+        .par_chunks(per_worker * image_in)
+        .zip(dy.par_chunks(per_worker * image_out))
+        .map(|(x_run, dy_run)| {
+            let mut partial = vec![0.0f32; taps * FILTERS];
+            let mut padded = vec![0.0f32; padded_floats(g)];
+            let mut dy_t = vec![0.0f32; pixels * FILTERS];
+            for (x_image, dy_image) in x_run.chunks_exact(image_in).zip(dy_run.chunks_exact(image_out)) {
+                pad(g, x_image, &mut padded);
+                // dy_t[p][k] = dy[k][p], zero past k.
+                for (k, row) in dy_image.chunks_exact(pixels).enumerate() {
+                    for (p, &v) in row.iter().enumerate() {
+                        dy_t[p * FILTERS + k] = v;
+                    }
+                }
+                kernel(&Operands { padded: &padded, dy_t: &dy_t, tap_at: &tap_at, pixel_at: &pixel_at }, &mut partial);
+            }
+            partial
+        })
+        .reduce(
+            || vec![0.0f32; taps * FILTERS],
+            |mut a, b| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                a
+            },
+        );
+    let mut dw = vec![0.0f32; g.k * taps];
+    for (t, lanes) in total.chunks_exact(FILTERS).enumerate() {
+        for (k, &v) in lanes.iter().enumerate().take(g.k) {
+            dw[k * taps + t] = v;
+        }
+    }
+    dw
+}
+
+/// One image's operands for the dW kernel.
+struct Operands<'a> {
+    padded: &'a [f32],
+    dy_t: &'a [f32],
+    tap_at: &'a [usize],
+    pixel_at: &'a [usize],
+}
+
+type DwKernel = fn(&Operands<'_>, &mut [f32]);
+
+fn select_kernel() -> DwKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX-512F and FMA.
+            return |o, acc| unsafe { dw_avx512(o, acc) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX2 and FMA.
+            return |o, acc| unsafe { dw_avx2(o, acc) };
+        }
+    }
+    |o, acc| dw_image(o, acc, |a, v, s| a * v + s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn dw_avx512(o: &Operands<'_>, acc: &mut [f32]) {
+    dw_image(o, acc, f32::mul_add)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_avx2(o: &Operands<'_>, acc: &mut [f32]) {
+    dw_image(o, acc, f32::mul_add)
+}
+
+/// total [tap][16] += one image's dW, 12 taps at a time (then 4, then 1:
+/// blocks cannot overlap, since they accumulate).
+#[inline(always)]
+fn dw_image(o: &Operands<'_>, total: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32 + Copy) {
+    let taps = o.tap_at.len();
+    let mut t0 = 0;
+    while t0 + TAPS <= taps {
+        dw_block::<TAPS>(o, t0, total, fma);
+        t0 += TAPS;
+    }
+    while t0 + 4 <= taps {
+        dw_block::<4>(o, t0, total, fma);
+        t0 += 4;
+    }
+    while t0 < taps {
+        dw_block::<1>(o, t0, total, fma);
+        t0 += 1;
+    }
+}
+
+#[inline(always)]
+fn dw_block<const T: usize>(o: &Operands<'_>, t0: usize, total: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32) {
+    let at: [usize; T] = std::array::from_fn(|t| o.tap_at[t0 + t]);
+    let last_pixel = o.pixel_at.iter().copied().max().unwrap_or(0);
+    let last_tap = at.iter().copied().max().unwrap_or(0);
+    // One check for every read below (see direct_filters.rs for why).
+    assert!(last_pixel + last_tap < o.padded.len(), "direct_filters_grad: offsets past the padded image");
+    let mut acc = [[0.0f32; FILTERS]; T];
+    for (p, &base) in o.pixel_at.iter().enumerate() {
+        let dv: [f32; FILTERS] = o.dy_t[p * FILTERS..][..FILTERS].try_into().unwrap_or([0.0; FILTERS]);
+        for (lanes, &a) in acc.iter_mut().zip(&at) {
+            // SAFETY: base + a ≤ last_pixel + last_tap < padded.len(),
+            // asserted above.
+            let v = unsafe { *o.padded.get_unchecked(base + a) };
+            for (acc_f, &d) in lanes.iter_mut().zip(&dv) {
+                *acc_f = fma(v, d, *acc_f);
+            }
+        }
+    }
+    for (t, lanes) in acc.iter().enumerate() {
+        for (out, v) in total[(t0 + t) * FILTERS..][..FILTERS].iter_mut().zip(lanes) {
+            *out += v;
+        }
+    }
+}
