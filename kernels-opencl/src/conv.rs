@@ -68,6 +68,10 @@ fn im2col(
     let mut args = vec![Arg::F32Buf(x), i32_arg("conv2d", first * g.c * g.h * g.w)?];
     args.extend(geometry_args(g)?);
     args.push(Arg::F32Buf(col));
+    if !rt.tiles.im2col_rows {
+        args.push(i32_arg("conv2d", images)?);
+        return rt.launch_lines("im2col_plane", &args, &[g.c * g.r * g.s, images]);
+    }
     rt.launch_lines("im2col", &args, &[g.oh, g.c * g.r * g.s, images])
 }
 

@@ -77,6 +77,8 @@ pub struct Config {
     pub gemm_tile: Option<(usize, usize, usize)>,
     /// Stage GEMM tiles in local memory (the GPU variant).
     pub local_gemm: Option<bool>,
+    /// im2col one row per work-item (the GPU variant) instead of one plane.
+    pub im2col_rows: Option<bool>,
 }
 
 /// The OpenCL backend: one device, one in-order profiling queue, programs

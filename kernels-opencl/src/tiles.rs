@@ -29,6 +29,9 @@ pub(crate) struct Tiles {
     /// Work-group size along dimension 0 of the element-wise and layout
     /// kernels (im2col, pooling, activations, optimisers).
     pub line_wg: usize,
+    /// im2col with one work-item per row (GPUs: many work-items) rather than
+    /// per plane (CPUs: fewer, longer ones).
+    pub im2col_rows: bool,
     /// Upper bound on a work-group (the device's).
     pub max_wg: usize,
     pub compute_units: usize,
@@ -87,6 +90,7 @@ impl Tiles {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(prev_pow2(max_wg.min(256))),
             use_local: use_local && max_wg >= 64,
+            im2col_rows: config.im2col_rows.unwrap_or(limits.is_gpu),
             tile_k,
             max_wg,
             compute_units: limits.compute_units as usize,

@@ -231,14 +231,15 @@ fn matmul_case(cl: &OpenCl, m: usize, k: usize, n: usize, seed: u64) {
 
 #[test]
 fn gemm_variants_match_the_reference() {
-    // The default tile, the GPU variant (local memory, 4x4 float4 tiles) run
-    // here on whatever device there is, and odd tiles down to scalar lanes.
+    // The default tile, the GPU variants (local memory, 4x4 float4 tiles,
+    // row-wise im2col) run here on whatever device there is, and odd tiles
+    // down to scalar lanes.
     let configs = [
         Config::default(),
-        Config { local_gemm: Some(true), gemm_tile: Some((4, 4, 4)) },
-        Config { local_gemm: Some(true), gemm_tile: Some((3, 8, 8)) },
-        Config { local_gemm: Some(false), gemm_tile: Some((5, 16, 8)) },
-        Config { local_gemm: Some(false), gemm_tile: Some((3, 3, 1)) },
+        Config { local_gemm: Some(true), gemm_tile: Some((4, 4, 4)), im2col_rows: Some(true) },
+        Config { local_gemm: Some(true), gemm_tile: Some((3, 8, 8)), im2col_rows: Some(false) },
+        Config { local_gemm: Some(false), gemm_tile: Some((5, 16, 8)), im2col_rows: Some(true) },
+        Config { local_gemm: Some(false), gemm_tile: Some((3, 3, 1)), im2col_rows: Some(false) },
     ];
     for config in configs {
         let cl = OpenCl::with_config(None, &config).unwrap();
@@ -248,6 +249,7 @@ fn gemm_variants_match_the_reference() {
             matmul_case(&cl, m, k, n, seed as u64);
         }
         conv_case(&cl, [2, 3, 9, 8], [5, 3, 3, 3], Conv2d::new(1, 1), 20);
+        conv_case(&cl, [5, 1, 12, 12], [3, 1, 5, 5], Conv2d::new(1, 0), 22); // 5 images: rounded group dims
         conv_case(&cl, [2, 4, 6, 6], [7, 4, 1, 1], Conv2d::new(1, 0), 21);
     }
     let cl = backend();

@@ -68,7 +68,7 @@ pub fn run(tiles: &str, reps: usize, only: Option<&str>) -> Result<()> {
     let tiles: Vec<_> = tiles.split(',').map(parse_tile).collect::<Result<_>>()?;
     let backends: Vec<OpenCl> = tiles
         .iter()
-        .map(|&t| OpenCl::with_config(None, &Config { gemm_tile: Some(t), local_gemm: None }))
+        .map(|&t| OpenCl::with_config(None, &Config { gemm_tile: Some(t), ..Config::default() }))
         .collect::<Result<_>>()?;
     for (name, flops, call) in problems(&backends, only)? {
         let mut samples = vec![Vec::new(); backends.len()];

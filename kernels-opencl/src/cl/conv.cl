@@ -5,9 +5,11 @@
 //   x[b][c][oh·sh − ph + r·dh][ow·sw − pw + s·dw], zero in the padding.
 //   col2im is its adjoint: dx[b][c][h][w] = Σ of the col entries that read
 //   x[b][c][h][w]; each work-item owns one dx row, so no atomics.
-// Launch: im2col over (OH, C·R·S, nb), one output row of col per work-item;
-//   col2im over (H, C, nb), one dx row per work-item. Index divisions happen
-//   once per row: per element they cost more than the copy (PoCL runs a
+// Variants: im2col (GPUs) over (OH, C·R·S, nb), one output row of col per
+//   work-item; im2col_plane (CPUs) over (C·R·S, nb), one plane of col per
+//   work-item, 2x faster on PoCL (fewer, longer work-items). col2im over
+//   (H, C, nb), one dx row per work-item. Index divisions happen once per
+//   row or plane: per element they cost more than the copy (PoCL runs a
 //   work-item as a loop iteration, and vector integer division is slow).
 // Check: cargo test -p kernels-opencl conv; time: the opencl_bench example.
 
@@ -61,3 +63,33 @@ __kernel void col2im(__global const float* restrict col, const int C, const int 
         }
     }
 }
+
+// CPU variant of im2col: one work-item per (c·R·S index, image) plane of
+// col, looping over its rows; index arithmetic once per plane.
+__kernel void im2col_plane(__global const float* restrict x, const int x_off, const int C, const int H, const int W,
+                           const int R, const int S, const int OH, const int OW, const int sh, const int sw,
+                           const int ph, const int pw, const int dh, const int dw, __global float* restrict col,
+                           const int nb) {
+    const int crs = get_global_id(0);
+    const int b = get_global_id(1);
+    if (crs >= C * R * S || b >= nb) return;
+    const int c = crs / (R * S), rs = crs % (R * S);
+    const int r = rs / S, s = rs % S;
+    const int off = s * dw - pw;
+    const int lo = off >= 0 ? 0 : min(OW, (-off + sw - 1) / sw);
+    const int hi = W - off <= 0 ? 0 : min(OW, (W - off + sw - 1) / sw);
+    __global const float* xp = x + x_off + ((size_t)b * C + c) * H * W;
+    __global float* out = col + ((size_t)b * C * R * S + crs) * OH * OW;
+    for (int oh = 0; oh < OH; ++oh, out += OW) {
+        const int ih = oh * sh - ph + r * dh;
+        if (ih < 0 || ih >= H) {
+            for (int ow = 0; ow < OW; ++ow) out[ow] = 0.0f;
+            continue;
+        }
+        __global const float* in = xp + ih * W;
+        for (int ow = 0; ow < lo; ++ow) out[ow] = 0.0f;
+        for (int ow = lo; ow < hi; ++ow) out[ow] = in[ow * sw + off];
+        for (int ow = max(lo, hi); ow < OW; ++ow) out[ow] = 0.0f;
+    }
+}
+
