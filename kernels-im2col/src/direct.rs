@@ -33,16 +33,17 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.params.stride == [1, 1] && g.params.dilation == [1, 1] && g.ow >= LANES && g.c * g.r * g.s <= DIRECT_MAX_TAPS
 }
 
-/// Weights regrouped as [filter block][tap][FILTERS], zero past k, so a tap's
-/// six weights are adjacent.
+/// Weights regrouped as [filter block][tap][FILTERS][LANES], each weight
+/// repeated across the 16 lanes (zero past k): the kernel then loads a
+/// ready vector instead of loading a scalar and broadcasting it.
 fn block_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
     let taps = g.c * g.r * g.s;
     let blocks = g.k.div_ceil(FILTERS);
-    let mut out = vec![0.0f32; blocks * taps * FILTERS];
+    let mut out = vec![0.0f32; blocks * taps * FILTERS * LANES];
     for k in 0..g.k {
         let (block, f) = (k / FILTERS, k % FILTERS);
         for tap in 0..taps {
-            out[(block * taps + tap) * FILTERS + f] = w[k * taps + tap];
+            out[((block * taps + tap) * FILTERS + f) * LANES..][..LANES].fill(w[k * taps + tap]);
         }
     }
     out
@@ -119,7 +120,7 @@ fn image(
     let taps = g.c * g.r * g.s;
     let plane_out = g.oh * g.ow;
     for block in 0..g.k.div_ceil(FILTERS) {
-        let weights = &wb[block * taps * FILTERS..][..taps * FILTERS];
+        let weights = &wb[block * taps * FILTERS * LANES..][..taps * FILTERS * LANES];
         let k0 = block * FILTERS;
         let filters = FILTERS.min(g.k - k0);
         let mut b = [0.0f32; FILTERS];
@@ -173,17 +174,27 @@ fn tile<const ROWS: usize>(
             *lanes = [bias[f]; LANES];
         }
     }
+    // The furthest element read below: last channel, row oh + ROWS − 1 +
+    // R − 1, column ow + S − 1 + 15. One check here replaces a bounds check
+    // per load (which kept LLVM from keeping the loop tight).
+    let last = ((g.c - 1) * hp + oh + ROWS - 1 + g.r - 1) * wp + ow + g.s - 1 + LANES - 1;
+    assert!(last < padded.len(), "direct: tile reads past the padded image");
+    assert!(weights.len() >= g.c * g.r * g.s * FILTERS * LANES, "direct: weight block too short");
+    let (x_ptr, w_ptr) = (padded.as_ptr(), weights.as_ptr());
     let mut tap = 0;
     for c in 0..g.c {
         for r in 0..g.r {
             for s in 0..g.s {
-                let wt: [f32; FILTERS] = weights[tap * FILTERS..][..FILTERS].try_into().unwrap_or([0.0; FILTERS]);
+                // SAFETY: tap < C·R·S, so the tap's FILTERS x LANES weights
+                // lie inside `weights` (asserted above).
+                let wt = unsafe { w_ptr.add(tap * FILTERS * LANES).cast::<[[f32; LANES]; FILTERS]>().read_unaligned() };
                 for (q, row) in acc.iter_mut().enumerate() {
                     let at = (c * hp + oh + q + r) * wp + ow + s;
-                    let xv: [f32; LANES] = padded[at..at + LANES].try_into().unwrap_or([0.0; LANES]);
-                    for (lanes, &wf) in row.iter_mut().zip(&wt) {
-                        for (a, &v) in lanes.iter_mut().zip(&xv) {
-                            *a = fma(wf, v, *a);
+                    // SAFETY: at + 15 ≤ last < padded.len() (asserted above).
+                    let xv = unsafe { x_ptr.add(at).cast::<[f32; LANES]>().read_unaligned() };
+                    for (lanes, wf) in row.iter_mut().zip(&wt) {
+                        for ((a, &v), &wl) in lanes.iter_mut().zip(&xv).zip(wf) {
+                            *a = fma(wl, v, *a);
                         }
                     }
                 }
