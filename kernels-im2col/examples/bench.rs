@@ -13,7 +13,7 @@
 //!   before timing: every output on a 2-image batch of the same geometry,
 //!   and, after timing, the first 2 images of the timed forward and dx.
 //!   Pooling is validated whole.
-//! - Timing: 2 warm-up calls, then samples until `--secs` (default 1) or 200
+//! - Timing: 2 warm-up calls, then samples until `--secs` (default 1) or 5000
 //!   samples, at least 10; prints median, min and max in ms, GFLOP/s from
 //!   kernels-core's analytic counts, % of the same-run sgemm rate, and
 //!   PyTorch's time from the suite data with the speed-up (PyTorch / ours).
@@ -93,7 +93,7 @@ fn time(secs: f64, mut call: impl FnMut() -> Result<(), String>) -> Result<Stats
     let mut samples = Vec::new();
     let cpu_start = process_cpu_ms();
     let start = Instant::now();
-    while samples.len() < 10 || (samples.len() < 200 && start.elapsed().as_secs_f64() < secs) {
+    while samples.len() < 10 || (samples.len() < 5000 && start.elapsed().as_secs_f64() < secs) {
         let t = Instant::now();
         call()?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);

@@ -150,9 +150,12 @@ fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32], 
         // LLVM spill the accumulators to the stack on every tap).
         let last_pixel = at.iter().copied().max().unwrap_or(0);
         assert!(last_pixel + last_tap < padded.len(), "direct_filters: offsets past the padded image");
+        assert!(l.wt.len() >= l.tap_at.len() * FILTERS, "direct_filters: weight block too short");
         let mut acc = [l.bias; PIXELS];
         for (tap, &tap_at) in l.tap_at.iter().enumerate() {
-            let wv: [f32; FILTERS] = l.wt[tap * FILTERS..][..FILTERS].try_into().unwrap_or([0.0; FILTERS]);
+            // SAFETY: tap < tap_at.len(), so its 16 weights lie inside wt
+            // (asserted above).
+            let wv = unsafe { l.wt.as_ptr().add(tap * FILTERS).cast::<[f32; FILTERS]>().read_unaligned() };
             for (lanes, &a) in acc.iter_mut().zip(&at) {
                 // SAFETY: a + tap_at ≤ last_pixel + last_tap < padded.len(),
                 // asserted above.

@@ -127,9 +127,12 @@ fn dw_block<const T: usize>(o: &Operands<'_>, t0: usize, total: &mut [f32], fma:
     let last_tap = at.iter().copied().max().unwrap_or(0);
     // One check for every read below (see direct_filters.rs for why).
     assert!(last_pixel + last_tap < o.padded.len(), "direct_filters_grad: offsets past the padded image");
+    assert!(o.dy_t.len() >= o.pixel_at.len() * FILTERS, "direct_filters_grad: dy block too short");
     let mut acc = [[0.0f32; FILTERS]; T];
     for (p, &base) in o.pixel_at.iter().enumerate() {
-        let dv: [f32; FILTERS] = o.dy_t[p * FILTERS..][..FILTERS].try_into().unwrap_or([0.0; FILTERS]);
+        // SAFETY: p < pixel_at.len(), so its 16 values lie inside dy_t
+        // (asserted above).
+        let dv = unsafe { o.dy_t.as_ptr().add(p * FILTERS).cast::<[f32; FILTERS]>().read_unaligned() };
         for (lanes, &a) in acc.iter_mut().zip(&at) {
             // SAFETY: base + a ≤ last_pixel + last_tap < padded.len(),
             // asserted above.
