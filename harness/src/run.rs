@@ -9,12 +9,12 @@ use kernels_core::Backend;
 use kernels_naive::Naive;
 
 use crate::backends::{BackendKind, Backends, ClProfile, opencl_gemm_ceiling};
-use crate::ceilings::{self, Ceiling};
+use crate::ceilings;
 use crate::cli::{Args, Selection};
 use crate::error::{HarnessError, Result};
 use crate::machine::{Machine, Revision, utc_now};
-use crate::markdown::{self, pct, sig};
-use crate::measure::{Bound, DeviceProfile, Job, NoProfile};
+use crate::markdown::{self, sig};
+use crate::measure::{DeviceProfile, Job, NoProfile};
 use crate::ops::{Op, Shape};
 use crate::problem::{Inputs, Oracle, upload};
 use crate::progress::Progress;
@@ -29,15 +29,13 @@ const COPY_BYTES: usize = 256 << 20;
 /// Everything the measuring loop shares.
 struct Context<'a> {
     policy: Policy,
-    cpu_bound: Bound,
-    cl_bound: Option<Bound>,
     progress: &'a mut Progress,
     records: Vec<Record>,
 }
 
 fn summary(r: &Record) -> String {
     format!(
-        "{} {} {}: {} ms [{}, {}] x{}, {} GFLOP/s ({} of bound), max rel err {:.1e}",
+        "{} {} {}: {} ms [{}, {}] x{}, {} GFLOP/s, {} GB/s, max rel err {:.1e}",
         r.op,
         r.shape,
         r.backend,
@@ -46,7 +44,7 @@ fn summary(r: &Record) -> String {
         sig(r.max_ms),
         r.repeats,
         sig(r.gflops),
-        pct(r.pct_of_bound),
+        sig(r.gbps),
         r.max_rel_err
     )
 }
@@ -58,7 +56,7 @@ fn measure_backend<B: Backend<Elem = f32>>(
     backend: &B,
     kind: BackendKind,
     profile: &dyn DeviceProfile,
-    bound: &Bound,
+    compute_ceiling: &str,
     shape: &Shape,
     ops: &[Op],
     inputs: &Inputs,
@@ -77,7 +75,7 @@ fn measure_backend<B: Backend<Elem = f32>>(
             inputs: &device,
             expected: &expected,
             policy: &ctx.policy,
-            bound,
+            compute_ceiling,
         };
         let record = job.run()?;
         ctx.progress.finish_one(&summary(&record));
@@ -102,23 +100,22 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
                 ctx.progress.note(&format!("oracle (naive f64) for {} on {}: {took:.1} s", op.name(), shape.name()));
             }
         }
-        let cpu = ctx.cpu_bound.clone();
         for kind in &selection.backends {
             match kind {
                 BackendKind::Naive => {
                     if let Some(b) = &backends.naive {
-                        measure_backend(ctx, b, *kind, &NoProfile, &cpu, shape, &ops, &inputs, &oracle)?;
+                        measure_backend(ctx, b, *kind, &NoProfile, "sgemm", shape, &ops, &inputs, &oracle)?;
                     }
                 }
                 BackendKind::Im2col => {
                     if let Some(b) = &backends.im2col {
-                        measure_backend(ctx, b, *kind, &NoProfile, &cpu, shape, &ops, &inputs, &oracle)?;
+                        measure_backend(ctx, b, *kind, &NoProfile, "sgemm", shape, &ops, &inputs, &oracle)?;
                     }
                 }
                 BackendKind::OpenCl => {
                     if let Some(b) = &backends.opencl {
-                        let bound = ctx.cl_bound.clone().unwrap_or(cpu.clone());
-                        measure_backend(ctx, b, *kind, &ClProfile(b), &bound, shape, &ops, &inputs, &oracle)?;
+                        let profile = ClProfile(b);
+                        measure_backend(ctx, b, *kind, &profile, "opencl_gemm", shape, &ops, &inputs, &oracle)?;
                     }
                 }
             }
@@ -126,6 +123,18 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
         oracle.clear();
     }
     Ok(())
+}
+
+/// sgemm, copy and (with OpenCL) the OpenCL GEMM ceiling.
+fn measure_ceilings(args: &Args, backends: &Backends, progress: &Progress) -> Result<Ceilings> {
+    progress.note("ceilings: sgemm, copy bandwidth, OpenCL GEMM");
+    let sgemm = ceilings::sgemm(SGEMM_N, args.threads, args.quick).map_err(setup("sgemm ceiling"))?;
+    let copy = ceilings::copy_bandwidth(COPY_BYTES, args.threads, args.quick).map_err(setup("copy ceiling"))?;
+    let opencl_gemm = backends.opencl.as_ref().map(|cl| opencl_gemm_ceiling(cl, args.quick)).transpose()?;
+    for c in [Some(&sgemm), Some(&copy), opencl_gemm.as_ref()].into_iter().flatten() {
+        progress.note(&format!("  {}: {} {}", c.what, sig(c.rate), c.unit));
+    }
+    Ok(Ceilings { sgemm, copy, opencl_gemm })
 }
 
 fn setup(what: &str) -> impl Fn(String) -> HarnessError + '_ {
@@ -146,28 +155,12 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         .sum();
     let mut progress = Progress::new(total as u64);
 
-    progress.note("ceilings: sgemm, copy bandwidth, OpenCL GEMM");
-    let sgemm = ceilings::sgemm(SGEMM_N, args.threads, args.quick).map_err(setup("sgemm ceiling"))?;
-    let copy = ceilings::copy_bandwidth(COPY_BYTES, args.threads, args.quick).map_err(setup("copy ceiling"))?;
-    let opencl_gemm = backends.opencl.as_ref().map(|cl| opencl_gemm_ceiling(cl, args.quick)).transpose()?;
-    for c in [Some(&sgemm), Some(&copy), opencl_gemm.as_ref()].into_iter().flatten() {
-        progress.note(&format!("  {}: {} {}", c.what, sig(c.rate), c.unit));
-    }
-    let bound = |name: &str, c: &Ceiling| Bound {
-        compute_name: name.into(),
-        compute_gflops: c.rate,
-        bandwidth_gbps: copy.rate,
-    };
+    let before = measure_ceilings(args, &backends, &progress)?;
     let ctx_policy = if args.quick { Policy::quick() } else { Policy::full() };
-    let mut ctx = Context {
-        policy: ctx_policy,
-        cpu_bound: bound("sgemm", &sgemm),
-        cl_bound: opencl_gemm.as_ref().map(|c| bound("opencl_gemm", c)),
-        progress: &mut progress,
-        records: Vec::new(),
-    };
+    let mut ctx = Context { policy: ctx_policy, progress: &mut progress, records: Vec::new() };
     measure_all(&mut ctx, &backends, &selection)?;
     let records = std::mem::take(&mut ctx.records);
+    let ceilings = before.best_of(measure_ceilings(args, &backends, &progress)?);
 
     progress.finish();
     let lenet = if args.lenet {
@@ -187,12 +180,13 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         opencl_device: backends.opencl.as_ref().map(|cl| cl.device_name().to_string()),
         quick: args.quick,
         timing: PolicySummary::from(&ctx_policy),
-        ceilings: Ceilings { sgemm, copy, opencl_gemm },
+        ceilings,
         records,
         lenet,
         notes,
     };
     report.fill_speedups();
+    report.apply_bounds();
     Ok(report)
 }
 
