@@ -247,6 +247,9 @@ __kernel void gemm_nt(const int M, const int N, const int K,
             tail[r][c] = 0.0f;
         }
     const int kv = K - K % VW;
+    float mask_lanes[VW];
+    for (int l = 0; l < VW; ++l) mask_lanes[l] = l >= VW - K % VW ? 1.0f : 0.0f;
+    const VEC tail_mask = VLOAD(0, mask_lanes);
     const int nb = reduce ? batches : 1;
     for (int bi = 0; bi < nb; ++bi) {
         const size_t b = reduce ? bi : z;
@@ -263,11 +266,25 @@ __kernel void gemm_nt(const int M, const int N, const int K,
 #pragma unroll
                 for (int c = 0; c < NT_NR; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
         }
-        for (int k = kv; k < K; ++k)
+        if (kv < K && K >= VW) {
+            // The last K % VW terms: one vector step at K − VW, its lanes
+            // that overlap the main loop zeroed by the mask.
+            VEC av[NT_MR], bv[NT_NR];
+#pragma unroll
+            for (int r = 0; r < NT_MR; ++r) av[r] = VLOAD(0, Ab + arow[r] + K - VW) * tail_mask;
+#pragma unroll
+            for (int c = 0; c < NT_NR; ++c) bv[c] = VLOAD(0, Bb + brow[c] + K - VW);
 #pragma unroll
             for (int r = 0; r < NT_MR; ++r)
 #pragma unroll
-                for (int c = 0; c < NT_NR; ++c) tail[r][c] = fma(Ab[arow[r] + k], Bb[brow[c] + k], tail[r][c]);
+                for (int c = 0; c < NT_NR; ++c) acc[r][c] = fma(av[r], bv[c], acc[r][c]);
+        } else {
+            for (int k = kv; k < K; ++k)
+#pragma unroll
+                for (int r = 0; r < NT_MR; ++r)
+#pragma unroll
+                    for (int c = 0; c < NT_NR; ++c) tail[r][c] = fma(Ab[arow[r] + k], Bb[brow[c] + k], tail[r][c]);
+        }
     }
     __global float* Cb = C + c_off + (reduce ? 0 : (size_t)z * c_bs);
     // Fully unrolled with constant indices (no break), so the accumulators
