@@ -9,10 +9,12 @@
 //   gemm_nn        register tile NN_MR x NN_NR per work-item, B read as
 //                  VW-wide vectors straight from global memory; a CPU (PoCL)
 //                  runs work-items as loop iterations, so the tile lives in
-//                  SIMD registers. Edge tiles clamp rows and mask columns.
+//                  SIMD registers. Bottom-edge tiles clamp rows; right-edge
+//                  tiles shift left to stay whole (masked only if N < NN_NR).
 //   gemm_nn_local  the same tile, with TILE_K-deep slices of A and B staged
 //                  in local memory by the whole work-group (GPUs).
-//   gemm_nt        NT_MR x NT_NR dot products per work-item, VW-wide along k.
+//   gemm_nt        NT_MR x NT_NR dot products per work-item, VW-wide along k;
+//                  K % VW ends in one masked vector step.
 // Bias: bias_mode 0 none, 1 one per row (conv filters), 2 one per column
 //   (linear outputs). accumulate = 1 adds into C instead of overwriting.
 // Build options: NN_MR, NN_NR, VW, NT_MR, NT_NR, TILE_K (see tiles.rs).
