@@ -113,6 +113,9 @@ impl<B: Backend> Trainer<B> {
     /// One optimiser step on the examples `indices` of `data`; returns the
     /// batch's mean loss and how many it classified right before the step.
     pub fn train_step(&mut self, be: &B, data: &Dataset, indices: &[usize]) -> Result<(f64, usize)> {
+        if let Some(&bad) = indices.iter().find(|&&i| i >= data.len()) {
+            return Err(LenetError::Config(format!("example {bad} is out of range for {} examples", data.len())));
+        }
         data.gather(indices, &mut self.x_buf, &mut self.y_buf);
         let host = Tensor::new(&[indices.len(), 1, SIDE, SIDE], std::mem::take(&mut self.x_buf))?;
         let x = be.upload(&host)?;
