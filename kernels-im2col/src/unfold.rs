@@ -71,6 +71,20 @@ fn for_each_segment(
     }
 }
 
+/// When a tile is whole output rows and tap row r reads a real input row in
+/// each of them: (output rows, input row of the first one); consecutive
+/// output rows read input rows sh apart. The loops then skip the segment
+/// machinery (OPTIMISATION.md, step 11).
+fn unclipped_rows(g: &ConvGeometry, tile: Tile, r: usize) -> Option<(usize, usize)> {
+    let (sh, ph, dh) = (g.params.stride[0], g.params.padding[0], g.params.dilation[0]);
+    if tile.p0 % g.ow != 0 || tile.pixels() % g.ow != 0 {
+        return None;
+    }
+    let rows = tile.pixels() / g.ow;
+    let first = ((tile.p0 / g.ow) * sh + r * dh).checked_sub(ph)?;
+    (first + (rows - 1) * sh < g.h).then_some((rows, first))
+}
+
 /// The output columns [lo, hi) of a full output row whose tap s reads a real
 /// input column, and the input column the tap reads at output column 0
 /// (possibly negative): computed once per col row, not per segment.
@@ -142,6 +156,20 @@ pub(crate) fn im2col(g: &ConvGeometry, input: Input<'_>, tile: Tile, col: &mut [
                     }
                 };
                 let out = &mut col[row * ld..][..pixels];
+                if let Some((rows, first)) = unclipped_rows(g, tile, r).filter(|_| lo == 0 && hi == g.ow) {
+                    // Every pixel reads a real element: plain row copies.
+                    let at = tap_at as usize; // lo == 0: column 0 is real, so tap_at ≥ 0
+                    for (q, seg) in out.chunks_exact_mut(g.ow).take(rows).enumerate() {
+                        let src = &plane[(first + q * g.params.stride[0]) * row_len + at..];
+                        if step == 1 {
+                            seg.copy_from_slice(&src[..g.ow]);
+                        } else {
+                            seg.iter_mut().zip(src.iter().step_by(step)).for_each(|(o, v)| *o = *v);
+                        }
+                    }
+                    row += 1;
+                    continue;
+                }
                 for_each_segment(g, tile, r, |j, ow_start, len, ih| {
                     let seg = &mut out[j..j + len];
                     let Some(ih) = ih else {
@@ -185,6 +213,19 @@ pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, dx_image: &mut [
             for s in 0..g.s {
                 let (lo, hi, offset) = tap_columns(g, s);
                 let src_row = &col[row * ld..][..pixels];
+                if let Some((rows, first)) = unclipped_rows(g, tile, r).filter(|_| lo == 0 && hi == g.ow) {
+                    let at = offset as usize; // lo == 0: column 0 is real, so offset ≥ 0
+                    for (q, src) in src_row.chunks_exact(g.ow).take(rows).enumerate() {
+                        let dst = &mut plane[(first + q * g.params.stride[0]) * g.w + at..];
+                        if sw == 1 {
+                            dst[..g.ow].iter_mut().zip(src).for_each(|(d, v)| *d += *v);
+                        } else {
+                            dst.iter_mut().step_by(sw).zip(src).for_each(|(d, v)| *d += *v);
+                        }
+                    }
+                    row += 1;
+                    continue;
+                }
                 for_each_segment(g, tile, r, |j, ow_start, len, ih| {
                     let Some(ih) = ih else { return };
                     let a = lo.clamp(ow_start, ow_start + len);
