@@ -26,7 +26,7 @@ setup:
 
 test: setup
 	$(CARGO) test --workspace
-	$(CARGO) run --release -p harness -- --quick --out target/harness-quick
+	$(CARGO) run --profile test -p harness -- --quick --out target/harness-quick
 
 # Criterion benches (harness/benches/ops.rs), about 10-15 minutes in all.
 # Filter with BENCH='conv-fwd/im2col' (criterion's regex over op/backend/shape).
