@@ -213,7 +213,7 @@ fn device_selection_and_profile() {
     let needle: String = cl.device_name().chars().take(8).collect();
     OpenCl::with_device(&needle.to_uppercase()).unwrap();
     by_index.reset_profile();
-    let x = by_index.upload(&Tensor::full(&[64, 64], 1.5f32)).unwrap();
+    let x = by_index.upload(&Tensor::full(&[512, 512], 1.5f32)).unwrap();
     let y = by_index.relu_forward(&x).unwrap();
     let host = by_index.download(&y).unwrap();
     assert!(host.data().iter().all(|&v| v == 1.5));
