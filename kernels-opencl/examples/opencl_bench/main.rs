@@ -12,7 +12,7 @@
 //!
 //! Every problem is checked against an f64 host reference before it is
 //! timed (GEMM on sampled entries, conv and pooling on the first image and
-//! on a batch-1 backward). Times are wall-clock per call including the
+//! on a batch-1 backward); GEMM and conv forward are checked again after. Times are wall-clock per call including the
 //! queue's completion, median [min, max] over --reps runs after two warm-up
 //! runs; the kernel and transfer split comes from OpenCL event profiling.
 
@@ -158,18 +158,22 @@ fn bench_gemm(cl: &OpenCl, reps: usize, only: Option<&str>) -> Result<()> {
     for (m, k, n) in shapes.into_iter().filter(|&(m, k, n)| only.is_none_or(|o| gemm_name(m, k, n).contains(o))) {
         let (a, b) = (random(&[m, k], 1), random(&[k, n], 2));
         let (ad, bd) = (cl.upload(&a)?, cl.upload(&b)?);
-        // Validate 512 sampled entries against f64 dot products.
-        let c = cl.download(&cl.matmul(&ad, &bd)?)?;
+        // 512 sampled entries against f64 dot products, before and after timing.
         let mut rng = SplitMix64::new(3);
-        let (mut got, mut want) = (Vec::new(), Vec::new());
-        for _ in 0..512 {
-            let (i, j) = (rng.below(m), rng.below(n));
-            got.push(c.data()[i * n + j]);
-            want.push((0..k).map(|q| f64::from(a.data()[i * k + q]) * f64::from(b.data()[q * n + j])).sum::<f64>());
-        }
+        let picks: Vec<(usize, usize)> = (0..512).map(|_| (rng.below(m), rng.below(n))).collect();
+        let want: Vec<f64> = picks
+            .iter()
+            .map(|&(i, j)| (0..k).map(|q| f64::from(a.data()[i * k + q]) * f64::from(b.data()[q * n + j])).sum())
+            .collect();
         let name = gemm_name(m, k, n);
-        check(&name, &got, &want, k)?;
+        let validate = |when: &str| -> Result<()> {
+            let c = cl.download(&cl.matmul(&ad, &bd)?)?;
+            let got: Vec<f32> = picks.iter().map(|&(i, j)| c.data()[i * n + j]).collect();
+            check(&format!("{name} ({when} timing)"), &got, &want, k)
+        };
+        validate("before")?;
         let (s, p) = time(cl, reps, || cl.matmul(&ad, &bd))?;
+        validate("after")?;
         report(&name, 2 * (m * k * n) as u64, &s, &p);
     }
     Ok(())
@@ -195,11 +199,15 @@ fn bench_conv(cl: &OpenCl, reps: usize, only: Option<&str>) -> Result<()> {
         let (x, w, b) = (random(&g.x_shape(), 1), random(&g.w_shape(), 2), random(&g.b_shape(), 3));
         let (xd, wd, bd) = (cl.upload(&x)?, cl.upload(&w)?, cl.upload(&b)?);
         let crs = g.c * g.r * g.s;
-        // Forward: the first image of the full batch against the reference.
-        let y = cl.download(&cl.conv2d_forward(&xd, &wd, Some(&bd), &params)?)?;
+        // Forward: the first image of the full batch against the reference,
+        // before and after timing.
         let (x1, w64, b64) = (first_image(&x)?, w.cast::<f64>(), b.cast::<f64>());
         let y1 = reference.conv2d_forward(&x1, &w64, Some(&b64), &params)?;
-        check(&format!("{} forward", case.name), &y.data()[..y1.len()], y1.data(), crs)?;
+        let validate = |when: &str| -> Result<()> {
+            let y = cl.download(&cl.conv2d_forward(&xd, &wd, Some(&bd), &params)?)?;
+            check(&format!("{} forward ({when} timing)", case.name), &y.data()[..y1.len()], y1.data(), crs)
+        };
+        validate("before")?;
         // Backward on a batch of one: dx, dw and db against the reference.
         let dy1 = random(y1.shape(), 4);
         let got = cl.conv2d_backward(&cl.upload(&x1.cast())?, &wd, &cl.upload(&dy1)?, &params, GradRequest::ALL)?;
@@ -217,6 +225,7 @@ fn bench_conv(cl: &OpenCl, reps: usize, only: Option<&str>) -> Result<()> {
         report(&format!("{} forward", case.name), cost::conv2d_forward(&g, true, 4).flops, &s, &p);
         let (s, p) = time(cl, reps, || cl.conv2d_backward(&xd, &wd, &dy, &params, GradRequest::ALL))?;
         report(&format!("{} backward", case.name), cost::conv2d_backward(&g, 4).flops, &s, &p);
+        validate("after")?;
     }
     Ok(())
 }
