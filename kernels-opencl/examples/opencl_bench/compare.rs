@@ -19,8 +19,9 @@ fn parse_tile(s: &str) -> Result<(usize, usize, usize)> {
     }
 }
 
-/// A timed problem: a name, its FLOPs, and a call on a backend.
-type Problem = (String, u64, Box<dyn Fn(&OpenCl) -> Result<()>>);
+/// A timed problem: a name, its FLOPs, and a call on variant `i`'s backend
+/// (each variant has its own uploaded operands).
+type Problem = (String, u64, Box<dyn Fn(usize, &OpenCl) -> Result<()>>);
 
 fn problems(backends: &[OpenCl], only: Option<&str>) -> Result<Vec<Problem>> {
     let mut out: Vec<Problem> = Vec::new();
@@ -31,8 +32,8 @@ fn problems(backends: &[OpenCl], only: Option<&str>) -> Result<Vec<Problem>> {
         out.push((
             "gemm n=1024".into(),
             2 * (n as u64).pow(3),
-            Box::new(move |cl: &OpenCl| {
-                let (a, b) = &dev[cl_index(cl)];
+            Box::new(move |i: usize, cl: &OpenCl| {
+                let (a, b) = &dev[i];
                 cl.matmul(a, b).map(drop)
             }),
         ));
@@ -46,22 +47,13 @@ fn problems(backends: &[OpenCl], only: Option<&str>) -> Result<Vec<Problem>> {
         out.push((
             format!("{} forward", case.name),
             cost::conv2d_forward(&g, true, 4).flops,
-            Box::new(move |cl: &OpenCl| {
-                let (x, w, b) = &dev[cl_index(cl)];
+            Box::new(move |i: usize, cl: &OpenCl| {
+                let (x, w, b) = &dev[i];
                 cl.conv2d_forward(x, w, Some(b), &params).map(drop)
             }),
         ));
     }
     Ok(out)
-}
-
-thread_local! {
-    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Index of the variant being timed (set by the round loop).
-fn cl_index(_cl: &OpenCl) -> usize {
-    CURRENT.with(|c| c.get())
 }
 
 pub fn run(tiles: &str, reps: usize, only: Option<&str>) -> Result<()> {
@@ -74,9 +66,8 @@ pub fn run(tiles: &str, reps: usize, only: Option<&str>) -> Result<()> {
         let mut samples = vec![Vec::new(); backends.len()];
         for round in 0..reps + 2 {
             for (i, cl) in backends.iter().enumerate() {
-                CURRENT.with(|c| c.set(i));
                 let start = Instant::now();
-                call(cl)?;
+                call(i, cl)?;
                 cl.sync()?;
                 if round >= 2 {
                     samples[i].push(start.elapsed().as_secs_f64());
