@@ -27,14 +27,22 @@
 //!   and C·R·S ≥ 64 (lenet-c2) runs an implicit-GEMM kernel vectorised
 //!   across filters ([`ConvPath::DirectFilters`], `direct_filters.rs`),
 //!   reading the input where im2col would have copied it. Its backward
-//!   computes dW the same way (`direct_filters_grad.rs`) and dX by col2im. [`Im2col::conv_plan`] tells which path and tiling a
-//!   geometry takes.
+//!   computes dW the same way (`direct_filters_grad.rs`) and dX by col2im.
+//! - [`Im2col::conv_plan`] tells which path and tiling a geometry takes.
+//!
+//! ## Tiling and scratch
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is
 //!   a tile of channels x output pixels of about [`TILE_FLOATS`] floats per
-//!   worker, so scratch stays below [`SCRATCH_LIMIT_BYTES`] (64 MiB) for
-//!   every suite shape whatever the batch. A call that would need more
-//!   (kernels of hundreds of thousands of taps) is refused with
-//!   `Error::Scratch` rather than run.
+//!   worker; images with fewer than [`TILE_COLUMNS`] output pixels are
+//!   grouped, several per tile, so one GEMM covers them. With a column
+//!   stride > 1, im2col reads a copy of the image split by column phase, so
+//!   it copies instead of gathering. Scratch (col tile, gathered output,
+//!   phased images, padded images of the direct kernels, partial dW) stays
+//!   below [`SCRATCH_LIMIT_BYTES`] (64 MiB) for every suite shape whatever
+//!   the batch; a call that would need more (kernels of hundreds of
+//!   thousands of taps) is refused with `Error::Scratch` rather than run.
+//! - [`TileTargets`] (via [`Im2col::with_tile_targets`]) changes the two
+//!   targets, for tuning sweeps and for tests that force every branch.
 //!
 //! ## Threads
 //! - [`Im2col::new`] runs on rayon's global pool, so the thread count follows
@@ -60,7 +68,14 @@
 //!   proptest suite against the f64 reference and a gradient check of this
 //!   backend's own backward.
 //! - `cargo run --release -p kernels-im2col --example bench -- [filters]`
-//!   validates then times every suite shape beside a same-run sgemm.
+//!   validates then times every suite shape beside a same-run sgemm (see
+//!   the example's header for its flags). OPTIMISATION.md logs each step
+//!   with its prediction and measurement.
+//!
+//! ## Environment
+//! - `RAYON_NUM_THREADS`: threads of [`Im2col::new`] (rayon's global pool).
+//!   Nothing else is read from the environment; the AVX-512 / AVX2 kernels
+//!   are chosen by run-time CPU detection.
 
 mod conv;
 mod direct;
