@@ -41,6 +41,25 @@ fn chart_error(path: &Path, e: impl std::fmt::Display) -> HarnessError {
     HarnessError::Chart { path: path.to_path_buf(), detail: e.to_string() }
 }
 
+/// Tick positions for a log axis over [lo, hi]: 1-2-5 in each decade for
+/// short ranges, 1-3 for medium ones, decades for long ones.
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let decades = (hi / lo).log10();
+    let steps: &[f64] = if decades <= 3.0 {
+        &[1.0, 2.0, 5.0]
+    } else if decades <= 5.0 {
+        &[1.0, 3.0]
+    } else {
+        &[1.0]
+    };
+    let first = lo.log10().floor() as i32;
+    let last = hi.log10().ceil() as i32;
+    (first..=last)
+        .flat_map(|e| steps.iter().map(move |m| m * 10f64.powi(e)))
+        .filter(|v| (lo..=hi).contains(v))
+        .collect()
+}
+
 /// Bounds of a log axis covering `values` with some room.
 fn log_range(values: impl Iterator<Item = f64>, below: f64, above: f64) -> (f64, f64) {
     let (lo, hi) =
@@ -91,14 +110,12 @@ fn draw_bars(
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..shapes.len() as f64, (lo..hi).log_scale())?;
+        .build_cartesian_2d(0f64..shapes.len() as f64, (lo..hi).log_scale().with_key_points(log_ticks(lo, hi)))?;
     chart
         .configure_mesh()
         .disable_x_mesh()
         .x_labels(0)
         .y_desc("GFLOP/s (log scale)")
-        .y_labels(10)
-        .max_light_lines(1)
         .y_label_formatter(&tick)
         .draw()?;
     let slot = 0.8 / kinds.len() as f64;
@@ -172,7 +189,10 @@ fn draw_roofline(
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(65)
-        .build_cartesian_2d((x_lo..x_hi).log_scale(), (y_lo..y_hi).log_scale())?;
+        .build_cartesian_2d(
+            (x_lo..x_hi).log_scale().with_key_points(log_ticks(x_lo, x_hi)),
+            (y_lo..y_hi).log_scale().with_key_points(log_ticks(y_lo, y_hi)),
+        )?;
     chart
         .configure_mesh()
         .x_desc("arithmetic intensity (FLOP / byte, log)")
@@ -237,6 +257,13 @@ pub fn write_all(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
 mod tests {
     use super::*;
     use crate::results::sample_report;
+
+    #[test]
+    fn log_ticks_adapt_to_the_range() {
+        assert_eq!(log_ticks(0.15, 3.2), [0.2, 0.5, 1.0, 2.0]);
+        assert_eq!(log_ticks(0.5, 600.0), [1.0, 3.0, 10.0, 30.0, 100.0, 300.0]);
+        assert_eq!(log_ticks(0.01, 1e4), [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]);
+    }
 
     #[test]
     fn charts_are_written_with_labels() {
