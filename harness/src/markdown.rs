@@ -93,7 +93,8 @@ fn header(out: &mut String, report: &Report) {
          last timed call; a failure stops the run. Errors per record are in results.json.\n\
          - **ms**: median of the timed repeats (min, max and the repeat count are in results.json); OpenCL calls \
          are synchronised inside the timed region and `kernel ms` is the device's own kernel time from event \
-         profiling.\n\
+         profiling (mean per call); `up / down ms` is the device time of uploading the shape's inputs and \
+         downloading the op's outputs, which stay on the device while timed.\n\
          - **GFLOP/s**: analytic FLOPs (kernels_core::cost, multiply + add = 2) over the median. **%** is of the \
          roofline bound min(compute ceiling, intensity x copy bandwidth): the sgemm ceiling for CPU backends, \
          the OpenCL GEMM ceiling for OpenCL. The copy ceiling is DRAM bandwidth; small memory-bound kernels \
@@ -126,6 +127,7 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
     head.extend(kinds.iter().map(|k| format!("{k} ms")));
     if has_split {
         head.push("opencl kernel ms".into());
+        head.push("opencl up / down ms".into());
     }
     if has_torch {
         head.push("PyTorch ms".into());
@@ -152,6 +154,7 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
         if has_split {
             let split = find("opencl").and_then(|r| r.device_split);
             cells.push(split.map(|s| sig(s.kernel_ms)).unwrap_or_else(dash));
+            cells.push(split.map(|s| format!("{} / {}", sig(s.upload_ms), sig(s.download_ms))).unwrap_or_else(dash));
         }
         if has_torch {
             cells.push(any.and_then(|r| r.pytorch_ms).map(sig).unwrap_or_else(dash));

@@ -57,6 +57,8 @@ pub struct Job<'a, B: Backend<Elem = f32>> {
     /// "opencl_gemm"); the bound itself is applied once the run's ceilings
     /// are final ([`crate::results::Report::apply_bounds`]).
     pub compute_ceiling: &'a str,
+    /// Device time of uploading the shape's inputs (OpenCL profiling; 0 elsewhere).
+    pub upload_ns: u64,
 }
 
 impl<B: Backend<Elem = f32>> Job<'_, B> {
@@ -106,7 +108,10 @@ impl<B: Backend<Elem = f32>> Job<'_, B> {
         self.profile.reset();
         let (stats, last) = timing::time(self.policy, Duration::MAX, || self.call())?;
         let counters = self.profile.read();
+        // The check downloads the outputs: profile that transfer on its own.
+        self.profile.reset();
         let after = self.check(&last, "after timing")?;
+        let download = self.profile.read();
 
         let cost = self.shape.cost(self.op)?.ok_or_else(|| {
             HarnessError::Usage(format!("op {} does not run on {}", self.op.name(), self.shape.name()))
@@ -117,6 +122,8 @@ impl<B: Backend<Elem = f32>> Job<'_, B> {
             transfer_ms: per_call(c.transfer_ns) / 1e6,
             launches_per_call: per_call(c.launches),
             transfers_per_call: per_call(c.transfers),
+            download_ms: download.map_or(0.0, |d| d.transfer_ns as f64 / 1e6),
+            upload_ms: self.upload_ns as f64 / 1e6,
         });
         let gflops = cost.flops as f64 / stats.median_s / 1e9;
         Ok(Record {
@@ -172,6 +179,7 @@ mod tests {
             expected: &expected,
             policy: &Policy::quick(),
             compute_ceiling: "sgemm",
+            upload_ns: 0,
         };
         job.run()
     }

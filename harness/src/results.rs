@@ -52,6 +52,11 @@ pub struct DeviceSplit {
     pub transfer_ms: f64,
     pub launches_per_call: f64,
     pub transfers_per_call: f64,
+    /// Device time of uploading the shape's inputs (x, weights, bias, dy)
+    /// once, before the ops ran: what a host-resident caller would add.
+    pub upload_ms: f64,
+    /// Device time of downloading this op's outputs (once, for validation).
+    pub download_ms: f64,
 }
 
 /// One op on one shape on one backend: validated, then timed, then
@@ -281,8 +286,11 @@ Record = {
   "max_abs_err": 1e-6,         worst |actual - expected| against the f64 oracle, both validations
   "max_rel_err": 1e-5,         worst relative error over elements with expected != 0
   "tolerances": ["y: f32 reduction over 26 terms ..."],  the named tolerance of each output
-  "device_split": null or { "kernel_ms", "transfer_ms", "launches_per_call", "transfers_per_call" }
-                               OpenCL event profiling over the timed calls, per call
+  "device_split": null or { "kernel_ms", "transfer_ms", "launches_per_call", "transfers_per_call",
+                             "upload_ms", "download_ms" }
+                               OpenCL event profiling: kernel and transfer time per timed call (inputs and
+                               outputs stay on the device, so transfer_ms is what an op moves by itself);
+                               upload_ms: the shape's inputs uploaded once; download_ms: this op's outputs
 }
 
 LenetRecord = {

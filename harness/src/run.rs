@@ -62,7 +62,10 @@ fn measure_backend<B: Backend<Elem = f32>>(
     inputs: &Inputs,
     oracle: &Oracle<Naive<f64>>,
 ) -> Result<()> {
+    profile.reset();
     let device = upload(backend, inputs)?;
+    backend.sync()?;
+    let upload_ns = profile.read().map_or(0, |p| p.transfer_ns);
     for &op in ops {
         ctx.progress.start(&format!("{} {} {}", op.name(), shape.name(), kind.name()));
         let expected = oracle.expected(op, shape)?;
@@ -76,6 +79,7 @@ fn measure_backend<B: Backend<Elem = f32>>(
             expected: &expected,
             policy: &ctx.policy,
             compute_ceiling,
+            upload_ns,
         };
         let record = job.run()?;
         ctx.progress.finish_one(&summary(&record));
