@@ -13,12 +13,12 @@
 use std::time::Duration;
 
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::timing::{self, Policy, Stats};
 
 /// A measured ceiling.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ceiling {
     /// What was measured, in words.
     pub what: String,
@@ -28,14 +28,20 @@ pub struct Ceiling {
     pub rate: f64,
     /// The same at the median repeat.
     pub rate_median: f64,
-    pub unit: &'static str,
+    pub unit: String,
     pub timing: Stats,
 }
 
 impl Ceiling {
     /// A ceiling of `work` units (FLOPs or bytes) per call, timed by `timing`.
-    pub fn new(what: String, work: f64, unit: &'static str, timing: Stats) -> Ceiling {
-        Ceiling { what, rate: work / timing.min_s / 1e9, rate_median: work / timing.median_s / 1e9, unit, timing }
+    pub fn new(what: String, work: f64, unit: &str, timing: Stats) -> Ceiling {
+        Ceiling {
+            what,
+            rate: work / timing.min_s / 1e9,
+            rate_median: work / timing.median_s / 1e9,
+            unit: unit.into(),
+            timing,
+        }
     }
 }
 

@@ -52,6 +52,11 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     pub lenet_steps: usize,
 
+    /// Measure nothing: re-render README.md, SCHEMA.md and the charts into
+    /// --out from an existing results.json.
+    #[arg(long, value_name = "RESULTS_JSON")]
+    pub replot: Option<PathBuf>,
+
     /// OpenCL device selector ("P:D" or a name substring); default: the
     /// backend's own choice (KERNELS_OPENCL_DEVICE, else a GPU, else any).
     #[arg(long)]

@@ -30,7 +30,7 @@ pub enum HarnessError {
     #[error("writing {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
 
-    #[error("serialising results: {0}")]
+    #[error("results.json (de)serialisation: {0}")]
     Json(#[from] serde_json::Error),
 
     #[error("drawing {path}: {detail}")]

@@ -32,7 +32,8 @@
 //! `--backends naive,im2col,opencl|all`, `--ops <op>,...|conv|pool|linear|all`,
 //! `--shapes <name>,...|lenet|all`, `--threads N` (default 2), `--quick`
 //! (few repeats on lenet-c2, lenet-p1, lenet-fc1: CI), `--out DIR`,
-//! `--lenet`, `--lenet-steps N`, `--opencl-device SEL`. A progress bar
+//! `--lenet`, `--lenet-steps N`, `--opencl-device SEL`; `--replot FILE`
+//! re-renders README.md and the charts from an existing results.json. A progress bar
 //! shows on a terminal, plain lines otherwise.
 //!
 //! ## Environment

@@ -4,10 +4,10 @@
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The machine a report was measured on.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
     /// "model name" of the first processor in /proc/cpuinfo.
     pub cpu_model: String,
@@ -54,7 +54,7 @@ impl Machine {
 }
 
 /// The git revision of the working tree.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Revision {
     /// `git rev-parse --short HEAD`, or "unknown" outside a repository.
     pub commit: String,

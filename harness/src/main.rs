@@ -5,12 +5,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use harness::cli::Args;
-use harness::run::{run, write_report};
+use harness::run::{read_report, run, write_report};
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let command = std::iter::once("harness".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let report = match run(&args, command) {
+    let measured = match &args.replot {
+        Some(path) => read_report(path),
+        None => run(&args, command),
+    };
+    let report = match measured {
         Ok(report) => report,
         Err(e) => {
             eprintln!("harness: {e}");
@@ -19,8 +23,9 @@ fn main() -> ExitCode {
     };
     match write_report(&report, &args.out) {
         Ok(files) => {
+            let done = if args.replot.is_some() { "re-rendered" } else { "validated and timed" };
             eprintln!(
-                "harness: {} records validated and timed; wrote {} files to {}",
+                "harness: {} records {done}; wrote {} files to {}",
                 report.records.len(),
                 files.len(),
                 args.out.display()

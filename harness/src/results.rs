@@ -2,14 +2,14 @@
 //! description is written beside every results.json as SCHEMA.md
 //! ([`SCHEMA_MD`]).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ceilings::Ceiling;
 use crate::machine::{Machine, Revision};
 use crate::timing::PolicySummary;
 
 /// The same-run ceilings.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ceilings {
     pub sgemm: Ceiling,
     pub copy: Ceiling,
@@ -44,7 +44,7 @@ impl Ceilings {
 }
 
 /// OpenCL event-profiling split of one call (averaged over the timed repeats).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DeviceSplit {
     /// Time the device spent in kernels per call.
     pub kernel_ms: f64,
@@ -61,7 +61,7 @@ pub struct DeviceSplit {
 
 /// One op on one shape on one backend: validated, then timed, then
 /// validated again on the last timed call's output.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
     /// conv-fwd, conv-bwd, conv-dx, conv-dw, conv-db, pool-fwd, pool-bwd,
     /// linear-fwd, linear-bwd (pooling is max pooling).
@@ -111,7 +111,7 @@ pub struct Record {
 }
 
 /// LeNet training throughput of one backend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LenetRecord {
     pub backend: String,
     pub backend_name: String,
@@ -129,7 +129,7 @@ pub struct LenetRecord {
 }
 
 /// Everything one run wrote to results.json.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub schema: u32,
     pub date_utc: String,
@@ -211,7 +211,8 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
         device_split: None,
     };
     let stats = Stats { repeats: 3, median_s: 0.1, min_s: 0.09, max_s: 0.12 };
-    let ceiling = |unit| Ceiling { what: "test".into(), rate: 100.0, rate_median: 90.0, unit, timing: stats };
+    let ceiling =
+        |unit: &str| Ceiling { what: "test".into(), rate: 100.0, rate_median: 90.0, unit: unit.into(), timing: stats };
     Report {
         schema: Report::SCHEMA,
         date_utc: "2026-01-01T00:00:00Z".into(),
@@ -309,7 +310,7 @@ mod tests {
 
     fn ceiling(rate: f64) -> Ceiling {
         let timing = Stats { repeats: 1, median_s: 1.0, min_s: 1.0, max_s: 1.0 };
-        Ceiling { what: format!("{rate}"), rate, rate_median: rate, unit: "GFLOP/s", timing }
+        Ceiling { what: format!("{rate}"), rate, rate_median: rate, unit: "GFLOP/s".into(), timing }
     }
 
     #[test]
@@ -331,5 +332,22 @@ mod tests {
         // Sample ceilings are 100 GFLOP/s and 100 GB/s; intensity 122.88.
         assert_eq!(im2col.bound_gflops, 100.0);
         assert!((im2col.pct_of_bound - 61.44).abs() < 1e-9);
+    }
+
+    #[test]
+    fn results_json_round_trips_for_replot() {
+        let mut report = sample_report(&[("naive", 40.0), ("opencl", 4.0)]);
+        report.records[1].device_split = Some(DeviceSplit {
+            kernel_ms: 3.5,
+            transfer_ms: 0.0,
+            launches_per_call: 2.0,
+            transfers_per_call: 0.0,
+            upload_ms: 0.1,
+            download_ms: 0.05,
+        });
+        let json = serde_json::to_string_pretty(&report).unwrap();
+        let back: Report = serde_json::from_str(&json).unwrap();
+        assert_eq!(serde_json::to_string_pretty(&back).unwrap(), json);
+        assert_eq!(crate::markdown::render(&back), crate::markdown::render(&report));
     }
 }

@@ -198,6 +198,21 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(path, text).map_err(|source| HarnessError::Io { path: path.to_path_buf(), source })
 }
 
+/// Reads a results.json written by an earlier run (for `--replot`).
+pub fn read_report(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path).map_err(|source| HarnessError::Io { path: path.to_path_buf(), source })?;
+    let report: Report = serde_json::from_str(&text)?;
+    if report.schema != Report::SCHEMA {
+        return Err(HarnessError::Usage(format!(
+            "{} has schema {}, this harness writes schema {}",
+            path.display(),
+            report.schema,
+            Report::SCHEMA
+        )));
+    }
+    Ok(report)
+}
+
 /// Writes results.json, SCHEMA.md, README.md and the charts into `dir`.
 pub fn write_report(report: &Report, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io { path: dir.to_path_buf(), source })?;

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How long and how often to repeat a call.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -47,7 +47,7 @@ impl Policy {
 }
 
 /// A [`Policy`] in seconds, as results.json records it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PolicySummary {
     pub warmup_s: f64,
     pub min_repeats: usize,
@@ -69,7 +69,7 @@ impl From<&Policy> for PolicySummary {
 }
 
 /// Timing statistics of the repeats, in seconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub repeats: usize,
     pub median_s: f64,
