@@ -21,7 +21,7 @@ use crate::HostGrads;
 use crate::direct_filters_grad;
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
-use crate::unfold::{Input, col2im, im2col, phase, phased_floats};
+use crate::unfold::{Input, Output, col2im, im2col, phase, phased_floats, unphase};
 
 /// One worker's buffers: a col tile and, for multi-image tiles, the
 /// gathered [k, images x pixels] output or output gradient.
@@ -29,6 +29,8 @@ struct Scratch {
     col: Vec<f32>,
     gather: Vec<f32>,
     phased: Vec<f32>,
+    /// Backward: the group's dx, phased, when the plan phases.
+    phased_dx: Vec<f32>,
 }
 
 impl Scratch {
@@ -37,6 +39,7 @@ impl Scratch {
             col: vec![0.0; plan.col_floats(g)],
             gather: vec![0.0; plan.gather_floats(g)],
             phased: vec![0.0; plan.phased_floats(g)],
+            phased_dx: Vec::new(),
         }
     }
 }
@@ -372,6 +375,11 @@ fn backward_group(
         (gather, columns)
     };
     let sources = if need.dw { inputs(g, plan, x_group, &mut s.phased) } else { Vec::new() };
+    let per_phased = phased_floats(g);
+    if plan.phased && dx_group.is_some() {
+        s.phased_dx.clear();
+        s.phased_dx.resize(images * per_phased, 0.0);
+    }
     for tile in plan.tiles(g) {
         let (rows, pb) = (tile.rows(g), tile.pixels());
         let columns = images * pb;
@@ -387,9 +395,21 @@ fn backward_group(
         }
         if let Some(dx_group) = dx_group.as_deref_mut() {
             sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
-            for (i, dx_image) in dx_group.chunks_exact_mut(image_in).enumerate() {
-                col2im(g, &col[i * pb..], tile, dx_image, columns);
+            if plan.phased {
+                // Accumulate phased (contiguous adds), put back once below.
+                for (i, out) in s.phased_dx.chunks_exact_mut(per_phased).enumerate().take(images) {
+                    col2im(g, &col[i * pb..], tile, Output::Phased(out), columns);
+                }
+            } else {
+                for (i, dx_image) in dx_group.chunks_exact_mut(image_in).enumerate() {
+                    col2im(g, &col[i * pb..], tile, Output::Plain(dx_image), columns);
+                }
             }
+        }
+    }
+    if let (Some(dx_group), true) = (dx_group, plan.phased) {
+        for (dx_image, phased) in dx_group.chunks_exact_mut(image_in).zip(s.phased_dx.chunks_exact(per_phased)) {
+            unphase(g, phased, dx_image);
         }
     }
 }

@@ -173,7 +173,8 @@ impl ConvPlan {
     /// forward), plus a partial dW each in backward.
     pub fn scratch_bytes(&self, g: &ConvGeometry, workers: usize, backward: bool) -> usize {
         let per_worker = match (backward, self.path) {
-            (true, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g) + g.k * g.c * g.r * g.s,
+            // Phased x for im2col and phased dx for col2im.
+            (true, _) => self.col_floats(g) + self.gather_floats(g) + 2 * self.phased_floats(g) + g.k * g.c * g.r * g.s,
             (false, ConvPath::Direct | ConvPath::DirectFilters) => padded_floats(g),
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };

@@ -201,26 +201,59 @@ pub(crate) fn im2col(g: &ConvGeometry, input: Input<'_>, tile: Tile, col: &mut [
     }
 }
 
-/// dx_image [c, h, w] += col2im(col [tile.rows, tile.pixels]), col rows
-/// `ld` apart.
-pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, dx_image: &mut [f32], ld: usize) {
+/// Where col2im adds into: an image gradient as it is, or split by column
+/// phase like [`Input::Phased`] (then [`unphase`] writes it back).
+#[derive(Debug)]
+pub(crate) enum Output<'a> {
+    Plain(&'a mut [f32]),
+    Phased(&'a mut [f32]),
+}
+
+/// dx_image [c, h, w] = the phased gradient put back in place (the inverse
+/// of [`phase`]; every real element is written).
+pub(crate) fn unphase(g: &ConvGeometry, phased: &[f32], dx_image: &mut [f32]) {
+    let sw = g.params.stride[1];
+    let quotient = g.w.div_ceil(sw);
+    for (row_out, row_in) in dx_image.chunks_exact_mut(g.w).zip(phased.chunks_exact(sw * quotient)) {
+        for (p, src) in row_in.chunks_exact(quotient).enumerate() {
+            for (d, v) in row_out[p.min(g.w)..].iter_mut().step_by(sw).zip(src) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// out += col2im(col [tile.rows, tile.pixels]), col rows `ld` apart.
+pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, out: Output<'_>, ld: usize) {
     let sw = g.params.stride[1];
     let pixels = tile.pixels();
+    // As in im2col: the row length and per-column step of the target.
+    let phased = matches!(out, Output::Phased(_));
+    let (data, row_len, step) = match out {
+        Output::Plain(d) => (d, g.w, sw),
+        Output::Phased(d) => (d, sw * g.w.div_ceil(sw), 1),
+    };
     let mut row = 0;
     for c in tile.c0..tile.c1 {
-        let plane = &mut dx_image[c * g.h * g.w..][..g.h * g.w];
+        let plane = &mut data[c * g.h * row_len..][..g.h * row_len];
         for r in 0..g.r {
             for s in 0..g.s {
                 let (lo, hi, offset) = tap_columns(g, s);
+                let tap_at = if phased {
+                    let sw = sw as isize;
+                    offset.rem_euclid(sw) * g.w.div_ceil(sw as usize) as isize + offset.div_euclid(sw)
+                } else {
+                    offset
+                };
                 let src_row = &col[row * ld..][..pixels];
                 if let Some((rows, first)) = unclipped_rows(g, tile, r).filter(|_| lo == 0 && hi == g.ow) {
-                    let at = offset as usize; // lo == 0: column 0 is real, so offset ≥ 0
+                    let at = tap_at as usize; // lo == 0: column 0 is real, so tap_at ≥ 0
                     for (q, src) in src_row.chunks_exact(g.ow).take(rows).enumerate() {
-                        let dst = &mut plane[(first + q * g.params.stride[0]) * g.w + at..];
-                        if sw == 1 {
+                        let dst = &mut plane[(first + q * g.params.stride[0]) * row_len + at..];
+                        if step == 1 {
                             dst[..g.ow].iter_mut().zip(src).for_each(|(d, v)| *d += *v);
                         } else {
-                            dst.iter_mut().step_by(sw).zip(src).for_each(|(d, v)| *d += *v);
+                            dst.iter_mut().step_by(step).zip(src).for_each(|(d, v)| *d += *v);
                         }
                     }
                     row += 1;
@@ -234,16 +267,12 @@ pub(crate) fn col2im(g: &ConvGeometry, col: &[f32], tile: Tile, dx_image: &mut [
                         return;
                     }
                     let inside = &src_row[j + (a - ow_start)..j + (b - ow_start)];
-                    let iw = (a as isize * sw as isize + offset) as usize;
-                    let dst = &mut plane[ih * g.w + iw..];
-                    if sw == 1 {
-                        for (d, v) in dst.iter_mut().zip(inside) {
-                            *d += *v;
-                        }
+                    let at = (a as isize * step as isize + tap_at) as usize;
+                    let dst = &mut plane[ih * row_len + at..];
+                    if step == 1 {
+                        dst.iter_mut().zip(inside).for_each(|(d, v)| *d += *v);
                     } else {
-                        for (d, v) in dst.iter_mut().step_by(sw).zip(inside) {
-                            *d += *v;
-                        }
+                        dst.iter_mut().step_by(step).zip(inside).for_each(|(d, v)| *d += *v);
                     }
                 });
                 row += 1;
@@ -285,6 +314,24 @@ mod tests {
                 im2col(&g, Input::Phased(&phased), tile, &mut split, p1 - p0);
                 assert_eq!(plain, split, "{params:?} pixels {p0}..{p1}");
             }
+        }
+    }
+
+    #[test]
+    fn phased_col2im_adds_like_the_plain_one() {
+        for (stride, dilation) in [([1, 2], [1, 1]), ([2, 3], [1, 2]), ([1, 4], [2, 1])] {
+            let params = Conv2d { stride, padding: [1, 2], dilation };
+            let g = ConvGeometry::from_dims([1, 2, 7, 11], [1, 3, 4], &params).unwrap();
+            let pixels = g.oh * g.ow;
+            let tile = Tile { c0: 0, c1: 2, p0: 0, p1: pixels };
+            let col: Vec<f32> = (0..tile.rows(&g) * pixels).map(|v| (v % 13) as f32).collect();
+            let mut plain = vec![0.0f32; 2 * 7 * 11];
+            col2im(&g, &col, tile, Output::Plain(&mut plain), pixels);
+            let mut phased = vec![0.0f32; phased_floats(&g)];
+            col2im(&g, &col, tile, Output::Phased(&mut phased), pixels);
+            let mut back = vec![f32::NAN; 2 * 7 * 11];
+            unphase(&g, &phased, &mut back);
+            assert_eq!(plain, back, "{params:?}");
         }
     }
 
