@@ -7,10 +7,16 @@
 //! - Backward, per image: dW += dY [K, P] · colᵀ [P, C·R·S];
 //!   dX = col2im(Wᵀ [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same
 //!   pass while dY is in cache.
-//! - Parallelism: rayon over images (forward: also over blocks of filters
-//!   when there are fewer images than threads); backward gives each worker a
-//!   contiguous run of images and its own partial dW and db, summed at the
-//!   end. sgemm itself stays single-threaded (lib.rs says why).
+//! - Variants (plan.rs picks): images with few output pixels are grouped so
+//!   one GEMM covers several (y and dy go through a [K, images·P] buffer);
+//!   column-strided convs unfold from, and col2im into, phased copies
+//!   (unfold.rs); the direct forward kernels (direct.rs, direct_filters.rs)
+//!   take tiny reductions and few-filter small images, and the latter's dW
+//!   (direct_filters_grad.rs).
+//! - Parallelism: rayon over images or groups (forward: also over blocks of
+//!   filters when there are fewer images than threads); backward gives each
+//!   worker a contiguous run of images and its own partial dW and db, summed
+//!   at the end. sgemm itself stays single-threaded (lib.rs says why).
 //! - Checked by the unit tests here and harness/tests/im2col.rs (proptest
 //!   against the f64 reference, gradcheck); timed by examples/bench.rs.
 
@@ -23,8 +29,8 @@ use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
 use crate::unfold::{Input, Output, col2im, im2col, phase, phased_floats, unphase};
 
-/// One worker's buffers: a col tile and, for multi-image tiles, the
-/// gathered [k, images x pixels] output or output gradient.
+/// One worker's buffers: a col tile, for multi-image tiles the gathered
+/// [k, images x pixels] output or output gradient, and phased images.
 struct Scratch {
     col: Vec<f32>,
     gather: Vec<f32>,
