@@ -20,6 +20,8 @@
 //! - Checked by the unit tests here and harness/tests/im2col.rs (proptest
 //!   against the f64 reference, gradcheck); timed by examples/bench.rs.
 
+use std::mem::MaybeUninit;
+
 use kernels_core::{ConvGeometry, GradRequest, Result};
 use rayon::prelude::*;
 
@@ -79,7 +81,6 @@ pub(crate) fn forward(
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
     let image_out = g.k * pixels;
     let crs = g.c * g.r * g.s;
-    let mut y = vec![0.0f32; g.n * image_out];
     let scratch = || Scratch::new(g, &plan);
     let images = plan.images_per_tile;
     match plan.path {
@@ -87,25 +88,45 @@ pub(crate) fn forward(
         ConvPath::DirectFilters => return Ok(crate::direct_filters::forward(g, x, w, bias)),
         ConvPath::Pointwise | ConvPath::Unfold => {}
     }
-    if images > 1 {
-        let groups = y.par_chunks_mut(images * image_out).zip(x.par_chunks(images * image_in));
-        groups.for_each_init(scratch, |s, (y_group, x_group)| forward_group(g, &plan, x_group, w, bias, y_group, s));
-    } else if g.n >= threads {
-        y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(scratch, |s, (y_image, x_image)| {
-            forward_rows(g, &plan, x_image, w, bias, y_image, s);
-        });
-    } else {
-        // Too few images to keep every thread busy: split the filters too.
-        let filters_per_block = g.k.div_ceil(threads.min(g.k));
-        y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each(|(y_image, x_image)| {
-            let blocks = y_image.par_chunks_mut(filters_per_block * pixels).enumerate();
-            blocks.for_each_init(scratch, |s, (i, y_rows)| {
-                let (k0, k1) = (i * filters_per_block, i * filters_per_block + y_rows.len() / pixels);
-                let b = bias.map(|b| &b[k0..k1]);
-                forward_rows(g, &plan, x_image, &w[k0 * crs..k1 * crs], b, y_rows, s);
+    let total = g.n * image_out;
+    if images > 1 || g.n >= threads {
+        // Each image's output is written whole by its worker (bias rows, or
+        // the scatter of a group) before anything reads it, so y is never
+        // zeroed first: a zeroing pass over a cold 6 MiB output cost ~5% of
+        // resnet-3x3 (OPTIMISATION.md, step 15).
+        let mut y: Vec<f32> = Vec::with_capacity(total);
+        let uninit = &mut y.spare_capacity_mut()[..total];
+        if images > 1 {
+            let groups = uninit.par_chunks_mut(images * image_out).zip(x.par_chunks(images * image_in));
+            groups.for_each_init(scratch, |s, (y_group, x_group)| {
+                forward_group(g, &plan, x_group, w, bias, y_group, s);
             });
-        });
+        } else {
+            uninit.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
+                scratch,
+                |s, (y_image, x_image)| {
+                    let y_image = init_rows(y_image, pixels, bias);
+                    forward_rows(g, &plan, x_image, w, None, y_image, s);
+                },
+            );
+        }
+        // SAFETY: the chunks above cover elements 0..total, and every
+        // element of each was written (init_rows, or forward_group's
+        // scatter) before the workers returned.
+        unsafe { y.set_len(total) };
+        return Ok(y);
     }
+    // Too few images to keep every thread busy: split the filters too.
+    let mut y = vec![0.0f32; total];
+    let filters_per_block = g.k.div_ceil(threads.min(g.k));
+    y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each(|(y_image, x_image)| {
+        let blocks = y_image.par_chunks_mut(filters_per_block * pixels).enumerate();
+        blocks.for_each_init(scratch, |s, (i, y_rows)| {
+            let (k0, k1) = (i * filters_per_block, i * filters_per_block + y_rows.len() / pixels);
+            let b = bias.map(|b| &b[k0..k1]);
+            forward_rows(g, &plan, x_image, &w[k0 * crs..k1 * crs], b, y_rows, s);
+        });
+    });
     Ok(y)
 }
 
@@ -117,7 +138,7 @@ fn forward_group(
     x_group: &[f32],
     w: &[f32],
     bias: Option<&[f32]>,
-    y_group: &mut [f32],
+    y_group: &mut [MaybeUninit<f32>],
     s: &mut Scratch,
 ) {
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
@@ -147,10 +168,24 @@ fn forward_group(
             let src = &gather[k * columns + i * pixels..][..pixels];
             let b = bias.map_or(0.0, |b| b[k]);
             for (out, v) in y_row.iter_mut().zip(src) {
-                *out = v + b;
+                out.write(v + b);
             }
         }
     }
+}
+
+/// Writes every element of `rows` [k, pixels]: the bias of its row, or 0.
+fn init_rows<'a>(rows: &'a mut [MaybeUninit<f32>], pixels: usize, bias: Option<&[f32]>) -> &'a mut [f32] {
+    for (k, row) in rows.chunks_exact_mut(pixels).enumerate() {
+        let value = bias.map_or(0.0, |b| b[k]);
+        row.iter_mut().for_each(|e| {
+            e.write(value);
+        });
+    }
+    // SAFETY: every element of `rows` was written just above (rows.len()
+    // is a multiple of pixels: k rows of one image), and MaybeUninit<f32>
+    // has the layout of f32.
+    unsafe { &mut *(rows as *mut [MaybeUninit<f32>] as *mut [f32]) }
 }
 
 /// Rows y_rows [kr, P] of one image from the matching filters w_rows
