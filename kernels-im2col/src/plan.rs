@@ -135,7 +135,10 @@ impl ConvPlan {
         let channels = (floats / (taps * min_pixels)).clamp(1, g.c);
         let mut pixels_per_tile = (floats / (channels * taps)).clamp(min_pixels, pixels);
         if pixels_per_tile < pixels {
-            pixels_per_tile = (pixels_per_tile / PIXEL_ALIGN * PIXEL_ALIGN).max(min_pixels);
+            // Whole output rows when a row fits (im2col / col2im then take
+            // their per-row fast path), else a multiple of the kernel width.
+            let align = if g.ow <= pixels_per_tile { g.ow } else { PIXEL_ALIGN };
+            pixels_per_tile = (pixels_per_tile / align * align).max(min_pixels);
         }
         Self { path, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile, phased }
     }
