@@ -1,48 +1,44 @@
-//! conv2d forward and backward through im2col + sgemm.
+//! conv2d forward through im2col + sgemm (backward: conv_backward.rs).
 //!
 //! - Forward, per image: y [K, P] = b + W [K, C·R·S] · col [C·R·S, P]
 //!   (P = OH·OW), one col tile at a time (see plan.rs), accumulating over
 //!   channel blocks into the output tile. The 1x1 stride-1 unpadded conv
 //!   ([`ConvPath::Pointwise`]) multiplies W by the image directly.
-//! - Backward, per image: dW += dY [K, P] · colᵀ [P, C·R·S];
-//!   dX = col2im(Wᵀ [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same
-//!   pass while dY is in cache.
 //! - Variants (plan.rs picks): images with few output pixels are grouped so
 //!   one GEMM covers several (y and dy go through a [K, images·P] buffer);
 //!   column-strided convs unfold from, and col2im into, phased copies
 //!   (unfold.rs); the direct forward kernels (direct.rs, direct_filters.rs)
 //!   take tiny reductions and few-filter small images, and the latter's dW
 //!   (direct_filters_grad.rs).
-//! - Parallelism: rayon over images or groups (forward: also over blocks of
-//!   filters when there are fewer images than threads); backward gives each
-//!   worker a contiguous run of images and its own partial dW and db, summed
-//!   at the end. sgemm itself stays single-threaded (lib.rs says why).
-//! - Checked by the unit tests here and harness/tests/im2col.rs (proptest
+//! - Parallelism: rayon over images or groups, also over blocks of filters
+//!   when there are fewer images than threads. sgemm itself stays
+//!   single-threaded (lib.rs says why).
+//! - The worker scratch (`Scratch`) and phased inputs (`inputs`) are shared
+//!   with conv_backward.rs.
+//! - Checked by tests/against_naive.rs and harness/tests/im2col.rs (proptest
 //!   against the f64 reference, gradcheck); timed by examples/bench.rs.
 
 use std::mem::MaybeUninit;
 
-use kernels_core::{ConvGeometry, GradRequest, Result};
+use kernels_core::{ConvGeometry, Result};
 use rayon::prelude::*;
 
-use crate::HostGrads;
-use crate::direct_filters_grad;
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
-use crate::unfold::{Input, Output, col2im, im2col, phase, phased_floats, unphase};
+use crate::unfold::{Input, im2col, phase, phased_floats};
 
 /// One worker's buffers: a col tile, for multi-image tiles the gathered
 /// [k, images x pixels] output or output gradient, and phased images.
-struct Scratch {
-    col: Vec<f32>,
-    gather: Vec<f32>,
-    phased: Vec<f32>,
+pub(crate) struct Scratch {
+    pub col: Vec<f32>,
+    pub gather: Vec<f32>,
+    pub phased: Vec<f32>,
     /// Backward: the group's dx, phased, when the plan phases.
-    phased_dx: Vec<f32>,
+    pub phased_dx: Vec<f32>,
 }
 
 impl Scratch {
-    fn new(g: &ConvGeometry, plan: &ConvPlan) -> Self {
+    pub fn new(g: &ConvGeometry, plan: &ConvPlan) -> Self {
         Self {
             col: vec![0.0; plan.col_floats(g)],
             gather: vec![0.0; plan.gather_floats(g)],
@@ -54,7 +50,12 @@ impl Scratch {
 
 /// The inputs im2col reads for a group of images: phased copies of them,
 /// made once here for all their tiles, when the plan says so.
-fn inputs<'a>(g: &ConvGeometry, plan: &ConvPlan, x_group: &'a [f32], phased: &'a mut [f32]) -> Vec<Input<'a>> {
+pub(crate) fn inputs<'a>(
+    g: &ConvGeometry,
+    plan: &ConvPlan,
+    x_group: &'a [f32],
+    phased: &'a mut [f32],
+) -> Vec<Input<'a>> {
     let image_in = g.c * g.h * g.w;
     if !plan.phased {
         return x_group.chunks_exact(image_in).map(Input::Plain).collect();
@@ -227,244 +228,4 @@ fn forward_rows(
             }
         }
     }
-}
-
-/// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
-pub(crate) fn backward(
-    g: &ConvGeometry,
-    targets: TileTargets,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    need: GradRequest,
-) -> Result<HostGrads> {
-    let threads = rayon::current_num_threads();
-    let plan = ConvPlan::new(g, threads, targets);
-    plan.check_scratch(g, threads.min(g.n), true)?;
-    if plan.path != ConvPath::DirectFilters {
-        return Ok(backward_unfold(g, &plan, x, w, dy, need));
-    }
-    // Few filters on small images: dW and db without im2col; dX by col2im
-    // (as the transposed conv's forward it measured 1.3x slower: its 6
-    // "filters" fill 6 of 16 lanes and half its taps meet padding).
-    let dw = need.dw.then(|| direct_filters_grad::backward_dw(g, x, dy));
-    let db = need.db.then(|| bias_gradient(g, dy));
-    let dx_only = GradRequest { dx: true, dw: false, db: false };
-    let dx = if need.dx { backward_unfold(g, &plan, x, w, dy, dx_only).dx } else { None };
-    Ok(HostGrads { dx, dw, db })
-}
-
-/// db [k] = Σ dy over images and pixels (f32 row sums, f64 across rows).
-fn bias_gradient(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
-    let pixels = g.oh * g.ow;
-    let mut db = vec![0.0f64; g.k];
-    for dy_image in dy.chunks_exact(g.k * pixels) {
-        for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
-            *total += sum(row) as f64;
-        }
-    }
-    db.iter().map(|&v| v as f32).collect()
-}
-
-/// Backward through im2col / col2im and sgemm, every worker over a run of
-/// images with its own partial dW and db.
-fn backward_unfold(
-    g: &ConvGeometry,
-    plan: &ConvPlan,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    need: GradRequest,
-) -> HostGrads {
-    let workers = rayon::current_num_threads().min(g.n);
-    let images_per_worker = g.n.div_ceil(workers);
-    let workers = g.n.div_ceil(images_per_worker);
-    let image_in = g.c * g.h * g.w;
-    let mut dx = need.dx.then(|| vec![0.0f32; g.n * image_in]);
-    let dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
-        Some(dx) => dx.chunks_mut(images_per_worker * image_in).map(Some).collect(),
-        None => (0..workers).map(|_| None).collect(),
-    };
-    let partials: Vec<Partial> = dx_runs
-        .into_par_iter()
-        .enumerate()
-        .map(|(worker, dx_run)| {
-            let first = worker * images_per_worker;
-            let images = first..(first + images_per_worker).min(g.n);
-            backward_images(g, plan, images, x, w, dy, dx_run, need)
-        })
-        .collect();
-    let mut dw = need.dw.then(|| vec![0.0f32; g.k * g.c * g.r * g.s]);
-    let mut db = vec![0.0f64; g.k];
-    for partial in &partials {
-        if let Some(dw) = dw.as_mut() {
-            for (total, part) in dw.iter_mut().zip(&partial.dw) {
-                *total += part;
-            }
-        }
-        for (total, part) in db.iter_mut().zip(&partial.db) {
-            *total += part;
-        }
-    }
-    let db = need.db.then(|| db.iter().map(|&v| v as f32).collect());
-    HostGrads { dx, dw, db }
-}
-
-/// One worker's share of dW (empty when not requested) and db.
-struct Partial {
-    dw: Vec<f32>,
-    db: Vec<f64>,
-}
-
-/// Backward over a run of images, a group of `plan.images_per_tile` at a
-/// time: writes their dx (when given) and returns their partial dW and db.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
-fn backward_images(
-    g: &ConvGeometry,
-    plan: &ConvPlan,
-    images: std::ops::Range<usize>,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-    mut dx_run: Option<&mut [f32]>,
-    need: GradRequest,
-) -> Partial {
-    let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
-    let image_out = g.k * pixels;
-    let mut dw = if need.dw { vec![0.0f32; g.k * g.c * g.r * g.s] } else { Vec::new() };
-    let mut db = vec![0.0f64; g.k];
-    let mut s = Scratch::new(g, plan);
-    let group = plan.images_per_tile;
-    let mut first = images.start;
-    while first < images.end {
-        let last = (first + group).min(images.end);
-        let x_group = &x[first * image_in..last * image_in];
-        let dy_group = &dy[first * image_out..last * image_out];
-        let local = (first - images.start) * image_in..(last - images.start) * image_in;
-        let dx_group = dx_run.as_deref_mut().map(|run| &mut run[local]);
-        if need.db {
-            for dy_image in dy_group.chunks_exact(image_out) {
-                for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
-                    *total += sum(row) as f64;
-                }
-            }
-        }
-        match plan.path {
-            ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
-            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters => {
-                backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s)
-            }
-        }
-        first = last;
-    }
-    Partial { dw, db }
-}
-
-/// 1x1 stride-1 unpadded: dW += dY·Xᵀ and dX = Wᵀ·dY per image, no col.
-fn backward_pointwise(
-    g: &ConvGeometry,
-    x_group: &[f32],
-    w: &[f32],
-    dy_group: &[f32],
-    mut dx_group: Option<&mut [f32]>,
-    need: GradRequest,
-    dw: &mut [f32],
-) {
-    let pixels = g.oh * g.ow;
-    let (vx, vdy, vw) = (View::row_major(g.c, pixels), View::row_major(g.k, pixels), View::row_major(g.k, g.c));
-    for (i, (x_image, dy_image)) in
-        x_group.chunks_exact(g.c * pixels).zip(dy_group.chunks_exact(g.k * pixels)).enumerate()
-    {
-        if need.dw {
-            sgemm(1.0, mat(dy_image, vdy), mat(x_image, vx.t()), 1.0, mat_mut(dw, vw));
-        }
-        if let Some(dx_group) = dx_group.as_deref_mut() {
-            let dx_image = &mut dx_group[i * g.c * pixels..][..g.c * pixels];
-            sgemm(1.0, mat(w, vw.t()), mat(dy_image, vdy), 0.0, mat_mut(dx_image, vx));
-        }
-    }
-}
-
-/// One group of images (or one image), tile by tile: dW += dY·colᵀ and
-/// dX += col2im(Wᵀ·dY). A single image reads dY in place; a group gathers
-/// its dY into [k, images x pixels] first so one GEMM covers it.
-#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
-fn backward_group(
-    g: &ConvGeometry,
-    plan: &ConvPlan,
-    x_group: &[f32],
-    w: &[f32],
-    dy_group: &[f32],
-    mut dx_group: Option<&mut [f32]>,
-    need: GradRequest,
-    dw: &mut [f32],
-    s: &mut Scratch,
-) {
-    let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
-    let (crs, taps) = (g.c * g.r * g.s, g.r * g.s);
-    let images = x_group.len() / image_in;
-    let (dy_source, dy_stride): (&[f32], usize) = if images == 1 {
-        (dy_group, pixels)
-    } else {
-        let columns = images * pixels;
-        let gather = &mut s.gather[..g.k * columns];
-        for (i, dy_image) in dy_group.chunks_exact(g.k * pixels).enumerate() {
-            for (k, row) in dy_image.chunks_exact(pixels).enumerate() {
-                gather[k * columns + i * pixels..][..pixels].copy_from_slice(row);
-            }
-        }
-        (gather, columns)
-    };
-    let sources = if need.dw { inputs(g, plan, x_group, &mut s.phased) } else { Vec::new() };
-    let per_phased = phased_floats(g);
-    if plan.phased && dx_group.is_some() {
-        s.phased_dx.clear();
-        s.phased_dx.resize(images * per_phased, 0.0);
-    }
-    for tile in plan.tiles(g) {
-        let (rows, pb) = (tile.rows(g), tile.pixels());
-        let columns = images * pb;
-        let col = &mut s.col[..rows * columns];
-        let vcol = View::row_major(rows, columns);
-        let dy_tile = mat(&dy_source[tile.p0..], View::strided(g.k, columns, dy_stride));
-        let vw_tile = View::strided(g.k, rows, crs);
-        if need.dw {
-            for (i, &input) in sources.iter().enumerate() {
-                im2col(g, input, tile, &mut col[i * pb..], columns);
-            }
-            sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
-        }
-        if let Some(dx_group) = dx_group.as_deref_mut() {
-            sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
-            if plan.phased {
-                // Accumulate phased (contiguous adds), put back once below.
-                for (i, out) in s.phased_dx.chunks_exact_mut(per_phased).enumerate().take(images) {
-                    col2im(g, &col[i * pb..], tile, Output::Phased(out), columns);
-                }
-            } else {
-                for (i, dx_image) in dx_group.chunks_exact_mut(image_in).enumerate() {
-                    col2im(g, &col[i * pb..], tile, Output::Plain(dx_image), columns);
-                }
-            }
-        }
-    }
-    if let (Some(dx_group), true) = (dx_group, plan.phased) {
-        for (dx_image, phased) in dx_group.chunks_exact_mut(image_in).zip(s.phased_dx.chunks_exact(per_phased)) {
-            unphase(g, phased, dx_image);
-        }
-    }
-}
-
-/// Sum of a row with 16 independent accumulators, so it vectorises (a single
-/// f32 chain would be both slow and less accurate).
-pub(crate) fn sum(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = values.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }

@@ -4,8 +4,8 @@
 //! f32 on host `Vec`s ([`Tensor<f32>`]).
 //!
 //! ## Layout
-//! - `conv.rs`: conv2d forward (im2col + sgemm + bias) and backward
-//!   (dW = dY·colᵀ, dX = col2im(Wᵀ·dY), db = Σ dY); `unfold.rs` holds
+//! - `conv.rs`: conv2d forward (im2col + sgemm + bias); `conv_backward.rs`
+//!   its backward (dW = dY·colᵀ, dX = col2im(Wᵀ·dY), db = Σ dY); `unfold.rs` holds
 //!   im2col / col2im of one tile; `plan.rs` the tiling ([`ConvPlan`]) and its
 //!   scratch bound; `gemm.rs` the one bounds-checked door to
 //!   `matrixmultiply::sgemm`.
@@ -78,6 +78,7 @@
 //!   are chosen by run-time CPU detection.
 
 mod conv;
+mod conv_backward;
 mod direct;
 mod direct_filters;
 mod direct_filters_grad;
@@ -210,7 +211,7 @@ impl Backend for Im2col {
         dy: &Tensor<f32>,
         need: GradRequest,
     ) -> Result<Grads<Tensor<f32>>> {
-        let grads = self.run(|| conv::backward(g, self.targets, x.data(), w.data(), dy.data(), need))?;
+        let grads = self.run(|| conv_backward::backward(g, self.targets, x.data(), w.data(), dy.data(), need))?;
         Ok(Grads {
             dx: maybe(&g.x_shape(), grads.dx)?,
             dw: maybe(&g.w_shape(), grads.dw)?,
