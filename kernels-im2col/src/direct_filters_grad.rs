@@ -6,7 +6,7 @@
 //!   pixel one load of its 16 filters' dy and 12 broadcast FMAs of the
 //!   input elements the taps meet there. Workers take runs of images and
 //!   sum their partial dW at the end.
-//! - dX stays with conv.rs (col2im): computing it as the forward of the
+//! - dX stays with conv_backward.rs (col2im): computing it as the forward of the
 //!   transposed conv through direct_filters measured 1.3x slower on
 //!   lenet-c2 (OPTIMISATION.md, step 9).
 //! - Checked against the reference by harness/tests/im2col.rs (property on
