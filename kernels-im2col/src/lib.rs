@@ -67,7 +67,7 @@
 //! - Unit tests here; harness/tests/im2col.rs runs the cross-backend
 //!   proptest suite against the f64 reference and a gradient check of this
 //!   backend's own backward.
-//! - `cargo run --release -p kernels-im2col --example bench -- [filters]`
+//! - `cargo run --release -p kernels-im2col --example im2col_bench -- [filters]`
 //!   validates then times every suite shape beside a same-run sgemm (see
 //!   the example's header for its flags). OPTIMISATION.md logs each step
 //!   with its prediction and measurement.

@@ -1,6 +1,6 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example bench -- [--threads N] [--secs S] [--tile F] [--columns C] [filters...]`
+//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
