@@ -139,10 +139,34 @@ impl Optimizer {
         }
     }
 
+    /// Checks the operands of [`Optimizer::update_slice`] by length: as many
+    /// state buffers as the rule keeps, every buffer and the gradient as long
+    /// as the parameter, and t ≥ 1. Backends that split an update into
+    /// blocks call it once for the whole tensor.
+    pub fn check_slices(&self, param: usize, grad: usize, slots: &[usize], t: u64) -> Result<()> {
+        let op = "optimizer_step";
+        if slots.len() != self.state_slots() {
+            return Err(Error::param(
+                op,
+                format!("{} needs {} state buffers, got {}", self.name(), self.state_slots(), slots.len()),
+            ));
+        }
+        if grad != param || slots.iter().any(|&len| len != param) {
+            return Err(Error::shape(op, format!("param has {param} elements, grad {grad}, state buffers {slots:?}")));
+        }
+        if t == 0 {
+            return Err(Error::param(op, "step t is 1-based, got 0"));
+        }
+        Ok(())
+    }
+
     /// The update rule on host slices: the reference every backend matches.
     /// `slots` holds `state_slots()` buffers of the parameter's length; `t` is
-    /// the 1-based step number.
-    pub fn update_slice<T: Float>(&self, param: &mut [T], grad: &[T], slots: &mut [&mut [T]], t: u64) {
+    /// the 1-based step number. Mismatched lengths, a wrong slot count or
+    /// t = 0 are an error, checked before anything is written.
+    pub fn update_slice<T: Float>(&self, param: &mut [T], grad: &[T], slots: &mut [&mut [T]], t: u64) -> Result<()> {
+        let slot_lens: Vec<usize> = slots.iter().map(|s| s.len()).collect();
+        self.check_slices(param.len(), grad.len(), &slot_lens, t)?;
         let f = T::from_f64;
         let wd = f(self.weight_decay());
         let ti = t.min(i32::MAX as u64) as i32;
@@ -189,10 +213,11 @@ impl Optimizer {
                     *p -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + f(eps));
                 }
             }
-            // The state is built by `OptimizerState::new` and checked by
-            // `check_step`, so a slot count mismatch cannot reach here.
-            _ => unreachable!("optimizer state slots checked before update_slice"),
+            // Every rule with its slot count is matched above, and the count
+            // was checked on entry: nothing else can reach here.
+            _ => {}
         }
+        Ok(())
     }
 }
 
@@ -266,7 +291,7 @@ mod tests {
         for t in 1..=steps {
             let g = [2.0 * (p[0] - 3.0)];
             let mut views: Vec<&mut [f64]> = slots.iter_mut().map(|s| s.as_mut_slice()).collect();
-            opt.update_slice(&mut p, &g, &mut views, t);
+            opt.update_slice(&mut p, &g, &mut views, t).unwrap();
         }
         p[0]
     }
@@ -292,7 +317,7 @@ mod tests {
         let opt = Optimizer::adam(0.01);
         let mut p = [1.0f64];
         let (mut m, mut v) = ([0.0f64], [0.0f64]);
-        opt.update_slice(&mut p, &[4.0], &mut [&mut m, &mut v], 1);
+        opt.update_slice(&mut p, &[4.0], &mut [&mut m, &mut v], 1).unwrap();
         assert!((p[0] - 0.99).abs() < 1e-9, "{}", p[0]);
     }
 
@@ -304,5 +329,9 @@ mod tests {
         assert!(Optimizer::adam(0.1).validate().is_ok());
         assert!(check_step(&Optimizer::adam(0.1), &[3], &[3], &[&[3]]).is_err());
         assert!(check_step(&Optimizer::sgd(0.1), &[3], &[4], &[]).is_err());
+        let mut p = [0.0f32; 3];
+        assert!(Optimizer::adam(0.1).update_slice(&mut p, &[0.0; 3], &mut [], 1).is_err());
+        assert!(Optimizer::sgd(0.1).update_slice(&mut p, &[0.0; 2], &mut [], 1).is_err());
+        assert!(Optimizer::sgd(0.1).update_slice(&mut p, &[0.0; 3], &mut [], 0).is_err());
     }
 }

@@ -284,7 +284,6 @@ impl Backend for Im2col {
         t: u64,
     ) -> Result<()> {
         let mut views: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.data_mut()).collect();
-        self.run(|| pointwise::optimizer_step(optimizer, param.data_mut(), grad.data(), &mut views, t));
-        Ok(())
+        self.run(|| pointwise::optimizer_step(optimizer, param.data_mut(), grad.data(), &mut views, t))
     }
 }

@@ -11,7 +11,7 @@
 //! - Each is a tight loop over blocks of `BLOCK` elements split by rayon.
 //! - Checked against the reference in harness/tests/im2col.rs.
 
-use kernels_core::Optimizer;
+use kernels_core::{Optimizer, Result};
 use rayon::prelude::*;
 
 /// Elements per parallel block: large enough that rayon's overhead is noise.
@@ -70,16 +70,27 @@ pub(crate) fn softmax_cross_entropy(logits: &[f32], classes: usize, labels: &[us
 }
 
 /// One update of `param` in place with `slots` the rule's state buffers.
-pub(crate) fn optimizer_step(optimizer: &Optimizer, param: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]], t: u64) {
+pub(crate) fn optimizer_step(
+    optimizer: &Optimizer,
+    param: &mut [f32],
+    grad: &[f32],
+    slots: &mut [&mut [f32]],
+    t: u64,
+) -> Result<()> {
+    // Check the whole tensor once, so a block-level error cannot leave the
+    // parameter half updated.
+    let slot_lens: Vec<usize> = slots.iter().map(|s| s.len()).collect();
+    optimizer.check_slices(param.len(), grad.len(), &slot_lens, t)?;
     let blocks = param.par_chunks_mut(BLOCK).zip(grad.par_chunks(BLOCK));
     match slots {
-        [] => blocks.for_each(|(p, g)| optimizer.update_slice(p, g, &mut [], t)),
-        [s] => blocks.zip(s.par_chunks_mut(BLOCK)).for_each(|((p, g), s)| optimizer.update_slice(p, g, &mut [s], t)),
+        [] => blocks.try_for_each(|(p, g)| optimizer.update_slice(p, g, &mut [], t)),
+        [s] => {
+            blocks.zip(s.par_chunks_mut(BLOCK)).try_for_each(|((p, g), s)| optimizer.update_slice(p, g, &mut [s], t))
+        }
         [m, v] => blocks
             .zip(m.par_chunks_mut(BLOCK))
             .zip(v.par_chunks_mut(BLOCK))
-            .for_each(|(((p, g), m), v)| optimizer.update_slice(p, g, &mut [m, v], t)),
-        // kernels-core's check_step guarantees state_slots() buffers (0 to 2).
+            .try_for_each(|(((p, g), m), v)| optimizer.update_slice(p, g, &mut [m, v], t)),
         _ => optimizer.update_slice(param, grad, slots, t),
     }
 }

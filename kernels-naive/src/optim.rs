@@ -7,7 +7,7 @@
 //! - Checked against hand-derived steps in kernels-core and across backends
 //!   by harness/tests.
 
-use kernels_core::{Error, Float, Optimizer, Result, Shaped, Tensor, check_step};
+use kernels_core::{Float, Optimizer, Result, Shaped, Tensor, check_step};
 
 pub(crate) fn step<T: Float>(
     optimizer: &Optimizer,
@@ -17,13 +17,9 @@ pub(crate) fn step<T: Float>(
     t: u64,
 ) -> Result<()> {
     // `exec_optimizer_step` may be called without the trait's checks:
-    // repeat them (they are cheap) so `update_slice` never sees bad state.
+    // repeat them (they are cheap) so shapes, not just lengths, must agree.
     let slot_shapes: Vec<&[usize]> = slots.iter().map(|s| s.shape()).collect();
     check_step(optimizer, param.shape(), grad.shape(), &slot_shapes)?;
-    if t == 0 {
-        return Err(Error::param("optimizer_step", "step t is 1-based, got 0"));
-    }
     let mut views: Vec<&mut [T]> = slots.iter_mut().map(|s| s.data_mut()).collect();
-    optimizer.update_slice(param.data_mut(), grad.data(), &mut views, t);
-    Ok(())
+    optimizer.update_slice(param.data_mut(), grad.data(), &mut views, t)
 }
