@@ -7,6 +7,8 @@
 //! - dx       col_b = wᵀ · dy_b, then col2im into dx_b
 //! - db       db [k] = Σ_b Σ_p dy_b (reduce.cl)
 //!
+//! Stride-1 convs with a small reduction skip the col matrix for forward
+//! and dX: `conv_direct::choose` picks the path (conv_direct.rs).
 //! Images go in chunks as large as the scratch limit allows, so each chunk
 //! is one im2col launch and one GEMM launch. A 1x1 kernel with stride 1 and
 //! no padding skips im2col: x_b already is col_b.
@@ -16,13 +18,10 @@ use kernels_core::{ConvGeometry, Error, GradRequest, Grads, Result};
 use ocl::Buffer;
 
 use crate::ClTensor;
+use crate::conv_direct::{self, ConvPath, Pass};
 use crate::gemm::{self, Bias, Form, Gemm, Operand};
 use crate::ops::{bias_grad, i32_arg};
 use crate::runtime::{Arg, Runtime};
-
-fn pointwise(g: &ConvGeometry) -> bool {
-    g.r == 1 && g.s == 1 && g.params.stride == [1, 1] && g.params.padding == [0, 0]
-}
 
 /// Images per chunk so that a chunk's columns fit the scratch limit.
 fn chunk_images(rt: &Runtime, op: &'static str, g: &ConvGeometry) -> Result<usize> {
@@ -117,9 +116,16 @@ pub(crate) fn forward(
             },
         )
     };
-    if pointwise(g) {
-        gemm_for(x.buf(), 0, g.n, 0)?;
-        return Ok(y);
+    match conv_direct::choose(rt, g, Pass::Forward) {
+        ConvPath::Pointwise => {
+            gemm_for(x.buf(), 0, g.n, 0)?;
+            return Ok(y);
+        }
+        ConvPath::Direct => {
+            conv_direct::forward(rt, g, x.buf(), w.buf(), b.map(ClTensor::buf), y.buf())?;
+            return Ok(y);
+        }
+        ConvPath::Im2col => {}
     }
     let chunk = chunk_images(rt, "conv2d", g)?;
     let col = rt.scratch("conv2d", chunk * crs * p)?;
@@ -184,7 +190,8 @@ pub(crate) fn backward(
             },
         )
     };
-    if pointwise(g) {
+    let dx_path = conv_direct::choose(rt, g, Pass::InputGrad);
+    if dx_path == ConvPath::Pointwise {
         // x_b [c, h·w] already is col_b.
         if let Some(dwt) = &dw {
             dw_gemm(dwt, x.buf(), 0, 0, g.n)?;
@@ -194,18 +201,26 @@ pub(crate) fn backward(
         }
         return Ok(Grads { dx, dw, db });
     }
-    let chunk = chunk_images(rt, "conv2d_backward", g)?;
-    let col = rt.scratch("conv2d_backward", chunk * crs * p)?;
-    for first in (0..g.n).step_by(chunk) {
-        let images = chunk.min(g.n - first);
-        if let Some(dwt) = &dw {
-            im2col(rt, g, x.buf(), first, images, &col)?;
-            dw_gemm(dwt, &col, 0, first, images)?;
+    let dx_direct = dx_path == ConvPath::Direct;
+    if dw.is_some() || !dx_direct {
+        let chunk = chunk_images(rt, "conv2d_backward", g)?;
+        let col = rt.scratch("conv2d_backward", chunk * crs * p)?;
+        for first in (0..g.n).step_by(chunk) {
+            let images = chunk.min(g.n - first);
+            if let Some(dwt) = &dw {
+                im2col(rt, g, x.buf(), first, images, &col)?;
+                dw_gemm(dwt, &col, 0, first, images)?;
+            }
+            if let (Some(dxt), false) = (&dx, dx_direct) {
+                dx_gemm(&col, 0, first, images)?;
+                col2im(rt, g, &col, dxt.buf(), first, images)?;
+            }
         }
-        if let Some(dxt) = &dx {
-            dx_gemm(&col, 0, first, images)?;
-            col2im(rt, g, &col, dxt.buf(), first, images)?;
-        }
+    }
+    // After the dW loop: the direct dX reuses the scratch buffer (the queue
+    // is in order).
+    if let (Some(dxt), true) = (&dx, dx_direct) {
+        conv_direct::input_grad(rt, g, w.buf(), dy.buf(), dxt.buf())?;
     }
     Ok(Grads { dx, dw, db })
 }

@@ -15,6 +15,10 @@
 //! - `conv.rs` + `cl/conv.cl`: im2col (one launch per batch chunk) → GEMM
 //!   with the bias in its epilogue; dX = GEMM → col2im; dW = batch-summing NT
 //!   GEMM; db a reduction. 1x1 stride-1 unpadded convs skip im2col.
+//! - `conv_direct.rs` + `cl/direct.cl`: stride-1 convs with a small
+//!   reduction (LeNet's) compute forward and dX directly from a zero-padded
+//!   copy of the input, no col matrix; `conv_direct::choose` is the
+//!   documented predicate, everything else takes im2col + GEMM.
 //! - `ops.rs` + `cl/{pool,activation,loss,reduce,optim}.cl`: the rest.
 //!
 //! ## Environment variables
@@ -29,6 +33,9 @@
 //!   `KERNELS_OPENCL_LINE_WG=N` the work-group of the row-wise kernels
 //!   (tuning runs only; the defaults come from the device limits).
 //!   [`Config`] overrides the first two from code.
+//! - `KERNELS_OPENCL_CONV=direct|im2col`: send every stride-1 conv to the
+//!   direct kernel, or none (A/B runs; unset: the size predicate decides).
+//!   `Config::direct_conv` does the same from code.
 //!
 //! ## Profiling
 //! The queue has profiling on. [`OpenCl::profile`] sums kernel time and
@@ -51,6 +58,7 @@
 
 mod backend;
 mod conv;
+mod conv_direct;
 mod device;
 mod gemm;
 mod ops;
@@ -64,7 +72,7 @@ use kernels_core::Result;
 pub use device::DEVICE_ENV;
 pub use profile::Profile;
 pub use tensor::ClTensor;
-pub use tiles::GEMM_TILE_ENV;
+pub use tiles::{CONV_PATH_ENV, GEMM_TILE_ENV};
 
 /// Environment variable forcing the local-memory GEMM on ("1") or off ("0").
 pub const LOCAL_GEMM_ENV: &str = "KERNELS_OPENCL_LOCAL_GEMM";
@@ -79,6 +87,9 @@ pub struct Config {
     pub local_gemm: Option<bool>,
     /// im2col one row per work-item (the GPU variant) instead of one plane.
     pub im2col_rows: Option<bool>,
+    /// Direct conv (no col matrix) for every stride-1 conv (`Some(true)`),
+    /// for none (`Some(false)`), or by size (`None`).
+    pub direct_conv: Option<bool>,
 }
 
 /// The OpenCL backend: one device, one in-order profiling queue, programs

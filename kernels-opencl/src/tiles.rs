@@ -10,6 +10,9 @@ use crate::device::Limits;
 /// Environment variable overriding the NN GEMM register tile, "MRxNRxVW".
 pub const GEMM_TILE_ENV: &str = "KERNELS_OPENCL_GEMM_TILE";
 
+/// Environment variable forcing the conv path: "direct" or "im2col".
+pub const CONV_PATH_ENV: &str = "KERNELS_OPENCL_CONV";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Tiles {
     /// NN GEMM: rows and columns of C per work-item; columns are VW-wide vectors.
@@ -32,6 +35,12 @@ pub(crate) struct Tiles {
     /// im2col with one work-item per row (GPUs: many work-items) rather than
     /// per plane (CPUs: fewer, longer ones).
     pub im2col_rows: bool,
+    /// Direct conv: output pixels per work-item (one vector of this width)
+    /// and filters per work-item.
+    pub conv_dw: usize,
+    pub conv_kb: usize,
+    /// Direct conv forced on or off (None: by size, see conv_direct.rs).
+    pub direct_conv: Option<bool>,
     /// Upper bound on a work-group (the device's).
     pub max_wg: usize,
     pub compute_units: usize,
@@ -78,7 +87,18 @@ impl Tiles {
         while tile_k > 4 && (tile_k * nn_nr * 16 * 4) as u64 > limits.local_mem_bytes / 4 {
             tile_k /= 2;
         }
+        let env_conv = match std::env::var(CONV_PATH_ENV).as_deref().map(str::trim) {
+            Ok("direct") => Some(true),
+            Ok("im2col") => Some(false),
+            _ => None,
+        };
         Self {
+            // The direct conv's pixel vector is as wide as the GEMM's (the
+            // SIMD width on a CPU); KB filters keep KB vector accumulators,
+            // 8 on a CPU (of 32 AVX-512 registers), 4 on a GPU.
+            conv_dw: vw.clamp(2, 16),
+            conv_kb: if limits.is_gpu { 4 } else { 8 },
+            direct_conv: config.direct_conv.or(env_conv),
             nn_mr,
             nn_nr,
             vw,
@@ -99,7 +119,8 @@ impl Tiles {
 
     pub fn build_options(&self) -> String {
         format!(
-            "-D NN_MR={} -D NN_NR={} -D VW={} -D NT_MR={} -D NT_NR={} -D REDUCE_WG={} -D USE_LOCAL={} -D TILE_K={}",
+            "-D NN_MR={} -D NN_NR={} -D VW={} -D NT_MR={} -D NT_NR={} -D REDUCE_WG={} -D USE_LOCAL={} -D TILE_K={} \
+             -D DW={} -D KB={}",
             self.nn_mr,
             self.nn_nr,
             self.vw,
@@ -107,7 +128,9 @@ impl Tiles {
             self.nt_nr,
             self.reduce_wg,
             u8::from(self.use_local),
-            self.tile_k
+            self.tile_k,
+            self.conv_dw,
+            self.conv_kb
         )
     }
 

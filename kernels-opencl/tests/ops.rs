@@ -63,18 +63,28 @@ fn conv_case(cl: &OpenCl, x: [usize; 4], w: [usize; 4], params: Conv2d, seed: u6
 
 #[test]
 fn conv_matches_the_reference_on_edge_shapes() {
-    let cl = backend();
+    // Each stride-1 shape through both conv paths: im2col + GEMM and the
+    // direct kernel (forced, whatever the size predicate would pick).
+    for direct_conv in [Some(false), Some(true)] {
+        let cl = OpenCl::with_config(None, &Config { direct_conv, ..Config::default() }).unwrap();
+        conv_edge_shapes(&cl);
+    }
+}
+
+fn conv_edge_shapes(cl: &OpenCl) {
     let dil = |stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2]| Conv2d { stride, padding, dilation };
-    conv_case(&cl, [2, 3, 7, 9], [4, 3, 3, 3], Conv2d::new(1, 1), 1);
-    conv_case(&cl, [1, 1, 4, 4], [1, 1, 3, 3], Conv2d::new(1, 0), 2);
-    conv_case(&cl, [3, 5, 6, 6], [7, 5, 1, 1], Conv2d::new(1, 0), 3); // pointwise fast path
-    conv_case(&cl, [2, 4, 5, 5], [3, 4, 1, 1], Conv2d::new(2, 1), 4); // 1x1, strided: general path
-    conv_case(&cl, [2, 2, 5, 5], [3, 2, 7, 7], Conv2d::new(1, 1), 5); // kernel = padded input
-    conv_case(&cl, [2, 3, 11, 10], [5, 3, 2, 3], dil([3, 4], [1, 0], [1, 1]), 6); // stride > kernel, non-square
-    conv_case(&cl, [1, 2, 9, 11], [3, 2, 3, 2], dil([1, 2], [2, 1], [2, 3]), 7); // dilation
-    conv_case(&cl, [3, 1, 28, 28], [6, 1, 5, 5], Conv2d::new(1, 2), 8); // lenet-c1 shape, small batch
-    conv_case(&cl, [2, 6, 14, 14], [16, 6, 5, 5], Conv2d::new(1, 0), 9); // lenet-c2
-    conv_case(&cl, [1, 17, 9, 9], [33, 17, 3, 3], Conv2d::new(1, 1), 10); // M, N, K off the tile grid
+    conv_case(cl, [2, 3, 7, 9], [4, 3, 3, 3], Conv2d::new(1, 1), 1);
+    conv_case(cl, [1, 1, 4, 4], [1, 1, 3, 3], Conv2d::new(1, 0), 2);
+    conv_case(cl, [3, 5, 6, 6], [7, 5, 1, 1], Conv2d::new(1, 0), 3); // pointwise fast path
+    conv_case(cl, [2, 4, 5, 5], [3, 4, 1, 1], Conv2d::new(2, 1), 4); // 1x1, strided: general path
+    conv_case(cl, [2, 2, 5, 5], [3, 2, 7, 7], Conv2d::new(1, 1), 5); // kernel = padded input
+    conv_case(cl, [2, 3, 11, 10], [5, 3, 2, 3], dil([3, 4], [1, 0], [1, 1]), 6); // stride > kernel, non-square
+    conv_case(cl, [1, 2, 9, 11], [3, 2, 3, 2], dil([1, 2], [2, 1], [2, 3]), 7); // dilation
+    conv_case(cl, [3, 1, 28, 28], [6, 1, 5, 5], Conv2d::new(1, 2), 8); // lenet-c1 shape, small batch
+    conv_case(cl, [2, 6, 14, 14], [16, 6, 5, 5], Conv2d::new(1, 0), 9); // lenet-c2
+    conv_case(cl, [1, 17, 9, 9], [33, 17, 3, 3], Conv2d::new(1, 1), 10); // M, N, K off the tile grid
+    conv_case(cl, [2, 2, 5, 6], [3, 2, 3, 3], Conv2d::new(1, 3), 11); // padding > R−1: dX falls back
+    conv_case(cl, [2, 20, 6, 7], [9, 20, 2, 2], dil([1, 1], [0, 1], [2, 1]), 12); // 9 filters: a partial block
 }
 
 #[test]
@@ -233,13 +243,34 @@ fn matmul_case(cl: &OpenCl, m: usize, k: usize, n: usize, seed: u64) {
 fn gemm_variants_match_the_reference() {
     // The default tile, the GPU variants (local memory, 4x4 float4 tiles,
     // row-wise im2col) run here on whatever device there is, and odd tiles
-    // down to scalar lanes.
+    // down to scalar lanes; the direct conv with 8-, 2- and 16-wide pixel
+    // vectors (its width follows the GEMM's, at least 2).
     let configs = [
         Config::default(),
-        Config { local_gemm: Some(true), gemm_tile: Some((4, 4, 4)), im2col_rows: Some(true) },
-        Config { local_gemm: Some(true), gemm_tile: Some((3, 8, 8)), im2col_rows: Some(false) },
-        Config { local_gemm: Some(false), gemm_tile: Some((5, 16, 8)), im2col_rows: Some(true) },
-        Config { local_gemm: Some(false), gemm_tile: Some((3, 3, 1)), im2col_rows: Some(false) },
+        Config {
+            local_gemm: Some(true),
+            gemm_tile: Some((4, 4, 4)),
+            im2col_rows: Some(true),
+            direct_conv: Some(false),
+        },
+        Config {
+            local_gemm: Some(true),
+            gemm_tile: Some((3, 8, 8)),
+            im2col_rows: Some(false),
+            direct_conv: Some(true),
+        },
+        Config {
+            local_gemm: Some(false),
+            gemm_tile: Some((5, 16, 8)),
+            im2col_rows: Some(true),
+            direct_conv: Some(false),
+        },
+        Config {
+            local_gemm: Some(false),
+            gemm_tile: Some((3, 3, 1)),
+            im2col_rows: Some(false),
+            direct_conv: Some(true),
+        },
     ];
     for config in configs {
         let cl = OpenCl::with_config(None, &config).unwrap();

@@ -1,0 +1,103 @@
+// direct.cl: stride-1 convolution without a col matrix, for small reductions.
+//
+// What: pad_planes copies planes [planes, H, W] into zero-padded planes
+//   [planes, Hp, Wp] (ph rows and pw columns of zeros before, the rest
+//   after). conv_direct then computes, for a padded input xp [nb, C, Hp, Wp],
+//   y[b][k][oh][ow] = bias[k] + Σ_{c,r,s} xp[b][c][oh + r·dh][ow + s·dw] ·
+//   wt[w_off + k·wk + c·wc + r·wr + s·ws]
+//   with OH = Hp − (R−1)·dh. The weight strides make one kernel serve the
+//   forward pass (wk = C·R·S, wc = R·S, wr = S, ws = 1) and dX (the filters
+//   transposed and flipped: negative wr, ws).
+// Mapping: the output pixel (oh, ow) sits at the padded-width position
+//   q = oh·Wp + ow, so the input of tap (r, s) is at q + r·dh·Wp + s·dw,
+//   contiguous in q: a work-item over (q chunk, filter block, image) owns DW
+//   consecutive q as one floatDW vector for KB filters, and per tap does one
+//   unaligned vector load, KB weight broadcasts and KB FMAs (no index
+//   arithmetic in the loop). Lanes with ow >= OW are computed and dropped.
+//   Loads run past the image by at most (S−1)·dw + DW floats: the caller
+//   allocates that slack after the last image.
+// Build options: DW (vector width: 2, 4, 8 or 16), KB (filters per work-item).
+// Check: cargo test -p kernels-opencl conv; time: opencl_bench conv --only lenet.
+
+#define CAT(a, b) a##b
+#define XCAT(a, b) CAT(a, b)
+#define floatD XCAT(float, DW)
+#define vloadD XCAT(vload, DW)
+#define vstoreD XCAT(vstore, DW)
+
+__kernel void pad_planes(__global const float* restrict x, const int H, const int W, const int ph, const int pw,
+                         const int Hp, const int Wp, const int planes, __global float* restrict xp) {
+    const int hp = get_global_id(0);
+    const int plane = get_global_id(1);
+    if (hp >= Hp || plane >= planes) return;
+    __global float* out = xp + ((size_t)plane * Hp + hp) * Wp;
+    const int h = hp - ph;
+    if (h < 0 || h >= H) {
+        for (int i = 0; i < Wp; ++i) out[i] = 0.0f;
+        return;
+    }
+    __global const float* in = x + ((size_t)plane * H + h) * W;
+    for (int i = 0; i < pw; ++i) out[i] = 0.0f;
+    for (int i = 0; i < W; ++i) out[pw + i] = in[i];
+    for (int i = pw + W; i < Wp; ++i) out[i] = 0.0f;
+}
+
+__kernel void conv_direct(__global const float* restrict xp, const int C, const int Hp, const int Wp, const int R,
+                          const int S, const int dh, const int dw, __global const float* restrict wt, const int w_off,
+                          const int wk, const int wc, const int wr, const int ws, __global const float* restrict bias,
+                          const int has_bias, __global float* restrict y, const int K, const int OH, const int OW) {
+    const int q0 = get_global_id(0) * DW;
+    const int k0 = get_global_id(1) * KB;
+    const int b = get_global_id(2);
+    const int Q = OH * Wp;
+    if (q0 >= Q || k0 >= K) return;
+    // Filters past K read filter K−1 (a valid address) and are not stored.
+    int wrow[KB];
+    floatD acc[KB];
+    for (int j = 0; j < KB; ++j) {
+        const int k = min(k0 + j, K - 1);
+        wrow[j] = w_off + k * wk;
+        acc[j] = (floatD)(has_bias ? bias[k] : 0.0f);
+    }
+    __global const float* xb = xp + (size_t)b * C * Hp * Wp + q0;
+    for (int c = 0; c < C; ++c) {
+        for (int r = 0; r < R; ++r) {
+            __global const float* xr = xb + ((size_t)c * Hp + r * dh) * Wp;
+            const int wcr = c * wc + r * wr;
+            for (int s = 0; s < S; ++s) {
+                const floatD xv = vloadD(0, xr + s * dw);
+                const int tap = wcr + s * ws;
+#pragma unroll
+                for (int j = 0; j < KB; ++j) acc[j] = fma(xv, (floatD)(wt[wrow[j] + tap]), acc[j]);
+            }
+        }
+    }
+    // Write back the lanes that are real pixels: q → (oh, ow), ow < OW.
+    // A chunk inside one row (always, when DW divides Wp) stores its first
+    // min(DW, OW − ow) lanes, with one vector store when all are valid; a
+    // chunk across rows goes lane by lane.
+    const int oh = q0 / Wp, ow = q0 - oh * Wp;
+    const bool one_row = ow + DW <= Wp;
+    const int valid = min(DW, OW - ow);
+    float lanes[DW];
+    for (int j = 0; j < KB && k0 + j < K; ++j) {
+        __global float* yk = y + ((size_t)b * K + k0 + j) * OH * OW;
+        if (one_row && valid == DW) {
+            vstoreD(acc[j], 0, yk + oh * OW + ow);
+            continue;
+        }
+        vstoreD(acc[j], 0, lanes);
+        if (one_row) {
+            for (int l = 0; l < valid; ++l) yk[oh * OW + ow + l] = lanes[l];
+            continue;
+        }
+        int h = oh, w = ow;
+        for (int l = 0; l < DW && h < OH; ++l) {
+            if (w < OW) yk[h * OW + w] = lanes[l];
+            if (++w == Wp) {
+                w = 0;
+                ++h;
+            }
+        }
+    }
+}
