@@ -30,7 +30,11 @@ pub(crate) fn bias_grad(rt: &Runtime, dy: &Buffer<f32>, n: usize, k: usize, p: u
         Arg::F32Buf(db.buf()),
     ];
     i32_arg("bias_grad", n * k * p)?;
-    rt.launch("bias_grad", &args, &[k * wg], Some(&[wg]))?;
+    if rt.tiles.reduce_rows {
+        rt.launch("bias_grad_rows", &args, &[k], Some(&[1]))?;
+    } else {
+        rt.launch("bias_grad", &args, &[k * wg], Some(&[wg]))?;
+    }
     Ok(db)
 }
 

@@ -25,6 +25,9 @@ pub(crate) struct Tiles {
     pub nt_nr: usize,
     /// Work-group size of the reductions: a power of two within the device limit.
     pub reduce_wg: usize,
+    /// Bias gradient as one streaming work-item per channel (CPUs) instead
+    /// of a work-group tree per channel (GPUs, or whenever `use_local`).
+    pub reduce_rows: bool,
     /// Whether the NN GEMM stages B tiles through local memory (GPUs), and
     /// the k-depth of that tile.
     pub use_local: bool,
@@ -105,6 +108,9 @@ impl Tiles {
             nt_mr: 4,
             nt_nr: 4,
             reduce_wg,
+            // With the GPU's local-memory GEMM, so tests forcing that variant
+            // on a CPU also run the tree.
+            reduce_rows: !(use_local && max_wg >= 64),
             line_wg: std::env::var("KERNELS_OPENCL_LINE_WG")
                 .ok()
                 .and_then(|v| v.parse().ok())
