@@ -202,12 +202,16 @@ pub(crate) fn backward(
         return Ok(Grads { dx, dw, db });
     }
     let dx_direct = dx_path == ConvPath::Direct;
-    if dw.is_some() || !dx_direct {
+    let dw_direct = dw.is_some() && conv_direct::weight_grad_direct(rt, g);
+    if let (Some(dwt), true) = (&dw, dw_direct) {
+        conv_direct::weight_grad(rt, g, x.buf(), dy.buf(), dwt.buf())?;
+    }
+    if (dw.is_some() && !dw_direct) || (dx.is_some() && !dx_direct) {
         let chunk = chunk_images(rt, "conv2d_backward", g)?;
         let col = rt.scratch("conv2d_backward", chunk * crs * p)?;
         for first in (0..g.n).step_by(chunk) {
             let images = chunk.min(g.n - first);
-            if let Some(dwt) = &dw {
+            if let (Some(dwt), false) = (&dw, dw_direct) {
                 im2col(rt, g, x.buf(), first, images, &col)?;
                 dw_gemm(dwt, &col, 0, first, images)?;
             }

@@ -98,24 +98,53 @@ fn padded_len(rt: &Runtime, g: &ConvGeometry, pass: Pass, planes: usize) -> Opti
     planes.checked_mul(hp)?.checked_mul(wp)?.checked_add(slack)
 }
 
-/// Copies `planes` planes of `src` into zero-padded planes in scratch.
-fn pad(rt: &Runtime, g: &ConvGeometry, pass: Pass, src: &Buffer<f32>, planes: usize) -> Result<Buffer<f32>> {
-    let op = "conv2d_direct";
-    let [hp, wp, h, w] = padded_dims(g, pass);
-    let len = padded_len(rt, g, pass, planes).unwrap_or(usize::MAX);
-    let xp = rt.scratch(op, len)?;
-    let args = [
-        Arg::F32Buf(src),
-        i32_arg(op, h)?,
-        i32_arg(op, w)?,
-        i32_arg(op, (hp - h) / 2)?,
-        i32_arg(op, (wp - w) / 2)?,
-        i32_arg(op, hp)?,
-        i32_arg(op, wp)?,
-        i32_arg(op, planes)?,
-        Arg::F32Buf(&xp),
-    ];
-    rt.launch_lines("pad_planes", &args, &[hp, planes])?;
+/// A padding copy: planes of [rows, cols] placed at (top, left) in planes
+/// of [hp, wp], zeros around, at `offset` floats into the scratch buffer,
+/// with `slack` zeroed floats after the last plane.
+struct Pad {
+    planes: usize,
+    rows: usize,
+    cols: usize,
+    top: usize,
+    left: usize,
+    hp: usize,
+    wp: usize,
+    offset: usize,
+    slack: usize,
+}
+
+impl Pad {
+    /// The padded input of `pass` at the start of scratch.
+    fn of(rt: &Runtime, g: &ConvGeometry, pass: Pass) -> Self {
+        let [hp, wp, rows, cols] = padded_dims(g, pass);
+        let planes = match pass {
+            Pass::Forward => g.n * g.c,
+            Pass::InputGrad => g.n * g.k,
+        };
+        let slack = (g.s - 1) * g.params.dilation[1] + rt.tiles.conv_dw;
+        Self { planes, rows, cols, top: (hp - rows) / 2, left: (wp - cols) / 2, hp, wp, offset: 0, slack }
+    }
+
+    fn end(&self) -> usize {
+        self.offset + self.planes * self.hp * self.wp + self.slack
+    }
+
+    fn run(&self, rt: &Runtime, src: &Buffer<f32>, dst: &Buffer<f32>) -> Result<()> {
+        let op = "conv2d_direct";
+        let mut args = vec![Arg::F32Buf(src)];
+        for v in [self.rows, self.cols, self.top, self.left, self.hp, self.wp, self.planes] {
+            args.push(i32_arg(op, v)?);
+        }
+        args.extend([Arg::F32Buf(dst), i32_arg(op, self.offset)?, i32_arg(op, self.slack)?]);
+        rt.launch_lines("pad_planes", &args, &[self.hp, self.planes])
+    }
+}
+
+/// Copies the input of `pass` into zero-padded planes in scratch.
+fn pad(rt: &Runtime, g: &ConvGeometry, pass: Pass, src: &Buffer<f32>) -> Result<Buffer<f32>> {
+    let spec = Pad::of(rt, g, pass);
+    let xp = rt.scratch("conv2d_direct", spec.end())?;
+    spec.run(rt, src, &xp)?;
     Ok(xp)
 }
 
@@ -170,7 +199,7 @@ pub(crate) fn forward(
     b: Option<&Buffer<f32>>,
     y: &Buffer<f32>,
 ) -> Result<()> {
-    let xp = pad(rt, g, Pass::Forward, x, g.n * g.c)?;
+    let xp = pad(rt, g, Pass::Forward, x)?;
     let [hp, wp, _, _] = padded_dims(g, Pass::Forward);
     let (rs, s) = ((g.r * g.s) as isize, g.s as isize);
     launch(
@@ -200,7 +229,7 @@ pub(crate) fn input_grad(
     dy: &Buffer<f32>,
     dx: &Buffer<f32>,
 ) -> Result<()> {
-    let dyp = pad(rt, g, Pass::InputGrad, dy, g.n * g.k)?;
+    let dyp = pad(rt, g, Pass::InputGrad, dy)?;
     let [hp, wp, _, _] = padded_dims(g, Pass::InputGrad);
     let (rs, s) = ((g.r * g.s) as isize, g.s as isize);
     launch(
@@ -220,4 +249,56 @@ pub(crate) fn input_grad(
             out_dims: [g.h, g.w],
         },
     )
+}
+
+/// Whether dW goes direct too (`conv_dw`): on a CPU device, when the
+/// forward pass does and S ≤ [`DW_MAX_S`]. One work-item per (k, c, r)
+/// streams the whole batch, which suits a few cores, not a GPU (there dW
+/// stays a batch-summing GEMM).
+pub(crate) fn weight_grad_direct(rt: &Runtime, g: &ConvGeometry) -> bool {
+    !rt.limits().is_gpu && g.s <= DW_MAX_S && choose(rt, g, Pass::Forward) == ConvPath::Direct && {
+        let len = Pad::of(rt, g, Pass::Forward).end() + g.n * g.k * g.oh * padded_dims(g, Pass::Forward)[1];
+        (len + rt.tiles.conv_dw).saturating_mul(4) <= rt.scratch_limit()
+    }
+}
+
+/// Filter columns `conv_dw` keeps accumulators for (a build option).
+pub(crate) const DW_MAX_S: usize = 8;
+
+/// dw = Σ_b Σ_q dy_b ⊗ x_b windows, into `dw` (allocated by the caller):
+/// x padded as for the forward pass, then dy padded on the right to the
+/// same width, both in scratch.
+pub(crate) fn weight_grad(
+    rt: &Runtime,
+    g: &ConvGeometry,
+    x: &Buffer<f32>,
+    dy: &Buffer<f32>,
+    dw: &Buffer<f32>,
+) -> Result<()> {
+    let op = "conv2d_direct";
+    let xs = Pad::of(rt, g, Pass::Forward);
+    let dys = Pad {
+        planes: g.n * g.k,
+        rows: g.oh,
+        cols: g.ow,
+        top: 0,
+        left: 0,
+        hp: g.oh,
+        wp: xs.wp,
+        offset: xs.end(),
+        slack: rt.tiles.conv_dw,
+    };
+    let buf = rt.scratch(op, dys.end())?;
+    xs.run(rt, x, &buf)?;
+    dys.run(rt, dy, &buf)?;
+    let d = g.params.dilation;
+    let mut args = vec![Arg::F32Buf(&buf)];
+    for v in [0, dys.offset, g.n, g.c, xs.hp, xs.wp, g.r, g.s, d[0], d[1], g.k, g.oh] {
+        args.push(i32_arg(op, v)?);
+    }
+    args.push(Arg::F32Buf(dw));
+    // Few, long work-items (K·C·R: 30 for lenet-c1): one per work-group,
+    // so the device spreads them over every compute unit (launch_lines
+    // would pack them into one or two groups, i.e. one or two cores).
+    rt.launch("conv_dw", &args, &[g.k, g.c * g.r], Some(&[1, 1]))
 }

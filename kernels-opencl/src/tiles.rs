@@ -126,7 +126,7 @@ impl Tiles {
     pub fn build_options(&self) -> String {
         format!(
             "-D NN_MR={} -D NN_NR={} -D VW={} -D NT_MR={} -D NT_NR={} -D REDUCE_WG={} -D USE_LOCAL={} -D TILE_K={} \
-             -D DW={} -D KB={}",
+             -D DW={} -D KB={} -D DW_MAX_S={}",
             self.nn_mr,
             self.nn_nr,
             self.vw,
@@ -136,7 +136,8 @@ impl Tiles {
             u8::from(self.use_local),
             self.tile_k,
             self.conv_dw,
-            self.conv_kb
+            self.conv_kb,
+            crate::conv_direct::DW_MAX_S
         )
     }
 

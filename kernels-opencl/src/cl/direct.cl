@@ -16,6 +16,12 @@
 //   arithmetic in the loop). Lanes with ow >= OW are computed and dropped.
 //   Loads run past the image by at most (S−1)·dw + DW floats: the caller
 //   allocates that slack after the last image.
+// conv_dw: dw[k][c][r][s] = Σ_b Σ_q dyp[b][k][q] · xp[b][c][q + r·dh·Wp + s·dw]
+//   over the padded-width positions q < OH·Wp, where dyp is dy padded on
+//   the right to width Wp with zeros (so lanes at ow ≥ OW add nothing). One
+//   work-item per (k, c·R + r) keeps S ≤ DW_MAX_S vector accumulators and
+//   streams the whole batch: per DW positions, one dy vector load, S input
+//   vector loads, S FMAs; no col matrix and no batch-summing GEMM.
 // Build options: DW (vector width: 2, 4, 8 or 16), KB (filters per work-item).
 // Check: cargo test -p kernels-opencl conv; time: opencl_bench conv --only lenet.
 
@@ -24,12 +30,20 @@
 #define floatD XCAT(float, DW)
 #define vloadD XCAT(vload, DW)
 #define vstoreD XCAT(vstore, DW)
+#define intD XCAT(int, DW)
 
 __kernel void pad_planes(__global const float* restrict x, const int H, const int W, const int ph, const int pw,
-                         const int Hp, const int Wp, const int planes, __global float* restrict xp) {
+                         const int Hp, const int Wp, const int planes, __global float* restrict xp, const int out_off,
+                         const int slack) {
     const int hp = get_global_id(0);
     const int plane = get_global_id(1);
     if (hp >= Hp || plane >= planes) return;
+    xp += out_off;
+    if (hp == 0 && plane == 0) {
+        // Zero the slack after the last plane: conv_dw multiplies what its
+        // last vectors read there by zeros, and 0 · NaN would not be 0.
+        for (int i = 0; i < slack; ++i) xp[(size_t)planes * Hp * Wp + i] = 0.0f;
+    }
     __global float* out = xp + ((size_t)plane * Hp + hp) * Wp;
     const int h = hp - ph;
     if (h < 0 || h >= H) {
@@ -99,5 +113,48 @@ __kernel void conv_direct(__global const float* restrict xp, const int C, const 
                 ++h;
             }
         }
+    }
+}
+
+__kernel void conv_dw(__global const float* restrict buf, const int x_off, const int dy_off, const int N,
+                      const int C, const int Hp, const int Wp, const int R, const int S, const int dh, const int dw,
+                      const int K, const int OH, __global float* restrict dwt) {
+    const int k = get_global_id(0);
+    const int cr = get_global_id(1);
+    if (k >= K || cr >= C * R) return;
+    const int c = cr / R, r = cr - c * R;
+    const int Q = OH * Wp;
+    const int full = Q / DW * DW;
+    floatD acc[DW_MAX_S];
+#pragma unroll
+    for (int s = 0; s < DW_MAX_S; ++s) acc[s] = (floatD)(0.0f);
+    // Lanes of the last, partial vector that lie past Q (they would read
+    // the next plane of dy).
+    intD lane;
+    for (int l = 0; l < DW; ++l) ((int*)&lane)[l] = l;
+    const intD tail_mask = lane < (intD)(Q - full);
+    for (int b = 0; b < N; ++b) {
+        __global const float* dyp = buf + dy_off + ((size_t)b * K + k) * Q;
+        __global const float* xr = buf + x_off + (((size_t)b * C + c) * Hp + r * dh) * Wp;
+        int q = 0;
+        for (; q < full; q += DW) {
+            const floatD g = vloadD(0, dyp + q);
+#pragma unroll
+            for (int s = 0; s < DW_MAX_S; ++s)
+                if (s < S) acc[s] = fma(g, vloadD(0, xr + q + s * dw), acc[s]);
+        }
+        if (q < Q) {
+            const floatD g = select((floatD)(0.0f), vloadD(0, dyp + q), tail_mask);
+#pragma unroll
+            for (int s = 0; s < DW_MAX_S; ++s)
+                if (s < S) acc[s] = fma(g, vloadD(0, xr + q + s * dw), acc[s]);
+        }
+    }
+    float lanes[DW];
+    for (int s = 0; s < S; ++s) {
+        vstoreD(acc[s], 0, lanes);
+        float sum = 0.0f;
+        for (int l = 0; l < DW; ++l) sum += lanes[l];
+        dwt[((size_t)k * C + c) * R * S + r * S + s] = sum;
     }
 }
