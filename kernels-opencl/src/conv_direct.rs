@@ -252,7 +252,7 @@ pub(crate) fn input_grad(
 }
 
 /// Whether dW goes direct too (`conv_dw`): on a CPU device, when the
-/// forward pass does and S ≤ [`DW_MAX_S`]. One work-item per (k, c, r)
+/// forward pass does and S ≤ [`DW_MAX_S`]. One work-item per (DW_KF filters, c, r)
 /// streams the whole batch, which suits a few cores, not a GPU (there dW
 /// stays a batch-summing GEMM).
 pub(crate) fn weight_grad_direct(rt: &Runtime, g: &ConvGeometry) -> bool {
@@ -264,6 +264,9 @@ pub(crate) fn weight_grad_direct(rt: &Runtime, g: &ConvGeometry) -> bool {
 
 /// Filter columns `conv_dw` keeps accumulators for (a build option).
 pub(crate) const DW_MAX_S: usize = 8;
+/// Filters per `conv_dw` work-item (a build option): each x vector loaded
+/// feeds this many FMAs; 2 x 8 accumulators fit the 32 AVX-512 registers.
+pub(crate) const DW_KF: usize = 2;
 
 /// dw = Σ_b Σ_q dy_b ⊗ x_b windows, into `dw` (allocated by the caller):
 /// x padded as for the forward pass, then dy padded on the right to the
@@ -300,5 +303,5 @@ pub(crate) fn weight_grad(
     // Few, long work-items (K·C·R: 30 for lenet-c1): one per work-group,
     // so the device spreads them over every compute unit (launch_lines
     // would pack them into one or two groups, i.e. one or two cores).
-    rt.launch("conv_dw", &args, &[g.k, g.c * g.r], Some(&[1, 1]))
+    rt.launch("conv_dw", &args, &[g.k.div_ceil(DW_KF), g.c * g.r], Some(&[1, 1]))
 }

@@ -19,10 +19,12 @@
 // conv_dw: dw[k][c][r][s] = Σ_b Σ_q dyp[b][k][q] · xp[b][c][q + r·dh·Wp + s·dw]
 //   over the padded-width positions q < OH·Wp, where dyp is dy padded on
 //   the right to width Wp with zeros (so lanes at ow ≥ OW add nothing). One
-//   work-item per (k, c·R + r) keeps S ≤ DW_MAX_S vector accumulators and
-//   streams the whole batch: per DW positions, one dy vector load, S input
-//   vector loads, S FMAs; no col matrix and no batch-summing GEMM.
-// Build options: DW (vector width: 2, 4, 8 or 16), KB (filters per work-item).
+//   work-item per (DW_KF filters, c·R + r) keeps DW_KF x S (S ≤ DW_MAX_S)
+//   vector accumulators and streams the whole batch: per DW positions,
+//   DW_KF dy vector loads, S input vector loads, DW_KF·S FMAs; no col
+//   matrix and no batch-summing GEMM.
+// Build options: DW (vector width: 2, 4, 8 or 16), KB (filters per conv_direct
+//   work-item), DW_MAX_S and DW_KF (filter columns and filters per conv_dw work-item).
 // Check: cargo test -p kernels-opencl conv; time: opencl_bench conv --only lenet.
 
 #define CAT(a, b) a##b
@@ -119,42 +121,52 @@ __kernel void conv_direct(__global const float* restrict xp, const int C, const 
 __kernel void conv_dw(__global const float* restrict buf, const int x_off, const int dy_off, const int N,
                       const int C, const int Hp, const int Wp, const int R, const int S, const int dh, const int dw,
                       const int K, const int OH, __global float* restrict dwt) {
-    const int k = get_global_id(0);
+    const int k0 = get_global_id(0) * DW_KF;
     const int cr = get_global_id(1);
-    if (k >= K || cr >= C * R) return;
+    if (k0 >= K || cr >= C * R) return;
     const int c = cr / R, r = cr - c * R;
     const int Q = OH * Wp;
     const int full = Q / DW * DW;
-    floatD acc[DW_MAX_S];
+    // Filters past K re-read filter K−1 (a valid address) and are not stored.
+    int krow[DW_KF];
+    for (int j = 0; j < DW_KF; ++j) krow[j] = min(k0 + j, K - 1);
+    floatD acc[DW_KF][DW_MAX_S];
 #pragma unroll
-    for (int s = 0; s < DW_MAX_S; ++s) acc[s] = (floatD)(0.0f);
+    for (int j = 0; j < DW_KF; ++j)
+#pragma unroll
+        for (int s = 0; s < DW_MAX_S; ++s) acc[j][s] = (floatD)(0.0f);
     // Lanes of the last, partial vector that lie past Q (they would read
     // the next plane of dy).
     intD lane;
     for (int l = 0; l < DW; ++l) ((int*)&lane)[l] = l;
     const intD tail_mask = lane < (intD)(Q - full);
     for (int b = 0; b < N; ++b) {
-        __global const float* dyp = buf + dy_off + ((size_t)b * K + k) * Q;
+        __global const float* dyb = buf + dy_off + (size_t)b * K * Q;
         __global const float* xr = buf + x_off + (((size_t)b * C + c) * Hp + r * dh) * Wp;
-        int q = 0;
-        for (; q < full; q += DW) {
-            const floatD g = vloadD(0, dyp + q);
+        for (int q = 0; q < Q; q += DW) {
+            floatD g[DW_KF];
 #pragma unroll
-            for (int s = 0; s < DW_MAX_S; ++s)
-                if (s < S) acc[s] = fma(g, vloadD(0, xr + q + s * dw), acc[s]);
-        }
-        if (q < Q) {
-            const floatD g = select((floatD)(0.0f), vloadD(0, dyp + q), tail_mask);
+            for (int j = 0; j < DW_KF; ++j) {
+                g[j] = vloadD(0, dyb + (size_t)krow[j] * Q + q);
+                if (q == full) g[j] = select((floatD)(0.0f), g[j], tail_mask);
+            }
 #pragma unroll
-            for (int s = 0; s < DW_MAX_S; ++s)
-                if (s < S) acc[s] = fma(g, vloadD(0, xr + q + s * dw), acc[s]);
+            for (int s = 0; s < DW_MAX_S; ++s) {
+                if (s < S) {
+                    const floatD xv = vloadD(0, xr + q + s * dw);
+#pragma unroll
+                    for (int j = 0; j < DW_KF; ++j) acc[j][s] = fma(g[j], xv, acc[j][s]);
+                }
+            }
         }
     }
     float lanes[DW];
-    for (int s = 0; s < S; ++s) {
-        vstoreD(acc[s], 0, lanes);
-        float sum = 0.0f;
-        for (int l = 0; l < DW; ++l) sum += lanes[l];
-        dwt[((size_t)k * C + c) * R * S + r * S + s] = sum;
+    for (int j = 0; j < DW_KF && k0 + j < K; ++j) {
+        for (int s = 0; s < S; ++s) {
+            vstoreD(acc[j][s], 0, lanes);
+            float sum = 0.0f;
+            for (int l = 0; l < DW; ++l) sum += lanes[l];
+            dwt[((size_t)(k0 + j) * C + c) * R * S + r * S + s] = sum;
+        }
     }
 }
