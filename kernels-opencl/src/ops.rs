@@ -70,7 +70,11 @@ pub(crate) fn pool_backward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor, dy: &C
             args.push(i32_arg("pool2d", v)?);
         }
         args.extend([Arg::I32(i32::from(p.kind == PoolKind::Max)), Arg::F32Buf(dx.buf())]);
-        rt.launch_lines("pool_backward_tiled", &args, &[g.h, g.n * g.c])?;
+        if rt.tiles.pool_bands {
+            rt.launch_lines("pool_backward_band", &args, &[g.oh, g.n * g.c])?;
+        } else {
+            rt.launch_lines("pool_backward_tiled", &args, &[g.h, g.n * g.c])?;
+        }
     } else {
         args.extend(pool_args(g)?);
         args.push(Arg::F32Buf(dx.buf()));

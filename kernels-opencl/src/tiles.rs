@@ -38,6 +38,10 @@ pub(crate) struct Tiles {
     /// im2col with one work-item per row (GPUs: many work-items) rather than
     /// per plane (CPUs: fewer, longer ones).
     pub im2col_rows: bool,
+    /// Tiled pool backward by window rows (CPUs: fewer, longer work-items,
+    /// one argmax per window) instead of by dx rows (GPUs, or whenever
+    /// `use_local`, so the tests run both).
+    pub pool_bands: bool,
     /// Direct conv: output pixels per work-item (one vector of this width)
     /// and filters per work-item.
     pub conv_dw: usize,
@@ -111,6 +115,7 @@ impl Tiles {
             // With the GPU's local-memory GEMM, so tests forcing that variant
             // on a CPU also run the tree.
             reduce_rows: !(use_local && max_wg >= 64),
+            pool_bands: !(use_local && max_wg >= 64),
             line_wg: std::env::var("KERNELS_OPENCL_LINE_WG")
                 .ok()
                 .and_then(|v| v.parse().ok())

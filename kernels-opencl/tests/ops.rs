@@ -118,12 +118,19 @@ fn linear_matches_the_reference_off_the_tile_grid() {
 
 #[test]
 fn pooling_matches_the_reference_with_overlaps_padding_and_ties() {
-    let cl = backend();
+    // The default (tiled backward by window bands on a CPU) and the GPU
+    // variants (tiled backward by dx rows).
+    pooling_cases(&backend());
+    pooling_cases(&OpenCl::with_config(None, &Config { local_gemm: Some(true), ..Config::default() }).unwrap());
+}
+
+fn pooling_cases(cl: &OpenCl) {
     let reference = Naive::<f64>::new();
     let cases = [
         ([2, 3, 8, 8], Pool2d::new(PoolKind::Max, 2, 2, 0)),
         ([1, 2, 9, 7], Pool2d::new(PoolKind::Max, 2, 2, 0)), // tiled, with a trailing row and column
         ([1, 2, 7, 9], Pool2d { kind: PoolKind::Avg, window: [3, 2], stride: [3, 2], padding: [0, 0] }),
+        ([2, 2, 10, 7], Pool2d { kind: PoolKind::Max, window: [3, 2], stride: [3, 2], padding: [0, 0] }), // not 2x2
         ([1, 2, 9, 7], Pool2d::new(PoolKind::Max, 3, 2, 1)),
         ([2, 1, 7, 9], Pool2d { kind: PoolKind::Max, window: [3, 2], stride: [1, 3], padding: [1, 1] }),
         ([2, 3, 8, 8], Pool2d::new(PoolKind::Avg, 2, 2, 0)),
@@ -134,14 +141,14 @@ fn pooling_matches_the_reference_with_overlaps_padding_and_ties() {
         // Values on a coarse grid so windows hold ties.
         let mut rng = SplitMix64::new(seed as u64);
         let xh = Tensor::from_fn(&shape, |_| (rng.below(4) as f64) - 1.5);
-        let xd = up(&cl, &xh);
+        let xd = up(cl, &xh);
         let y = cl.pool2d_forward(&xd, &params).unwrap();
         let y_ref = reference.pool2d_forward(&xh, &params).unwrap();
-        check(&format!("pool {shape:?} {params:?} forward"), &cl, &y, &y_ref, params.window[0] * params.window[1]);
+        check(&format!("pool {shape:?} {params:?} forward"), cl, &y, &y_ref, params.window[0] * params.window[1]);
         let dyh = f32_exact(&random(y_ref.shape(), seed as u64 + 100));
-        let dx = cl.pool2d_backward(&xd, &up(&cl, &dyh), &params).unwrap();
+        let dx = cl.pool2d_backward(&xd, &up(cl, &dyh), &params).unwrap();
         let dx_ref = reference.pool2d_backward(&xh, &dyh, &params).unwrap();
-        check(&format!("pool {shape:?} {params:?} backward"), &cl, &dx, &dx_ref, params.window[0] * params.window[1]);
+        check(&format!("pool {shape:?} {params:?} backward"), cl, &dx, &dx_ref, params.window[0] * params.window[1]);
     }
 }
 

@@ -131,3 +131,66 @@ __kernel void pool_backward_tiled(__global const float* restrict x, __global con
     }
     for (int w = OW * WW; w < W; ++w) out[w] = 0.0f;
 }
+
+// The same fast path with one work-item per band of WH dx rows (one window
+// row): each window's winner is found once, not once per dx row, and 2x2
+// windows (LeNet's) take an unrolled branch-free path. The last band also
+// zeroes the rows past the last window.
+__kernel void pool_backward_band(__global const float* restrict x, __global const float* restrict dy,
+                                 const int NC, const int H, const int W, const int OH, const int OW, const int WH,
+                                 const int WW, const int is_max, __global float* restrict dx) {
+    const int oh = get_global_id(0);
+    const int plane = get_global_id(1);
+    if (oh >= OH || plane >= NC) return;
+    const int h0 = oh * WH;
+    __global const float* xb = x + ((size_t)plane * H + h0) * W;
+    __global float* out = dx + ((size_t)plane * H + h0) * W;
+    __global const float* dyrow = dy + ((size_t)plane * OH + oh) * OW;
+    const float inv_area = 1.0f / (float)(WH * WW);
+    if (WH == 2 && WW == 2) {
+        __global const float* x1 = xb + W;
+        __global float* o1 = out + W;
+        for (int ow = 0; ow < OW; ++ow) {
+            const int w0 = 2 * ow;
+            const float g = dyrow[ow];
+            if (is_max) {
+                const float a = xb[w0], b = xb[w0 + 1], c = x1[w0], d = x1[w0 + 1];
+                // First maximum in row-major order: a, b, c, d.
+                const float ab = fmax(a, b), cd = fmax(c, d);
+                const int top = ab >= cd;
+                const int pick_a = top && a >= b, pick_b = top && !(a >= b);
+                const int pick_c = !top && c >= d, pick_d = !top && !(c >= d);
+                out[w0] = pick_a ? g : 0.0f;
+                out[w0 + 1] = pick_b ? g : 0.0f;
+                o1[w0] = pick_c ? g : 0.0f;
+                o1[w0 + 1] = pick_d ? g : 0.0f;
+            } else {
+                const float v = g * inv_area;
+                out[w0] = v;
+                out[w0 + 1] = v;
+                o1[w0] = v;
+                o1[w0 + 1] = v;
+            }
+        }
+    } else {
+        for (int ow = 0; ow < OW; ++ow) {
+            const float g = dyrow[ow];
+            const int w0 = ow * WW;
+            int bh = 0, bw = 0;
+            if (is_max) {
+                float bv;
+                window_argmax(x + (size_t)plane * H * W, H, W, oh, ow, WH, WW, WH, WW, 0, 0, &bh, &bw, &bv);
+                bh -= h0;
+            }
+            for (int i = 0; i < WH; ++i)
+                for (int j = 0; j < WW; ++j)
+                    out[i * W + w0 + j] = is_max ? (bh == i && bw == w0 + j ? g : 0.0f) : g * inv_area;
+        }
+    }
+    for (int i = 0; i < WH; ++i)
+        for (int w = OW * WW; w < W; ++w) out[i * W + w] = 0.0f;
+    if (oh == OH - 1) {
+        __global float* rest = dx + ((size_t)plane * H + OH * WH) * W;
+        for (int i = 0; i < (H - OH * WH) * W; ++i) rest[i] = 0.0f;
+    }
+}
