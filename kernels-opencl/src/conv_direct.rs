@@ -94,7 +94,7 @@ fn padded_dims(g: &ConvGeometry, pass: Pass) -> [usize; 4] {
 /// last vector loads run into, (S−1)·dw + DW.
 fn padded_len(rt: &Runtime, g: &ConvGeometry, pass: Pass, planes: usize) -> Option<usize> {
     let [hp, wp, _, _] = padded_dims(g, pass);
-    let slack = (g.s - 1) * g.params.dilation[1] + rt.tiles.conv_dw;
+    let slack = (g.s - 1) * g.params.dilation[1] + rt.tiles.conv_dw * CONV_NV;
     planes.checked_mul(hp)?.checked_mul(wp)?.checked_add(slack)
 }
 
@@ -121,7 +121,7 @@ impl Pad {
             Pass::Forward => g.n * g.c,
             Pass::InputGrad => g.n * g.k,
         };
-        let slack = (g.s - 1) * g.params.dilation[1] + rt.tiles.conv_dw;
+        let slack = (g.s - 1) * g.params.dilation[1] + rt.tiles.conv_dw * CONV_NV;
         Self { planes, rows, cols, top: (hp - rows) / 2, left: (wp - cols) / 2, hp, wp, offset: 0, slack }
     }
 
@@ -186,7 +186,7 @@ fn launch(rt: &Runtime, g: &ConvGeometry, l: &Launch) -> Result<()> {
         i32_arg(op, oh)?,
         i32_arg(op, ow)?,
     ]);
-    let chunks = (oh * wp).div_ceil(rt.tiles.conv_dw);
+    let chunks = (oh * wp).div_ceil(rt.tiles.conv_dw * CONV_NV);
     rt.launch_lines("conv_direct", &args, &[chunks, l.outputs.div_ceil(rt.tiles.conv_kb), g.n])
 }
 
@@ -261,6 +261,10 @@ pub(crate) fn weight_grad_direct(rt: &Runtime, g: &ConvGeometry) -> bool {
         (len + rt.tiles.conv_dw).saturating_mul(4) <= rt.scratch_limit()
     }
 }
+
+/// Pixel vectors per `conv_direct` work-item (a build option): each
+/// weight broadcast feeds this many FMAs.
+pub(crate) const CONV_NV: usize = 2;
 
 /// Filter columns `conv_dw` keeps accumulators for (a build option).
 pub(crate) const DW_MAX_S: usize = 8;

@@ -131,7 +131,7 @@ impl Tiles {
     pub fn build_options(&self) -> String {
         format!(
             "-D NN_MR={} -D NN_NR={} -D VW={} -D NT_MR={} -D NT_NR={} -D REDUCE_WG={} -D USE_LOCAL={} -D TILE_K={} \
-             -D DW={} -D KB={} -D DW_MAX_S={} -D DW_KF={}",
+             -D DW={} -D KB={} -D NV={} -D DW_MAX_S={} -D DW_KF={}",
             self.nn_mr,
             self.nn_nr,
             self.vw,
@@ -142,6 +142,7 @@ impl Tiles {
             self.tile_k,
             self.conv_dw,
             self.conv_kb,
+            crate::conv_direct::CONV_NV,
             crate::conv_direct::DW_MAX_S,
             crate::conv_direct::DW_KF
         )

@@ -10,11 +10,11 @@
 //   transposed and flipped: negative wr, ws).
 // Mapping: the output pixel (oh, ow) sits at the padded-width position
 //   q = oh·Wp + ow, so the input of tap (r, s) is at q + r·dh·Wp + s·dw,
-//   contiguous in q: a work-item over (q chunk, filter block, image) owns DW
-//   consecutive q as one floatDW vector for KB filters, and per tap does one
-//   unaligned vector load, KB weight broadcasts and KB FMAs (no index
-//   arithmetic in the loop). Lanes with ow >= OW are computed and dropped.
-//   Loads run past the image by at most (S−1)·dw + DW floats: the caller
+//   contiguous in q: a work-item over (q chunk, filter block, image) owns
+//   NV·DW consecutive q as NV floatDW vectors for KB filters, and per tap
+//   does NV unaligned vector loads, KB weight broadcasts and KB·NV FMAs (no
+//   index arithmetic in the loop). Lanes with ow >= OW are computed and dropped.
+//   Loads run past the image by at most (S−1)·dw + NV·DW floats: the caller
 //   allocates that slack after the last image.
 // conv_dw: dw[k][c][r][s] = Σ_b Σ_q dyp[b][k][q] · xp[b][c][q + r·dh·Wp + s·dw]
 //   over the padded-width positions q < OH·Wp, where dyp is dy padded on
@@ -62,57 +62,67 @@ __kernel void conv_direct(__global const float* restrict xp, const int C, const 
                           const int S, const int dh, const int dw, __global const float* restrict wt, const int w_off,
                           const int wk, const int wc, const int wr, const int ws, __global const float* restrict bias,
                           const int has_bias, __global float* restrict y, const int K, const int OH, const int OW) {
-    const int q0 = get_global_id(0) * DW;
+    const int q00 = get_global_id(0) * (DW * NV);
     const int k0 = get_global_id(1) * KB;
     const int b = get_global_id(2);
     const int Q = OH * Wp;
-    if (q0 >= Q || k0 >= K) return;
+    if (q00 >= Q || k0 >= K) return;
     // Filters past K read filter K−1 (a valid address) and are not stored.
     int wrow[KB];
-    floatD acc[KB];
+    floatD acc[KB][NV];
     for (int j = 0; j < KB; ++j) {
         const int k = min(k0 + j, K - 1);
         wrow[j] = w_off + k * wk;
-        acc[j] = (floatD)(has_bias ? bias[k] : 0.0f);
+        for (int v = 0; v < NV; ++v) acc[j][v] = (floatD)(has_bias ? bias[k] : 0.0f);
     }
-    __global const float* xb = xp + (size_t)b * C * Hp * Wp + q0;
+    __global const float* xb = xp + (size_t)b * C * Hp * Wp + q00;
     for (int c = 0; c < C; ++c) {
         for (int r = 0; r < R; ++r) {
             __global const float* xr = xb + ((size_t)c * Hp + r * dh) * Wp;
             const int wcr = c * wc + r * wr;
             for (int s = 0; s < S; ++s) {
-                const floatD xv = vloadD(0, xr + s * dw);
+                floatD xv[NV];
+#pragma unroll
+                for (int v = 0; v < NV; ++v) xv[v] = vloadD(v, xr + s * dw);
                 const int tap = wcr + s * ws;
 #pragma unroll
-                for (int j = 0; j < KB; ++j) acc[j] = fma(xv, (floatD)(wt[wrow[j] + tap]), acc[j]);
+                for (int j = 0; j < KB; ++j) {
+                    const floatD wv = (floatD)(wt[wrow[j] + tap]);
+#pragma unroll
+                    for (int v = 0; v < NV; ++v) acc[j][v] = fma(xv[v], wv, acc[j][v]);
+                }
             }
         }
     }
     // Write back the lanes that are real pixels: q → (oh, ow), ow < OW.
-    // A chunk inside one row (always, when DW divides Wp) stores its first
+    // A vector inside one row (always, when DW divides Wp) stores its first
     // min(DW, OW − ow) lanes, with one vector store when all are valid; a
-    // chunk across rows goes lane by lane.
-    const int oh = q0 / Wp, ow = q0 - oh * Wp;
-    const bool one_row = ow + DW <= Wp;
-    const int valid = min(DW, OW - ow);
+    // vector across rows goes lane by lane.
     float lanes[DW];
-    for (int j = 0; j < KB && k0 + j < K; ++j) {
-        __global float* yk = y + ((size_t)b * K + k0 + j) * OH * OW;
-        if (one_row && valid == DW) {
-            vstoreD(acc[j], 0, yk + oh * OW + ow);
-            continue;
-        }
-        vstoreD(acc[j], 0, lanes);
-        if (one_row) {
-            for (int l = 0; l < valid; ++l) yk[oh * OW + ow + l] = lanes[l];
-            continue;
-        }
-        int h = oh, w = ow;
-        for (int l = 0; l < DW && h < OH; ++l) {
-            if (w < OW) yk[h * OW + w] = lanes[l];
-            if (++w == Wp) {
-                w = 0;
-                ++h;
+    for (int v = 0; v < NV; ++v) {
+        const int q0 = q00 + v * DW;
+        if (q0 >= Q) break;
+        const int oh = q0 / Wp, ow = q0 - oh * Wp;
+        const bool one_row = ow + DW <= Wp;
+        const int valid = min(DW, OW - ow);
+        for (int j = 0; j < KB && k0 + j < K; ++j) {
+            __global float* yk = y + ((size_t)b * K + k0 + j) * OH * OW;
+            if (one_row && valid == DW) {
+                vstoreD(acc[j][v], 0, yk + oh * OW + ow);
+                continue;
+            }
+            vstoreD(acc[j][v], 0, lanes);
+            if (one_row) {
+                for (int l = 0; l < valid; ++l) yk[oh * OW + ow + l] = lanes[l];
+                continue;
+            }
+            int h = oh, w = ow;
+            for (int l = 0; l < DW && h < OH; ++l) {
+                if (w < OW) yk[h * OW + w] = lanes[l];
+                if (++w == Wp) {
+                    w = 0;
+                    ++h;
+                }
             }
         }
     }
