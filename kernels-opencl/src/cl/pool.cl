@@ -4,7 +4,9 @@
 //   [ow·sw − pw + j], 0 ≤ i < WH, 0 ≤ j < WW. Max never picks padding and
 //   keeps the first maximum in row-major window order; avg divides by
 //   WH·WW, padding included.
-// Variants: pool_backward_tiled when stride = window and no padding.
+// Variants: pool_backward_tiled (GPUs) and pool_backward_band (CPUs) when
+//   stride = window and no padding; 2x2/2 windows take unrolled paths in
+//   pool_forward and pool_backward_band.
 // Launch: forward over (OH, N·C), one output row per work-item; backward
 //   over (H, N·C), one dx row per work-item. The backward work-item visits
 //   every window that covers its row and adds that window's dy where it
@@ -46,6 +48,16 @@ __kernel void pool_forward(__global const float* restrict x, const int NC, const
     __global const float* xp = x + (size_t)plane * H * W;
     __global float* yrow = y + ((size_t)plane * OH + oh) * OW;
     const float inv_area = 1.0f / (float)(WH * WW);
+    if (WH == 2 && WW == 2 && sh == 2 && sw == 2 && ph == 0 && pw == 0) {
+        // LeNet's 2x2/2 windows, unrolled: no clipping, no loops.
+        __global const float* x0 = xp + 2 * oh * W;
+        __global const float* x1 = x0 + W;
+        for (int ow = 0; ow < OW; ++ow) {
+            const float a = x0[2 * ow], b = x0[2 * ow + 1], c = x1[2 * ow], d = x1[2 * ow + 1];
+            yrow[ow] = is_max ? fmax(fmax(a, b), fmax(c, d)) : ((a + b) + (c + d)) * inv_area;
+        }
+        return;
+    }
     for (int ow = 0; ow < OW; ++ow) {
         if (is_max) {
             int bh, bw;
