@@ -187,7 +187,15 @@ fn launch(rt: &Runtime, g: &ConvGeometry, l: &Launch) -> Result<()> {
         i32_arg(op, ow)?,
     ]);
     let chunks = (oh * wp).div_ceil(rt.tiles.conv_dw * CONV_NV);
-    rt.launch_lines("conv_direct", &args, &[chunks, l.outputs.div_ceil(rt.tiles.conv_kb), g.n])
+    // The filter block that computes the fewest padded filters (ties: the
+    // larger block): 16 filters take 2 x 8, 6 take 1 x 6 rather than 1 x 8.
+    let (kb, alt) = (rt.tiles.conv_kb, rt.tiles.conv_kb_alt);
+    let (name, block) = if l.outputs.div_ceil(alt) * alt < l.outputs.div_ceil(kb) * kb {
+        ("conv_direct_alt", alt)
+    } else {
+        ("conv_direct", kb)
+    };
+    rt.launch_lines(name, &args, &[chunks, l.outputs.div_ceil(block), g.n])
 }
 
 /// y = conv(x, w) + b into `y` (allocated by the caller).

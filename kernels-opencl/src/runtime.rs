@@ -74,10 +74,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The kernel sources, one file per op family, and which kernels each holds.
-const SOURCES: [(&str, &str); 8] = [
+const SOURCES: [(&str, &str); 9] = [
     ("gemm.cl", include_str!("cl/gemm.cl")),
     ("conv.cl", include_str!("cl/conv.cl")),
     ("direct.cl", include_str!("cl/direct.cl")),
+    // conv_direct again with KB_ALT filters per work-item (see direct.cl).
+    ("direct.cl (alt)", concat!("#define DIRECT_ALT\n", include_str!("cl/direct.cl"))),
     ("pool.cl", include_str!("cl/pool.cl")),
     ("activation.cl", include_str!("cl/activation.cl")),
     ("loss.cl", include_str!("cl/loss.cl")),

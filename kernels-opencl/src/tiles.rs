@@ -46,6 +46,9 @@ pub(crate) struct Tiles {
     /// and filters per work-item.
     pub conv_dw: usize,
     pub conv_kb: usize,
+    /// The second filter block (`conv_direct_alt`): 3/4 of conv_kb, for
+    /// filter counts conv_kb does not divide (6 = 8·3/4).
+    pub conv_kb_alt: usize,
     /// Direct conv forced on or off (None: by size, see conv_direct.rs).
     pub direct_conv: Option<bool>,
     /// Upper bound on a work-group (the device's).
@@ -105,6 +108,7 @@ impl Tiles {
             // 8 on a CPU (of 32 AVX-512 registers), 4 on a GPU.
             conv_dw: vw.clamp(2, 16),
             conv_kb: if limits.is_gpu { 4 } else { 8 },
+            conv_kb_alt: if limits.is_gpu { 3 } else { 6 },
             direct_conv: config.direct_conv.or(env_conv),
             nn_mr,
             nn_nr,
@@ -131,7 +135,7 @@ impl Tiles {
     pub fn build_options(&self) -> String {
         format!(
             "-D NN_MR={} -D NN_NR={} -D VW={} -D NT_MR={} -D NT_NR={} -D REDUCE_WG={} -D USE_LOCAL={} -D TILE_K={} \
-             -D DW={} -D KB={} -D NV={} -D DW_MAX_S={} -D DW_KF={}",
+             -D DW={} -D KB={} -D KB_ALT={} -D NV={} -D DW_MAX_S={} -D DW_KF={}",
             self.nn_mr,
             self.nn_nr,
             self.vw,
@@ -142,6 +146,7 @@ impl Tiles {
             self.tile_k,
             self.conv_dw,
             self.conv_kb,
+            self.conv_kb_alt,
             crate::conv_direct::CONV_NV,
             crate::conv_direct::DW_MAX_S,
             crate::conv_direct::DW_KF

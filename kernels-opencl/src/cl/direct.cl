@@ -34,6 +34,17 @@
 #define vstoreD XCAT(vstore, DW)
 #define intD XCAT(int, DW)
 
+// This file is built twice: once as is (conv_direct with KB filters per
+// work-item, plus pad_planes and conv_dw), once with DIRECT_ALT defined
+// (only conv_direct_alt, with KB_ALT filters), so filter counts that KB
+// does not divide (LeNet's 6) waste fewer lanes.
+#ifdef DIRECT_ALT
+#undef KB
+#define KB KB_ALT
+#define CONV_DIRECT_NAME conv_direct_alt
+#else
+#define CONV_DIRECT_NAME conv_direct
+
 __kernel void pad_planes(__global const float* restrict x, const int H, const int W, const int ph, const int pw,
                          const int Hp, const int Wp, const int planes, __global float* restrict xp, const int out_off,
                          const int slack) {
@@ -58,7 +69,9 @@ __kernel void pad_planes(__global const float* restrict x, const int H, const in
     for (int i = pw + W; i < Wp; ++i) out[i] = 0.0f;
 }
 
-__kernel void conv_direct(__global const float* restrict xp, const int C, const int Hp, const int Wp, const int R,
+#endif
+
+__kernel void CONV_DIRECT_NAME(__global const float* restrict xp, const int C, const int Hp, const int Wp, const int R,
                           const int S, const int dh, const int dw, __global const float* restrict wt, const int w_off,
                           const int wk, const int wc, const int wr, const int ws, __global const float* restrict bias,
                           const int has_bias, __global float* restrict y, const int K, const int OH, const int OW) {
@@ -128,6 +141,7 @@ __kernel void conv_direct(__global const float* restrict xp, const int C, const 
     }
 }
 
+#ifndef DIRECT_ALT
 __kernel void conv_dw(__global const float* restrict buf, const int x_off, const int dy_off, const int N,
                       const int C, const int Hp, const int Wp, const int R, const int S, const int dh, const int dw,
                       const int K, const int OH, __global float* restrict dwt) {
@@ -180,3 +194,4 @@ __kernel void conv_dw(__global const float* restrict buf, const int x_off, const
         }
     }
 }
+#endif
