@@ -122,8 +122,10 @@ fn a_lenet_step_issues_a_bounded_number_of_launches() {
     cl.reset_profile();
     net.step(&cl);
     let p = cl.profile();
-    // Forward 13 (each conv: im2col + GEMM with the bias fused), loss 1,
-    // backward 23, Adam 10: 47. Transfers: the labels up and the loss down.
+    // Forward 13 (each LeNet conv: a padding copy + the direct conv kernel
+    // with the bias fused, or im2col + GEMM), loss 1, backward 25 on a CPU
+    // device (conv2: db, pad x, pad dy, dW, pad dy, dX; conv1: the first
+    // four), Adam 10: 49. Transfers: the labels up and the loss down.
     eprintln!("one LeNet step: {p:?}");
     assert!(p.launches <= 50, "a LeNet step issued {} launches", p.launches);
     assert!(p.transfers <= 2, "a LeNet step made {} transfers (only labels and loss should cross)", p.transfers);

@@ -18,8 +18,11 @@
 //! - `conv_direct.rs` + `cl/direct.cl`: stride-1 convs with a small
 //!   reduction (LeNet's) compute forward and dX directly from a zero-padded
 //!   copy of the input, no col matrix; `conv_direct::choose` is the
-//!   documented predicate, everything else takes im2col + GEMM.
-//! - `ops.rs` + `cl/{pool,activation,loss,reduce,optim}.cl`: the rest.
+//!   documented predicate, everything else takes im2col + GEMM. On a CPU
+//!   device dW of those convs is direct too (`conv_dw`).
+//! - `ops.rs` + `cl/{pool,activation,loss,reduce,optim}.cl`: the rest. CPU
+//!   devices take barrier-free variants where a GPU wants many work-items
+//!   (bias gradient per channel, tiled pool backward per window row).
 //!
 //! ## Environment variables
 //! - `KERNELS_OPENCL_DEVICE`: a device selector for [`OpenCl::new`]: "P:D"
