@@ -24,6 +24,11 @@ pub(crate) const DIRECT_MAX_REDUCTION: usize = 512;
 /// Largest output-channel count (K forward, C for dX) sent there
 /// automatically: each work-item re-reads its input vector per filter block.
 pub(crate) const DIRECT_MAX_FILTERS: usize = 32;
+/// Smallest reduction the automatic choice sends to `conv_direct` when the
+/// padded width is not a multiple of the pixel vector: such vectors cross
+/// rows and store lane by lane, which costs about as much as tens of taps
+/// (simplecnn-c1, 25 taps, Wp = 28: 2-7x slower than im2col + GEMM).
+pub(crate) const DIRECT_MIN_REDUCTION_ROW_CROSSING: usize = 64;
 
 /// How a conv pass is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,16 +50,31 @@ pub(crate) enum Pass {
 
 /// The path for one pass of `g`:
 /// - Pointwise for 1x1 stride-1 unpadded convs (both passes are one GEMM);
-/// - Direct when the stride is 1, the padded input fits the scratch limit,
-///   dX's equivalent padding (R−1)·d − p is not negative, and either the
-///   config forces it (`Config::direct_conv = Some(true)`) or the reduction
-///   is ≤ [`DIRECT_MAX_REDUCTION`] with ≤ [`DIRECT_MAX_FILTERS`] outputs;
+/// - Direct when [`direct_allowed`], unless (automatic choice only) the
+///   padded width is not a multiple of the pixel vector and the reduction
+///   is < [`DIRECT_MIN_REDUCTION_ROW_CROSSING`];
 /// - Im2col otherwise, or always with `Config::direct_conv = Some(false)`.
 pub(crate) fn choose(rt: &Runtime, g: &ConvGeometry, pass: Pass) -> ConvPath {
     let p = &g.params;
     if g.r == 1 && g.s == 1 && p.stride == [1, 1] && p.padding == [0, 0] {
         return ConvPath::Pointwise;
     }
+    let reduction = match pass {
+        Pass::Forward => g.c * g.r * g.s,
+        Pass::InputGrad => g.k * g.r * g.s,
+    };
+    let crosses_rows = padded_dims(g, pass)[1] % rt.tiles.conv_dw != 0;
+    let store_bound = rt.tiles.direct_conv.is_none() && crosses_rows && reduction < DIRECT_MIN_REDUCTION_ROW_CROSSING;
+    if direct_allowed(rt, g, pass) && !store_bound { ConvPath::Direct } else { ConvPath::Im2col }
+}
+
+/// Whether the direct kernels may take `pass`: the stride is 1, the padded
+/// input fits the scratch limit, dX's equivalent padding (R−1)·d − p is not
+/// negative, and either the config forces it (`Config::direct_conv =
+/// Some(true)`) or the reduction is ≤ [`DIRECT_MAX_REDUCTION`] with ≤
+/// [`DIRECT_MAX_FILTERS`] outputs.
+fn direct_allowed(rt: &Runtime, g: &ConvGeometry, pass: Pass) -> bool {
+    let p = &g.params;
     let (reduction, outputs, planes, pad) = match pass {
         Pass::Forward => (g.c * g.r * g.s, g.k, g.n * g.c, [p.padding[0] as isize, p.padding[1] as isize]),
         Pass::InputGrad => (g.k * g.r * g.s, g.c, g.n * g.k, dx_padding(g)),
@@ -63,7 +83,7 @@ pub(crate) fn choose(rt: &Runtime, g: &ConvGeometry, pass: Pass) -> ConvPath {
         && pad.iter().all(|&v| v >= 0)
         && padded_len(rt, g, pass, planes).is_some_and(|len| len.saturating_mul(4) <= rt.scratch_limit());
     let wanted = rt.tiles.direct_conv.unwrap_or(reduction <= DIRECT_MAX_REDUCTION && outputs <= DIRECT_MAX_FILTERS);
-    if feasible && wanted { ConvPath::Direct } else { ConvPath::Im2col }
+    feasible && wanted
 }
 
 /// dX as a forward conv of dy needs padding (R−1)·d − p on each side.
@@ -260,7 +280,9 @@ pub(crate) fn input_grad(
 }
 
 /// Whether dW goes direct too (`conv_dw`): on a CPU device, when the
-/// forward pass does and S ≤ [`DW_MAX_S`]. One work-item per (DW_KF filters, c, r)
+/// forward pass does and S ≤ [`DW_MAX_S`] (simplecnn-c1, whose forward
+/// stays on im2col by the store rule, measured ~10 % slower with a direct
+/// dW and the im2col dX than with im2col for both). One work-item per (DW_KF filters, c, r)
 /// streams the whole batch, which suits a few cores, not a GPU (there dW
 /// stays a batch-summing GEMM).
 pub(crate) fn weight_grad_direct(rt: &Runtime, g: &ConvGeometry) -> bool {
