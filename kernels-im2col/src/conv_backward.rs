@@ -5,7 +5,8 @@
 //!   is in cache. Tiles, image groups and phased inputs as in the forward
 //!   (conv.rs, plan.rs); phased convs also accumulate dX phased.
 //! - Few filters on small images (the filter-vectorised path) take dW from
-//!   direct_filters_grad.rs and only dX from here.
+//!   direct_filters_grad.rs, tiny reductions (the direct path) dW and db
+//!   from direct_grad.rs; only their dX comes from here.
 //! - Parallelism: each worker takes a contiguous run of images with its own
 //!   partial dW and db, summed at the end.
 //! - Checked by tests/against_naive.rs and harness/tests/im2col.rs (proptest
@@ -16,10 +17,10 @@ use rayon::prelude::*;
 
 use crate::HostGrads;
 use crate::conv::{Scratch, inputs};
-use crate::direct_filters_grad;
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
 use crate::unfold::{Output, col2im, im2col, phased_floats, unphase};
+use crate::{direct_filters_grad, direct_grad};
 
 /// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
 pub(crate) fn backward(
@@ -33,6 +34,15 @@ pub(crate) fn backward(
     let threads = rayon::current_num_threads();
     let plan = ConvPlan::new(g, threads, targets);
     plan.check_scratch(g, threads.min(g.n), true)?;
+    if plan.path == ConvPath::Direct && direct_grad::applies(g) && (need.dw || need.db) {
+        // Tiny reductions: dW and db streamed from each image once; dX (if
+        // requested) unfolds. Direct geometries whose scratch would exceed
+        // a tile fall through to the unfold path for everything.
+        let (dw, db) = direct_grad::backward_dw_db(g, x, dy);
+        let dx_only = GradRequest { dx: true, dw: false, db: false };
+        let dx = if need.dx { backward_unfold(g, &plan, x, w, dy, dx_only).dx } else { None };
+        return Ok(HostGrads { dx, dw: need.dw.then_some(dw), db: need.db.then_some(db) });
+    }
     if plan.path != ConvPath::DirectFilters {
         return Ok(backward_unfold(g, &plan, x, w, dy, need));
     }

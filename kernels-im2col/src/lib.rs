@@ -22,7 +22,9 @@
 //!   OW ≥ 16: the C = 1 first layers lenet-c1 and simplecnn-c1) runs a
 //!   direct register-blocked kernel ([`ConvPath::Direct`], `direct.rs`,
 //!   compiled for AVX-512 / AVX2 and picked at run time); its backward
-//!   unfolds as usual.
+//!   computes dW and db directly (`direct_grad.rs`, vectorised over output
+//!   columns, when its padded image and dy fit a tile, else unfolding) and
+//!   dX by col2im.
 //! - A forward with at most 16 filters on images smaller than a GEMM tile
 //!   and C·R·S ≥ 64 (lenet-c2) runs an implicit-GEMM kernel vectorised
 //!   across filters ([`ConvPath::DirectFilters`], `direct_filters.rs`),
@@ -82,6 +84,7 @@ mod conv_backward;
 mod direct;
 mod direct_filters;
 mod direct_filters_grad;
+mod direct_grad;
 mod gemm;
 mod linear;
 mod plan;

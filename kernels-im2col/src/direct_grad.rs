@@ -1,0 +1,216 @@
+//! dW and db of the direct path (direct.rs) without im2col: lenet-c1's
+//! backward with GradRequest::PARAMS.
+//!
+//! - dW [k, c·r·s] = Σₙ Σ_{oh, ow} dy[n, k, oh, ow] · x_pad[n, c, oh + r,
+//!   ow + s]; db [k] = Σ dy, summed while dy is copied. For the direct
+//!   path's geometries (stride 1, dilation 1, C·R·S ≤ 64) the GEMM behind
+//!   the unfold path has a reduction of only C·R·S, so sgemm's packing and
+//!   im2col's 25-fold copy of the input dominate.
+//! - Vectorised over output columns: each image is copied once into a
+//!   zero-padded plane whose rows are OW rounded up to 16 (+ S − 1) wide,
+//!   and dy into rows of that rounded width, zero past OW, so 16-column
+//!   chunks never need a mask and the zero lanes add nothing. Register
+//!   block: 3 filters x 6 taps, eighteen 16-lane accumulators, per chunk 3
+//!   loads of dy, 6 of x and 18 fused multiply-adds; the lanes are summed
+//!   once per image and block.
+//! - Workers take runs of images with their own partial dW and db, summed
+//!   at the end. dX (when requested) stays with conv_backward.rs.
+//! - Variants: AVX-512F + FMA, AVX2 + FMA (picked at run time), portable.
+//! - Checked against the reference by tests/against_naive.rs and
+//!   harness/tests/im2col.rs (any geometry meeting `applies`); timed by
+//!   examples/im2col_bench.rs (lenet-c1 backward).
+
+use kernels_core::ConvGeometry;
+use rayon::prelude::*;
+
+use crate::plan::TILE_FLOATS;
+
+/// Lanes of one accumulator (an AVX-512 register of f32).
+const LANES: usize = 16;
+/// Filters per register block.
+const FILTERS: usize = 3;
+/// Taps per register block.
+const TAPS: usize = 6;
+
+/// The padded buffers' row widths: dy rows of OW rounded up to whole chunks,
+/// x rows wide enough for the last chunk of the last tap.
+fn widths(g: &ConvGeometry) -> (usize, usize) {
+    let dy_width = g.ow.next_multiple_of(LANES);
+    (dy_width, dy_width + g.s - 1)
+}
+
+/// Floats of one worker's scratch: the padded image and the padded dy.
+fn scratch_floats(g: &ConvGeometry) -> usize {
+    let (dy_width, x_width) = widths(g);
+    g.c * (g.oh + g.r - 1) * x_width + g.k * g.oh * dy_width
+}
+
+/// Whether this kernel computes dW for `g`: the direct forward's geometries
+/// (`crate::direct::applies`) whose per-worker scratch stays within a tile.
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    crate::direct::applies(g) && scratch_floats(g) <= TILE_FLOATS
+}
+
+/// One image's operands, laid out by [`widths`].
+struct Operands<'a> {
+    g: &'a ConvGeometry,
+    x_pad: &'a [f32],
+    dy_pad: &'a [f32],
+    /// Offset of each tap (c, r, s) in `x_pad`.
+    tap_at: &'a [usize],
+}
+
+/// dw [k, c, r, s] and db [k]; `applies(g)` must hold.
+pub(crate) fn backward_dw_db(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let taps = g.c * g.r * g.s;
+    let (dy_width, x_width) = widths(g);
+    let rows = g.oh + g.r - 1;
+    let tap_at: Vec<usize> = (0..taps).map(|t| (t / (g.r * g.s) * rows + t / g.s % g.r) * x_width + t % g.s).collect();
+    let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
+    let per_worker = g.n.div_ceil(rayon::current_num_threads()).max(1);
+    let kernel = select_kernel();
+    let (dw, db) = x
+        .par_chunks(per_worker * image_in)
+        .zip(dy.par_chunks(per_worker * image_out))
+        .map(|(x_run, dy_run)| {
+            let mut dw = vec![0.0f32; g.k * taps];
+            let mut db = vec![0.0f64; g.k];
+            let mut x_pad = vec![0.0f32; g.c * rows * x_width];
+            let mut dy_pad = vec![0.0f32; g.k * g.oh * dy_width];
+            for (x_image, dy_image) in x_run.chunks_exact(image_in).zip(dy_run.chunks_exact(image_out)) {
+                pad_image(g, x_image, x_width, &mut x_pad);
+                // Rows are [k][oh]: filter k's rows are g.oh in a row.
+                let rows = dy_image.chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(dy_width));
+                for (index, (row, padded)) in rows.enumerate() {
+                    padded[..g.ow].copy_from_slice(row);
+                    db[index / g.oh] += crate::conv_backward::sum(row) as f64;
+                }
+                kernel(&Operands { g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at }, &mut dw);
+            }
+            (dw, db)
+        })
+        .reduce(
+            || (vec![0.0f32; g.k * taps], vec![0.0f64; g.k]),
+            |(mut dw, mut db), (dw_part, db_part)| {
+                dw.iter_mut().zip(&dw_part).for_each(|(a, b)| *a += b);
+                db.iter_mut().zip(&db_part).for_each(|(a, b)| *a += b);
+                (dw, db)
+            },
+        );
+    (dw, db.iter().map(|&v| v as f32).collect())
+}
+
+/// x_pad [c][oh + r − 1][x_width]: the image at (ph, pw), zeros elsewhere
+/// (the zeros outside the image never change, but a fill is cheap next to
+/// the kernel and keeps this independent of the previous image).
+fn pad_image(g: &ConvGeometry, x_image: &[f32], x_width: usize, x_pad: &mut [f32]) {
+    let [ph, pw] = g.params.padding;
+    let rows = g.oh + g.r - 1;
+    x_pad.fill(0.0);
+    for c in 0..g.c {
+        // Input rows past the last one any tap reaches are not copied.
+        for ih in 0..g.h.min(rows - ph) {
+            let at = (c * rows + ih + ph) * x_width + pw;
+            let width = g.w.min(x_width - pw);
+            x_pad[at..at + width].copy_from_slice(&x_image[(c * g.h + ih) * g.w..][..width]);
+        }
+    }
+}
+
+type DwKernel = fn(&Operands<'_>, &mut [f32]);
+
+fn select_kernel() -> DwKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX-512F and FMA.
+            return |o, dw| unsafe { dw_avx512(o, dw) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX2 and FMA.
+            return |o, dw| unsafe { dw_avx2(o, dw) };
+        }
+    }
+    |o, dw| dw_image(o, dw, |a, b, c| a * b + c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn dw_avx512(o: &Operands<'_>, dw: &mut [f32]) {
+    dw_image(o, dw, f32::mul_add)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_avx2(o: &Operands<'_>, dw: &mut [f32]) {
+    dw_image(o, dw, f32::mul_add)
+}
+
+/// dw [k][tap] += one image's dW, blocks of 3 filters (then 1) by 6 taps
+/// (then 1): blocks never overlap, since they accumulate.
+#[inline(always)]
+fn dw_image(o: &Operands<'_>, dw: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32 + Copy) {
+    let (k, taps) = (o.g.k, o.tap_at.len());
+    let mut k0 = 0;
+    while k0 < k {
+        let filters = if k0 + FILTERS <= k { FILTERS } else { 1 };
+        let mut t0 = 0;
+        while t0 < taps {
+            match (filters, t0 + TAPS <= taps) {
+                (FILTERS, true) => dw_block::<FILTERS, TAPS>(o, k0, t0, dw, fma),
+                (FILTERS, false) => dw_block::<FILTERS, 1>(o, k0, t0, dw, fma),
+                (_, true) => dw_block::<1, TAPS>(o, k0, t0, dw, fma),
+                (_, false) => dw_block::<1, 1>(o, k0, t0, dw, fma),
+            }
+            t0 += if t0 + TAPS <= taps { TAPS } else { 1 };
+        }
+        k0 += filters;
+    }
+}
+
+#[inline(always)]
+fn dw_block<const F: usize, const T: usize>(
+    o: &Operands<'_>,
+    k0: usize,
+    t0: usize,
+    dw: &mut [f32],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
+    let g = o.g;
+    let (dy_width, x_width) = widths(g);
+    let plane = g.oh * dy_width;
+    let at: [usize; T] = std::array::from_fn(|t| o.tap_at[t0 + t]);
+    // One check for every read below: the last chunk of the last row at the
+    // farthest tap, and the last filter's last chunk.
+    let last_tap = at.iter().copied().max().unwrap_or(0);
+    assert!(last_tap + (g.oh - 1) * x_width + dy_width <= o.x_pad.len(), "direct_grad: taps past the padded image");
+    assert!((k0 + F) * plane <= o.dy_pad.len(), "direct_grad: filters past the padded dy");
+    let mut acc = [[[0.0f32; LANES]; T]; F];
+    for oh in 0..g.oh {
+        for j in (0..dy_width).step_by(LANES) {
+            let dv: [[f32; LANES]; F] = std::array::from_fn(|f| {
+                // SAFETY: (k0 + f) * plane + oh * dy_width + j + LANES ≤
+                // (k0 + F) * plane ≤ dy_pad.len() (asserted above).
+                unsafe {
+                    o.dy_pad.as_ptr().add((k0 + f) * plane + oh * dy_width + j).cast::<[f32; LANES]>().read_unaligned()
+                }
+            });
+            for (t, &a) in at.iter().enumerate() {
+                // SAFETY: a + oh * x_width + j + LANES ≤ last_tap + (oh − 1)
+                // * x_width + dy_width ≤ x_pad.len() (asserted above).
+                let xv = unsafe { o.x_pad.as_ptr().add(a + oh * x_width + j).cast::<[f32; LANES]>().read_unaligned() };
+                for (acc_f, d) in acc.iter_mut().zip(&dv) {
+                    for ((lane, &x), &d) in acc_f[t].iter_mut().zip(&xv).zip(d) {
+                        *lane = fma(x, d, *lane);
+                    }
+                }
+            }
+        }
+    }
+    let taps = o.tap_at.len();
+    for (f, acc_f) in acc.iter().enumerate() {
+        for (t, lanes) in acc_f.iter().enumerate() {
+            dw[(k0 + f) * taps + t0 + t] += lanes.iter().sum::<f32>();
+        }
+    }
+}
