@@ -11,8 +11,8 @@
 //!   and dy into rows of that rounded width, zero past OW, so 16-column
 //!   chunks never need a mask and the zero lanes add nothing. Register
 //!   block: 3 filters x 6 taps, eighteen 16-lane accumulators, per chunk 3
-//!   loads of dy, 6 of x and 18 fused multiply-adds; the lanes are summed
-//!   once per image and block.
+//!   loads of dy, 6 of x and 18 fused multiply-adds; the lanes are added
+//!   lane-wise to the worker's partial and summed once per worker.
 //! - Workers take runs of images with their own partial dW and db, summed
 //!   at the end. dX (when requested) stays with conv_backward.rs.
 //! - Variants: AVX-512F + FMA, AVX2 + FMA (picked at run time), portable.
@@ -73,7 +73,8 @@ pub(crate) fn backward_dw_db(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f3
         .par_chunks(per_worker * image_in)
         .zip(dy.par_chunks(per_worker * image_out))
         .map(|(x_run, dy_run)| {
-            let mut dw = vec![0.0f32; g.k * taps];
+            // [k][tap][lane]: lanes summed once per worker, below.
+            let mut dw_lanes = vec![0.0f32; g.k * taps * LANES];
             let mut db = vec![0.0f64; g.k];
             let mut x_pad = vec![0.0f32; g.c * rows * x_width];
             let mut dy_pad = vec![0.0f32; g.k * g.oh * dy_width];
@@ -85,8 +86,9 @@ pub(crate) fn backward_dw_db(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f3
                     padded[..g.ow].copy_from_slice(row);
                     db[index / g.oh] += crate::conv_backward::sum(row) as f64;
                 }
-                kernel(&Operands { g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at }, &mut dw);
+                kernel(&Operands { g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at }, &mut dw_lanes);
             }
+            let dw = dw_lanes.chunks_exact(LANES).map(|lanes| lanes.iter().sum::<f32>()).collect::<Vec<f32>>();
             (dw, db)
         })
         .reduce(
@@ -146,7 +148,7 @@ unsafe fn dw_avx2(o: &Operands<'_>, dw: &mut [f32]) {
     dw_image(o, dw, f32::mul_add)
 }
 
-/// dw [k][tap] += one image's dW, blocks of 3 filters (then 1) by 6 taps
+/// dw [k][tap][lane] += one image's dW, blocks of 3 filters (then 1) by 6 taps
 /// (then 1): blocks never overlap, since they accumulate.
 #[inline(always)]
 fn dw_image(o: &Operands<'_>, dw: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32 + Copy) {
@@ -186,31 +188,43 @@ fn dw_block<const F: usize, const T: usize>(
     assert!(last_tap + (g.oh - 1) * x_width + dy_width <= o.x_pad.len(), "direct_grad: taps past the padded image");
     assert!((k0 + F) * plane <= o.dy_pad.len(), "direct_grad: filters past the padded dy");
     let mut acc = [[[0.0f32; LANES]; T]; F];
-    for oh in 0..g.oh {
-        for j in (0..dy_width).step_by(LANES) {
-            let dv: [[f32; LANES]; F] = std::array::from_fn(|f| {
-                // SAFETY: (k0 + f) * plane + oh * dy_width + j + LANES ≤
-                // (k0 + F) * plane ≤ dy_pad.len() (asserted above).
-                unsafe {
-                    o.dy_pad.as_ptr().add((k0 + f) * plane + oh * dy_width + j).cast::<[f32; LANES]>().read_unaligned()
-                }
-            });
-            for (t, &a) in at.iter().enumerate() {
-                // SAFETY: a + oh * x_width + j + LANES ≤ last_tap + (oh − 1)
-                // * x_width + dy_width ≤ x_pad.len() (asserted above).
-                let xv = unsafe { o.x_pad.as_ptr().add(a + oh * x_width + j).cast::<[f32; LANES]>().read_unaligned() };
-                for (acc_f, d) in acc.iter_mut().zip(&dv) {
-                    for ((lane, &x), &d) in acc_f[t].iter_mut().zip(&xv).zip(d) {
-                        *lane = fma(x, d, *lane);
-                    }
+    // One flat loop over the chunks of all rows (dy rows are contiguous, x
+    // rows jump by the extra S − 1 columns): with nested row and column
+    // loops the compiler stored every accumulator back to the stack on
+    // each chunk.
+    let (mut x_at, mut column) = (0, 0);
+    for chunk in (0..g.oh * dy_width).step_by(LANES) {
+        let dv: [[f32; LANES]; F] = std::array::from_fn(|f| {
+            // SAFETY: (k0 + f) * plane + chunk + LANES ≤ (k0 + F) * plane ≤
+            // dy_pad.len() (asserted above).
+            unsafe { o.dy_pad.as_ptr().add((k0 + f) * plane + chunk).cast::<[f32; LANES]>().read_unaligned() }
+        });
+        for (t, &a) in at.iter().enumerate() {
+            // SAFETY: x_at = oh * x_width + j for the chunk's row oh and
+            // column j, so a + x_at + LANES ≤ last_tap + (oh − 1) * x_width
+            // + dy_width ≤ x_pad.len() (asserted above).
+            let xv = unsafe { o.x_pad.as_ptr().add(a + x_at).cast::<[f32; LANES]>().read_unaligned() };
+            for (acc_f, d) in acc.iter_mut().zip(&dv) {
+                for ((lane, &x), &d) in acc_f[t].iter_mut().zip(&xv).zip(d) {
+                    *lane = fma(x, d, *lane);
                 }
             }
         }
+        column += LANES;
+        x_at += LANES;
+        if column == dy_width {
+            column = 0;
+            x_at += x_width - dy_width;
+        }
     }
+    // Lane-wise into the worker's partial: summing the lanes here instead
+    // made the compiler vectorise across accumulators (2-lane shuffles and
+    // spills) rather than along the 16 lanes.
     let taps = o.tap_at.len();
     for (f, acc_f) in acc.iter().enumerate() {
         for (t, lanes) in acc_f.iter().enumerate() {
-            dw[(k0 + f) * taps + t0 + t] += lanes.iter().sum::<f32>();
+            let out = &mut dw[((k0 + f) * taps + t0 + t) * LANES..][..LANES];
+            out.iter_mut().zip(lanes).for_each(|(o, &v)| *o += v);
         }
     }
 }
