@@ -228,3 +228,59 @@ fn dw_block<const F: usize, const T: usize>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    #[test]
+    fn portable_and_selected_kernels_match_the_definition() {
+        // 7 filters (blocks 3, 3, 1), 2x3x2 = 12 taps (two blocks of 6),
+        // padding 1, OW = 16 (one chunk, no zero lanes) and OH = 9 rows.
+        let g = ConvGeometry::from_dims([3, 2, 9, 15], [7, 3, 2], &Conv2d::new(1, 1)).unwrap();
+        assert!(applies(&g));
+        let mut rng = SplitMix64::new(11);
+        let x: Vec<f32> = (0..3 * 2 * 9 * 15).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let dy: Vec<f32> = (0..3 * 7 * g.oh * g.ow).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+        let (dw, db) = backward_dw_db(&g, &x, &dy);
+        let taps = 2 * 3 * 2;
+        for k in 0..7 {
+            let expect_db: f32 = dy.chunks_exact(g.oh * g.ow).skip(k).step_by(7).flatten().sum();
+            assert!((db[k] - expect_db).abs() < 1e-4, "db[{k}] {} vs {expect_db}", db[k]);
+            for t in 0..taps {
+                let (c, r, s) = (t / 6, t / 2 % 3, t % 2);
+                let mut expect = 0.0f32;
+                for n in 0..3 {
+                    for oh in 0..g.oh {
+                        for ow in 0..g.ow {
+                            let (ih, iw) = ((oh + r) as isize - 1, (ow + s) as isize - 1);
+                            if (0..9).contains(&ih) && (0..15).contains(&iw) {
+                                let xv = x[((n * 2 + c) * 9 + ih as usize) * 15 + iw as usize];
+                                expect += dy[((n * 7 + k) * g.oh + oh) * g.ow + ow] * xv;
+                            }
+                        }
+                    }
+                }
+                assert!((dw[k * taps + t] - expect).abs() < 1e-4, "dw[{k}][{t}] {} vs {expect}", dw[k * taps + t]);
+            }
+        }
+        // The portable variant on the same padded operands as the selected one.
+        let (dy_width, x_width) = widths(&g);
+        let rows = g.oh + g.r - 1;
+        let tap_at: Vec<usize> = (0..taps).map(|t| (t / 6 * rows + t / 2 % 3) * x_width + t % 2).collect();
+        let mut x_pad = vec![0.0f32; 2 * rows * x_width];
+        pad_image(&g, &x[..2 * 9 * 15], x_width, &mut x_pad);
+        let mut dy_pad = vec![0.0f32; 7 * g.oh * dy_width];
+        for (row, padded) in dy[..7 * g.oh * g.ow].chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(dy_width)) {
+            padded[..g.ow].copy_from_slice(row);
+        }
+        let o = Operands { g: &g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at };
+        let (mut portable, mut selected) = (vec![0.0f32; 7 * taps * LANES], vec![0.0f32; 7 * taps * LANES]);
+        dw_image(&o, &mut portable, |a, b, c| a * b + c);
+        select_kernel()(&o, &mut selected);
+        for (i, (p, s)) in portable.iter().zip(&selected).enumerate() {
+            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "[{i}] portable {p} selected {s}");
+        }
+    }
+}
