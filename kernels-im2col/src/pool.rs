@@ -44,6 +44,13 @@ fn column_ranges(g: &PoolGeometry) -> Vec<Range<usize>> {
 pub(crate) fn forward(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
     let p = g.params;
+    if p.window == [2, 2] && p.stride == [2, 2] && p.padding == [0, 0] {
+        let mut y = vec![0.0f32; g.n * g.c * plane_out];
+        let planes = y.par_chunks_mut(plane_out).zip(x.par_chunks(plane_in));
+        planes.for_each(|(y_plane, x_plane)| forward_2x2_plane(g, x_plane, y_plane));
+        return y;
+    }
+    // Fallback: any other window, stride or padding.
     let inv_window = 1.0 / g.window_len() as f32;
     let cols = column_ranges(g);
     let mut y = vec![0.0f32; g.n * g.c * plane_out];
@@ -74,6 +81,33 @@ pub(crate) fn forward(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
         },
     );
     y
+}
+
+/// Forward of 2x2 stride 2 unpadded pooling (LeNet's), window by window
+/// without the separable pass's clipped ranges. Max uses the same strict,
+/// first-wins comparisons as the general path (as branch-free selects);
+/// avg sums in the general path's order, (a + c) + (b + d).
+fn forward_2x2_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
+    let width = 2 * g.ow;
+    for (oh, y_row) in y.chunks_exact_mut(g.ow).enumerate() {
+        let x_top = &x[2 * oh * g.w..][..width];
+        let x_bottom = &x[(2 * oh + 1) * g.w..][..width];
+        let windows = x_top.chunks_exact(2).zip(x_bottom.chunks_exact(2));
+        match g.params.kind {
+            PoolKind::Max => {
+                for (out, (top, bottom)) in y_row.iter_mut().zip(windows) {
+                    let m = select(mask(top[1] > top[0]), top[1], top[0]);
+                    let m = select(mask(bottom[0] > m), bottom[0], m);
+                    *out = select(mask(bottom[1] > m), bottom[1], m);
+                }
+            }
+            PoolKind::Avg => {
+                for (out, (top, bottom)) in y_row.iter_mut().zip(windows) {
+                    *out = ((top[0] + bottom[0]) + (top[1] + bottom[1])) * 0.25;
+                }
+            }
+        }
+    }
 }
 
 /// Flat index (within the plane) of the first largest element of a window
