@@ -287,6 +287,10 @@ impl Backend for Im2col {
         t: u64,
     ) -> Result<()> {
         let mut views: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.data_mut()).collect();
+        if pointwise::runs_inline(param.data().len()) {
+            // One block: handing it to the pool would cost more than the update.
+            return pointwise::optimizer_step_inline(optimizer, param.data_mut(), grad.data(), &mut views, t);
+        }
         self.run(|| pointwise::optimizer_step(optimizer, param.data_mut(), grad.data(), &mut views, t))
     }
 }

@@ -7,7 +7,8 @@
 //!   logsumexp(z) − z[label] (row max subtracted first, loss summed in f64);
 //!   dlogits = (softmax − onehot) / n.
 //! - Optimiser steps run `Optimizer::update_slice`, the reference rule
-//!   itself, on blocks of the parameter in parallel, so the two cannot drift.
+//!   itself, on blocks of the parameter in parallel, so the two cannot drift;
+//!   a parameter of at most one block is updated on the calling thread.
 //! - Each is a tight loop over blocks of `BLOCK` elements split by rayon.
 //! - Checked against the reference in harness/tests/im2col.rs.
 
@@ -67,6 +68,25 @@ pub(crate) fn softmax_cross_entropy(logits: &[f32], classes: usize, labels: &[us
         })
         .sum();
     (total / n as f64, dlogits)
+}
+
+/// Whether an optimiser step over `len` elements runs on the calling thread
+/// (at most one block: a pool hand-off costs more than the update).
+pub(crate) fn runs_inline(len: usize) -> bool {
+    len <= BLOCK
+}
+
+/// [`optimizer_step`] on the calling thread, for [`runs_inline`] sizes.
+pub(crate) fn optimizer_step_inline(
+    optimizer: &Optimizer,
+    param: &mut [f32],
+    grad: &[f32],
+    slots: &mut [&mut [f32]],
+    t: u64,
+) -> Result<()> {
+    let slot_lens: Vec<usize> = slots.iter().map(|s| s.len()).collect();
+    optimizer.check_slices(param.len(), grad.len(), &slot_lens, t)?;
+    optimizer.update_slice(param, grad, slots, t)
 }
 
 /// One update of `param` in place with `slots` the rule's state buffers.

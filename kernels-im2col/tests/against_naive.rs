@@ -155,15 +155,18 @@ fn linear_activations_loss_and_optimisers_match_the_reference() {
         Optimizer::rmsprop(0.01),
         Optimizer::Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 },
     ] {
-        let p0 = random(&mut rng, &[40000]);
-        let grad = random(&mut rng, &[40000]);
-        let (mut p, mut p32) = (p0.clone(), p0.cast::<f32>());
-        let mut state = naive.optimizer_state(&opt, p.shape()).unwrap();
-        let mut state32 = fast.optimizer_state(&opt, p.shape()).unwrap();
-        for _ in 0..3 {
-            naive.optimizer_step(&mut p, &grad, &mut state).unwrap();
-            fast.optimizer_step(&mut p32, &grad.cast(), &mut state32).unwrap();
+        // Several blocks (parallel) and one small parameter (updated inline).
+        for len in [40000, 150] {
+            let p0 = random(&mut rng, &[len]);
+            let grad = random(&mut rng, &[len]);
+            let (mut p, mut p32) = (p0.clone(), p0.cast::<f32>());
+            let mut state = naive.optimizer_state(&opt, p.shape()).unwrap();
+            let mut state32 = fast.optimizer_state(&opt, p.shape()).unwrap();
+            for _ in 0..3 {
+                naive.optimizer_step(&mut p, &grad, &mut state).unwrap();
+                fast.optimizer_step(&mut p32, &grad.cast(), &mut state32).unwrap();
+            }
+            check(&format!("{} len {len}", opt.name()), &p32, &p, 4);
         }
-        check(opt.name(), &p32, &p, 4);
     }
 }
