@@ -15,8 +15,14 @@
 //!   wh·ww scalar steps per output into wh vector steps per input column
 //!   plus ww per output. Windows are clipped to the real input once per row
 //!   and column, so no loop tests for padding.
+//! - Fast paths (OPTIMISATION.md steps 18, 21): 2x2 stride 2 unpadded
+//!   forward goes window by window; when windows tile (no overlap, no
+//!   padding; for max only 2x2 stride 2) backward writes each dx element
+//!   once instead of zeroing and scattering, max in two passes per row (x
+//!   read, then dx written) to avoid 4 KiB aliasing between x and dx.
 //! - Checked against the reference in harness/tests/im2col.rs and the unit
-//!   test below; timed by examples/bench.rs (POOL_SUITE).
+//!   test below; timed by examples/im2col_bench.rs (POOL_SUITE); tiling
+//!   cases in tests/against_naive.rs.
 
 use std::ops::Range;
 
