@@ -15,11 +15,11 @@
 //!   wh·ww scalar steps per output into wh vector steps per input column
 //!   plus ww per output. Windows are clipped to the real input once per row
 //!   and column, so no loop tests for padding.
-//! - Fast paths (OPTIMISATION.md steps 18, 21): 2x2 stride 2 unpadded
-//!   forward goes window by window; when windows tile (no overlap, no
-//!   padding; for max only 2x2 stride 2) backward writes each dx element
-//!   once instead of zeroing and scattering, max in two passes per row (x
-//!   read, then dx written) to avoid 4 KiB aliasing between x and dx.
+//! - Fast paths (OPTIMISATION.md steps 18, 21, 23) for 2x2 stride 2
+//!   unpadded pooling: forward goes window by window; backward writes each
+//!   dx element once instead of zeroing and scattering, max in two passes
+//!   per row (x read, then dx written) to avoid 4 KiB aliasing between x
+//!   and dx. Every other geometry takes the separable path.
 //! - Checked against the reference in harness/tests/im2col.rs and the unit
 //!   test below; timed by examples/im2col_bench.rs (POOL_SUITE); tiling
 //!   cases in tests/against_naive.rs.
@@ -143,8 +143,7 @@ pub(crate) fn backward(g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     if windows_tile(g) {
         return backward_tiled(g, x, dy);
     }
-    // Fallback: overlapping or padded windows, and max pooling other than
-    // 2x2 stride 2, accumulate into a zeroed dx.
+    // Fallback: every other geometry accumulates into a zeroed dx.
     let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
     let p = g.params;
     let inv_window = 1.0 / g.window_len() as f32;
@@ -180,32 +179,31 @@ pub(crate) fn backward(g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     dx
 }
 
-/// Whether windows neither overlap nor meet padding (stride ≥ window, no
-/// padding): then every dx element belongs to at most one window and
-/// [`backward_tiled`] can write it once instead of accumulating.
-/// Max pooling takes it only for 2x2 stride 2 (the one window it has a
-/// branch-free, alias-free loop for).
+/// Whether [`backward_tiled`] takes `g`: 2x2 windows, stride 2, no padding
+/// (LeNet's pools). Then windows neither overlap nor meet padding, so every
+/// dx element belongs to at most one window and is written once instead of
+/// accumulated. (A general tiling version, any window with stride ≥ window,
+/// lost its avg speed-up to a memset call per window row and was dropped.)
 pub(crate) fn windows_tile(g: &PoolGeometry) -> bool {
     let p = g.params;
-    let tiles = p.padding == [0, 0] && p.stride[0] >= p.window[0] && p.stride[1] >= p.window[1];
-    tiles && (p.kind == PoolKind::Avg || (p.window == [2, 2] && p.stride == [2, 2]))
+    p.padding == [0, 0] && p.window == [2, 2] && p.stride == [2, 2]
 }
 
 /// Backward for [`windows_tile`] geometries: per window, the dx elements it
-/// covers are assigned (dy at the winner and 0 elsewhere for max, dy /
-/// window for avg); elements no window covers keep the allocation's zeros.
+/// covers are assigned (dy at the winner and 0 elsewhere for max, dy / 4
+/// for avg); elements no window covers (odd H or W) keep the allocation's
+/// zeros.
 fn backward_tiled(g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
     let mut dx = vec![0.0f32; x.len()];
     let planes = dx.par_chunks_mut(plane_in).zip(x.par_chunks(plane_in)).zip(dy.par_chunks(plane_out));
     if g.params.kind == PoolKind::Max {
-        // windows_tile: 2x2 stride 2.
         planes.for_each_init(
             || vec![[0u32; 4]; g.ow],
             |wins, ((dx_plane, x_plane), dy_plane)| max_2x2_plane(g, x_plane, dy_plane, dx_plane, wins),
         );
     } else {
-        planes.for_each(|((dx_plane, _), dy_plane)| avg_tiled_plane(g, dy_plane, dx_plane));
+        planes.for_each(|((dx_plane, _), dy_plane)| avg_2x2_plane(g, dy_plane, dx_plane));
     }
     dx
 }
@@ -259,19 +257,18 @@ fn max_2x2_plane(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [f32], wins: 
     }
 }
 
-/// One avg plane of [`backward_tiled`]: each window's elements get
-/// dy / window (no padding, so window (oh, ow) starts at (oh·sh, ow·sw)).
-fn avg_tiled_plane(g: &PoolGeometry, dy: &[f32], dx: &mut [f32]) {
-    let p = g.params;
-    let ([wh, ww], [sh, sw]) = (p.window, p.stride);
-    let inv_window = 1.0 / (wh * ww) as f32;
-    for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
-        let top = oh * sh * g.w;
-        for (ow, &grad) in dy_row.iter().enumerate() {
-            let share = grad * inv_window;
-            for r in 0..wh {
-                dx[top + r * g.w + ow * sw..][..ww].fill(share);
-            }
+/// Avg 2x2 stride 2 without padding: dy / 4 to each pair of both rows (the
+/// general loop's per-window `fill` of a run-time length became a memset
+/// call per window, 4-5x slower).
+fn avg_2x2_plane(g: &PoolGeometry, dy: &[f32], dx: &mut [f32]) {
+    let width = 2 * g.ow;
+    for (dy_row, dx_rows) in dy.chunks_exact(g.ow).zip(dx.chunks_exact_mut(2 * g.w)) {
+        let (dx_top, dx_bottom) = dx_rows.split_at_mut(g.w);
+        let outs = dx_top[..width].chunks_exact_mut(2).zip(dx_bottom[..width].chunks_exact_mut(2));
+        for (&grad, (top, bottom)) in dy_row.iter().zip(outs) {
+            let share = grad * 0.25;
+            top.copy_from_slice(&[share; 2]);
+            bottom.copy_from_slice(&[share; 2]);
         }
     }
 }

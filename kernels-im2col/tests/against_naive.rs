@@ -93,8 +93,9 @@ fn pooling_matches_the_reference() {
         ([2, 3, 8, 8], [2, 2], [2, 2], [0, 0]),
         ([1, 2, 9, 7], [3, 3], [2, 2], [1, 1]),
         ([2, 1, 6, 9], [3, 2], [1, 3], [1, 1]), // overlapping rows, non-square
-        // Tiling windows (pool.rs's write-once backward): odd sizes leave
-        // the last row and column uncovered; gaps between windows; 3x2.
+        // 2x2 stride 2 (pool.rs's fast paths) with odd sizes, leaving the
+        // last row and column uncovered; non-overlapping windows that take
+        // the general path: gaps between windows, 3x2.
         ([1, 2, 7, 9], [2, 2], [2, 2], [0, 0]),
         ([2, 2, 9, 10], [2, 2], [3, 3], [0, 0]),
         ([1, 3, 9, 8], [3, 2], [3, 2], [0, 0]),
