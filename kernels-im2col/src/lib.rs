@@ -11,7 +11,8 @@
 //!   `matrixmultiply::sgemm`.
 //! - `direct.rs`: the direct forward kernel for tiny reductions;
 //!   `direct_filters.rs`: the filter-vectorised one for few filters.
-//! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes.
+//! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
+//!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
 //! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
 //!   sigmoid, softmax cross-entropy, optimiser steps.
 //!
