@@ -28,13 +28,13 @@ test: setup
 	$(CARGO) test --workspace
 	$(CARGO) run --profile test -p harness -- --quick --out target/harness-quick
 
-# Criterion benches (harness/benches/ops.rs), about 10-15 minutes in all.
+# Criterion benches (harness/benches/ops.rs), 117 of them: about 6-8 minutes.
 # Filter with BENCH='conv-fwd/im2col' (criterion's regex over op/backend/shape).
 bench: setup
 	$(CARGO) bench -p harness --bench ops -- $(BENCH)
 
 # Regenerates reports/ (results.json, SCHEMA.md, README.md, SVG charts):
-# every backend, every suite shape, LeNet throughput; about 15-20 minutes.
+# every backend, every suite shape, LeNet throughput; about 3-4 minutes.
 report: setup
 	$(CARGO) run --release -p harness -- --out reports --lenet
 
