@@ -289,8 +289,9 @@ impl Backend for Im2col {
     ) -> Result<()> {
         let mut views: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.data_mut()).collect();
         if pointwise::runs_inline(param.data().len()) {
-            // One block: handing it to the pool would cost more than the update.
-            return pointwise::optimizer_step_inline(optimizer, param.data_mut(), grad.data(), &mut views, t);
+            // One block: handing it to the pool would cost more than the
+            // update. update_slice checks every length before writing.
+            return optimizer.update_slice(param.data_mut(), grad.data(), &mut views, t);
         }
         self.run(|| pointwise::optimizer_step(optimizer, param.data_mut(), grad.data(), &mut views, t))
     }

@@ -76,19 +76,6 @@ pub(crate) fn runs_inline(len: usize) -> bool {
     len <= BLOCK
 }
 
-/// [`optimizer_step`] on the calling thread, for [`runs_inline`] sizes.
-pub(crate) fn optimizer_step_inline(
-    optimizer: &Optimizer,
-    param: &mut [f32],
-    grad: &[f32],
-    slots: &mut [&mut [f32]],
-    t: u64,
-) -> Result<()> {
-    let slot_lens: Vec<usize> = slots.iter().map(|s| s.len()).collect();
-    optimizer.check_slices(param.len(), grad.len(), &slot_lens, t)?;
-    optimizer.update_slice(param, grad, slots, t)
-}
-
 /// One update of `param` in place with `slots` the rule's state buffers.
 pub(crate) fn optimizer_step(
     optimizer: &Optimizer,
