@@ -2,8 +2,9 @@
 //! only this backend has:
 //!
 //! - its tiling branches (pixel tiles, channel tiles, images grouped into
-//!   one GEMM) forced on small problems by tiny tile targets, and its two
-//!   direct forward kernels, each against the f64 reference;
+//!   one GEMM) forced on small problems by tiny tile targets, its two
+//!   direct forward kernels and its Winograd path, each against the f64
+//!   reference;
 //! - a gradient check of its own backward: central differences through its
 //!   own f32 forward (loose tolerance), so a mistake it shared with the
 //!   reference could not hide behind the comparison.
@@ -27,7 +28,11 @@ common::conformance_suite!(im2col);
 /// One thread (so groups of images form even at batch 3) and tile targets
 /// so small that every tiling branch runs on the suite's small problems.
 fn tiny_tiles() -> Im2col {
-    Im2col::with_threads(1).expect("a 1-thread pool").with_tile_targets(TileTargets { floats: 256, columns: 24 })
+    Im2col::with_threads(1).expect("a 1-thread pool").with_tile_targets(TileTargets {
+        floats: 256,
+        columns: 24,
+        winograd: true,
+    })
 }
 
 /// Conv problems big enough to need several pixel tiles under `tiny_tiles`.
@@ -145,6 +150,41 @@ fn conv_direct_filters_forward_and_backward_match_naive_f64() {
     });
 }
 
+/// Geometries the Winograd path takes: 3x3, stride 1, no dilation, C and K
+/// ≥ 32, at least as many images as threads; odd and even output sizes,
+/// padding 0 to 2.
+fn winograd_problem() -> impl Strategy<Value = ConvProblem> {
+    let dims = (2..=3usize, 32..=36usize, 32..=36usize, 0..=2usize, 0..=2usize);
+    (dims, 0..=9usize, 0..=9usize, any::<bool>(), any::<u64>()).prop_map(|((n, c, k, ph, pw), eh, ew, bias, seed)| {
+        // At least 2 output rows and columns: 3 − 2p + 1 + e ≥ 2.
+        let input = [n, c, (4usize).saturating_sub(2 * ph).max(1) + eh, (4usize).saturating_sub(2 * pw).max(1) + ew];
+        let params = Conv2d { stride: [1, 1], padding: [ph, pw], dilation: [1, 1] };
+        ConvProblem { input, filters: [k, 3, 3], params, bias, seed }
+    })
+}
+
+#[test]
+fn conv_winograd_forward_and_backward_match_naive_f64() {
+    let backend = im2col();
+    let resnet_like =
+        ConvProblem { input: [2, 32, 14, 14], filters: [32, 3, 3], params: Conv2d::new(1, 1), bias: true, seed: 9 };
+    let odd =
+        ConvProblem { input: [3, 33, 7, 6], filters: [35, 3, 3], params: Conv2d::new(1, 0), bias: false, seed: 10 };
+    let edges = vec![("resnet-3x3-like", resnet_like), ("odd output, unpadded", odd)];
+    let on_path = |p: &ConvProblem| {
+        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+        backend.conv_plan(&g).path == ConvPath::Winograd
+    };
+    assert!(edges.iter().all(|(_, p)| on_path(p)));
+    common::run("conv2d forward, Winograd", edges.clone(), winograd_problem(), |p| {
+        prop_assert!(on_path(p), "not on the Winograd path: {p:?}");
+        conv_forward(&backend, p)
+    });
+    common::run("conv2d backward, Winograd", edges, winograd_problem(), |p| {
+        conv_backward(&backend, p, GradRequest::ALL)
+    });
+}
+
 /// Central differences of L = Σ f(v) ⊙ r through the backend's own f32
 /// forward, against `analytic`. The ops checked are linear (or piecewise
 /// linear away from ties) in v, so a large step has no truncation error and
@@ -192,6 +232,7 @@ fn conv_backward_agrees_with_central_differences_of_its_own_forward() {
         ("images grouped", [9, 2, 4, 4], [3, 2, 2], Conv2d::default()),
         ("filter-vectorised geometry", [2, 8, 6, 6], [8, 3, 3], Conv2d::new(1, 1)),
         ("filter-vectorised geometry, strided", [2, 8, 7, 8], [5, 3, 3], Conv2d::new(2, 1)),
+        ("Winograd geometry, odd output", [2, 32, 5, 4], [32, 3, 3], Conv2d::new(1, 1)),
     ];
     for (label, input, [k, r, s], params) in cases {
         let x = random(&input, 1);

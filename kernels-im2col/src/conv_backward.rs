@@ -34,6 +34,9 @@ pub(crate) fn backward(
     let threads = rayon::current_num_threads();
     let plan = ConvPlan::new(g, threads, targets);
     plan.check_scratch(g, threads.min(g.n), true)?;
+    if plan.path == ConvPath::Winograd {
+        return Ok(crate::winograd::backward(g, plan.tile_floats, x, w, dy, need));
+    }
     if plan.path == ConvPath::Direct && !need.dx && !need.dw {
         // db alone: one pass over dy, rather than the direct dW kernel
         // computing dW beside it only to discard it (lenet-c1 0.39 -> 0.11 ms).
@@ -158,7 +161,7 @@ fn backward_images(
         }
         match plan.path {
             ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
-            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters => {
+            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::Winograd => {
                 backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s)
             }
         }

@@ -92,6 +92,7 @@ mod plan;
 mod pointwise;
 mod pool;
 mod unfold;
+mod winograd;
 
 use kernels_core::{
     Backend, ConvGeometry, Error, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor,

@@ -53,6 +53,10 @@ pub enum ConvPath {
     /// Forward only: K ≤ 16 filters on images smaller than a GEMM tile,
     /// C·R·S ≥ 64, runs direct_filters.rs (backward unfolds).
     DirectFilters,
+    /// 3x3, stride 1, undilated, C and K ≥ 32, at least one image per
+    /// thread: Winograd F(2x2, 3x3) both ways (winograd.rs), 16 GEMMs of
+    /// 2.25x fewer FLOPs in all than im2col's one.
+    Winograd,
 }
 
 /// The knobs of the tiling (the defaults are what the backend uses; the
@@ -63,11 +67,14 @@ pub struct TileTargets {
     pub floats: usize,
     /// Fewest GEMM columns a tile aims for (images are grouped to reach it).
     pub columns: usize,
+    /// Whether geometries that admit it take [`ConvPath::Winograd`] (off
+    /// only to compare with, or to test, the unfold path).
+    pub winograd: bool,
 }
 
 impl Default for TileTargets {
     fn default() -> Self {
-        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS }
+        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true }
     }
 }
 
@@ -84,6 +91,8 @@ pub struct ConvPlan {
     /// Column stride > 1 and the images of a tile small enough: im2col reads
     /// a phased copy of them (unfold.rs) instead of gathering.
     pub phased: bool,
+    /// Target floats of a tile (of a Winograd block's V and M each).
+    pub tile_floats: usize,
 }
 
 /// Floats of one zero-padded input image, the direct kernel's scratch.
@@ -108,6 +117,17 @@ impl ConvPlan {
                 channels_per_tile: g.c,
                 pixels_per_tile: pixels,
                 phased: false,
+                tile_floats: floats,
+            };
+        }
+        if targets.winograd && crate::winograd::applies(g, threads) {
+            return Self {
+                path: ConvPath::Winograd,
+                images_per_tile: 1,
+                channels_per_tile: g.c,
+                pixels_per_tile: pixels,
+                phased: false,
+                tile_floats: floats,
             };
         }
         let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
@@ -129,6 +149,7 @@ impl ConvPlan {
                 channels_per_tile: channels,
                 pixels_per_tile: pixels,
                 phased,
+                tile_floats: floats,
             };
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
@@ -140,7 +161,7 @@ impl ConvPlan {
             let align = if g.ow <= pixels_per_tile { g.ow } else { PIXEL_ALIGN };
             pixels_per_tile = (pixels_per_tile / align * align).max(min_pixels);
         }
-        Self { path, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile, phased }
+        Self { path, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile, phased, tile_floats: floats }
     }
 
     /// GEMM columns of a full tile: images x pixels.
@@ -152,7 +173,7 @@ impl ConvPlan {
     /// the direct path needs one for its backward).
     pub fn col_floats(&self, g: &ConvGeometry) -> usize {
         match self.path {
-            ConvPath::Pointwise => 0,
+            ConvPath::Pointwise | ConvPath::Winograd => 0,
             ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters => {
                 self.channels_per_tile * g.r * g.s * self.columns()
             }
@@ -176,6 +197,7 @@ impl ConvPlan {
     /// forward), plus a partial dW each in backward.
     pub fn scratch_bytes(&self, g: &ConvGeometry, workers: usize, backward: bool) -> usize {
         let per_worker = match (backward, self.path) {
+            (_, ConvPath::Winograd) => crate::winograd::scratch_floats(g, self.tile_floats, backward),
             // Phased x for im2col and phased dx for col2im.
             (true, _) => self.col_floats(g) + self.gather_floats(g) + 2 * self.phased_floats(g) + g.k * g.c * g.r * g.s,
             (false, ConvPath::Direct | ConvPath::DirectFilters) => padded_floats(g),
@@ -254,7 +276,9 @@ mod tests {
         let plan = ConvPlan::new(&lenet_c2, 2, TileTargets::default());
         assert!(plan.images_per_tile > 1 && plan.columns() >= TILE_COLUMNS, "{plan:?}");
         let resnet = ConvGeometry::from_dims([8, 64, 56, 56], [64, 3, 3], &Conv2d::new(1, 1)).unwrap();
-        let plan = ConvPlan::new(&resnet, 2, TileTargets::default());
+        assert_eq!(ConvPlan::new(&resnet, 2, TileTargets::default()).path, ConvPath::Winograd);
+        let unfold = TileTargets { winograd: false, ..TileTargets::default() };
+        let plan = ConvPlan::new(&resnet, 2, unfold);
         assert!(plan.images_per_tile == 1 && plan.pixels_per_tile < 56 * 56, "{plan:?}");
     }
 

@@ -7,7 +7,7 @@ use kernels_core::{
     Backend, Conv2d, GradRequest, LinearGeometry, Optimizer, Pool2d, PoolKind, Shaped, SplitMix64, Tensor, Tolerance,
     compare,
 };
-use kernels_im2col::{ConvPath, Im2col};
+use kernels_im2col::{ConvPath, Im2col, TileTargets};
 use kernels_naive::Naive;
 
 fn random(rng: &mut SplitMix64, shape: &[usize]) -> Tensor<f64> {
@@ -76,6 +76,39 @@ fn conv_matches_the_reference_on_awkward_and_tiled_shapes() {
             conv_case(backend, &mut rng, x, f, params);
         }
     }
+}
+
+#[test]
+fn winograd_matches_the_reference() {
+    let mut rng = SplitMix64::new(23);
+    // Default blocks, and blocks of one tile row (tiny tile target) so a
+    // patch's overlap crosses blocks; 1 to 3 threads.
+    let tiny = TileTargets { floats: 1, ..TileTargets::default() };
+    let backends = [
+        Im2col::with_threads(1).unwrap(),
+        Im2col::with_threads(2).unwrap().with_tile_targets(tiny),
+        Im2col::with_threads(3).unwrap(),
+    ];
+    let cases = [
+        ([3, 32, 8, 8], [32, 3, 3], Conv2d::new(1, 1)),   // even output
+        ([4, 33, 9, 7], [40, 3, 3], Conv2d::new(1, 1)),   // odd output: tiles overhang
+        ([3, 32, 9, 10], [34, 3, 3], Conv2d::new(1, 0)),  // no padding
+        ([3, 35, 6, 5], [32, 3, 3], Conv2d::new(1, 2)),   // padding 2: taps beyond the image
+        ([5, 48, 13, 11], [32, 3, 3], Conv2d::new(1, 1)), // uneven runs of images
+    ];
+    for (x, f, params) in cases {
+        let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
+        for backend in &backends {
+            assert_eq!(backend.conv_plan(&g).path, ConvPath::Winograd, "{x:?} {f:?}");
+            conv_case(backend, &mut rng, x, f, params);
+        }
+    }
+    // Fewer images than threads, or too few channels: the unfold path.
+    let three = Im2col::with_threads(3).unwrap();
+    let g = kernels_core::ConvGeometry::from_dims([2, 32, 8, 8], [32, 3, 3], &Conv2d::new(1, 1)).unwrap();
+    assert_eq!(three.conv_plan(&g).path, ConvPath::Unfold);
+    let g = kernels_core::ConvGeometry::from_dims([4, 16, 8, 8], [32, 3, 3], &Conv2d::new(1, 1)).unwrap();
+    assert_eq!(three.conv_plan(&g).path, ConvPath::Unfold);
 }
 
 #[test]
