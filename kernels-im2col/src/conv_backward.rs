@@ -20,7 +20,7 @@ use crate::conv::{Scratch, inputs};
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
 use crate::unfold::{Output, col2im, im2col, phased_floats, unphase};
-use crate::{direct_filters_grad, direct_grad};
+use crate::{direct_dx, direct_filters_grad, direct_grad};
 
 /// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
 pub(crate) fn backward(
@@ -47,8 +47,7 @@ pub(crate) fn backward(
         // requested) unfolds. Direct geometries whose scratch would exceed
         // a tile fall through to the unfold path for everything.
         let (dw, db) = direct_grad::backward_dw_db(g, x, dy);
-        let dx_only = GradRequest { dx: true, dw: false, db: false };
-        let dx = if need.dx { backward_unfold(g, &plan, x, w, dy, dx_only).dx } else { None };
+        let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
         return Ok(HostGrads { dx, dw: need.dw.then_some(dw), db: need.db.then_some(db) });
     }
     if plan.path != ConvPath::DirectFilters {
@@ -59,9 +58,19 @@ pub(crate) fn backward(
     // "filters" fill 6 of 16 lanes and half its taps meet padding).
     let dw = need.dw.then(|| direct_filters_grad::backward_dw(g, x, dy));
     let db = need.db.then(|| bias_gradient(g, dy));
-    let dx_only = GradRequest { dx: true, dw: false, db: false };
-    let dx = if need.dx { backward_unfold(g, &plan, x, w, dy, dx_only).dx } else { None };
+    let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
     Ok(HostGrads { dx, dw, db })
+}
+
+/// dX of the direct paths: direct_dx.rs on narrow images (lenet-c2: 1.06 ->
+/// 0.78 ms, OPTIMISATION.md step 26), else col2im.
+fn dx_small(g: &ConvGeometry, plan: &ConvPlan, x: &[f32], w: &[f32], dy: &[f32]) -> Vec<f32> {
+    if direct_dx::applies(g) {
+        return direct_dx::backward_dx(g, w, dy);
+    }
+    let dx_only = GradRequest { dx: true, dw: false, db: false };
+    let dx = backward_unfold(g, plan, x, w, dy, dx_only).dx;
+    dx.unwrap_or_else(|| unreachable!("backward_unfold returns dx when asked"))
 }
 
 /// db [k] = Σ dy over images and pixels (f32 row sums, f64 across rows).

@@ -83,6 +83,7 @@
 mod conv;
 mod conv_backward;
 mod direct;
+mod direct_dx;
 mod direct_filters;
 mod direct_filters_grad;
 mod direct_grad;

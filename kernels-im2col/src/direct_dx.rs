@@ -1,0 +1,178 @@
+//! dX of a stride-1 conv on narrow images without col2im: lenet-c2's dx.
+//!
+//! - dx [n, c, iy, ix] = Σ_k Σ_r Σ_s dy[n, k, iy + ph − r, ix + pw − s] ·
+//!   w[k, c, r, s], over the (r, s) that land inside dy. col2im's route
+//!   (Wᵀ·dY into a [C·R·S, pixels] buffer, then a scatter-add of it) writes
+//!   and re-reads 25 floats per input pixel for a 5x5 kernel; this reads dy
+//!   and writes dx once.
+//! - Vectorised over input columns: an input row of at most 16 columns is
+//!   one 16-lane vector. Each image's dy is copied into rows zero-padded on
+//!   both sides, so the vector of dy for tap s is one unaligned load and the
+//!   padding lanes add nothing. Register block: up to 8 input channels, one
+//!   16-lane accumulator each; per (k, r, s) one load of dy and one
+//!   multiply-add per channel with a broadcast weight (weights transposed
+//!   once to [k, r, s, c] so a tap's channels sit together).
+//! - Rayon over images; no scratch beyond one padded dy per worker.
+//! - Variants: AVX-512F + FMA, AVX2 + FMA (picked at run time), portable.
+//! - Checked against the reference by tests/against_naive.rs and
+//!   harness/tests/im2col.rs (the filter-vectorised path's backward); timed
+//!   by examples/im2col_bench.rs (lenet-c2 backward).
+
+use kernels_core::ConvGeometry;
+use rayon::prelude::*;
+
+/// Lanes of one accumulator, and the widest input row this kernel takes.
+const LANES: usize = 16;
+/// Most input channels per register block.
+const CHANNELS: usize = 8;
+
+/// Whether this kernel computes dX for `g`: stride 1, dilation 1, input
+/// rows of at most 16 columns.
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    g.params.stride == [1, 1] && g.params.dilation == [1, 1] && g.w <= LANES && g.s <= LANES
+}
+
+/// Row width of the padded dy: S − 1 zeros, then the shift by pw, then a
+/// whole vector past any tap (and at least the row itself).
+fn dy_width(g: &ConvGeometry) -> usize {
+    (g.s - 1 + g.params.padding[1] + LANES).max(g.s - 1 + g.ow)
+}
+
+/// One image's operands.
+struct Operands<'a> {
+    g: &'a ConvGeometry,
+    /// [k][oh][dy_width]: dy row ox sits at column S − 1 + ox.
+    dy_pad: &'a [f32],
+    /// Per block of channels (as `dx_image` takes them), the block's
+    /// weights as [k][r][s][c in block].
+    w_blocks: &'a [Vec<f32>],
+}
+
+/// dx [n, c, h, w] from dy and w; `applies(g)` must hold.
+pub(crate) fn backward_dx(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
+    assert!(applies(g), "direct_dx: geometry not supported");
+    let rs = g.r * g.s;
+    let w_blocks: Vec<Vec<f32>> = (0..g.c)
+        .step_by(CHANNELS)
+        .map(|c0| {
+            let block = (g.c - c0).min(CHANNELS);
+            let mut w_t = vec![0.0f32; g.k * rs * block];
+            for k in 0..g.k {
+                for c in 0..block {
+                    for t in 0..rs {
+                        w_t[(k * rs + t) * block + c] = w[(k * g.c + c0 + c) * rs + t];
+                    }
+                }
+            }
+            w_t
+        })
+        .collect();
+    let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
+    let width = dy_width(g);
+    let mut dx = vec![0.0f32; g.n * image_in];
+    let kernel = select_kernel();
+    dx.par_chunks_mut(image_in).zip(dy.par_chunks(image_out)).for_each_init(
+        || vec![0.0f32; g.k * g.oh * width],
+        |dy_pad, (dx_image, dy_image)| {
+            for (row, padded) in dy_image.chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(width)) {
+                padded[g.s - 1..g.s - 1 + g.ow].copy_from_slice(row);
+            }
+            kernel(&Operands { g, dy_pad, w_blocks: &w_blocks }, dx_image);
+        },
+    );
+    dx
+}
+
+type DxKernel = fn(&Operands<'_>, &mut [f32]);
+
+fn select_kernel() -> DxKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX-512F and FMA.
+            return |o, dx| unsafe { dx_avx512(o, dx) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX2 and FMA.
+            return |o, dx| unsafe { dx_avx2(o, dx) };
+        }
+    }
+    |o, dx| dx_image(o, dx, |a, b, c| a * b + c)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn dx_avx512(o: &Operands<'_>, dx: &mut [f32]) {
+    dx_image(o, dx, f32::mul_add)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dx_avx2(o: &Operands<'_>, dx: &mut [f32]) {
+    dx_image(o, dx, f32::mul_add)
+}
+
+/// One image's dx, blocks of up to 8 channels.
+#[inline(always)]
+fn dx_image(o: &Operands<'_>, dx: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32 + Copy) {
+    for (b, w_block) in o.w_blocks.iter().enumerate() {
+        let c0 = b * CHANNELS;
+        match (o.g.c - c0).min(CHANNELS) {
+            8 => dx_block::<8>(o, c0, w_block, dx, fma),
+            7 => dx_block::<7>(o, c0, w_block, dx, fma),
+            6 => dx_block::<6>(o, c0, w_block, dx, fma),
+            5 => dx_block::<5>(o, c0, w_block, dx, fma),
+            4 => dx_block::<4>(o, c0, w_block, dx, fma),
+            3 => dx_block::<3>(o, c0, w_block, dx, fma),
+            2 => dx_block::<2>(o, c0, w_block, dx, fma),
+            _ => dx_block::<1>(o, c0, w_block, dx, fma),
+        }
+    }
+}
+
+#[inline(always)]
+fn dx_block<const C: usize>(
+    o: &Operands<'_>,
+    c0: usize,
+    w_block: &[f32],
+    dx: &mut [f32],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
+    let g = o.g;
+    let width = dy_width(g);
+    let (ph, pw) = (g.params.padding[0], g.params.padding[1]);
+    let rs = g.r * g.s;
+    // One check for every dy read below: the farthest tap (s = 0) of the
+    // last row of the last filter.
+    assert!(g.k * g.oh * width <= o.dy_pad.len(), "direct_dx: dy rows past the padded dy");
+    assert!(g.k * rs * C <= w_block.len() && c0 + C <= g.c, "direct_dx: weights past the block");
+    for iy in 0..g.h {
+        // Rows r with 0 ≤ iy + ph − r < oh.
+        let top = iy + ph;
+        let (r_first, r_last) = (top.saturating_sub(g.oh - 1), top.min(g.r - 1));
+        let mut acc = [[0.0f32; LANES]; C];
+        for k in 0..g.k {
+            for r in r_first..=r_last {
+                let row = (k * g.oh + top - r) * width;
+                // Whole C-chunks, so the loop below indexes nothing.
+                let taps = w_block[(k * rs + r * g.s) * C..][..g.s * C].chunks_exact(C);
+                for (s, weights) in taps.enumerate() {
+                    // Lane ix reads dy column ix + pw − s, at padded column
+                    // S − 1 + ix + pw − s ≥ 0.
+                    let at = row + g.s - 1 + pw - s;
+                    // SAFETY: at + LANES ≤ row + S − 1 + pw + LANES = row +
+                    // width ≤ k·oh·width ≤ dy_pad.len() (asserted above).
+                    let v = unsafe { o.dy_pad.as_ptr().add(at).cast::<[f32; LANES]>().read_unaligned() };
+                    for (acc_c, &wv) in acc.iter_mut().zip(weights) {
+                        for (lane, &d) in acc_c.iter_mut().zip(&v) {
+                            *lane = fma(d, wv, *lane);
+                        }
+                    }
+                }
+            }
+        }
+        for (c, acc_c) in acc.iter().enumerate() {
+            dx[((c0 + c) * g.h + iy) * g.w..][..g.w].copy_from_slice(&acc_c[..g.w]);
+        }
+    }
+}
