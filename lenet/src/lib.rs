@@ -72,7 +72,8 @@
 //! ## Model, optimisers, divergence
 //!
 //! [`model::LeNet`] is generic over `B: Backend`; weights start
-//! Xavier-uniform (PyTorch's fans) from the seed, biases at zero. conv1's
+//! Xavier-uniform (PyTorch's fans, scaled by the gain of the activation
+//! that follows: √2 for ReLU) from the seed, biases at zero. conv1's
 //! backward asks for dw and db only. The optimisers are kernels-core's
 //! [`kernels_core::Optimizer`] rules run by the backend. A loss that becomes
 //! NaN or infinite stops training with an error and exit code 1; the

@@ -11,7 +11,12 @@
 //! `act` is ReLU or sigmoid and `pool` max or average ([`Architecture`]).
 //! Every forward and backward step is a backend op; parameters stay on the
 //! device. Weights start Xavier-uniform from the seed (PyTorch's fans:
-//! fan_in = C·R·S or in, fan_out = K·R·S or out), biases at zero.
+//! fan_in = C·R·S or in, fan_out = K·R·S or out), scaled by PyTorch's
+//! `calculate_gain` of the activation that follows the layer (√2 before a
+//! ReLU, 1 before a sigmoid and for fc3, whose logits go straight to the
+//! loss); biases at zero. With ReLU, the gain keeps the activations' scale
+//! from halving at every layer: relu + max + Adam lr 1e-3 gained 0.3 points
+//! of test accuracy on average over seeds 0-4 (README).
 
 use kernels_core::{Backend, Conv2d, Float, GradRequest, Grads, Pool2d, PoolKind, Shaped, SplitMix64, Tensor};
 use serde::{Deserialize, Serialize};
@@ -35,6 +40,14 @@ pub enum Pooling {
 }
 
 impl Activation {
+    /// PyTorch's `torch.nn.init.calculate_gain` for this non-linearity.
+    pub fn gain(self) -> f64 {
+        match self {
+            Self::Relu => std::f64::consts::SQRT_2,
+            Self::Sigmoid => 1.0,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Relu => "relu",
@@ -122,15 +135,21 @@ fn take<T>(grad: Option<T>, what: &str) -> Result<T> {
 }
 
 impl<B: Backend> LeNet<B> {
-    /// Xavier-uniform weights from `seed`, zero biases, uploaded to `be`.
+    /// Xavier-uniform weights from `seed` (gain of the following
+    /// activation, see the module docs), zero biases, uploaded to `be`.
     pub fn init(be: &B, arch: Architecture, seed: u64) -> Result<Self> {
         let mut rng = SplitMix64::new(seed);
+        let last_weight = PARAM_SHAPES.len() - 2;
         let host = PARAM_SHAPES
             .iter()
-            .map(|&shape| match *shape {
-                [out, inp] => xavier(&mut rng, shape, inp, out),
-                [k, c, r, s] => xavier(&mut rng, shape, c * r * s, k * r * s),
-                _ => Tensor::zeros(shape),
+            .enumerate()
+            .map(|(i, &shape)| {
+                let gain = if i == last_weight { 1.0 } else { arch.activation.gain() };
+                match *shape {
+                    [out, inp] => xavier(&mut rng, shape, inp, out, gain),
+                    [k, c, r, s] => xavier(&mut rng, shape, c * r * s, k * r * s, gain),
+                    _ => Tensor::zeros(shape),
+                }
             })
             .collect::<Vec<Tensor<B::Elem>>>();
         Self::from_host(be, arch, &host)
@@ -235,9 +254,9 @@ impl<B: Backend> LeNet<B> {
     }
 }
 
-/// U(−a, a) with a = √(6 / (fan_in + fan_out)).
-fn xavier<T: Float>(rng: &mut SplitMix64, shape: &[usize], fan_in: usize, fan_out: usize) -> Tensor<T> {
-    let a = (6.0 / (fan_in + fan_out) as f64).sqrt();
+/// U(−a, a) with a = gain · √(6 / (fan_in + fan_out)).
+fn xavier<T: Float>(rng: &mut SplitMix64, shape: &[usize], fan_in: usize, fan_out: usize, gain: f64) -> Tensor<T> {
+    let a = gain * (6.0 / (fan_in + fan_out) as f64).sqrt();
     Tensor::from_fn(shape, |_| T::from_f64(rng.uniform(-a, a)))
 }
 
@@ -267,19 +286,25 @@ mod tests {
     #[test]
     fn init_is_xavier_uniform_with_zero_biases() {
         let be = Naive::<f64>::new();
-        let arch = Architecture { activation: Activation::Relu, pool: Pooling::Max };
-        let params = LeNet::init(&be, arch, 1).unwrap().to_host(&be).unwrap();
-        // a = √(6 / (fan_in + fan_out)) with PyTorch's fans.
+        for (activation, gain) in [(Activation::Relu, 2f64.sqrt()), (Activation::Sigmoid, 1.0)] {
+            check_init(&be, Architecture { activation, pool: Pooling::Max }, gain);
+        }
+    }
+
+    fn check_init(be: &Naive<f64>, arch: Architecture, gain: f64) {
+        let params = LeNet::init(be, arch, 1).unwrap().to_host(be).unwrap();
+        // a = gain · √(6 / (fan_in + fan_out)) with PyTorch's fans; fc3
+        // feeds the loss, gain 1.
         let bounds = [(0, 25 + 150), (2, 150 + 400), (4, 400 + 120), (6, 120 + 84), (8, 84 + 10)];
         for (i, fans) in bounds {
-            let a = (6.0 / fans as f64).sqrt();
+            let a = if i == 8 { 1.0 } else { gain } * (6.0 / fans as f64).sqrt();
             let w = params[i].data();
             assert!(w.iter().all(|v| v.abs() < a), "{} exceeds ±{a}", PARAM_NAMES[i]);
             let max = w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
             assert!(max > 0.8 * a, "{} spans only ±{max}, expected close to ±{a}", PARAM_NAMES[i]);
             assert!(params[i + 1].data().iter().all(|&b| b == 0.0));
         }
-        let again = LeNet::init(&be, arch, 1).unwrap().to_host(&be).unwrap();
+        let again = LeNet::init(be, arch, 1).unwrap().to_host(be).unwrap();
         assert_eq!(params, again);
     }
 
