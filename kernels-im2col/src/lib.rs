@@ -101,11 +101,11 @@ use kernels_core::{
 
 pub use plan::{ConvPath, ConvPlan, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TILE_FLOATS, TileTargets};
 
-/// The im2col + GEMM CPU backend (f32).
-#[derive(Debug, Default)]
+/// The im2col + GEMM CPU backend (f32). Clones share the thread pool.
+#[derive(Debug, Default, Clone)]
 pub struct Im2col {
     /// Own pool from `with_threads`; None runs on rayon's global pool.
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<std::sync::Arc<rayon::ThreadPool>>,
     /// Conv tiling targets (the defaults unless a bench sweeps them).
     targets: TileTargets,
 }
@@ -126,7 +126,19 @@ impl Im2col {
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Device(format!("im2col: cannot start {threads} threads: {e}")))?;
-        Ok(Self { pool: Some(pool), targets: TileTargets::default() })
+        Ok(Self { pool: Some(std::sync::Arc::new(pool)), targets: TileTargets::default() })
+    }
+
+    /// Runs `f` on one of this backend's threads (the caller waits), so the
+    /// ops `f` calls start right there instead of each being handed from
+    /// the calling thread to the pool and back. For a loop of many short
+    /// ops, such as a LeNet training step, that hand-off is a visible share
+    /// of the time (OPTIMISATION.md, step 27).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(pool) => pool.install(f),
+            None => rayon::scope(|_| f()),
+        }
     }
 
     /// Same backend with other conv tiling targets (for tuning sweeps).

@@ -204,3 +204,16 @@ fn linear_activations_loss_and_optimisers_match_the_reference() {
         }
     }
 }
+
+#[test]
+fn install_runs_ops_on_the_backends_own_threads() {
+    let be = Im2col::with_threads(2).unwrap();
+    assert_eq!(rayon::current_thread_index(), None);
+    let x = Tensor::new(&[1, 4], vec![-1.0f32, 2.0, -3.0, 4.0]).unwrap();
+    let (inside, y) = be.clone().install(|| (rayon::current_thread_index(), be.relu_forward(&x).unwrap()));
+    assert!(inside.is_some(), "install ran on the calling thread");
+    assert_eq!(y.data(), &[0.0, 2.0, 0.0, 4.0]);
+    // The global-pool backend too.
+    let global = Im2col::new();
+    assert!(global.install(rayon::current_thread_index).is_some());
+}

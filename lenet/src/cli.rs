@@ -194,7 +194,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(n) => kernels_im2col::Im2col::with_threads(n)?,
                 None => kernels_im2col::Im2col::new(),
             };
-            dispatch(be, eval, &args)
+            // The whole session on one of the backend's threads: each op
+            // then starts without a hand-off between threads.
+            let runner = be.clone();
+            runner.install(|| dispatch(be, eval, &args))
         }
         BackendChoice::Opencl => {
             let be = match &args.device {
