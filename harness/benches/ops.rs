@@ -126,10 +126,10 @@ fn ops(c: &mut Criterion) {
                 Err(e) => fail(shape.name(), e),
             };
             group.throughput(Throughput::Elements(flops));
-            if let Some(be) = &backends.naive {
-                if flops <= NAIVE_MAX_FLOPS {
-                    bench_one(&mut group, &mut shared, BackendKind::Naive, be, op, shape);
-                }
+            if let Some(be) = &backends.naive
+                && flops <= NAIVE_MAX_FLOPS
+            {
+                bench_one(&mut group, &mut shared, BackendKind::Naive, be, op, shape);
             }
             if let Some(be) = &backends.im2col {
                 bench_one(&mut group, &mut shared, BackendKind::Im2col, be, op, shape);

@@ -2,7 +2,7 @@
 //! only this backend has:
 //!
 //! - its tiling branches (pixel tiles, channel tiles, images grouped into
-//!   one GEMM) forced on small problems by tiny tile targets, its two
+//!   one GEMM) forced on small problems by tiny tile targets, its three
 //!   direct forward kernels and its Winograd path, each against the f64
 //!   reference;
 //! - a gradient check of its own backward: central differences through its
@@ -28,11 +28,8 @@ common::conformance_suite!(im2col);
 /// One thread (so groups of images form even at batch 3) and tile targets
 /// so small that every tiling branch runs on the suite's small problems.
 fn tiny_tiles() -> Im2col {
-    Im2col::with_threads(1).expect("a 1-thread pool").with_tile_targets(TileTargets {
-        floats: 256,
-        columns: 24,
-        winograd: true,
-    })
+    let targets = TileTargets { floats: 256, columns: 24, ..TileTargets::default() };
+    Im2col::with_threads(1).expect("a 1-thread pool").with_tile_targets(targets)
 }
 
 /// Conv problems big enough to need several pixel tiles under `tiny_tiles`.
@@ -147,6 +144,41 @@ fn conv_direct_filters_forward_and_backward_match_naive_f64() {
     // Backward on the same path: dW by the implicit kernel, dX by col2im.
     common::run("conv2d backward, filter-vectorised kernel", edges, direct_filters_problem(), |p| {
         conv_backward(&backend, p, GradRequest::ALL)
+    });
+}
+
+/// Geometries the wide direct kernel takes: K > 16, C ≤ 4, C·R·S ≥ 64, any
+/// stride, padding and dilation.
+fn direct_wide_problem() -> impl Strategy<Value = ConvProblem> {
+    let dims = (1..=2usize, 1..=4usize, 17..=40usize, 5..=9usize, 5..=9usize);
+    let params = ([1..=4usize, 1..=4usize], [0..=3usize, 0..=3usize], [1..=2usize, 1..=2usize]);
+    (dims, params, 0..=8usize, 0..=8usize, any::<bool>(), any::<u64>()).prop_map(
+        |((n, c, k, r, s), (stride, padding, dilation), eh, ew, bias, seed)| {
+            let c = c.max((64usize).div_ceil(r * s));
+            let fit = |kernel: usize, axis: usize| {
+                (dilation[axis] * (kernel - 1) + 1).saturating_sub(2 * padding[axis]).max(1)
+            };
+            // At least 4 output rows and columns: 16 ≥ 8 output pixels.
+            let input = [n, c, fit(r, 0) + 3 * stride[0] + eh, fit(s, 1) + 3 * stride[1] + ew];
+            ConvProblem { input, filters: [k, r, s], params: Conv2d { stride, padding, dilation }, bias, seed }
+        },
+    )
+}
+
+#[test]
+fn conv_direct_wide_forward_matches_naive_f64() {
+    let backend = im2col();
+    let alexnet_like =
+        ConvProblem { input: [2, 3, 40, 40], filters: [40, 11, 11], params: Conv2d::new(4, 2), bias: true, seed: 11 };
+    let edges = vec![("alexnet-c1-like, a partial filter block", alexnet_like)];
+    let on_path = |p: &ConvProblem| {
+        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+        backend.conv_plan(&g).path == ConvPath::DirectWide
+    };
+    assert!(edges.iter().all(|(_, p)| on_path(p)));
+    common::run("conv2d forward, wide direct kernel", edges, direct_wide_problem(), |p| {
+        prop_assert!(on_path(p), "not on the wide direct path: {p:?}");
+        conv_forward(&backend, p)
     });
 }
 

@@ -127,13 +127,10 @@ impl ConvGeometry {
                 format!("input x {x:?} has {} channels but weight w {w:?} expects {}", x[1], w[1]),
             ));
         }
-        if let Some(b) = bias {
-            if b != [w[0]] {
-                return Err(Error::shape(
-                    op,
-                    format!("bias must have shape [{}] (filters of w {w:?}), got {b:?}", w[0]),
-                ));
-            }
+        if let Some(b) = bias
+            && b != [w[0]]
+        {
+            return Err(Error::shape(op, format!("bias must have shape [{}] (filters of w {w:?}), got {b:?}", w[0])));
         }
         Self::from_dims([x[0], x[1], x[2], x[3]], [w[0], w[2], w[3]], params)
     }
@@ -298,13 +295,10 @@ impl LinearGeometry {
                 format!("input x {x:?} has {} features but weight w {w:?} expects {}", x[1], w[1]),
             ));
         }
-        if let Some(b) = bias {
-            if b != [w[0]] {
-                return Err(Error::shape(
-                    op,
-                    format!("bias must have shape [{}] (outputs of w {w:?}), got {b:?}", w[0]),
-                ));
-            }
+        if let Some(b) = bias
+            && b != [w[0]]
+        {
+            return Err(Error::shape(op, format!("bias must have shape [{}] (outputs of w {w:?}), got {b:?}", w[0])));
         }
         product(op, &[x[0], x[1], w[0]])?;
         Ok(Self { n: x[0], i: x[1], o: w[0] })

@@ -1,12 +1,13 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [filters...]`
+//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
 //!   floats, fewest GEMM columns per tile; `--columns 1` turns image
-//!   grouping off) for tuning sweeps; `--no-winograd` sends 3x3 stride-1
-//!   convs down the unfold path instead, to compare with.
+//!   grouping off) for tuning sweeps; `--no-winograd` and
+//!   `--no-direct-wide` send the convs those paths take down the unfold
+//!   path instead, to compare with.
 //! - `--only fwd` or `--only bwd` times one direction (for profiling).
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
@@ -60,6 +61,7 @@ fn parse_options() -> Result<Options, String> {
                 options.targets.columns = value("--columns")?.parse().map_err(|e| format!("--columns: {e}"))?
             }
             "--no-winograd" => options.targets.winograd = false,
+            "--no-direct-wide" => options.targets.direct_wide = false,
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),
         }

@@ -88,6 +88,7 @@ pub(crate) fn forward(
         ConvPath::Direct => return Ok(crate::direct::forward(g, x, w, bias)),
         ConvPath::DirectFilters => return Ok(crate::direct_filters::forward(g, x, w, bias)),
         ConvPath::Winograd => return Ok(crate::winograd::forward(g, plan.tile_floats, x, w, bias)),
+        ConvPath::DirectWide => return Ok(crate::direct_wide::forward(g, x, w, bias)),
         ConvPath::Pointwise | ConvPath::Unfold => {}
     }
     let total = g.n * image_out;
@@ -215,7 +216,7 @@ fn forward_rows(
             let vx = View::row_major(g.c, pixels);
             sgemm(1.0, mat(w_rows, vw), mat(x_image, vx), 1.0, mat_mut(y_rows, View::row_major(filters, pixels)));
         }
-        ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::Winograd => {
+        ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide | ConvPath::Winograd => {
             let taps = g.r * g.s;
             let sources = inputs(g, plan, x_image, &mut s.phased);
             for tile in plan.tiles(g) {

@@ -170,9 +170,11 @@ fn backward_images(
         }
         match plan.path {
             ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
-            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::Winograd => {
-                backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s)
-            }
+            ConvPath::Unfold
+            | ConvPath::Direct
+            | ConvPath::DirectFilters
+            | ConvPath::DirectWide
+            | ConvPath::Winograd => backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s),
         }
         first = last;
     }

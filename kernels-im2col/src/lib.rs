@@ -10,7 +10,10 @@
 //!   scratch bound; `gemm.rs` the one bounds-checked door to
 //!   `matrixmultiply::sgemm`.
 //! - `direct.rs`: the direct forward kernel for tiny reductions;
-//!   `direct_filters.rs`: the filter-vectorised one for few filters.
+//!   `direct_filters.rs`: the filter-vectorised one for few filters;
+//!   `direct_wide.rs`: the same idea for many filters over few channels;
+//!   `direct_grad.rs`, `direct_filters_grad.rs`, `direct_dx.rs`: their
+//!   backward pieces; `winograd.rs`: F(2x2, 3x3) both ways.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
 //! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
@@ -31,7 +34,19 @@
 //!   across filters ([`ConvPath::DirectFilters`], `direct_filters.rs`),
 //!   reading the input where im2col would have copied it. Its backward
 //!   computes dW the same way (`direct_filters_grad.rs`) and dX by col2im.
-//! - [`Im2col::conv_plan`] tells which path and tiling a geometry takes.
+//! - A forward with more than 16 filters over at most 4 input channels and
+//!   C·R·S ≥ 64 (alexnet-c1) runs the same implicit GEMM with blocks of 32
+//!   filters ([`ConvPath::DirectWide`], `direct_wide.rs`, AVX-512
+//!   intrinsics); its backward unfolds.
+//! - The dX of the direct paths on images at most 16 columns wide
+//!   (lenet-c2) is computed directly (`direct_dx.rs`), not by col2im.
+//! - A 3x3, stride-1, undilated conv with C and K ≥ 32 and at least one
+//!   image per thread (resnet-3x3) runs Winograd F(2x2, 3x3) forward and
+//!   backward ([`ConvPath::Winograd`], `winograd.rs`): 16 GEMMs of 2.25x
+//!   fewer FLOPs in all than im2col's.
+//! - [`TileTargets`] can switch the last two off, to compare with the
+//!   unfold path; [`Im2col::conv_plan`] tells which path and tiling a
+//!   geometry takes.
 //!
 //! ## Tiling and scratch
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is
@@ -87,6 +102,7 @@ mod direct_dx;
 mod direct_filters;
 mod direct_filters_grad;
 mod direct_grad;
+mod direct_wide;
 mod gemm;
 mod linear;
 mod plan;

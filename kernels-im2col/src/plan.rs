@@ -53,6 +53,9 @@ pub enum ConvPath {
     /// Forward only: K ≤ 16 filters on images smaller than a GEMM tile,
     /// C·R·S ≥ 64, runs direct_filters.rs (backward unfolds).
     DirectFilters,
+    /// Forward only: K > 16 filters over C ≤ 4 channels, C·R·S ≥ 64
+    /// (alexnet-c1), runs direct_wide.rs (backward unfolds).
+    DirectWide,
     /// 3x3, stride 1, undilated, C and K ≥ 32, at least one image per
     /// thread: Winograd F(2x2, 3x3) both ways (winograd.rs), 16 GEMMs of
     /// 2.25x fewer FLOPs in all than im2col's one.
@@ -70,11 +73,13 @@ pub struct TileTargets {
     /// Whether geometries that admit it take [`ConvPath::Winograd`] (off
     /// only to compare with, or to test, the unfold path).
     pub winograd: bool,
+    /// Likewise for [`ConvPath::DirectWide`].
+    pub direct_wide: bool,
 }
 
 impl Default for TileTargets {
     fn default() -> Self {
-        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true }
+        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true, direct_wide: true }
     }
 }
 
@@ -138,6 +143,8 @@ impl ConvPlan {
             ConvPath::Direct
         } else if crate::direct_filters::applies(g, targets.columns) && fits {
             ConvPath::DirectFilters
+        } else if targets.direct_wide && crate::direct_wide::applies(g) {
+            ConvPath::DirectWide
         } else {
             ConvPath::Unfold
         };
@@ -174,7 +181,7 @@ impl ConvPlan {
     pub fn col_floats(&self, g: &ConvGeometry) -> usize {
         match self.path {
             ConvPath::Pointwise | ConvPath::Winograd => 0,
-            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters => {
+            ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide => {
                 self.channels_per_tile * g.r * g.s * self.columns()
             }
         }
@@ -201,6 +208,7 @@ impl ConvPlan {
             // Phased x for im2col and phased dx for col2im.
             (true, _) => self.col_floats(g) + self.gather_floats(g) + 2 * self.phased_floats(g) + g.k * g.c * g.r * g.s,
             (false, ConvPath::Direct | ConvPath::DirectFilters) => padded_floats(g),
+            (false, ConvPath::DirectWide) => crate::direct_wide::scratch_floats(g),
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
         workers.saturating_mul(per_worker).saturating_mul(size_of::<f32>())
@@ -294,6 +302,8 @@ mod tests {
         assert_eq!(path([8, 1, 64, 64], [6, 5, 5], Conv2d::new(2, 2)), ConvPath::Unfold);
         assert_eq!(path([2, 1, 12, 12], [6, 5, 5], Conv2d::new(1, 0)), ConvPath::Unfold); // OW 8 < 16
         assert_eq!(path([1, 1, 4000, 4000], [2, 3, 3], Conv2d::new(1, 1)), ConvPath::Unfold); // padded image too big
+        assert_eq!(path([8, 3, 224, 224], [64, 11, 11], Conv2d::new(4, 2)), ConvPath::DirectWide); // alexnet-c1
+        assert_eq!(path([8, 5, 224, 224], [64, 11, 11], Conv2d::new(4, 2)), ConvPath::Unfold); // C > 4
     }
 
     #[test]

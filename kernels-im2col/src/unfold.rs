@@ -77,7 +77,7 @@ fn for_each_segment(
 /// machinery (OPTIMISATION.md, step 11).
 fn unclipped_rows(g: &ConvGeometry, tile: Tile, r: usize) -> Option<(usize, usize)> {
     let (sh, ph, dh) = (g.params.stride[0], g.params.padding[0], g.params.dilation[0]);
-    if tile.p0 % g.ow != 0 || tile.pixels() % g.ow != 0 {
+    if !tile.p0.is_multiple_of(g.ow) || !tile.pixels().is_multiple_of(g.ow) {
         return None;
     }
     let rows = tile.pixels() / g.ow;

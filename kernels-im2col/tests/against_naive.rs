@@ -112,6 +112,24 @@ fn winograd_matches_the_reference() {
 }
 
 #[test]
+fn direct_wide_matches_the_reference() {
+    let mut rng = SplitMix64::new(31);
+    let backends = [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap());
+    let cases = [
+        ([2, 3, 36, 36], [40, 11, 11], Conv2d::new(4, 2)), // alexnet-c1's kind: two blocks, the second partial
+        ([3, 1, 13, 12], [17, 9, 8], Conv2d::new(1, 3)),   // one channel, 17 filters, padded
+        ([1, 4, 9, 10], [32, 4, 4], Conv2d { stride: [2, 1], padding: [0, 1], dilation: [1, 2] }),
+    ];
+    for (x, f, params) in cases {
+        let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
+        for backend in &backends {
+            assert_eq!(backend.conv_plan(&g).path, ConvPath::DirectWide, "{x:?} {f:?}");
+            conv_case(backend, &mut rng, x, f, params);
+        }
+    }
+}
+
+#[test]
 fn pointwise_conv_skips_im2col() {
     let g = kernels_core::ConvGeometry::from_dims([2, 3, 7, 9], [4, 1, 1], &Conv2d::default()).unwrap();
     assert_eq!(Im2col::new().conv_plan(&g).path, ConvPath::Pointwise);

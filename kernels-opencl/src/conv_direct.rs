@@ -63,7 +63,7 @@ pub(crate) fn choose(rt: &Runtime, g: &ConvGeometry, pass: Pass) -> ConvPath {
         Pass::Forward => g.c * g.r * g.s,
         Pass::InputGrad => g.k * g.r * g.s,
     };
-    let crosses_rows = padded_dims(g, pass)[1] % rt.tiles.conv_dw != 0;
+    let crosses_rows = !padded_dims(g, pass)[1].is_multiple_of(rt.tiles.conv_dw);
     let store_bound = rt.tiles.direct_conv.is_none() && crosses_rows && reduction < DIRECT_MIN_REDUCTION_ROW_CROSSING;
     if direct_allowed(rt, g, pass) && !store_bound { ConvPath::Direct } else { ConvPath::Im2col }
 }

@@ -130,13 +130,13 @@ pub(crate) fn select(selector: &str) -> Result<Chosen> {
         devices.iter().map(|(p, d, pl, dev)| format!("{p}:{d} {}", describe(pl, dev))).collect::<Vec<_>>().join("; ")
     };
     let trimmed = selector.trim();
-    if let Some((p, d)) = trimmed.split_once(':') {
-        if let (Ok(p), Ok(d)) = (p.trim().parse::<usize>(), d.trim().parse::<usize>()) {
-            return match devices.iter().find(|(pi, di, _, _)| *pi == p && *di == d) {
-                Some((_, _, platform, device)) => chosen(*platform, *device),
-                None => Err(Error::Device(format!("no OpenCL device {p}:{d}; available: {}", listing()))),
-            };
-        }
+    if let Some((p, d)) = trimmed.split_once(':')
+        && let (Ok(p), Ok(d)) = (p.trim().parse::<usize>(), d.trim().parse::<usize>())
+    {
+        return match devices.iter().find(|(pi, di, _, _)| *pi == p && *di == d) {
+            Some((_, _, platform, device)) => chosen(*platform, *device),
+            None => Err(Error::Device(format!("no OpenCL device {p}:{d}; available: {}", listing()))),
+        };
     }
     let needle = trimmed.to_lowercase();
     match devices.iter().find(|(_, _, pl, dev)| describe(pl, dev).to_lowercase().contains(&needle)) {
@@ -148,10 +148,10 @@ pub(crate) fn select(selector: &str) -> Result<Chosen> {
 /// The default: the selector in KERNELS_OPENCL_DEVICE if set, else the first
 /// GPU, else the first device of any kind.
 pub(crate) fn default_device() -> Result<Chosen> {
-    if let Ok(selector) = std::env::var(DEVICE_ENV) {
-        if !selector.trim().is_empty() {
-            return select(&selector);
-        }
+    if let Ok(selector) = std::env::var(DEVICE_ENV)
+        && !selector.trim().is_empty()
+    {
+        return select(&selector);
     }
     let devices = all_devices()?;
     let pick = devices.iter().find(|(_, _, _, d)| is_gpu(d)).or_else(|| devices.first());

@@ -163,10 +163,10 @@ impl Runtime {
             return Err(Error::Scratch { op, bytes, limit });
         }
         let mut slot = lock(&self.scratch);
-        if let Some(buf) = slot.as_ref() {
-            if buf.buffer.len() >= len {
-                return Ok(buf.buffer.clone());
-            }
+        if let Some(buf) = slot.as_ref()
+            && buf.buffer.len() >= len
+        {
+            return Ok(buf.buffer.clone());
         }
         // Drop the old one first so the two never coexist.
         *slot = None;
@@ -228,10 +228,10 @@ impl Runtime {
             out[..dims].copy_from_slice(l);
             out
         });
-        if let Some(l) = lws {
-            if gws.iter().zip(&l).any(|(g, l)| *l == 0 || g % l != 0) {
-                return Err(Error::Device(format!("{name}: global size {global:?} is not a multiple of {l:?}")));
-            }
+        if let Some(l) = lws
+            && gws.iter().zip(&l).any(|(g, l)| *l == 0 || g % l != 0)
+        {
+            return Err(Error::Device(format!("{name}: global size {global:?} is not a multiple of {l:?}")));
         }
         let mut kernels = lock(&self.kernels);
         if !kernels.contains_key(name) {

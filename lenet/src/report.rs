@@ -121,10 +121,10 @@ pub fn write_outputs(report: &RunReport, args: &Args) -> Result<()> {
             println!("plot: {}", path.display());
         }
     }
-    if let Some(path) = &args.save {
-        if !report.epochs.is_empty() {
-            println!("checkpoint: {}", path.display());
-        }
+    if let Some(path) = &args.save
+        && !report.epochs.is_empty()
+    {
+        println!("checkpoint: {}", path.display());
     }
     Ok(())
 }

@@ -1,0 +1,273 @@
+//! Direct conv2d forward vectorised across blocks of 32 filters (implicit
+//! GEMM), for many filters over few input channels: alexnet-c1 (3 channels,
+//! 64 11x11 filters at stride 4 on 224x224 images).
+//!
+//! - Computes y [n, k, oh, ow] = x ⋆ w + b as the GEMM y = W·col with col
+//!   never built. For such convs im2col is a gather of 363 taps per output
+//!   pixel at stride 4, and matrixmultiply then copies that col tile again
+//!   to pack it and splits the 363-long reduction into its 256-blocks; this
+//!   kernel reads each tap's input straight from a zero-padded copy of the
+//!   image (a few hundred KiB, L2-resident), as direct_filters.rs does for
+//!   lenet-c2's 16 filters.
+//! - Register block: 32 filters (two 16-lane vectors) x 12 output pixels,
+//!   24 accumulators; per tap two loads of the tap's 32 weights and twelve
+//!   broadcast loads of the input each pixel meets there, 24 multiply-adds.
+//!   Filter blocks outside, so a block's weights (taps x 32 floats, 46 KiB
+//!   for alexnet-c1) stay in L1/L2 while its pixel blocks sweep the image;
+//!   pixel blocks run over the flattened (oh, ow) order, the last one shifted
+//!   back to end at OH·OW.
+//! - Variants: AVX-512F + FMA, AVX2 + FMA (run-time pick) and portable.
+//! - Checked against the reference in tests/against_naive.rs and
+//!   harness/tests/im2col.rs; timed by examples/im2col_bench.rs (alexnet-c1).
+
+use kernels_core::ConvGeometry;
+use rayon::prelude::*;
+
+use crate::direct_filters::{offsets, pad, padded_floats};
+
+/// Filters per block: two 16-lane accumulators per pixel.
+const FILTERS: usize = 32;
+/// Output pixels per register block.
+const PIXELS: usize = 8;
+/// Most floats of the padded image each worker copies (4 MiB).
+const MAX_PADDED_FLOATS: usize = 1 << 20;
+
+/// Whether this kernel takes `g`: more filters than direct_filters.rs
+/// takes, at most 4 input channels, a reduction of at least 64 taps.
+pub(crate) fn applies(g: &ConvGeometry) -> bool {
+    g.k > crate::direct_filters::FILTERS
+        && g.c <= 4
+        && g.c * g.r * g.s >= 64
+        && g.oh * g.ow >= PIXELS
+        && padded_floats(g) <= MAX_PADDED_FLOATS
+}
+
+/// Floats of the per-worker scratch (the padded image).
+pub(crate) fn scratch_floats(g: &ConvGeometry) -> usize {
+    padded_floats(g)
+}
+
+/// What every image shares: the blocked weights, offsets and bias.
+struct Layout<'a> {
+    /// [block][tap][32 filters], zero past K.
+    wt: &'a [f32],
+    tap_at: &'a [usize],
+    pixel_at: &'a [usize],
+    /// [block][32], zero past K.
+    bias: &'a [f32],
+}
+
+/// y [n, k, oh, ow]; `applies(g)` must hold.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+    let taps = g.c * g.r * g.s;
+    let blocks = g.k.div_ceil(FILTERS);
+    let mut wt = vec![0.0f32; blocks * taps * FILTERS];
+    for k in 0..g.k {
+        let (block, lane) = (k / FILTERS, k % FILTERS);
+        for tap in 0..taps {
+            wt[(block * taps + tap) * FILTERS + lane] = w[k * taps + tap];
+        }
+    }
+    let mut b = vec![0.0f32; blocks * FILTERS];
+    if let Some(bias) = bias {
+        b[..g.k].copy_from_slice(bias);
+    }
+    let (tap_at, pixel_at) = offsets(g);
+    let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: &b };
+    let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
+    let kernel = select_kernel();
+    let mut y = vec![0.0f32; g.n * image_out];
+    y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
+        || vec![0.0f32; padded_floats(g)],
+        |padded, (y_image, x_image)| {
+            pad(g, x_image, padded);
+            kernel(g, &layout, padded, y_image);
+        },
+    );
+    y
+}
+
+type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [f32]);
+
+fn select_kernel() -> ImageKernel {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX-512F and FMA.
+            return |g, l, p, y| unsafe { image_avx512(g, l, p, y) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: selected only after detecting AVX2 and FMA.
+            return |g, l, p, y| unsafe { image_avx2(g, l, p, y) };
+        }
+    }
+    |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc)
+}
+
+/// The AVX-512 variant in intrinsics: written with arrays as the portable
+/// one is, LLVM vectorised the 8-pixel loop with gathers instead of
+/// keeping 16 accumulators in registers (60x slower), and spilled them at
+/// 12 pixels.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32]) {
+    use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
+    let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
+    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
+    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
+    // The same one-time checks as `image`, which make the unchecked reads
+    // below sound.
+    assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
+    assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
+    assert!(l.bias.len() >= g.k.div_ceil(FILTERS) * FILTERS, "direct_wide: bias blocks too short");
+    let mut out = [[0.0f32; FILTERS]; PIXELS];
+    for block in 0..g.k.div_ceil(FILTERS) {
+        let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
+        let filters = (g.k - block * FILTERS).min(FILTERS);
+        // SAFETY: the bias block holds FILTERS floats (asserted above).
+        let (b0, b1) = unsafe {
+            let b = l.bias.as_ptr().add(block * FILTERS);
+            (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
+        };
+        let mut p = 0;
+        while p < pixels {
+            let start = p.min(pixels - PIXELS);
+            let at: [usize; PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+            let mut acc: [[__m512; 2]; PIXELS] = [[b0, b1]; PIXELS];
+            for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+                // SAFETY: tap < taps, so floats tap·32 .. tap·32 + 32 lie in
+                // w_block; a + tap_at ≤ last_pixel + last_tap < padded.len()
+                // (asserted above).
+                unsafe {
+                    let wp = w_block.as_ptr().add(tap * FILTERS);
+                    let (w0, w1) = (_mm512_loadu_ps(wp), _mm512_loadu_ps(wp.add(16)));
+                    for (lanes, &a) in acc.iter_mut().zip(&at) {
+                        let v = _mm512_set1_ps(*padded.get_unchecked(a + tap_at));
+                        lanes[0] = _mm512_fmadd_ps(v, w0, lanes[0]);
+                        lanes[1] = _mm512_fmadd_ps(v, w1, lanes[1]);
+                    }
+                }
+            }
+            for (lanes, o) in acc.iter().zip(out.iter_mut()) {
+                // SAFETY: each row of `out` holds 32 floats.
+                unsafe {
+                    _mm512_storeu_ps(o.as_mut_ptr(), lanes[0]);
+                    _mm512_storeu_ps(o.as_mut_ptr().add(16), lanes[1]);
+                }
+            }
+            for (j, lanes) in out.iter().enumerate() {
+                for (f, &value) in lanes.iter().enumerate().take(filters) {
+                    y_image[(block * FILTERS + f) * pixels + start + j] = value;
+                }
+            }
+            p += PIXELS;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {
+    image(g, l, padded, y, f32::mul_add)
+}
+
+/// One image: filter blocks outside, blocks of 12 pixels inside.
+#[inline(always)]
+fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32) {
+    let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
+    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
+    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
+    // Every input read below is padded[pixel_at + tap_at] and every weight
+    // read a whole 32-float group of a block's taps: checked once here, so
+    // the inner loop has no bounds checks (they would make LLVM spill the
+    // accumulators on every tap).
+    assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
+    assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
+    for (block, (w_block, bias)) in l.wt.chunks_exact(taps * FILTERS).zip(l.bias.chunks_exact(FILTERS)).enumerate() {
+        let bias: [f32; FILTERS] = std::array::from_fn(|f| bias[f]);
+        let filters = (g.k - block * FILTERS).min(FILTERS);
+        let mut p = 0;
+        while p < pixels {
+            let start = p.min(pixels - PIXELS);
+            let at: [usize; PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+            let mut acc = [bias; PIXELS];
+            for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+                // SAFETY: tap < taps, so its 32 weights lie inside the block
+                // (asserted above).
+                let wv = unsafe { w_block.as_ptr().add(tap * FILTERS).cast::<[f32; FILTERS]>().read_unaligned() };
+                for (lanes, &a) in acc.iter_mut().zip(&at) {
+                    // SAFETY: a + tap_at ≤ last_pixel + last_tap <
+                    // padded.len(), asserted above.
+                    let v = unsafe { *padded.get_unchecked(a + tap_at) };
+                    for (acc_f, &w_f) in lanes.iter_mut().zip(&wv) {
+                        *acc_f = fma(v, w_f, *acc_f);
+                    }
+                }
+            }
+            for (j, lanes) in acc.iter().enumerate() {
+                for (f, &value) in lanes.iter().enumerate().take(filters) {
+                    y_image[(block * FILTERS + f) * pixels + start + j] = value;
+                }
+            }
+            p += PIXELS;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    #[test]
+    fn portable_and_selected_variants_agree_with_the_definition() {
+        // 40 filters (a full block and a partial one), stride 3, padding 2,
+        // 26 output pixels (not a multiple of the pixel block).
+        let g = ConvGeometry::from_dims([1, 2, 14, 20], [40, 6, 6], &Conv2d::new(3, 2)).unwrap();
+        assert!(applies(&g), "{g:?}");
+        let mut rng = SplitMix64::new(12);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (x, w, b) = (data(2 * 14 * 20), data(40 * 2 * 36), data(40));
+        let selected = forward(&g, &x, &w, Some(&b));
+        for k in 0..40 {
+            for oh in 0..g.oh {
+                for ow in 0..g.ow {
+                    let mut expect = b[k] as f64;
+                    for c in 0..2 {
+                        for r in 0..6 {
+                            for s in 0..6 {
+                                let (ih, iw) = ((oh * 3 + r) as isize - 2, (ow * 3 + s) as isize - 2);
+                                if (0..14).contains(&ih) && (0..20).contains(&iw) {
+                                    let xv = x[(c * 14 + ih as usize) * 20 + iw as usize] as f64;
+                                    expect += w[((k * 2 + c) * 6 + r) * 6 + s] as f64 * xv;
+                                }
+                            }
+                        }
+                    }
+                    let got = selected[(k * g.oh + oh) * g.ow + ow] as f64;
+                    assert!((got - expect).abs() < 1e-4, "[{k},{oh},{ow}] {got} vs {expect}");
+                }
+            }
+        }
+        // The portable loop on the same layout gives the same outputs up to
+        // fused rounding.
+        let taps = 72;
+        let mut wt = vec![0.0f32; 2 * taps * FILTERS];
+        for k in 0..40 {
+            for tap in 0..taps {
+                wt[((k / FILTERS) * taps + tap) * FILTERS + k % FILTERS] = w[k * taps + tap];
+            }
+        }
+        let mut bias = vec![0.0f32; 2 * FILTERS];
+        bias[..40].copy_from_slice(&b);
+        let (tap_at, pixel_at) = offsets(&g);
+        let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: &bias };
+        let mut padded = vec![0.0f32; padded_floats(&g)];
+        pad(&g, &x, &mut padded);
+        let mut portable = vec![0.0f32; 40 * g.oh * g.ow];
+        image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
+        for (p, s) in portable.iter().zip(&selected) {
+            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
+        }
+    }
+}
