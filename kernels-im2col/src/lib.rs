@@ -108,6 +108,7 @@ mod linear;
 mod plan;
 mod pointwise;
 mod pool;
+mod small_gemm;
 mod unfold;
 mod winograd;
 

@@ -26,7 +26,7 @@ use rayon::prelude::*;
 
 use crate::HostGrads;
 use crate::conv_backward::sum;
-use crate::gemm::{View, mat, mat_mut, sgemm};
+use crate::small_gemm::{self, RowMajor};
 
 /// Transform positions per tile (4x4).
 const POSITIONS: usize = 16;
@@ -138,10 +138,10 @@ pub(crate) fn forward(g: &ConvGeometry, tile_floats: usize, x: &[f32], w: &[f32]
                 let t = block.len() * b.tiles_w;
                 transform_input(g, &b, x_image, block.clone(), v, rows);
                 for xi in 0..POSITIONS {
-                    let u_xi = mat(&u[xi * g.k * g.c..][..g.k * g.c], View::row_major(g.k, g.c));
-                    let v_xi = mat(&v[xi * g.c * tiles..][..g.c * tiles], View::strided(g.c, t, tiles));
-                    let m_xi = mat_mut(&mut m[xi * g.k * tiles..][..g.k * tiles], View::strided(g.k, t, tiles));
-                    sgemm(1.0, u_xi, v_xi, 0.0, m_xi);
+                    let u_xi = RowMajor { data: &u[xi * g.k * g.c..][..g.k * g.c], rows: g.k, cols: g.c, stride: g.c };
+                    let v_xi =
+                        RowMajor { data: &v[xi * g.c * tiles..][..g.c * tiles], rows: g.c, cols: t, stride: tiles };
+                    small_gemm::gemm(u_xi, v_xi, &mut m[xi * g.k * tiles..][..g.k * tiles], tiles, false);
                 }
                 transform_output(g, &b, m, block, bias, y_image, rows);
             }
@@ -161,6 +161,8 @@ pub(crate) fn backward(
 ) -> HostGrads {
     let b = Blocking::new(g, tile_floats);
     let u = transform_filters(g, w);
+    // Uᵀ per position, [16, C, K]: the A operand of dX's GEMMs.
+    let ut = if need.dx { transpose_positions(&u, g.k, g.c) } else { Vec::new() };
     let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
     let tiles = b.block_tiles();
     let kc = g.k * g.c;
@@ -183,6 +185,7 @@ pub(crate) fn backward(
             let mut dm = vec![0.0f32; POSITIONS * g.k * tiles];
             let mut rows = RowBuffers::new(&b);
             let mut du = vec![0.0f32; if need.dw { POSITIONS * kc } else { 0 }];
+            let mut vt = vec![0.0f32; if need.dw { tiles * g.c } else { 0 }];
             let mut db = vec![0.0f64; g.k];
             for (i, image) in images.enumerate() {
                 let x_image = &x[image * image_in..][..image_in];
@@ -201,20 +204,30 @@ pub(crate) fn backward(
                     if need.dw {
                         transform_input(g, &b, x_image, block.clone(), &mut v, &mut rows);
                         for xi in 0..POSITIONS {
-                            let dm_xi = mat(&dm[xi * g.k * tiles..][..g.k * tiles], View::strided(g.k, t, tiles));
-                            let v_xi = mat(&v[xi * g.c * tiles..][..g.c * tiles], View::strided(g.c, t, tiles).t());
-                            let du_xi = mat_mut(&mut du[xi * kc..][..kc], View::row_major(g.k, g.c));
-                            sgemm(1.0, dm_xi, v_xi, 1.0, du_xi);
+                            // V_ξᵀ [t, C] first, so the GEMM reads both
+                            // operands by rows.
+                            small_gemm::transpose(&v[xi * g.c * tiles..][..g.c * tiles], g.c, t, tiles, &mut vt);
+                            let dm_xi = RowMajor {
+                                data: &dm[xi * g.k * tiles..][..g.k * tiles],
+                                rows: g.k,
+                                cols: t,
+                                stride: tiles,
+                            };
+                            let vt_xi = RowMajor { data: &vt[..t * g.c], rows: t, cols: g.c, stride: g.c };
+                            small_gemm::gemm(dm_xi, vt_xi, &mut du[xi * kc..][..kc], g.c, true);
                         }
                     }
                     if need.dx {
                         // dV overwrites V, which dW has finished with.
                         for xi in 0..POSITIONS {
-                            let u_xi = mat(&u[xi * kc..][..kc], View::row_major(g.k, g.c).t());
-                            let dm_xi = mat(&dm[xi * g.k * tiles..][..g.k * tiles], View::strided(g.k, t, tiles));
-                            let dv_xi =
-                                mat_mut(&mut v[xi * g.c * tiles..][..g.c * tiles], View::strided(g.c, t, tiles));
-                            sgemm(1.0, u_xi, dm_xi, 0.0, dv_xi);
+                            let ut_xi = RowMajor { data: &ut[xi * kc..][..kc], rows: g.c, cols: g.k, stride: g.k };
+                            let dm_xi = RowMajor {
+                                data: &dm[xi * g.k * tiles..][..g.k * tiles],
+                                rows: g.k,
+                                cols: t,
+                                stride: tiles,
+                            };
+                            small_gemm::gemm(ut_xi, dm_xi, &mut v[xi * g.c * tiles..][..g.c * tiles], tiles, false);
                         }
                         let dx_image = &mut dx_run[i * image_in..][..image_in];
                         transform_input_gradient(g, &b, &v, block, dx_image, &mut rows);
@@ -243,6 +256,19 @@ pub(crate) fn backward(
         db.iter().map(|&v| v as f32).collect()
     });
     HostGrads { dx: need.dx.then_some(dx), dw, db }
+}
+
+/// Each position's [rows, cols] matrix of `m` [16, rows, cols], transposed.
+fn transpose_positions(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; m.len()];
+    for (from, to) in m.chunks_exact(rows * cols).zip(t.chunks_exact_mut(rows * cols)) {
+        for i in 0..rows {
+            for j in 0..cols {
+                to[j * rows + i] = from[i * cols + j];
+            }
+        }
+    }
+    t
 }
 
 /// dw [k, c, 3, 3] = Gᵀ dU G from dU [16, K, C].

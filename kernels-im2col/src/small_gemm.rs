@@ -1,0 +1,270 @@
+//! C = A·B or C += A·B for the many small GEMMs of winograd.rs, without
+//! packing.
+//!
+//! - winograd.rs runs 16 GEMMs per block of tiles, each [64 x 64] · [64 x
+//!   112] for resnet-3x3. matrixmultiply packs both operands on every call
+//!   and ran them at about 90 GFLOP/s per core in place. Here A, B and C are
+//!   plain row-major views (row strides lda, ldb, ldc) read where they lie:
+//!   a B row segment of 32 floats is two vector loads, an A element one
+//!   broadcast; operands this small sit in L1/L2 anyway.
+//! - Register block: 8 rows x 32 columns (16 accumulators); columns in
+//!   steps of 32 outside, rows of 8 inside, so a 32-column panel of B stays
+//!   in L1 while every row block passes over it. The last column step is
+//!   masked (masked loads and stores touch no memory past the mask).
+//! - AVX-512 only (intrinsics); m not a multiple of 8, or a CPU without
+//!   AVX-512F, goes to matrixmultiply through gemm.rs.
+//! - Checked by the unit test below against a plain triple loop and
+//!   through every Winograd test; timed by examples/im2col_bench.rs
+//!   (resnet-3x3).
+
+use crate::gemm::{View, mat, mat_mut, sgemm};
+
+/// Rows per register block.
+const ROWS: usize = 8;
+
+/// A row-major operand: data, rows, columns and row stride.
+#[derive(Clone, Copy)]
+pub(crate) struct RowMajor<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub stride: usize,
+}
+
+/// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`). Panics (an
+/// internal bug) when the views disagree or run past their slices.
+pub(crate) fn gemm(a: RowMajor<'_>, b: RowMajor<'_>, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "small_gemm: inner dimensions disagree");
+    let span =
+        |rows: usize, cols: usize, stride: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * stride + cols };
+    assert!(
+        span(m, k, a.stride) <= a.data.len() && span(k, n, b.stride) <= b.data.len() && span(m, n, ldc) <= c.len(),
+        "small_gemm: a view runs past its slice"
+    );
+    assert!((m <= 1 || a.stride >= k) && (k <= 1 || b.stride >= n) && (m <= 1 || ldc >= n), "small_gemm: rows overlap");
+    if m == 0 || n == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if m % ROWS == 0 && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F detected; the asserts above keep every element
+        // read from A and B and read or written in C inside its slice.
+        unsafe { gemm_avx512(a, b, c, ldc, accumulate) };
+        return;
+    }
+    let c_view = View::strided(m, n, ldc);
+    sgemm(
+        1.0,
+        mat(a.data, View::strided(m, k, a.stride)),
+        mat(b.data, View::strided(k, n, b.stride)),
+        if accumulate { 1.0 } else { 0.0 },
+        mat_mut(c, c_view),
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gemm_avx512(a: RowMajor<'_>, b: RowMajor<'_>, c: &mut [f32], ldc: usize, accumulate: bool) {
+    let (m, n) = (a.rows, b.cols);
+    let mut j0 = 0;
+    while j0 < n {
+        let width = (n - j0).min(32);
+        // Lanes of the two column vectors that lie inside the matrix.
+        let lanes = |from: usize| if width <= from { 0 } else { ((1u32 << (width - from).min(16)) - 1) as u16 };
+        let masks = [lanes(0), lanes(16)];
+        for i0 in (0..m).step_by(ROWS) {
+            // SAFETY: rows i0..i0 + 8 ≤ m and columns j0..j0 + width ≤ n lie
+            // inside the views checked by `gemm`; masked lanes are neither
+            // read nor written.
+            unsafe {
+                if width > 16 {
+                    tile::<2>(a, b, c, ldc, i0, j0, masks, accumulate);
+                } else {
+                    tile::<1>(a, b, c, ldc, i0, j0, masks, accumulate);
+                }
+            }
+        }
+        j0 += 32;
+    }
+}
+
+/// One 8 x (16·V) block of C at (i0, j0).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)] // the block's coordinates and its operands
+unsafe fn tile<const V: usize>(
+    a: RowMajor<'_>,
+    b: RowMajor<'_>,
+    c: &mut [f32],
+    ldc: usize,
+    i0: usize,
+    j0: usize,
+    masks: [u16; 2],
+    accumulate: bool,
+) {
+    use std::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps,
+        _mm512_setzero_ps,
+    };
+    let k = a.cols;
+    let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
+    let mut acc: [[__m512; V]; ROWS] = [[_mm512_setzero_ps(); V]; ROWS];
+    for kk in 0..k {
+        // SAFETY (whole block): element (i, kk) of A for i < m, (kk, j) of B
+        // and (i, j) of C for j < n lie inside their slices (`gemm`'s
+        // asserts); lanes past n are masked off.
+        unsafe {
+            let brow = bp.add(kk * b.stride + j0);
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], brow.add(16 * v)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*ap.add((i0 + i) * a.stride + kk));
+                for (lane, &bvv) in row.iter_mut().zip(&bv) {
+                    *lane = _mm512_fmadd_ps(av, bvv, *lane);
+                }
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (v, &value) in row.iter().enumerate() {
+            // SAFETY: as above.
+            unsafe {
+                let at = cp.add((i0 + i) * ldc + j0 + 16 * v);
+                let out = if accumulate { _mm512_add_ps(value, _mm512_maskz_loadu_ps(masks[v], at)) } else { value };
+                _mm512_mask_storeu_ps(at, masks[v], out);
+            }
+        }
+    }
+}
+
+/// out [cols, rows] (row stride `rows`) = the [rows, cols] matrix in `m`
+/// (row stride `stride`), transposed: the B operand of winograd.rs's dW
+/// GEMMs. 16 x 16 blocks in registers with AVX-512 (a scalar loop took as
+/// long as the GEMM it feeds), else a scalar loop.
+pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    assert!((rows - 1) * stride + cols <= m.len() && rows * cols <= out.len(), "transpose: past a slice");
+    assert!(rows == 1 || stride >= cols, "transpose: rows overlap");
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F detected; the asserts above bound every access.
+        unsafe { transpose_avx512(m, rows, cols, stride, out) };
+        return;
+    }
+    for i in 0..rows {
+        for (j, &v) in m[i * stride..][..cols].iter().enumerate() {
+            out[j * rows + i] = v;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
+    use std::arch::x86_64::{
+        __m512, _mm512_castpd_ps, _mm512_castps_pd, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_setzero_ps,
+        _mm512_shuffle_f32x4, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
+    };
+    let mask = |n: usize| if n >= 16 { u16::MAX } else { ((1u32 << n) - 1) as u16 };
+    for i0 in (0..rows).step_by(16) {
+        let (row_count, row_mask) = ((rows - i0).min(16), mask(rows - i0));
+        for j0 in (0..cols).step_by(16) {
+            let (col_count, col_mask) = ((cols - j0).min(16), mask(cols - j0));
+            // SAFETY: rows i0..i0 + row_count and columns j0..j0 + col_count
+            // lie inside m (asserted by `transpose`); masked lanes are not
+            // read; output rows j0.. and their first row_count lanes lie
+            // inside out.
+            unsafe {
+                let r: [__m512; 16] = std::array::from_fn(|i| {
+                    if i < row_count {
+                        _mm512_maskz_loadu_ps(col_mask, m.as_ptr().add((i0 + i) * stride + j0))
+                    } else {
+                        _mm512_setzero_ps()
+                    }
+                });
+                // Interleave 32-bit pairs, then 64-bit pairs: u[4i + q]'s
+                // 128-bit lane L then holds column 4L + q of rows 4i..4i + 3.
+                let t: [__m512; 16] = std::array::from_fn(|i| {
+                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 { _mm512_unpacklo_ps(a, b) } else { _mm512_unpackhi_ps(a, b) }
+                });
+                let u: [__m512; 16] = std::array::from_fn(|i| {
+                    let (base, q) = (i / 4 * 4, i % 4);
+                    let (a, b) = (_mm512_castps_pd(t[base + q / 2]), _mm512_castps_pd(t[base + q / 2 + 2]));
+                    _mm512_castpd_ps(if q % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+                });
+                // Gather lane L of u[q], u[4 + q], u[8 + q], u[12 + q].
+                for q in 0..4 {
+                    let v1 = _mm512_shuffle_f32x4::<0x88>(u[q], u[4 + q]);
+                    let v2 = _mm512_shuffle_f32x4::<0xDD>(u[q], u[4 + q]);
+                    let w1 = _mm512_shuffle_f32x4::<0x88>(u[8 + q], u[12 + q]);
+                    let w2 = _mm512_shuffle_f32x4::<0xDD>(u[8 + q], u[12 + q]);
+                    let columns = [
+                        (q, _mm512_shuffle_f32x4::<0x88>(v1, w1)),
+                        (4 + q, _mm512_shuffle_f32x4::<0x88>(v2, w2)),
+                        (8 + q, _mm512_shuffle_f32x4::<0xDD>(v1, w1)),
+                        (12 + q, _mm512_shuffle_f32x4::<0xDD>(v2, w2)),
+                    ];
+                    for (c, value) in columns {
+                        if c < col_count {
+                            _mm512_mask_storeu_ps(out.as_mut_ptr().add((j0 + c) * rows + i0), row_mask, value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::SplitMix64;
+
+    #[test]
+    fn transpose_matches_the_definition() {
+        for (rows, cols, stride) in [(16, 16, 16), (64, 112, 120), (33, 7, 9), (5, 40, 41), (1, 3, 3), (17, 1, 1)] {
+            let m: Vec<f32> = (0..rows * stride).map(|v| v as f32).collect();
+            let mut out = vec![-1.0f32; rows * cols + 3];
+            transpose(&m, rows, cols, stride, &mut out);
+            for i in 0..rows {
+                for j in 0..cols {
+                    assert_eq!(out[j * rows + i], m[i * stride + j], "{rows}x{cols} [{i},{j}]");
+                }
+            }
+            assert_eq!(&out[rows * cols..], &[-1.0; 3], "{rows}x{cols}: wrote past the matrix");
+        }
+    }
+
+    #[test]
+    fn matches_a_triple_loop_on_awkward_shapes() {
+        let mut rng = SplitMix64::new(4);
+        for (m, k, n, pad) in
+            [(8, 5, 40, 3), (16, 64, 112, 0), (24, 7, 9, 1), (8, 1, 16, 0), (8, 3, 33, 2), (5, 4, 20, 1)]
+        {
+            let (lda, ldb, ldc) = (k + pad, n + pad, n + 2 * pad);
+            let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+            let (a, b, c0) = (data(m * lda), data(k * ldb), data(m * ldc));
+            for accumulate in [false, true] {
+                let mut c = c0.clone();
+                let (av, bv) = (
+                    RowMajor { data: &a, rows: m, cols: k, stride: lda },
+                    RowMajor { data: &b, rows: k, cols: n, stride: ldb },
+                );
+                gemm(av, bv, &mut c, ldc, accumulate);
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let mut want = if accumulate || j >= n { c0[i * ldc + j] as f64 } else { 0.0 };
+                        if j < n {
+                            want += (0..k).map(|p| a[i * lda + p] as f64 * b[p * ldb + j] as f64).sum::<f64>();
+                        }
+                        let got = c[i * ldc + j] as f64;
+                        assert!((got - want).abs() < 1e-5, "{m}x{k}x{n} acc {accumulate} [{i},{j}]: {got} vs {want}");
+                    }
+                }
+            }
+        }
+    }
+}
