@@ -32,7 +32,7 @@ use crate::small_gemm::{self, RowMajor};
 const POSITIONS: usize = 16;
 
 /// Arrays of tiles_w + 1 floats in a worker's [`RowBuffers`].
-const ROW_BUFFERS: usize = 4 + 4 + POSITIONS + 4;
+const ROW_BUFFERS: usize = 4 + 4 + POSITIONS + 4 + 4;
 
 /// Fewest input channels and filters for this path: below them the 16
 /// small GEMMs (k = C for forward, K for dX) run too far below sgemm's rate
@@ -300,6 +300,9 @@ struct RowBuffers {
     values: [Vec<f32>; POSITIONS],
     /// One row of every tile's 4x4 patch gradient, by patch column.
     patch: [Vec<f32>; 4],
+    /// dx rows 2 and 3 of the previous tile row, split by parity.
+    pending_even: [Vec<f32>; 2],
+    pending_odd: [Vec<f32>; 2],
 }
 
 impl RowBuffers {
@@ -310,6 +313,8 @@ impl RowBuffers {
             odd: std::array::from_fn(|_| vec![0.0f32; half]),
             values: std::array::from_fn(|_| vec![0.0f32; half]),
             patch: std::array::from_fn(|_| vec![0.0f32; half]),
+            pending_even: std::array::from_fn(|_| vec![0.0f32; half]),
+            pending_odd: std::array::from_fn(|_| vec![0.0f32; half]),
         }
     }
 }
@@ -597,14 +602,36 @@ fn transform_input_gradient(
                 even[n] = p2[n - 1];
                 odd[n] = p3[n - 1];
             }
-            for i in 0..4 {
-                let iy = 2 * ty as isize - ph + i as isize;
-                if iy < 0 || iy >= g.h as isize {
-                    continue;
+            // Rows 2 and 3 of this tile row are rows 0 and 1 of the next:
+            // add the previous tile row's pending ones in, write rows 0 and
+            // 1 to dx, and keep 2 and 3 pending (one read-modify-write of
+            // each dx row instead of two).
+            if row_in_block > 0 {
+                for i in 0..2 {
+                    let (even, pending) = (&mut bufs.even[i], &bufs.pending_even[i]);
+                    even.iter_mut().zip(pending).for_each(|(e, p)| *e += p);
+                    let (odd, pending) = (&mut bufs.odd[i], &bufs.pending_odd[i]);
+                    odd.iter_mut().zip(pending).for_each(|(o, p)| *o += p);
                 }
-                // Padded column j holds input column j − pw.
-                add_split(&mut plane[iy as usize * g.w..][..g.w], pw, &bufs.even[i], &bufs.odd[i]);
+            }
+            for i in 0..2 {
+                add_row(g, plane, 2 * ty as isize - ph + i as isize, pw, &bufs.even[i], &bufs.odd[i]);
+                std::mem::swap(&mut bufs.even[i + 2], &mut bufs.pending_even[i]);
+                std::mem::swap(&mut bufs.odd[i + 2], &mut bufs.pending_odd[i]);
             }
         }
+        // The last tile row's rows 2 and 3.
+        let last = (block.end - 1) as isize;
+        for i in 0..2 {
+            add_row(g, plane, 2 * last - ph + 2 + i as isize, pw, &bufs.pending_even[i], &bufs.pending_odd[i]);
+        }
+    }
+}
+
+/// dx row `iy` (if inside the image) += a padded row split by parity
+/// (padded column j holds input column j − pw).
+fn add_row(g: &ConvGeometry, plane: &mut [f32], iy: isize, pw: usize, even: &[f32], odd: &[f32]) {
+    if iy >= 0 && iy < g.h as isize {
+        add_split(&mut plane[iy as usize * g.w..][..g.w], pw, even, odd);
     }
 }
