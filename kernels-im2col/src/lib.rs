@@ -13,7 +13,9 @@
 //!   `direct_filters.rs`: the filter-vectorised one for few filters;
 //!   `direct_wide.rs`: the same idea for many filters over few channels;
 //!   `direct_grad.rs`, `direct_filters_grad.rs`, `direct_dx.rs`: their
-//!   backward pieces; `winograd.rs`: F(2x2, 3x3) both ways.
+//!   backward pieces; `winograd.rs`: F(2x2, 3x3) both ways, with its tile
+//!   transforms in `winograd_transforms.rs` and its GEMMs in
+//!   `small_gemm.rs` (an unpacked AVX-512 kernel).
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
 //! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
@@ -111,6 +113,7 @@ mod pool;
 mod small_gemm;
 mod unfold;
 mod winograd;
+mod winograd_transforms;
 
 use kernels_core::{
     Backend, ConvGeometry, Error, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor,
