@@ -87,11 +87,13 @@ impl Blocking {
 }
 
 /// Scratch floats per worker: V and M blocks, row buffers, and in backward
-/// a partial dU and dW.
+/// a partial dU and a transposed V (U and Uᵀ are per call, like the
+/// weights).
 pub(crate) fn scratch_floats(g: &ConvGeometry, tile_floats: usize, backward: bool) -> usize {
     let b = Blocking::new(g, tile_floats);
     let blocks = POSITIONS * (g.c + g.k) * b.block_tiles() + ROW_BUFFERS * (b.tiles_w + 1);
-    let grads = if backward { POSITIONS * g.k * g.c + g.k * g.c * 9 } else { 0 };
+    // Backward: the partial dU, and one position's Vᵀ for dW's GEMM.
+    let grads = if backward { POSITIONS * g.k * g.c + b.block_tiles() * g.c } else { 0 };
     blocks + grads
 }
 
