@@ -13,9 +13,11 @@
 //!   masked (masked loads and stores touch no memory past the mask).
 //! - AVX-512 only (intrinsics); m not a multiple of 8, or a CPU without
 //!   AVX-512F, goes to matrixmultiply through gemm.rs.
-//! - Checked by the unit test below against a plain triple loop and
-//!   through every Winograd test; timed by examples/im2col_bench.rs
-//!   (resnet-3x3).
+//! - [`transpose`] turns V into Vᵀ for dW's product (16 x 16 blocks in
+//!   registers), since this kernel reads B by rows.
+//! - Checked by the unit tests below against a plain triple loop and the
+//!   definition of a transpose, and through every Winograd test; timed by
+//!   examples/im2col_bench.rs (resnet-3x3).
 
 use crate::gemm::{View, mat, mat_mut, sgemm};
 
