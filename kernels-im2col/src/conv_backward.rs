@@ -78,11 +78,16 @@ fn bias_gradient(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
     let pixels = g.oh * g.ow;
     let mut db = vec![0.0f64; g.k];
     for dy_image in dy.chunks_exact(g.k * pixels) {
-        for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
-            *total += sum(row) as f64;
-        }
+        add_row_sums(&mut db, dy_image, pixels);
     }
     db.iter().map(|&v| v as f32).collect()
+}
+
+/// db [k] += the sum of each of one image's K planes of dy.
+pub(crate) fn add_row_sums(db: &mut [f64], dy_image: &[f32], pixels: usize) {
+    for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
+        *total += sum(row) as f64;
+    }
 }
 
 /// Backward through im2col / col2im and sgemm, every worker over a run of
@@ -95,11 +100,35 @@ fn backward_unfold(
     dy: &[f32],
     need: GradRequest,
 ) -> HostGrads {
+    let dw_len = if need.dw { g.k * g.c * g.r * g.s } else { 0 };
+    let (dx, dw, db) =
+        over_image_runs(g, need.dx, dw_len, |images, dx_run| backward_images(g, plan, images, x, w, dy, dx_run, need));
+    let db = need.db.then(|| db.iter().map(|&v| v as f32).collect());
+    HostGrads { dx, dw: need.dw.then_some(dw), db }
+}
+
+/// One worker's share of dW (empty when not requested; winograd.rs puts
+/// its dU here) and db.
+pub(crate) struct Partial {
+    pub dw: Vec<f32>,
+    pub db: Vec<f64>,
+}
+
+/// Splits the batch into one contiguous run of images per worker, runs
+/// `work(images, dx_run)` on each in parallel (`dx_run`: the run's part of
+/// a zeroed dx, when `need_dx`), and sums the partials: returns dx, the sum
+/// of the partial dW (`dw_len` floats) and the sum of the partial db.
+pub(crate) fn over_image_runs(
+    g: &ConvGeometry,
+    need_dx: bool,
+    dw_len: usize,
+    work: impl Fn(std::ops::Range<usize>, Option<&mut [f32]>) -> Partial + Sync,
+) -> (Option<Vec<f32>>, Vec<f32>, Vec<f64>) {
     let workers = rayon::current_num_threads().min(g.n);
     let images_per_worker = g.n.div_ceil(workers);
     let workers = g.n.div_ceil(images_per_worker);
     let image_in = g.c * g.h * g.w;
-    let mut dx = need.dx.then(|| vec![0.0f32; g.n * image_in]);
+    let mut dx = need_dx.then(|| vec![0.0f32; g.n * image_in]);
     let dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
         Some(dx) => dx.chunks_mut(images_per_worker * image_in).map(Some).collect(),
         None => (0..workers).map(|_| None).collect(),
@@ -109,30 +138,16 @@ fn backward_unfold(
         .enumerate()
         .map(|(worker, dx_run)| {
             let first = worker * images_per_worker;
-            let images = first..(first + images_per_worker).min(g.n);
-            backward_images(g, plan, images, x, w, dy, dx_run, need)
+            work(first..(first + images_per_worker).min(g.n), dx_run)
         })
         .collect();
-    let mut dw = need.dw.then(|| vec![0.0f32; g.k * g.c * g.r * g.s]);
+    let mut dw = vec![0.0f32; dw_len];
     let mut db = vec![0.0f64; g.k];
     for partial in &partials {
-        if let Some(dw) = dw.as_mut() {
-            for (total, part) in dw.iter_mut().zip(&partial.dw) {
-                *total += part;
-            }
-        }
-        for (total, part) in db.iter_mut().zip(&partial.db) {
-            *total += part;
-        }
+        dw.iter_mut().zip(&partial.dw).for_each(|(total, part)| *total += part);
+        db.iter_mut().zip(&partial.db).for_each(|(total, part)| *total += part);
     }
-    let db = need.db.then(|| db.iter().map(|&v| v as f32).collect());
-    HostGrads { dx, dw, db }
-}
-
-/// One worker's share of dW (empty when not requested) and db.
-struct Partial {
-    dw: Vec<f32>,
-    db: Vec<f64>,
+    (dx, dw, db)
 }
 
 /// Backward over a run of images, a group of `plan.images_per_tile` at a
@@ -163,9 +178,7 @@ fn backward_images(
         let dx_group = dx_run.as_deref_mut().map(|run| &mut run[local]);
         if need.db {
             for dy_image in dy_group.chunks_exact(image_out) {
-                for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
-                    *total += sum(row) as f64;
-                }
+                add_row_sums(&mut db, dy_image, pixels);
             }
         }
         match plan.path {

@@ -74,22 +74,30 @@ fn stride(s: usize) -> isize {
     isize::try_from(s).unwrap_or_else(|_| panic!("stride {s} does not fit isize"))
 }
 
-/// C = α·A·B + β·C on strided views. Panics (an internal bug, never a user
-/// error: the ops validate shapes first) when the views disagree or run past
-/// their slices.
-pub(crate) fn sgemm(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
-    let (Mat { data: a, view: va }, Mat { data: b, view: vb }, MatMut { data: c, view: vc }) = (a, b, c);
+/// Panics (an internal bug) unless A·B fits C and every view lies inside
+/// its slice: the invariant every GEMM here (this one and small_gemm.rs)
+/// reads and writes by.
+pub(crate) fn check_product(a: &Mat<'_>, b: &Mat<'_>, c: &MatMut<'_>) {
+    let (va, vb, vc) = (a.view, b.view, c.view);
     assert!(
         va.rows == vc.rows && va.cols == vb.rows && vb.cols == vc.cols,
         "sgemm shapes disagree: A {va:?}, B {vb:?}, C {vc:?}"
     );
     assert!(
-        va.span() <= a.len() && vb.span() <= b.len() && vc.span() <= c.len(),
+        va.span() <= a.data.len() && vb.span() <= b.data.len() && vc.span() <= c.data.len(),
         "sgemm view past its slice: A {va:?} in {}, B {vb:?} in {}, C {vc:?} in {}",
-        a.len(),
-        b.len(),
-        c.len()
+        a.data.len(),
+        b.data.len(),
+        c.data.len()
     );
+}
+
+/// C = α·A·B + β·C on strided views. Panics (an internal bug, never a user
+/// error: the ops validate shapes first) when the views disagree or run past
+/// their slices.
+pub(crate) fn sgemm(alpha: f32, a: Mat<'_>, b: Mat<'_>, beta: f32, c: MatMut<'_>) {
+    check_product(&a, &b, &c);
+    let (Mat { data: a, view: va }, Mat { data: b, view: vb }, MatMut { data: c, view: vc }) = (a, b, c);
     if vc.rows == 0 || vc.cols == 0 {
         return;
     }

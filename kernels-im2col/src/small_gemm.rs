@@ -4,71 +4,54 @@
 //! - winograd.rs runs 16 GEMMs per block of tiles, each [64 x 64] · [64 x
 //!   112] for resnet-3x3. matrixmultiply packs both operands on every call
 //!   and ran them at about 90 GFLOP/s per core in place. Here A, B and C are
-//!   plain row-major views (row strides lda, ldb, ldc) read where they lie:
+//!   gemm.rs's strided views (`Mat`, checked by the same `check_product` as
+//!   `sgemm`), read where they lie when their columns are contiguous:
 //!   a B row segment of 32 floats is two vector loads, an A element one
 //!   broadcast; operands this small sit in L1/L2 anyway.
 //! - Register block: 8 rows x 32 columns (16 accumulators); columns in
 //!   steps of 32 outside, rows of 8 inside, so a 32-column panel of B stays
 //!   in L1 while every row block passes over it. The last column step is
 //!   masked (masked loads and stores touch no memory past the mask).
-//! - AVX-512 only (intrinsics); m not a multiple of 8, or a CPU without
-//!   AVX-512F, goes to matrixmultiply through gemm.rs.
+//! - AVX-512 only (intrinsics); m not a multiple of 8, a view with a column
+//!   stride other than 1, or a CPU without AVX-512F goes to matrixmultiply
+//!   through gemm.rs.
 //! - [`transpose`] turns V into Vᵀ for dW's product (16 x 16 blocks in
 //!   registers), since this kernel reads B by rows.
 //! - Checked by the unit tests below against a plain triple loop and the
 //!   definition of a transpose, and through every Winograd test; timed by
 //!   examples/im2col_bench.rs (resnet-3x3).
 
-use crate::gemm::{View, mat, mat_mut, sgemm};
+use crate::gemm::{Mat, MatMut, check_product, sgemm};
 
 /// Rows per register block.
 const ROWS: usize = 8;
 
-/// A row-major operand: data, rows, columns and row stride.
-#[derive(Clone, Copy)]
-pub(crate) struct RowMajor<'a> {
-    pub data: &'a [f32],
-    pub rows: usize,
-    pub cols: usize,
-    pub stride: usize,
-}
-
-/// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`). Panics (an
-/// internal bug) when the views disagree or run past their slices.
-pub(crate) fn gemm(a: RowMajor<'_>, b: RowMajor<'_>, c: &mut [f32], ldc: usize, accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert_eq!(b.rows, k, "small_gemm: inner dimensions disagree");
-    let span =
-        |rows: usize, cols: usize, stride: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * stride + cols };
-    assert!(
-        span(m, k, a.stride) <= a.data.len() && span(k, n, b.stride) <= b.data.len() && span(m, n, ldc) <= c.len(),
-        "small_gemm: a view runs past its slice"
-    );
-    assert!((m <= 1 || a.stride >= k) && (k <= 1 || b.stride >= n) && (m <= 1 || ldc >= n), "small_gemm: rows overlap");
+/// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`), on gemm.rs's
+/// views. Panics (an internal bug) when the views disagree or run past
+/// their slices (`check_product`).
+pub(crate) fn gemm(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
+    check_product(&a, &b, &c);
+    let (m, n) = (c.view.rows, c.view.cols);
     if m == 0 || n == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if m % ROWS == 0 && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F detected; the asserts above keep every element
+    if m % ROWS == 0
+        && [a.view.col_stride, b.view.col_stride, c.view.col_stride] == [1, 1, 1]
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        // SAFETY: AVX-512F detected; `check_product` keeps every element
         // read from A and B and read or written in C inside its slice.
-        unsafe { gemm_avx512(a, b, c, ldc, accumulate) };
+        unsafe { gemm_avx512(a, b, c, accumulate) };
         return;
     }
-    let c_view = View::strided(m, n, ldc);
-    sgemm(
-        1.0,
-        mat(a.data, View::strided(m, k, a.stride)),
-        mat(b.data, View::strided(k, n, b.stride)),
-        if accumulate { 1.0 } else { 0.0 },
-        mat_mut(c, c_view),
-    );
+    sgemm(1.0, a, b, if accumulate { 1.0 } else { 0.0 }, c);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn gemm_avx512(a: RowMajor<'_>, b: RowMajor<'_>, c: &mut [f32], ldc: usize, accumulate: bool) {
-    let (m, n) = (a.rows, b.cols);
+unsafe fn gemm_avx512(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
+    let (m, n) = (c.view.rows, c.view.cols);
     let mut j0 = 0;
     while j0 < n {
         let width = (n - j0).min(32);
@@ -81,9 +64,9 @@ unsafe fn gemm_avx512(a: RowMajor<'_>, b: RowMajor<'_>, c: &mut [f32], ldc: usiz
             // read nor written.
             unsafe {
                 if width > 16 {
-                    tile::<2>(a, b, c, ldc, i0, j0, masks, accumulate);
+                    tile::<2>(&a, &b, c.data, c.view.row_stride, i0, j0, masks, accumulate);
                 } else {
-                    tile::<1>(a, b, c, ldc, i0, j0, masks, accumulate);
+                    tile::<1>(&a, &b, c.data, c.view.row_stride, i0, j0, masks, accumulate);
                 }
             }
         }
@@ -96,8 +79,8 @@ unsafe fn gemm_avx512(a: RowMajor<'_>, b: RowMajor<'_>, c: &mut [f32], ldc: usiz
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)] // the block's coordinates and its operands
 unsafe fn tile<const V: usize>(
-    a: RowMajor<'_>,
-    b: RowMajor<'_>,
+    a: &Mat<'_>,
+    b: &Mat<'_>,
     c: &mut [f32],
     ldc: usize,
     i0: usize,
@@ -109,18 +92,18 @@ unsafe fn tile<const V: usize>(
         __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_set1_ps,
         _mm512_setzero_ps,
     };
-    let k = a.cols;
+    let (k, lda, ldb) = (a.view.cols, a.view.row_stride, b.view.row_stride);
     let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
     let mut acc: [[__m512; V]; ROWS] = [[_mm512_setzero_ps(); V]; ROWS];
     for kk in 0..k {
         // SAFETY (whole block): element (i, kk) of A for i < m, (kk, j) of B
-        // and (i, j) of C for j < n lie inside their slices (`gemm`'s
-        // asserts); lanes past n are masked off.
+        // and (i, j) of C for j < n lie inside their slices
+        // (`check_product`); lanes past n are masked off.
         unsafe {
-            let brow = bp.add(kk * b.stride + j0);
+            let brow = bp.add(kk * ldb + j0);
             let bv: [__m512; V] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], brow.add(16 * v)));
             for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*ap.add((i0 + i) * a.stride + kk));
+                let av = _mm512_set1_ps(*ap.add((i0 + i) * lda + kk));
                 for (lane, &bvv) in row.iter_mut().zip(&bv) {
                     *lane = _mm512_fmadd_ps(av, bvv, *lane);
                 }
@@ -223,6 +206,7 @@ unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, o
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gemm::{View, mat, mat_mut};
     use kernels_core::SplitMix64;
 
     #[test]
@@ -251,11 +235,8 @@ mod tests {
             let (a, b, c0) = (data(m * lda), data(k * ldb), data(m * ldc));
             for accumulate in [false, true] {
                 let mut c = c0.clone();
-                let (av, bv) = (
-                    RowMajor { data: &a, rows: m, cols: k, stride: lda },
-                    RowMajor { data: &b, rows: k, cols: n, stride: ldb },
-                );
-                gemm(av, bv, &mut c, ldc, accumulate);
+                let (av, bv) = (mat(&a, View::strided(m, k, lda)), mat(&b, View::strided(k, n, ldb)));
+                gemm(av, bv, mat_mut(&mut c, View::strided(m, n, ldc)), accumulate);
                 for i in 0..m {
                     for j in 0..ldc {
                         let mut want = if accumulate || j >= n { c0[i * ldc + j] as f64 } else { 0.0 };

@@ -28,8 +28,9 @@ use kernels_core::{ConvGeometry, GradRequest};
 use rayon::prelude::*;
 
 use crate::HostGrads;
-use crate::conv_backward::sum;
-use crate::small_gemm::{self, RowMajor};
+use crate::conv_backward::{Partial, add_row_sums, over_image_runs};
+use crate::gemm::{View, mat, mat_mut};
+use crate::small_gemm;
 use crate::winograd_transforms::{
     ROW_BUFFERS, RowBuffers, transform_input, transform_input_gradient, transform_output, transform_output_gradient,
 };
@@ -143,10 +144,10 @@ pub(crate) fn forward(g: &ConvGeometry, tile_floats: usize, x: &[f32], w: &[f32]
                 let t = block.len() * b.tiles_w;
                 transform_input(g, &b, x_image, block.clone(), v, rows);
                 for xi in 0..POSITIONS {
-                    let u_xi = RowMajor { data: &u[xi * g.k * g.c..][..g.k * g.c], rows: g.k, cols: g.c, stride: g.c };
-                    let v_xi =
-                        RowMajor { data: &v[xi * g.c * tiles..][..g.c * tiles], rows: g.c, cols: t, stride: tiles };
-                    small_gemm::gemm(u_xi, v_xi, &mut m[xi * g.k * tiles..][..g.k * tiles], tiles, false);
+                    let u_xi = mat(&u[xi * g.k * g.c..][..g.k * g.c], View::row_major(g.k, g.c));
+                    let v_xi = mat(&v[xi * g.c * tiles..][..g.c * tiles], View::strided(g.c, t, tiles));
+                    let m_xi = mat_mut(&mut m[xi * g.k * tiles..][..g.k * tiles], View::strided(g.k, t, tiles));
+                    small_gemm::gemm(u_xi, v_xi, m_xi, false);
                 }
                 transform_output(g, &b, m, block, bias, y_image, rows);
             }
@@ -171,107 +172,66 @@ pub(crate) fn backward(
     let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
     let tiles = b.block_tiles();
     let kc = g.k * g.c;
-    let mut dx = vec![0.0f32; if need.dx { g.n * image_in } else { 0 }];
-    // One image per worker at a time; each worker's dU and db partials are
-    // summed at the end.
-    let workers = rayon::current_num_threads().clamp(1, g.n);
-    let per_worker = g.n.div_ceil(workers);
-    let dx_runs: Vec<&mut [f32]> = if need.dx {
-        dx.chunks_mut(per_worker * image_in).collect()
-    } else {
-        (0..g.n.div_ceil(per_worker)).map(|_| <&mut [f32]>::default()).collect()
-    };
-    let partials: Vec<(Vec<f32>, Vec<f64>)> = dx_runs
-        .into_par_iter()
-        .enumerate()
-        .map(|(worker, dx_run)| {
-            let images = worker * per_worker..((worker + 1) * per_worker).min(g.n);
-            let mut v = vec![0.0f32; POSITIONS * g.c * tiles];
-            let mut dm = vec![0.0f32; POSITIONS * g.k * tiles];
-            let mut rows = RowBuffers::new(&b);
-            let mut du = vec![0.0f32; if need.dw { POSITIONS * kc } else { 0 }];
-            let mut vt = vec![0.0f32; if need.dw { tiles * g.c } else { 0 }];
-            let mut db = vec![0.0f64; g.k];
-            for (i, image) in images.enumerate() {
-                let x_image = &x[image * image_in..][..image_in];
-                let dy_image = &dy[image * image_out..][..image_out];
-                if need.db {
-                    for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
-                        *total += sum(row) as f64;
-                    }
-                }
-                if !need.dx && !need.dw {
-                    continue;
-                }
-                for block in b.blocks() {
-                    let t = block.len() * b.tiles_w;
-                    transform_output_gradient(g, &b, dy_image, block.clone(), &mut dm, &mut rows);
-                    if need.dw {
-                        transform_input(g, &b, x_image, block.clone(), &mut v, &mut rows);
-                        for xi in 0..POSITIONS {
-                            // V_ξᵀ [t, C] first, so the GEMM reads both
-                            // operands by rows.
-                            small_gemm::transpose(&v[xi * g.c * tiles..][..g.c * tiles], g.c, t, tiles, &mut vt);
-                            let dm_xi = RowMajor {
-                                data: &dm[xi * g.k * tiles..][..g.k * tiles],
-                                rows: g.k,
-                                cols: t,
-                                stride: tiles,
-                            };
-                            let vt_xi = RowMajor { data: &vt[..t * g.c], rows: t, cols: g.c, stride: g.c };
-                            small_gemm::gemm(dm_xi, vt_xi, &mut du[xi * kc..][..kc], g.c, true);
-                        }
-                    }
-                    if need.dx {
-                        // dV overwrites V, which dW has finished with.
-                        for xi in 0..POSITIONS {
-                            let ut_xi = RowMajor { data: &ut[xi * kc..][..kc], rows: g.c, cols: g.k, stride: g.k };
-                            let dm_xi = RowMajor {
-                                data: &dm[xi * g.k * tiles..][..g.k * tiles],
-                                rows: g.k,
-                                cols: t,
-                                stride: tiles,
-                            };
-                            small_gemm::gemm(ut_xi, dm_xi, &mut v[xi * g.c * tiles..][..g.c * tiles], tiles, false);
-                        }
-                        let dx_image = &mut dx_run[i * image_in..][..image_in];
-                        transform_input_gradient(g, &b, &v, block, dx_image, &mut rows);
-                    }
-                }
-            }
-            (du, db)
-        })
-        .collect();
-    let dw = need.dw.then(|| {
-        let mut du = vec![0.0f32; POSITIONS * kc];
-        for (part, _) in &partials {
-            for (total, v) in du.iter_mut().zip(part) {
-                *total += v;
-            }
-        }
-        filter_gradient(g, &du)
-    });
-    let db = need.db.then(|| {
+    // Strided views of one position's [rows, t] block in V or dM.
+    let block_view = |rows: usize, t: usize| View::strided(rows, t, tiles);
+    let du_len = if need.dw { POSITIONS * kc } else { 0 };
+    // Each worker's partial "dw" is its dU [16, K, C].
+    let (dx, du, db) = over_image_runs(g, need.dx, du_len, |images, mut dx_run| {
+        let mut v = vec![0.0f32; POSITIONS * g.c * tiles];
+        let mut dm = vec![0.0f32; POSITIONS * g.k * tiles];
+        let mut rows = RowBuffers::new(&b);
+        let mut du = vec![0.0f32; du_len];
+        let mut vt = vec![0.0f32; if need.dw { tiles * g.c } else { 0 }];
         let mut db = vec![0.0f64; g.k];
-        for (_, part) in &partials {
-            for (total, v) in db.iter_mut().zip(part) {
-                *total += v;
+        for (i, image) in images.enumerate() {
+            let x_image = &x[image * image_in..][..image_in];
+            let dy_image = &dy[image * image_out..][..image_out];
+            if need.db {
+                add_row_sums(&mut db, dy_image, pixels);
+            }
+            if !need.dx && !need.dw {
+                continue;
+            }
+            for block in b.blocks() {
+                let t = block.len() * b.tiles_w;
+                transform_output_gradient(g, &b, dy_image, block.clone(), &mut dm, &mut rows);
+                if need.dw {
+                    transform_input(g, &b, x_image, block.clone(), &mut v, &mut rows);
+                    for xi in 0..POSITIONS {
+                        // V_ξᵀ [t, C] first, so the GEMM reads both operands
+                        // by rows.
+                        small_gemm::transpose(&v[xi * g.c * tiles..][..g.c * tiles], g.c, t, tiles, &mut vt);
+                        let dm_xi = mat(&dm[xi * g.k * tiles..][..g.k * tiles], block_view(g.k, t));
+                        let vt_xi = mat(&vt[..t * g.c], View::row_major(t, g.c));
+                        let du_xi = mat_mut(&mut du[xi * kc..][..kc], View::row_major(g.k, g.c));
+                        small_gemm::gemm(dm_xi, vt_xi, du_xi, true);
+                    }
+                }
+                if let Some(dx_run) = dx_run.as_deref_mut() {
+                    // dV overwrites V, which dW has finished with.
+                    for xi in 0..POSITIONS {
+                        let ut_xi = mat(&ut[xi * kc..][..kc], View::row_major(g.c, g.k));
+                        let dm_xi = mat(&dm[xi * g.k * tiles..][..g.k * tiles], block_view(g.k, t));
+                        let dv_xi = mat_mut(&mut v[xi * g.c * tiles..][..g.c * tiles], block_view(g.c, t));
+                        small_gemm::gemm(ut_xi, dm_xi, dv_xi, false);
+                    }
+                    let dx_image = &mut dx_run[i * image_in..][..image_in];
+                    transform_input_gradient(g, &b, &v, block, dx_image, &mut rows);
+                }
             }
         }
-        db.iter().map(|&v| v as f32).collect()
+        Partial { dw: du, db }
     });
-    HostGrads { dx: need.dx.then_some(dx), dw, db }
+    let dw = need.dw.then(|| filter_gradient(g, &du));
+    let db = need.db.then(|| db.iter().map(|&v| v as f32).collect());
+    HostGrads { dx, dw, db }
 }
 
 /// Each position's [rows, cols] matrix of `m` [16, rows, cols], transposed.
 fn transpose_positions(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; m.len()];
     for (from, to) in m.chunks_exact(rows * cols).zip(t.chunks_exact_mut(rows * cols)) {
-        for i in 0..rows {
-            for j in 0..cols {
-                to[j * rows + i] = from[i * cols + j];
-            }
-        }
+        small_gemm::transpose(from, rows, cols, cols, to);
     }
     t
 }
