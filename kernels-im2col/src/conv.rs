@@ -35,6 +35,8 @@ pub(crate) struct Scratch {
     pub phased: Vec<f32>,
     /// Backward: the group's dx, phased, when the plan phases.
     pub phased_dx: Vec<f32>,
+    /// Backward through small_gemm: one pixel block's dYᵀ [columns, K].
+    pub dy_transposed: Vec<f32>,
 }
 
 impl Scratch {
@@ -44,6 +46,7 @@ impl Scratch {
             gather: vec![0.0; plan.gather_floats(g)],
             phased: vec![0.0; plan.phased_floats(g)],
             phased_dx: Vec::new(),
+            dy_transposed: Vec::new(),
         }
     }
 }

@@ -4,6 +4,12 @@
 //!   [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same pass while dY
 //!   is in cache. Tiles, image groups and phased inputs as in the forward
 //!   (conv.rs, plan.rs); phased convs also accumulate dX phased.
+//! - With AVX-512 and at least 32 filters (`ConvPlan::unpacked_backward`)
+//!   the two GEMMs run through small_gemm.rs, which reads its operands
+//!   where they lie instead of packing them on every call: dWᵀ [C·R·S, K]
+//!   += col · dYᵀ (dY transposed once per pixel block, dWᵀ once per call)
+//!   and col = Wᵀ · dY (Wᵀ transposed once per call). resnet-s2: 6.8-7.6
+//!   -> 6.4-6.5 ms (OPTIMISATION.md step 35).
 //! - Few filters on small images (the filter-vectorised path) take dW from
 //!   direct_filters_grad.rs, tiny reductions (the direct path) dW and db
 //!   from direct_grad.rs; only their dX comes from here.
@@ -20,7 +26,7 @@ use crate::conv::{Scratch, inputs};
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
 use crate::unfold::{Output, col2im, im2col, phased_floats, unphase};
-use crate::{direct_dx, direct_filters_grad, direct_grad};
+use crate::{direct_dx, direct_filters_grad, direct_grad, small_gemm};
 
 /// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
 pub(crate) fn backward(
@@ -100,11 +106,40 @@ fn backward_unfold(
     dy: &[f32],
     need: GradRequest,
 ) -> HostGrads {
-    let dw_len = if need.dw { g.k * g.c * g.r * g.s } else { 0 };
-    let (dx, dw, db) =
-        over_image_runs(g, need.dx, dw_len, |images, dx_run| backward_images(g, plan, images, x, w, dy, dx_run, need));
+    let crs = g.c * g.r * g.s;
+    let dw_len = if need.dw { g.k * crs } else { 0 };
+    let unpacked = plan.unpacked_backward;
+    // Wᵀ [C·R·S, K] row-major, once per call, for small_gemm's dX.
+    let wt = if unpacked && need.dx {
+        let mut wt = vec![0.0f32; crs * g.k];
+        small_gemm::transpose(w, g.k, crs, crs, &mut wt);
+        wt
+    } else {
+        Vec::new()
+    };
+    let operands = Operands { w, wt: &wt, unpacked };
+    let (dx, dw, db) = over_image_runs(g, need.dx, dw_len, |images, dx_run| {
+        backward_images(g, plan, images, x, &operands, dy, dx_run, need)
+    });
     let db = need.db.then(|| db.iter().map(|&v| v as f32).collect());
-    HostGrads { dx, dw: need.dw.then_some(dw), db }
+    let dw = need.dw.then(|| {
+        if !unpacked {
+            return dw;
+        }
+        // The workers summed dWᵀ [C·R·S, K]; back to dW [K, C·R·S].
+        let mut out = vec![0.0f32; dw.len()];
+        small_gemm::transpose(&dw, crs, g.k, g.k, &mut out);
+        out
+    });
+    HostGrads { dx, dw, db }
+}
+
+/// The weights as the backward GEMMs read them: W [K, C·R·S] for
+/// matrixmultiply, Wᵀ [C·R·S, K] (empty unless dX is wanted) for small_gemm.
+struct Operands<'a> {
+    w: &'a [f32],
+    wt: &'a [f32],
+    unpacked: bool,
 }
 
 /// One worker's share of dW (empty when not requested; winograd.rs puts
@@ -158,16 +193,20 @@ fn backward_images(
     plan: &ConvPlan,
     images: std::ops::Range<usize>,
     x: &[f32],
-    w: &[f32],
+    operands: &Operands<'_>,
     dy: &[f32],
     mut dx_run: Option<&mut [f32]>,
     need: GradRequest,
 ) -> Partial {
+    let w = operands.w;
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
     let image_out = g.k * pixels;
     let mut dw = if need.dw { vec![0.0f32; g.k * g.c * g.r * g.s] } else { Vec::new() };
     let mut db = vec![0.0f64; g.k];
     let mut s = Scratch::new(g, plan);
+    if operands.unpacked && need.dw {
+        s.dy_transposed = vec![0.0; g.k * plan.columns()];
+    }
     let group = plan.images_per_tile;
     let mut first = images.start;
     while first < images.end {
@@ -187,7 +226,9 @@ fn backward_images(
             | ConvPath::Direct
             | ConvPath::DirectFilters
             | ConvPath::DirectWide
-            | ConvPath::Winograd => backward_group(g, plan, x_group, w, dy_group, dx_group, need, &mut dw, &mut s),
+            | ConvPath::Winograd => {
+                backward_group(g, plan, x_group, operands, dy_group, dx_group, need, &mut dw, &mut s)
+            }
         }
         first = last;
     }
@@ -227,13 +268,14 @@ fn backward_group(
     g: &ConvGeometry,
     plan: &ConvPlan,
     x_group: &[f32],
-    w: &[f32],
+    operands: &Operands<'_>,
     dy_group: &[f32],
     mut dx_group: Option<&mut [f32]>,
     need: GradRequest,
     dw: &mut [f32],
     s: &mut Scratch,
 ) {
+    let w = operands.w;
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
     let (crs, taps) = (g.c * g.r * g.s, g.r * g.s);
     let images = x_group.len() / image_in;
@@ -255,6 +297,7 @@ fn backward_group(
         s.phased_dx.clear();
         s.phased_dx.resize(images * per_phased, 0.0);
     }
+    let mut transposed_at = None;
     for tile in plan.tiles(g) {
         let (rows, pb) = (tile.rows(g), tile.pixels());
         let columns = images * pb;
@@ -266,10 +309,28 @@ fn backward_group(
             for (i, &input) in sources.iter().enumerate() {
                 im2col(g, input, tile, &mut col[i * pb..], columns);
             }
-            sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
+            if operands.unpacked {
+                // dWᵀ [rows, K] += col [rows, columns] · dYᵀ [columns, K],
+                // dYᵀ transposed once per pixel block.
+                let dyt = &mut s.dy_transposed[..columns * g.k];
+                if transposed_at != Some(tile.p0) {
+                    small_gemm::transpose(&dy_source[tile.p0..], g.k, columns, dy_stride, dyt);
+                    transposed_at = Some(tile.p0);
+                }
+                let dwt = &mut dw[tile.c0 * taps * g.k..];
+                let product = mat_mut(dwt, View::row_major(rows, g.k));
+                small_gemm::gemm(mat(col, vcol), mat(dyt, View::row_major(columns, g.k)), product, true);
+            } else {
+                sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
+            }
         }
         if let Some(dx_group) = dx_group.as_deref_mut() {
-            sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
+            if operands.unpacked {
+                let wt = mat(&operands.wt[tile.c0 * taps * g.k..], View::row_major(rows, g.k));
+                small_gemm::gemm(wt, dy_tile, mat_mut(col, vcol), false);
+            } else {
+                sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
+            }
             if plan.phased {
                 // Accumulate phased (contiguous adds), put back once below.
                 for (i, out) in s.phased_dx.chunks_exact_mut(per_phased).enumerate().take(images) {

@@ -15,6 +15,7 @@
 
 use kernels_core::{ConvGeometry, Error, Result};
 
+use crate::small_gemm;
 use crate::unfold::{Tile, phased_floats};
 
 /// No call may plan more scratch than this (64 MiB), whatever the batch.
@@ -75,11 +76,15 @@ pub struct TileTargets {
     pub winograd: bool,
     /// Likewise for [`ConvPath::DirectWide`].
     pub direct_wide: bool,
+    /// Whether the unfold path's backward may run its GEMMs through
+    /// small_gemm.rs on operands laid out for it (see
+    /// [`ConvPlan::unpacked_backward`]); off to compare with matrixmultiply.
+    pub unpacked_backward: bool,
 }
 
 impl Default for TileTargets {
     fn default() -> Self {
-        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true, direct_wide: true }
+        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true, direct_wide: true, unpacked_backward: true }
     }
 }
 
@@ -98,6 +103,24 @@ pub struct ConvPlan {
     pub phased: bool,
     /// Target floats of a tile (of a Winograd block's V and M each).
     pub tile_floats: usize,
+    /// Unfold path, backward: dW and dX through small_gemm.rs (AVX-512, no
+    /// packing) on Wᵀ, dYᵀ and dWᵀ, rather than matrixmultiply. Taken when
+    /// a full tile's C·R·S rows are a multiple of its 8-row block and there
+    /// are at least 32 filters (a full 32-column register block).
+    pub unpacked_backward: bool,
+}
+
+/// Channels per tile, rounded down so a tile's C·R·S rows fill whole
+/// 8-row GEMM blocks when the channels are split anyway (resnet-s2: 37 ->
+/// 32 channels, 288 rows), which small_gemm needs; an unsplit channel range
+/// stays whole (one tile beats an aligned one and a ragged rest).
+fn row_block_channels(channels: usize, all: usize, taps: usize) -> usize {
+    let step = 8 / gcd(taps, 8);
+    if channels < all && channels >= step { channels / step * step } else { channels }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// Floats of one zero-padded input image, the direct kernel's scratch.
@@ -123,6 +146,7 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
                 phased: false,
                 tile_floats: floats,
+                unpacked_backward: false,
             };
         }
         if targets.winograd && crate::winograd::applies(g, threads) {
@@ -133,6 +157,7 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
                 phased: false,
                 tile_floats: floats,
+                unpacked_backward: false,
             };
         }
         let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
@@ -148,8 +173,9 @@ impl ConvPlan {
         } else {
             ConvPath::Unfold
         };
+        let unpacked = path == ConvPath::Unfold && targets.unpacked_backward && g.k >= 32 && small_gemm::available();
         if images > 1 {
-            let channels = (floats / (taps * pixels * images)).clamp(1, g.c);
+            let channels = row_block_channels((floats / (taps * pixels * images)).clamp(1, g.c), g.c, taps);
             return Self {
                 path,
                 images_per_tile: images,
@@ -157,10 +183,11 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
                 phased,
                 tile_floats: floats,
+                unpacked_backward: unpacked && (channels * taps).is_multiple_of(8),
             };
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
-        let channels = (floats / (taps * min_pixels)).clamp(1, g.c);
+        let channels = row_block_channels((floats / (taps * min_pixels)).clamp(1, g.c), g.c, taps);
         let mut pixels_per_tile = (floats / (channels * taps)).clamp(min_pixels, pixels);
         if pixels_per_tile < pixels {
             // Whole output rows when a row fits (im2col / col2im then take
@@ -168,7 +195,15 @@ impl ConvPlan {
             let align = if g.ow <= pixels_per_tile { g.ow } else { PIXEL_ALIGN };
             pixels_per_tile = (pixels_per_tile / align * align).max(min_pixels);
         }
-        Self { path, images_per_tile: 1, channels_per_tile: channels, pixels_per_tile, phased, tile_floats: floats }
+        Self {
+            path,
+            images_per_tile: 1,
+            channels_per_tile: channels,
+            pixels_per_tile,
+            phased,
+            tile_floats: floats,
+            unpacked_backward: unpacked && (channels * taps).is_multiple_of(8),
+        }
     }
 
     /// GEMM columns of a full tile: images x pixels.
@@ -206,12 +241,22 @@ impl ConvPlan {
         let per_worker = match (backward, self.path) {
             (_, ConvPath::Winograd) => crate::winograd::scratch_floats(g, self.tile_floats, backward),
             // Phased x for im2col and phased dx for col2im.
-            (true, _) => self.col_floats(g) + self.gather_floats(g) + 2 * self.phased_floats(g) + g.k * g.c * g.r * g.s,
+            (true, _) => {
+                // A pixel block's dYᵀ for small_gemm.
+                let unpacked = if self.unpacked_backward { g.k * self.columns() } else { 0 };
+                self.col_floats(g)
+                    + self.gather_floats(g)
+                    + 2 * self.phased_floats(g)
+                    + g.k * g.c * g.r * g.s
+                    + unpacked
+            }
             (false, ConvPath::Direct | ConvPath::DirectFilters) => padded_floats(g),
             (false, ConvPath::DirectWide) => crate::direct_wide::scratch_floats(g),
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
-        workers.saturating_mul(per_worker).saturating_mul(size_of::<f32>())
+        // Once per call: small_gemm's Wᵀ and dWᵀ.
+        let shared = if backward && self.unpacked_backward { 2 * g.k * g.c * g.r * g.s } else { 0 };
+        workers.saturating_mul(per_worker).saturating_add(shared).saturating_mul(size_of::<f32>())
     }
 
     /// Refuses a call whose planned scratch would pass the limit.

@@ -1,5 +1,5 @@
-//! C = A·B or C += A·B for the many small GEMMs of winograd.rs, without
-//! packing.
+//! C = A·B or C += A·B for the many small GEMMs of winograd.rs, and the
+//! unfold path's backward GEMMs (conv_backward.rs), without packing.
 //!
 //! - winograd.rs runs 16 GEMMs per block of tiles, each [64 x 64] · [64 x
 //!   112] for resnet-3x3. matrixmultiply packs both operands on every call
@@ -25,6 +25,19 @@ use crate::gemm::{Mat, MatMut, check_product, sgemm};
 
 /// Rows per register block.
 const ROWS: usize = 8;
+
+/// Whether this CPU runs the AVX-512 kernel (otherwise `gemm` hands every
+/// product to matrixmultiply).
+pub(crate) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
 
 /// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`), on gemm.rs's
 /// views. Panics (an internal bug) when the views disagree or run past

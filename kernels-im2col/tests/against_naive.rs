@@ -111,6 +111,42 @@ fn winograd_matches_the_reference() {
     assert_eq!(three.conv_plan(&g).path, ConvPath::Unfold);
 }
 
+/// Whether this CPU has AVX-512F (small_gemm.rs's kernel).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[test]
+fn unpacked_backward_matches_the_reference() {
+    let mut rng = SplitMix64::new(31);
+    // Tiles of about 8 channels x 81 pixels: channel splits rounded to
+    // 8-row blocks (with a ragged last tile, which small_gemm hands to
+    // matrixmultiply), pixel tiles, grouped images; 1 to 3 threads.
+    let small = TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, ..TileTargets::default() };
+    let backends = [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap().with_tile_targets(small));
+    let cases = [
+        ([3, 16, 12, 12], [40, 3, 3], Conv2d::new(2, 1)), // strided (phased), 40 filters: a masked column block
+        ([5, 20, 9, 9], [32, 3, 3], Conv2d::new(1, 1)),   // 20 channels split 8 + 8 + 4
+        ([2, 8, 23, 21], [33, 3, 3], Conv2d::new(1, 0)),  // pixel tiles
+        ([4, 24, 14, 14], [64, 3, 3], Conv2d::new(2, 1)), // resnet-s2 in small
+    ];
+    for (x, f, params) in cases {
+        let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
+        for backend in &backends {
+            let plan = backend.conv_plan(&g);
+            assert_eq!(plan.unpacked_backward, avx512(), "{x:?} {f:?}: {plan:?}");
+            conv_case(backend, &mut rng, x, f, params);
+        }
+    }
+}
+
 #[test]
 fn direct_wide_matches_the_reference() {
     let mut rng = SplitMix64::new(31);
