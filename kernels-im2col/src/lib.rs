@@ -113,6 +113,7 @@ mod pool;
 mod small_gemm;
 mod unfold;
 mod winograd;
+mod winograd_dx;
 mod winograd_transforms;
 
 use kernels_core::{

@@ -92,7 +92,9 @@ impl Blocking {
 /// weights).
 pub(crate) fn scratch_floats(g: &ConvGeometry, tile_floats: usize, backward: bool) -> usize {
     let b = Blocking::new(g, tile_floats);
-    let blocks = POSITIONS * (g.c + g.k) * b.block_tiles() + ROW_BUFFERS * (b.tiles_w + 1);
+    let blocks = POSITIONS * (g.c + g.k) * b.block_tiles()
+        + ROW_BUFFERS * (b.tiles_w + 1)
+        + crate::winograd_dx::pending_floats(b.tiles_w);
     // Backward: the partial dU, and one position's Vᵀ for dW's GEMM.
     let grads = if backward { POSITIONS * g.k * g.c + b.block_tiles() * g.c } else { 0 };
     blocks + grads

@@ -30,6 +30,8 @@ pub(crate) struct RowBuffers {
     /// dx rows 2 and 3 of the previous tile row, split by parity.
     pending_even: [Vec<f32>; 2],
     pending_odd: [Vec<f32>; 2],
+    /// winograd_dx.rs's pending rows, by 16-lane chunk.
+    pending_chunks: Vec<f32>,
 }
 
 impl RowBuffers {
@@ -42,6 +44,7 @@ impl RowBuffers {
             patch: std::array::from_fn(|_| vec![0.0f32; half]),
             pending_even: std::array::from_fn(|_| vec![0.0f32; half]),
             pending_odd: std::array::from_fn(|_| vec![0.0f32; half]),
+            pending_chunks: vec![0.0f32; crate::winograd_dx::pending_floats(b.tiles_w)],
         }
     }
 }
@@ -275,8 +278,25 @@ pub(crate) fn transform_output_gradient(
     }
 }
 
-/// dx += B dV Bᵀ per tile, scatter-added (patches overlap by two pixels).
+/// dx += B dV Bᵀ per tile, scatter-added (patches overlap by two pixels):
+/// in AVX-512 registers where the CPU has them (winograd_dx.rs).
 pub(crate) fn transform_input_gradient(
+    g: &ConvGeometry,
+    b: &Blocking,
+    dv: &[f32],
+    block: std::ops::Range<usize>,
+    dx_image: &mut [f32],
+    bufs: &mut RowBuffers,
+) {
+    if !crate::winograd_dx::transform_input_gradient(g, b, dv, block.clone(), dx_image, &mut bufs.pending_chunks) {
+        transform_input_gradient_portable(g, b, dv, block, dx_image, bufs);
+    }
+}
+
+/// [`transform_input_gradient`] in plain loops over tile-row arrays: any
+/// CPU without AVX-512F (and the definition winograd_dx.rs is tested
+/// against).
+pub(crate) fn transform_input_gradient_portable(
     g: &ConvGeometry,
     b: &Blocking,
     dv: &[f32],
