@@ -1,14 +1,14 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed-backward] [filters...]`
+//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
 //!   floats, fewest GEMM columns per tile; `--columns 1` turns image
 //!   grouping off) for tuning sweeps; `--no-winograd` and
 //!   `--no-direct-wide` send the convs those paths take down the unfold
-//!   path instead, and `--packed-backward` keeps the unfold backward on
-//!   matrixmultiply, to compare with.
+//!   path instead, and `--packed` keeps the unfold path's GEMMs
+//!   on matrixmultiply, to compare with.
 //! - `--only fwd` or `--only bwd` times one direction (for profiling).
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
@@ -63,7 +63,7 @@ fn parse_options() -> Result<Options, String> {
             }
             "--no-winograd" => options.targets.winograd = false,
             "--no-direct-wide" => options.targets.direct_wide = false,
-            "--packed-backward" => options.targets.unpacked_backward = false,
+            "--packed" => options.targets.unpacked_gemms = false,
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),
         }

@@ -10,6 +10,11 @@
 //!   (unfold.rs); the direct forward kernels (direct.rs, direct_filters.rs)
 //!   take tiny reductions and few-filter small images, and the latter's dW
 //!   (direct_filters_grad.rs).
+//! - The GEMM is matrixmultiply's sgemm, or with AVX-512 and a plan that
+//!   allows it (`ConvPlan::unpacked_gemms`: resnet-s2) small_gemm.rs,
+//!   which reads W and the col tile where they lie instead of packing both
+//!   on every call (resnet-s2 forward 3.05-3.85 -> 2.62-2.71 ms,
+//!   OPTIMISATION.md step 38).
 //! - Parallelism: rayon over images or groups, also over blocks of filters
 //!   when there are fewer images than threads. sgemm itself stays
 //!   single-threaded (lib.rs says why).
@@ -25,6 +30,7 @@ use rayon::prelude::*;
 
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
+use crate::small_gemm;
 use crate::unfold::{Input, im2col, phase, phased_floats};
 
 /// One worker's buffers: a col tile, for multi-image tiles the gathered
@@ -160,14 +166,12 @@ fn forward_group(
             im2col(g, input, tile, &mut col[i * pixels..], columns);
         }
         let w_tile = mat(&w[tile.c0 * taps..], View::strided(g.k, rows, crs));
-        let beta = if tile.c0 == 0 { 0.0 } else { 1.0 };
-        sgemm(
-            1.0,
-            w_tile,
-            mat(col, View::row_major(rows, columns)),
-            beta,
-            mat_mut(gather, View::row_major(g.k, columns)),
-        );
+        let (col, gather) = (mat(col, View::row_major(rows, columns)), mat_mut(gather, View::row_major(g.k, columns)));
+        if plan.unpacked_gemms {
+            small_gemm::gemm(w_tile, col, gather, tile.c0 > 0);
+        } else {
+            sgemm(1.0, w_tile, col, if tile.c0 == 0 { 0.0 } else { 1.0 }, gather);
+        }
     }
     for (i, y_image) in y_group.chunks_exact_mut(g.k * pixels).enumerate() {
         for (k, y_row) in y_image.chunks_exact_mut(pixels).enumerate() {
@@ -229,7 +233,12 @@ fn forward_rows(
                 let vw = View::strided(filters, rows, crs);
                 let vy = View::strided(filters, pb, pixels);
                 let (w_tile, y_tile) = (&w_rows[tile.c0 * taps..], &mut y_rows[tile.p0..]);
-                sgemm(1.0, mat(w_tile, vw), mat(col, View::row_major(rows, pb)), 1.0, mat_mut(y_tile, vy));
+                let (w_tile, col, y_tile) = (mat(w_tile, vw), mat(col, View::row_major(rows, pb)), mat_mut(y_tile, vy));
+                if plan.unpacked_gemms {
+                    small_gemm::gemm(w_tile, col, y_tile, true);
+                } else {
+                    sgemm(1.0, w_tile, col, 1.0, y_tile);
+                }
             }
         }
     }

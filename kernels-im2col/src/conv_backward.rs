@@ -4,7 +4,7 @@
 //!   [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same pass while dY
 //!   is in cache. Tiles, image groups and phased inputs as in the forward
 //!   (conv.rs, plan.rs); phased convs also accumulate dX phased.
-//! - With AVX-512 and at least 32 filters (`ConvPlan::unpacked_backward`)
+//! - With AVX-512 and at least 32 filters (`ConvPlan::unpacked_gemms`)
 //!   the two GEMMs run through small_gemm.rs, which reads its operands
 //!   where they lie instead of packing them on every call: dWᵀ [C·R·S, K]
 //!   += col · dYᵀ (dY transposed once per pixel block, dWᵀ once per call)
@@ -108,7 +108,7 @@ fn backward_unfold(
 ) -> HostGrads {
     let crs = g.c * g.r * g.s;
     let dw_len = if need.dw { g.k * crs } else { 0 };
-    let unpacked = plan.unpacked_backward;
+    let unpacked = plan.unpacked_gemms;
     // Wᵀ [C·R·S, K] row-major, once per call, for small_gemm's dX.
     let wt = if unpacked && need.dx {
         let mut wt = vec![0.0f32; crs * g.k];

@@ -14,8 +14,9 @@
 //!   `direct_wide.rs`: the same idea for many filters over few channels;
 //!   `direct_grad.rs`, `direct_filters_grad.rs`, `direct_dx.rs`: their
 //!   backward pieces; `winograd.rs`: F(2x2, 3x3) both ways, with its tile
-//!   transforms in `winograd_transforms.rs` and its GEMMs in
-//!   `small_gemm.rs` (an unpacked AVX-512 kernel).
+//!   transforms in `winograd_transforms.rs` (the dX one in AVX-512
+//!   registers in `winograd_dx.rs`) and its GEMMs in `small_gemm.rs` (an
+//!   unpacked AVX-512 kernel).
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
 //! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
@@ -46,8 +47,15 @@
 //!   image per thread (resnet-3x3) runs Winograd F(2x2, 3x3) forward and
 //!   backward ([`ConvPath::Winograd`], `winograd.rs`): 16 GEMMs of 2.25x
 //!   fewer FLOPs in all than im2col's.
-//! - [`TileTargets`] can switch the last two off, to compare with the
-//!   unfold path; [`Im2col::conv_plan`] tells which path and tiling a
+//! - On the unfold path with AVX-512, at least 32 filters and channel
+//!   tiles of whole 8-row blocks (resnet-s2), both directions' GEMMs run
+//!   through `small_gemm.rs` instead of matrixmultiply
+//!   ([`ConvPlan::unpacked_gemms`]): it reads its operands where they lie,
+//!   where matrixmultiply packs both on every call, ~6% of the backward and
+//!   ~15% of the forward here. Every other CPU and shape keeps
+//!   matrixmultiply.
+//! - [`TileTargets`] can switch the last three off, to compare with the
+//!   unfold path and matrixmultiply; [`Im2col::conv_plan`] tells which path and tiling a
 //!   geometry takes.
 //!
 //! ## Tiling and scratch

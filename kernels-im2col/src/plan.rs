@@ -76,15 +76,15 @@ pub struct TileTargets {
     pub winograd: bool,
     /// Likewise for [`ConvPath::DirectWide`].
     pub direct_wide: bool,
-    /// Whether the unfold path's backward may run its GEMMs through
-    /// small_gemm.rs on operands laid out for it (see
-    /// [`ConvPlan::unpacked_backward`]); off to compare with matrixmultiply.
-    pub unpacked_backward: bool,
+    /// Whether the unfold path may run its GEMMs through small_gemm.rs on
+    /// operands laid out for it (see [`ConvPlan::unpacked_gemms`]); off to
+    /// compare with matrixmultiply.
+    pub unpacked_gemms: bool,
 }
 
 impl Default for TileTargets {
     fn default() -> Self {
-        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true, direct_wide: true, unpacked_backward: true }
+        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true, direct_wide: true, unpacked_gemms: true }
     }
 }
 
@@ -103,11 +103,13 @@ pub struct ConvPlan {
     pub phased: bool,
     /// Target floats of a tile (of a Winograd block's V and M each).
     pub tile_floats: usize,
-    /// Unfold path, backward: dW and dX through small_gemm.rs (AVX-512, no
-    /// packing) on Wᵀ, dYᵀ and dWᵀ, rather than matrixmultiply. Taken when
-    /// a full tile's C·R·S rows are a multiple of its 8-row block and there
-    /// are at least 32 filters (a full 32-column register block).
-    pub unpacked_backward: bool,
+    /// Unfold path: the GEMMs run through small_gemm.rs (AVX-512, no
+    /// packing) rather than matrixmultiply, the forward's on W and col as
+    /// they are, the backward's on Wᵀ, dYᵀ and dWᵀ. Taken when a full
+    /// tile's C·R·S rows are a multiple of its 8-row block (the backward's
+    /// m) and there are at least 32 filters (a full 32-column register
+    /// block in the backward).
+    pub unpacked_gemms: bool,
 }
 
 /// Channels per tile, rounded down so a tile's C·R·S rows fill whole
@@ -146,7 +148,7 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
                 phased: false,
                 tile_floats: floats,
-                unpacked_backward: false,
+                unpacked_gemms: false,
             };
         }
         if targets.winograd && crate::winograd::applies(g, threads) {
@@ -157,7 +159,7 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
                 phased: false,
                 tile_floats: floats,
-                unpacked_backward: false,
+                unpacked_gemms: false,
             };
         }
         let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
@@ -173,7 +175,7 @@ impl ConvPlan {
         } else {
             ConvPath::Unfold
         };
-        let unpacked = path == ConvPath::Unfold && targets.unpacked_backward && g.k >= 32 && small_gemm::available();
+        let unpacked = path == ConvPath::Unfold && targets.unpacked_gemms && g.k >= 32 && small_gemm::available();
         if images > 1 {
             let channels = row_block_channels((floats / (taps * pixels * images)).clamp(1, g.c), g.c, taps);
             return Self {
@@ -183,7 +185,7 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
                 phased,
                 tile_floats: floats,
-                unpacked_backward: unpacked && (channels * taps).is_multiple_of(8),
+                unpacked_gemms: unpacked && (channels * taps).is_multiple_of(8),
             };
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
@@ -202,7 +204,7 @@ impl ConvPlan {
             pixels_per_tile,
             phased,
             tile_floats: floats,
-            unpacked_backward: unpacked && (channels * taps).is_multiple_of(8),
+            unpacked_gemms: unpacked && (channels * taps).is_multiple_of(8),
         }
     }
 
@@ -243,7 +245,7 @@ impl ConvPlan {
             // Phased x for im2col and phased dx for col2im.
             (true, _) => {
                 // A pixel block's dYᵀ for small_gemm.
-                let unpacked = if self.unpacked_backward { g.k * self.columns() } else { 0 };
+                let unpacked = if self.unpacked_gemms { g.k * self.columns() } else { 0 };
                 self.col_floats(g)
                     + self.gather_floats(g)
                     + 2 * self.phased_floats(g)
@@ -255,7 +257,7 @@ impl ConvPlan {
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
         // Once per call: small_gemm's Wᵀ and dWᵀ.
-        let shared = if backward && self.unpacked_backward { 2 * g.k * g.c * g.r * g.s } else { 0 };
+        let shared = if backward && self.unpacked_gemms { 2 * g.k * g.c * g.r * g.s } else { 0 };
         workers.saturating_mul(per_worker).saturating_add(shared).saturating_mul(size_of::<f32>())
     }
 

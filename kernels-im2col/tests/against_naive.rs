@@ -124,7 +124,7 @@ fn avx512() -> bool {
 }
 
 #[test]
-fn unpacked_backward_matches_the_reference() {
+fn unpacked_gemms_matches_the_reference() {
     let mut rng = SplitMix64::new(31);
     // Tiles of about 8 channels x 81 pixels: channel splits rounded to
     // 8-row blocks (with a ragged last tile, which small_gemm hands to
@@ -141,7 +141,7 @@ fn unpacked_backward_matches_the_reference() {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
         for backend in &backends {
             let plan = backend.conv_plan(&g);
-            assert_eq!(plan.unpacked_backward, avx512(), "{x:?} {f:?}: {plan:?}");
+            assert_eq!(plan.unpacked_gemms, avx512(), "{x:?} {f:?}: {plan:?}");
             conv_case(backend, &mut rng, x, f, params);
         }
     }
