@@ -43,6 +43,8 @@ pub(crate) struct Scratch {
     pub phased_dx: Vec<f32>,
     /// Backward through small_gemm: one pixel block's dYᵀ [columns, K].
     pub dy_transposed: Vec<f32>,
+    /// Backward: subpixel_dx.rs's shifted dY and phase planes.
+    pub subpixel: crate::subpixel_dx::Buffers,
 }
 
 impl Scratch {
@@ -53,6 +55,7 @@ impl Scratch {
             phased: vec![0.0; plan.phased_floats(g)],
             phased_dx: Vec::new(),
             dy_transposed: Vec::new(),
+            subpixel: Default::default(),
         }
     }
 }

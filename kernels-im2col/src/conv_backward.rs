@@ -9,7 +9,9 @@
 //!   where they lie instead of packing them on every call: dWᵀ [C·R·S, K]
 //!   += col · dYᵀ (dY transposed once per pixel block, dWᵀ once per call)
 //!   and col = Wᵀ · dY (Wᵀ transposed once per call). resnet-s2: 6.8-7.6
-//!   -> 6.4-6.5 ms (OPTIMISATION.md step 35).
+//!   -> 6.4-6.5 ms (OPTIMISATION.md step 35). There, stride-2 convs with
+//!   H = 2·OH, W = 2·OW take dX from subpixel_dx.rs (by input phase, no
+//!   col2im; step 39).
 //! - Few filters on small images (the filter-vectorised path) take dW from
 //!   direct_filters_grad.rs, tiny reductions (the direct path) dW and db
 //!   from direct_grad.rs; only their dX comes from here.
@@ -26,7 +28,7 @@ use crate::conv::{Scratch, inputs};
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
 use crate::unfold::{Output, col2im, im2col, phased_floats, unphase};
-use crate::{direct_dx, direct_filters_grad, direct_grad, small_gemm};
+use crate::{direct_dx, direct_filters_grad, direct_grad, small_gemm, subpixel_dx};
 
 /// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
 pub(crate) fn backward(
@@ -117,7 +119,8 @@ fn backward_unfold(
     } else {
         Vec::new()
     };
-    let operands = Operands { w, wt: &wt, unpacked };
+    let subpixel_dx = plan.subpixel_dx && need.dx;
+    let operands = Operands { w, wt: &wt, unpacked, subpixel_dx };
     let (dx, dw, db) = over_image_runs(g, need.dx, dw_len, |images, dx_run| {
         backward_images(g, plan, images, x, &operands, dy, dx_run, need)
     });
@@ -140,6 +143,8 @@ struct Operands<'a> {
     w: &'a [f32],
     wt: &'a [f32],
     unpacked: bool,
+    /// dX through subpixel_dx.rs (on Wᵀ) rather than col2im.
+    subpixel_dx: bool,
 }
 
 /// One worker's share of dW (empty when not requested; winograd.rs puts
@@ -293,6 +298,13 @@ fn backward_group(
     };
     let sources = if need.dw { inputs(g, plan, x_group, &mut s.phased) } else { Vec::new() };
     let per_phased = phased_floats(g);
+    if operands.subpixel_dx {
+        // dX by input phase, for the whole group at once; the tiles below
+        // then only compute dW.
+        if let Some(dx_group) = dx_group.take() {
+            subpixel_dx::backward_dx(g, operands.wt, dy_source, dy_stride, dx_group, &mut s.subpixel);
+        }
+    }
     if plan.phased && dx_group.is_some() {
         s.phased_dx.clear();
         s.phased_dx.resize(images * per_phased, 0.0);

@@ -53,7 +53,10 @@
 //!   ([`ConvPlan::unpacked_gemms`]): it reads its operands where they lie,
 //!   where matrixmultiply packs both on every call, ~6% of the backward and
 //!   ~15% of the forward here. Every other CPU and shape keeps
-//!   matrixmultiply.
+//!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
+//!   2·OW takes its dX by input phase (`subpixel_dx.rs`,
+//!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
+//!   planes, no col2im.
 //! - [`TileTargets`] can switch the last three off, to compare with the
 //!   unfold path and matrixmultiply; [`Im2col::conv_plan`] tells which path and tiling a
 //!   geometry takes.
@@ -119,6 +122,7 @@ mod plan;
 mod pointwise;
 mod pool;
 mod small_gemm;
+mod subpixel_dx;
 mod unfold;
 mod winograd;
 mod winograd_dx;

@@ -110,6 +110,11 @@ pub struct ConvPlan {
     /// m) and there are at least 32 filters (a full 32-column register
     /// block in the backward).
     pub unpacked_gemms: bool,
+    /// Backward on the small_gemm plan for stride-2 convs with H = 2·OH
+    /// and W = 2·OW (resnet-s2): dX by input phase (subpixel_dx.rs), GEMMs
+    /// accumulating straight into the four phase planes, instead of
+    /// col = Wᵀ·dY and col2im. Off where its scratch would pass the limit.
+    pub subpixel_dx: bool,
 }
 
 /// Channels per tile, rounded down so a tile's C·R·S rows fill whole
@@ -133,6 +138,20 @@ fn padded_floats(g: &ConvGeometry) -> usize {
 impl ConvPlan {
     /// The plan for `g` run by `threads` workers.
     pub fn new(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Self {
+        let mut plan = Self::layout(g, threads, targets);
+        if plan.unpacked_gemms && crate::subpixel_dx::applies(g) {
+            // Its phase planes and shifted dY are extra scratch: where they
+            // would pass the limit, dX keeps col2im (whose scratch is bounded).
+            plan.subpixel_dx = true;
+            let workers = threads.min(g.n).max(1);
+            plan.subpixel_dx = plan.scratch_bytes(g, workers, true) <= SCRATCH_LIMIT_BYTES;
+        }
+        plan
+    }
+
+    /// The path and tiling of [`ConvPlan::new`], before the subpixel dX
+    /// choice.
+    fn layout(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Self {
         let pixels = g.oh * g.ow;
         let taps = g.r * g.s;
         let floats = targets.floats.max(1);
@@ -149,6 +168,7 @@ impl ConvPlan {
                 phased: false,
                 tile_floats: floats,
                 unpacked_gemms: false,
+                subpixel_dx: false,
             };
         }
         if targets.winograd && crate::winograd::applies(g, threads) {
@@ -160,6 +180,7 @@ impl ConvPlan {
                 phased: false,
                 tile_floats: floats,
                 unpacked_gemms: false,
+                subpixel_dx: false,
             };
         }
         let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
@@ -186,6 +207,7 @@ impl ConvPlan {
                 phased,
                 tile_floats: floats,
                 unpacked_gemms: unpacked && (channels * taps).is_multiple_of(8),
+                subpixel_dx: false,
             };
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
@@ -205,6 +227,7 @@ impl ConvPlan {
             phased,
             tile_floats: floats,
             unpacked_gemms: unpacked && (channels * taps).is_multiple_of(8),
+            subpixel_dx: false,
         }
     }
 
@@ -246,9 +269,16 @@ impl ConvPlan {
             (true, _) => {
                 // A pixel block's dYᵀ for small_gemm.
                 let unpacked = if self.unpacked_gemms { g.k * self.columns() } else { 0 };
+                // The phased dx for col2im, or subpixel_dx.rs's buffers.
+                let dx = if self.subpixel_dx {
+                    crate::subpixel_dx::scratch_floats(g, self.images_per_tile)
+                } else {
+                    self.phased_floats(g)
+                };
                 self.col_floats(g)
                     + self.gather_floats(g)
-                    + 2 * self.phased_floats(g)
+                    + self.phased_floats(g)
+                    + dx
                     + g.k * g.c * g.r * g.s
                     + unpacked
             }

@@ -128,7 +128,8 @@ fn unpacked_gemms_matches_the_reference() {
     let mut rng = SplitMix64::new(31);
     // Tiles of about 8 channels x 81 pixels: channel splits rounded to
     // 8-row blocks (with a ragged last tile, which small_gemm hands to
-    // matrixmultiply), pixel tiles, grouped images; 1 to 3 threads.
+    // matrixmultiply), pixel tiles, grouped images, stride-2 dX by phase
+    // (subpixel_dx.rs); 1 to 3 threads.
     let small = TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, ..TileTargets::default() };
     let backends = [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap().with_tile_targets(small));
     let cases = [
@@ -136,12 +137,17 @@ fn unpacked_gemms_matches_the_reference() {
         ([5, 20, 9, 9], [32, 3, 3], Conv2d::new(1, 1)),   // 20 channels split 8 + 8 + 4
         ([2, 8, 23, 21], [33, 3, 3], Conv2d::new(1, 0)),  // pixel tiles
         ([4, 24, 14, 14], [64, 3, 3], Conv2d::new(2, 1)), // resnet-s2 in small
+        ([2, 8, 10, 12], [32, 4, 4], Conv2d::new(2, 1)),  // stride 2, even kernel: shifts of −1, 0 and +1
+        ([3, 8, 8, 8], [32, 1, 1], Conv2d::new(2, 0)),    // 1x1 stride 2: three of four phases get no tap
+        ([2, 8, 9, 9], [32, 3, 3], Conv2d::new(2, 1)),    // stride 2, odd size: col2im, not by phase
     ];
     for (x, f, params) in cases {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
         for backend in &backends {
             let plan = backend.conv_plan(&g);
             assert_eq!(plan.unpacked_gemms, avx512(), "{x:?} {f:?}: {plan:?}");
+            let by_phase = params.stride == [2, 2] && x[2] == 2 * g.oh && x[3] == 2 * g.ow;
+            assert_eq!(plan.subpixel_dx, avx512() && by_phase, "{x:?} {f:?}: {plan:?}");
             conv_case(backend, &mut rng, x, f, params);
         }
     }
