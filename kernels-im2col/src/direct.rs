@@ -18,6 +18,8 @@
 //!   harness suite (any geometry meeting `applies`); timed by
 //!   examples/bench.rs (lenet-c1, simplecnn-c1 forward).
 
+use std::mem::MaybeUninit;
+
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
@@ -54,16 +56,26 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
     let wb = block_weights(g, w);
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let padded_len = g.c * (g.h + 2 * g.params.padding[0]) * (g.w + 2 * g.params.padding[1]);
-    let mut y = vec![0.0f32; g.n * image_out];
+    // `image` writes every output element (see its docs), so y is not
+    // zeroed first: on these small, fast convs the zeroing pass over the
+    // 4.8-6.9 MB output cost 25-35% (OPTIMISATION.md step 40).
+    assert!(applies(g), "direct: geometry outside the kernel's cover");
+    let total = g.n * image_out;
+    let mut y: Vec<f32> = Vec::with_capacity(total);
     let kernel = select_kernel();
-    y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
+    y.spare_capacity_mut()[..total].par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
         || vec![0.0f32; padded_len],
         |padded, (y_image, x_image)| kernel(g, x_image, &wb, bias, y_image, padded),
     );
+    // SAFETY: the chunks cover elements 0..total, and `image` wrote every
+    // element of each: filter blocks cover 0..K, row pairs 0..OH, and
+    // column chunks from 0 in steps of 16, the last shifted back to end at
+    // OW, cover 0..OW, which takes OW ≥ 16 (`applies`, asserted above).
+    unsafe { y.set_len(total) };
     y
 }
 
-type ImageKernel = fn(&ConvGeometry, &[f32], &[f32], Option<&[f32]>, &mut [f32], &mut [f32]);
+type ImageKernel = fn(&ConvGeometry, &[f32], &[f32], Option<&[f32]>, &mut [MaybeUninit<f32>], &mut [f32]);
 
 /// The best variant this CPU runs.
 fn select_kernel() -> ImageKernel {
@@ -87,24 +99,39 @@ fn select_kernel() -> ImageKernel {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn image_avx512(g: &ConvGeometry, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32], p: &mut [f32]) {
+unsafe fn image_avx512(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+    p: &mut [f32],
+) {
     image(g, x, w, b, y, p, f32::mul_add)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn image_avx2(g: &ConvGeometry, x: &[f32], w: &[f32], b: Option<&[f32]>, y: &mut [f32], p: &mut [f32]) {
+unsafe fn image_avx2(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [MaybeUninit<f32>],
+    p: &mut [f32],
+) {
     image(g, x, w, b, y, p, f32::mul_add)
 }
 
-/// One image: pad it, then walk filter blocks, row pairs and column chunks.
+/// One image: pad it, then walk filter blocks, row pairs and column
+/// chunks. Writes every element of y_image when OW ≥ 16.
 #[inline(always)]
 fn image(
     g: &ConvGeometry,
     x_image: &[f32],
     wb: &[f32],
     bias: Option<&[f32]>,
-    y_image: &mut [f32],
+    y_image: &mut [MaybeUninit<f32>],
     padded: &mut [f32],
     fma: impl Fn(f32, f32, f32) -> f32 + Copy,
 ) {
@@ -133,10 +160,12 @@ fn image(
             let mut ow = 0;
             while ow < g.ow {
                 let start = ow.min(g.ow - LANES);
-                let store = |acc: &[[f32; LANES]], q: usize, y_image: &mut [f32]| {
+                let store = |acc: &[[f32; LANES]], q: usize, y_image: &mut [MaybeUninit<f32>]| {
                     for (f, lanes) in acc.iter().enumerate().take(filters) {
                         let at = (k0 + f) * plane_out + (oh + q) * g.ow + start;
-                        y_image[at..at + LANES].copy_from_slice(lanes);
+                        for (out, &v) in y_image[at..at + LANES].iter_mut().zip(lanes) {
+                            out.write(v);
+                        }
                     }
                 };
                 if rows == 2 {
@@ -220,9 +249,16 @@ mod tests {
         let b: Vec<f32> = (0..7).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
         let wb = block_weights(&g, &w);
         let mut padded = vec![0.0f32; 2 * 21 * 23];
-        let (mut portable, mut selected) = (vec![0.0f32; 7 * 19 * 21], vec![0.0f32; 7 * 19 * 21]);
+        let out = || vec![MaybeUninit::new(f32::NAN); 7 * 19 * 21];
+        let (mut portable, mut selected) = (out(), out());
         image(&g, &x, &wb, Some(&b), &mut portable, &mut padded, |a, v, acc| a * v + acc);
         select_kernel()(&g, &x, &wb, Some(&b), &mut selected, &mut padded);
+        // Every element written (none left NaN), then read as f32.
+        // SAFETY: every element was initialised (to NaN) by `out`.
+        let (portable, selected): (Vec<f32>, Vec<f32>) = unsafe {
+            (portable.iter().map(|v| v.assume_init()).collect(), selected.iter().map(|v| v.assume_init()).collect())
+        };
+        assert!(portable.iter().chain(&selected).all(|v| !v.is_nan()), "an output element was not written");
         // Direct sums of 18 products: fused and unfused agree to rounding.
         for (i, (p, s)) in portable.iter().zip(&selected).enumerate() {
             assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "[{i}] portable {p} selected {s}");
