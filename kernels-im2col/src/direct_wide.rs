@@ -20,6 +20,8 @@
 //! - Checked against the reference in tests/against_naive.rs and
 //!   harness/tests/im2col.rs; timed by examples/im2col_bench.rs (alexnet-c1).
 
+use std::mem::MaybeUninit;
+
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
@@ -76,18 +78,27 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
     let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: &b };
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let kernel = select_kernel();
-    let mut y = vec![0.0f32; g.n * image_out];
-    y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
+    // Every output element is written (see the SAFETY note below), so y is
+    // not zeroed first (OPTIMISATION.md step 41).
+    assert!(g.oh * g.ow >= PIXELS, "direct_wide: fewer pixels than a block");
+    let total = g.n * image_out;
+    let mut y: Vec<f32> = Vec::with_capacity(total);
+    y.spare_capacity_mut()[..total].par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
         || vec![0.0f32; padded_floats(g)],
         |padded, (y_image, x_image)| {
             pad(g, x_image, padded);
             kernel(g, &layout, padded, y_image);
         },
     );
+    // SAFETY: the chunks cover elements 0..total, and every image kernel
+    // writes each element of its chunk: filter blocks cover 0..K, and pixel
+    // blocks from 0 in steps of PIXELS, the last shifted back to end at
+    // OH·OW, cover every pixel when OH·OW ≥ PIXELS (asserted above).
+    unsafe { y.set_len(total) };
     y
 }
 
-type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [f32]);
+type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [MaybeUninit<f32>]);
 
 fn select_kernel() -> ImageKernel {
     #[cfg(target_arch = "x86_64")]
@@ -110,7 +121,7 @@ fn select_kernel() -> ImageKernel {
 /// 12 pixels.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32]) {
+unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
     let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
     let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
@@ -157,7 +168,7 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
             }
             for (j, lanes) in out.iter().enumerate() {
                 for (f, &value) in lanes.iter().enumerate().take(filters) {
-                    y_image[(block * FILTERS + f) * pixels + start + j] = value;
+                    y_image[(block * FILTERS + f) * pixels + start + j].write(value);
                 }
             }
             p += PIXELS;
@@ -167,13 +178,19 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {
+unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [MaybeUninit<f32>]) {
     image(g, l, padded, y, f32::mul_add)
 }
 
 /// One image: filter blocks outside, blocks of 12 pixels inside.
 #[inline(always)]
-fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32) {
+fn image(
+    g: &ConvGeometry,
+    l: &Layout<'_>,
+    padded: &[f32],
+    y_image: &mut [MaybeUninit<f32>],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
     let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
     let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
     let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
@@ -206,7 +223,7 @@ fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32], 
             }
             for (j, lanes) in acc.iter().enumerate() {
                 for (f, &value) in lanes.iter().enumerate().take(filters) {
-                    y_image[(block * FILTERS + f) * pixels + start + j] = value;
+                    y_image[(block * FILTERS + f) * pixels + start + j].write(value);
                 }
             }
             p += PIXELS;
@@ -264,8 +281,11 @@ mod tests {
         let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: &bias };
         let mut padded = vec![0.0f32; padded_floats(&g)];
         pad(&g, &x, &mut padded);
-        let mut portable = vec![0.0f32; 40 * g.oh * g.ow];
+        let mut portable = vec![MaybeUninit::new(f32::NAN); 40 * g.oh * g.ow];
         image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
+        // SAFETY: every element was initialised (to NaN) above.
+        let portable: Vec<f32> = portable.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert!(portable.iter().all(|v| !v.is_nan()), "an output element was not written");
         for (p, s) in portable.iter().zip(&selected) {
             assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
         }
