@@ -47,19 +47,19 @@
 //!   image per thread (resnet-3x3) runs Winograd F(2x2, 3x3) forward and
 //!   backward ([`ConvPath::Winograd`], `winograd.rs`): 16 GEMMs of 2.25x
 //!   fewer FLOPs in all than im2col's.
-//! - On the unfold path with AVX-512, at least 32 filters and channel
-//!   tiles of whole 8-row blocks (resnet-s2), both directions' GEMMs run
-//!   through `small_gemm.rs` instead of matrixmultiply
-//!   ([`ConvPlan::unpacked_gemms`]): it reads its operands where they lie,
-//!   where matrixmultiply packs both on every call, ~6% of the backward and
-//!   ~15% of the forward here. Every other CPU and shape keeps
+//! - On the unfold path (and direct_wide's backward, which unfolds) with
+//!   AVX-512 and at least 32 filters (resnet-s2, mxnet-c2, alexnet-c1's
+//!   backward), both directions' GEMMs run through `small_gemm.rs` instead
+//!   of matrixmultiply ([`ConvPlan::unpacked_gemms`]): it reads its
+//!   operands where they lie, where matrixmultiply packs both on every
+//!   call; 6-22% off those ops here. Every other CPU and shape keeps
 //!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
 //!   2·OW takes its dX by input phase (`subpixel_dx.rs`,
 //!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
 //!   planes, no col2im.
 //! - [`TileTargets`] can switch the last three off, to compare with the
-//!   unfold path and matrixmultiply; [`Im2col::conv_plan`] tells which path and tiling a
-//!   geometry takes.
+//!   unfold path and matrixmultiply; [`Im2col::conv_plan`] tells which
+//!   path and tiling a geometry takes.
 //!
 //! ## Tiling and scratch
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is

@@ -103,12 +103,11 @@ pub struct ConvPlan {
     pub phased: bool,
     /// Target floats of a tile (of a Winograd block's V and M each).
     pub tile_floats: usize,
-    /// Unfold path: the GEMMs run through small_gemm.rs (AVX-512, no
-    /// packing) rather than matrixmultiply, the forward's on W and col as
-    /// they are, the backward's on Wᵀ, dYᵀ and dWᵀ. Taken when a full
-    /// tile's C·R·S rows are a multiple of its 8-row block (the backward's
-    /// m) and there are at least 32 filters (a full 32-column register
-    /// block in the backward).
+    /// Unfold path (and direct_wide's backward, which unfolds): the GEMMs
+    /// run through small_gemm.rs (AVX-512, no packing) rather than
+    /// matrixmultiply, the forward's on W and col as they are, the
+    /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken with AVX-512 and at least 32
+    /// filters (a full 32-column register block for the backward's dW).
     pub unpacked_gemms: bool,
     /// Backward on the small_gemm plan for stride-2 convs with H = 2·OH
     /// and W = 2·OW (resnet-s2): dX by input phase (subpixel_dx.rs), GEMMs
@@ -119,8 +118,9 @@ pub struct ConvPlan {
 
 /// Channels per tile, rounded down so a tile's C·R·S rows fill whole
 /// 8-row GEMM blocks when the channels are split anyway (resnet-s2: 37 ->
-/// 32 channels, 288 rows), which small_gemm needs; an unsplit channel range
-/// stays whole (one tile beats an aligned one and a ragged rest).
+/// 32 channels, 288 rows), so small_gemm needs no padded remainder block
+/// for them; an unsplit channel range stays whole (one tile beats an
+/// aligned one and a ragged rest).
 fn row_block_channels(channels: usize, all: usize, taps: usize) -> usize {
     let step = 8 / gcd(taps, 8);
     if channels < all && channels >= step { channels / step * step } else { channels }
@@ -196,7 +196,10 @@ impl ConvPlan {
         } else {
             ConvPath::Unfold
         };
-        let unpacked = path == ConvPath::Unfold && targets.unpacked_gemms && g.k >= 32 && small_gemm::available();
+        let unpacked = matches!(path, ConvPath::Unfold | ConvPath::DirectWide)
+            && targets.unpacked_gemms
+            && g.k >= 32
+            && small_gemm::available();
         if images > 1 {
             let channels = row_block_channels((floats / (taps * pixels * images)).clamp(1, g.c), g.c, taps);
             return Self {
@@ -206,7 +209,7 @@ impl ConvPlan {
                 pixels_per_tile: pixels,
                 phased,
                 tile_floats: floats,
-                unpacked_gemms: unpacked && (channels * taps).is_multiple_of(8),
+                unpacked_gemms: unpacked,
                 subpixel_dx: false,
             };
         }
@@ -226,7 +229,7 @@ impl ConvPlan {
             pixels_per_tile,
             phased,
             tile_floats: floats,
-            unpacked_gemms: unpacked && (channels * taps).is_multiple_of(8),
+            unpacked_gemms: unpacked,
             subpixel_dx: false,
         }
     }

@@ -12,16 +12,16 @@
 //!   steps of 32 outside, rows of 8 inside, so a 32-column panel of B stays
 //!   in L1 while every row block passes over it. The last column step is
 //!   masked (masked loads and stores touch no memory past the mask).
-//! - AVX-512 only (intrinsics); m not a multiple of 8, a view with a column
-//!   stride other than 1, or a CPU without AVX-512F goes to matrixmultiply
-//!   through gemm.rs.
+//! - AVX-512 only (intrinsics); a view with a column stride other than 1,
+//!   or a CPU without AVX-512F, goes to matrixmultiply through gemm.rs. The
+//!   last m mod 8 rows run as one zero-padded 8-row block.
 //! - [`transpose`] turns V into Vᵀ for dW's product (16 x 16 blocks in
 //!   registers), since this kernel reads B by rows.
 //! - Checked by the unit tests below against a plain triple loop and the
 //!   definition of a transpose, and through every Winograd test; timed by
 //!   examples/im2col_bench.rs (resnet-3x3).
 
-use crate::gemm::{Mat, MatMut, check_product, sgemm};
+use crate::gemm::{Mat, MatMut, View, check_product, sgemm};
 
 /// Rows per register block.
 const ROWS: usize = 8;
@@ -49,16 +49,50 @@ pub(crate) fn gemm(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if m % ROWS == 0
-        && [a.view.col_stride, b.view.col_stride, c.view.col_stride] == [1, 1, 1]
+    if [a.view.col_stride, b.view.col_stride, c.view.col_stride] == [1, 1, 1]
         && std::arch::is_x86_feature_detected!("avx512f")
     {
+        let full = m / ROWS * ROWS;
+        let (a_full, c_full) = (
+            Mat { view: View { rows: full, ..a.view }, ..a },
+            MatMut { view: View { rows: full, ..c.view }, data: &mut *c.data },
+        );
         // SAFETY: AVX-512F detected; `check_product` keeps every element
-        // read from A and B and read or written in C inside its slice.
-        unsafe { gemm_avx512(a, b, c, accumulate) };
+        // read from A and B and read or written in C inside its slice, and
+        // the first `full` rows are a part of those views.
+        unsafe { gemm_avx512(a_full, b, c_full, accumulate) };
+        if full < m {
+            remainder_rows(a, b, c, full, accumulate);
+        }
         return;
     }
     sgemm(1.0, a, b, if accumulate { 1.0 } else { 0.0 }, c);
+}
+
+/// Rows full..m (fewer than 8) of C = A·B (+ C): copied into one
+/// zero-padded 8-row block, multiplied there, and copied back.
+#[cfg(target_arch = "x86_64")]
+fn remainder_rows(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, full: usize, accumulate: bool) {
+    let (m, k, n) = (c.view.rows, a.view.cols, c.view.cols);
+    let rest = m - full;
+    let mut a_block = vec![0.0f32; ROWS * k];
+    let mut c_block = vec![0.0f32; ROWS * n];
+    for i in 0..rest {
+        a_block[i * k..][..k].copy_from_slice(&a.data[(full + i) * a.view.row_stride..][..k]);
+        if accumulate {
+            c_block[i * n..][..n].copy_from_slice(&c.data[(full + i) * c.view.row_stride..][..n]);
+        }
+    }
+    let (a_view, c_view) = (View::row_major(ROWS, k), View::row_major(ROWS, n));
+    let (a_block_mat, c_block_mat) =
+        (Mat { data: &a_block, view: a_view }, MatMut { data: &mut c_block, view: c_view });
+    check_product(&a_block_mat, &b, &c_block_mat);
+    // SAFETY: only called after AVX-512F was detected (`gemm`); the block
+    // views were just checked against their buffers and B.
+    unsafe { gemm_avx512(a_block_mat, b, c_block_mat, accumulate) };
+    for i in 0..rest {
+        c.data[(full + i) * c.view.row_stride..][..n].copy_from_slice(&c_block[i * n..][..n]);
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -240,9 +274,15 @@ mod tests {
     #[test]
     fn matches_a_triple_loop_on_awkward_shapes() {
         let mut rng = SplitMix64::new(4);
-        for (m, k, n, pad) in
-            [(8, 5, 40, 3), (16, 64, 112, 0), (24, 7, 9, 1), (8, 1, 16, 0), (8, 3, 33, 2), (5, 4, 20, 1)]
-        {
+        for (m, k, n, pad) in [
+            (8, 5, 40, 3),
+            (16, 64, 112, 0),
+            (24, 7, 9, 1),
+            (8, 1, 16, 0),
+            (8, 3, 33, 2),
+            (5, 4, 20, 1),
+            (13, 6, 50, 2),
+        ] {
             let (lda, ldb, ldc) = (k + pad, n + pad, n + 2 * pad);
             let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
             let (a, b, c0) = (data(m * lda), data(k * ldb), data(m * ldc));

@@ -127,8 +127,8 @@ fn avx512() -> bool {
 fn unpacked_gemms_matches_the_reference() {
     let mut rng = SplitMix64::new(31);
     // Tiles of about 8 channels x 81 pixels: channel splits rounded to
-    // 8-row blocks (with a ragged last tile, which small_gemm hands to
-    // matrixmultiply), pixel tiles, grouped images, stride-2 dX by phase
+    // 8-row blocks (with a ragged last tile: small_gemm's padded remainder
+    // block), pixel tiles, grouped images, stride-2 dX by phase
     // (subpixel_dx.rs); 1 to 3 threads.
     let small = TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, ..TileTargets::default() };
     let backends = [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap().with_tile_targets(small));
@@ -140,6 +140,7 @@ fn unpacked_gemms_matches_the_reference() {
         ([2, 8, 10, 12], [32, 4, 4], Conv2d::new(2, 1)),  // stride 2, even kernel: shifts of −1, 0 and +1
         ([3, 8, 8, 8], [32, 1, 1], Conv2d::new(2, 0)),    // 1x1 stride 2: three of four phases get no tap
         ([2, 8, 9, 9], [32, 3, 3], Conv2d::new(2, 1)),    // stride 2, odd size: col2im, not by phase
+        ([2, 3, 30, 30], [40, 5, 5], Conv2d::new(2, 1)),  // direct_wide forward, unfolded backward, 75 rows
     ];
     for (x, f, params) in cases {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
