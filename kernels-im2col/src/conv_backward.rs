@@ -190,6 +190,15 @@ pub(crate) fn over_image_runs(
     (dx, dw, db)
 }
 
+/// Row stride of dYᵀ [columns, K], the dW GEMM's B: K rounded up to an
+/// odd number of cache lines, so consecutive rows fall in different L1
+/// sets (K = 256 as 1 KiB rows put a 32-column panel of B into 8 of the 64
+/// sets; OPTIMISATION.md step 46).
+pub(crate) fn dyt_stride(k: usize) -> usize {
+    let lines = k.div_ceil(16);
+    16 * if lines.is_multiple_of(2) { lines + 1 } else { lines }
+}
+
 /// Backward over a run of images, a group of `plan.images_per_tile` at a
 /// time: writes their dx (when given) and returns their partial dW and db.
 #[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
@@ -210,7 +219,7 @@ fn backward_images(
     let mut db = vec![0.0f64; g.k];
     let mut s = Scratch::new(g, plan);
     if operands.unpacked && need.dw {
-        s.dy_transposed = vec![0.0; g.k * plan.columns()];
+        s.dy_transposed = vec![0.0; dyt_stride(g.k) * plan.columns()];
     }
     let group = plan.images_per_tile;
     let mut first = images.start;
@@ -324,14 +333,15 @@ fn backward_group(
             if operands.unpacked {
                 // dWᵀ [rows, K] += col [rows, columns] · dYᵀ [columns, K],
                 // dYᵀ transposed once per pixel block.
-                let dyt = &mut s.dy_transposed[..columns * g.k];
+                let ld = dyt_stride(g.k);
+                let dyt = &mut s.dy_transposed[..columns * ld];
                 if transposed_at != Some(tile.p0) {
-                    small_gemm::transpose(&dy_source[tile.p0..], g.k, columns, dy_stride, dyt);
+                    small_gemm::transpose_strided(&dy_source[tile.p0..], g.k, columns, dy_stride, dyt, ld);
                     transposed_at = Some(tile.p0);
                 }
                 let dwt = &mut dw[tile.c0 * taps * g.k..];
                 let product = mat_mut(dwt, View::row_major(rows, g.k));
-                small_gemm::gemm(mat(col, vcol), mat(dyt, View::row_major(columns, g.k)), product, true);
+                small_gemm::gemm(mat(col, vcol), mat(dyt, View::strided(columns, g.k, ld)), product, true);
             } else {
                 sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
             }

@@ -271,7 +271,8 @@ impl ConvPlan {
             // Phased x for im2col and phased dx for col2im.
             (true, _) => {
                 // A pixel block's dYᵀ for small_gemm.
-                let unpacked = if self.unpacked_gemms { g.k * self.columns() } else { 0 };
+                let unpacked =
+                    if self.unpacked_gemms { crate::conv_backward::dyt_stride(g.k) * self.columns() } else { 0 };
                 // The phased dx for col2im, or subpixel_dx.rs's buffers.
                 let dx = if self.subpixel_dx {
                     crate::subpixel_dx::scratch_floats(g, self.images_per_tile)

@@ -174,27 +174,41 @@ unsafe fn tile<const V: usize>(
 /// GEMMs. 16 x 16 blocks in registers with AVX-512 (a scalar loop took as
 /// long as the GEMM it feeds), else a scalar loop.
 pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
+    transpose_strided(m, rows, cols, stride, out, rows);
+}
+
+/// [`transpose`] with the output's rows `out_stride` floats apart (a
+/// stride off powers of two keeps a GEMM's B panel out of a few L1 sets).
+pub(crate) fn transpose_strided(
+    m: &[f32],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+    out: &mut [f32],
+    out_stride: usize,
+) {
     if rows == 0 || cols == 0 {
         return;
     }
-    assert!((rows - 1) * stride + cols <= m.len() && rows * cols <= out.len(), "transpose: past a slice");
-    assert!(rows == 1 || stride >= cols, "transpose: rows overlap");
+    assert!((rows - 1) * stride + cols <= m.len(), "transpose: past the input");
+    assert!((cols - 1) * out_stride + rows <= out.len(), "transpose: past the output");
+    assert!((rows == 1 || stride >= cols) && (cols == 1 || out_stride >= rows), "transpose: rows overlap");
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: AVX-512F detected; the asserts above bound every access.
-        unsafe { transpose_avx512(m, rows, cols, stride, out) };
+        unsafe { transpose_avx512(m, rows, cols, stride, out, out_stride) };
         return;
     }
     for i in 0..rows {
         for (j, &v) in m[i * stride..][..cols].iter().enumerate() {
-            out[j * rows + i] = v;
+            out[j * out_stride + i] = v;
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
+unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32], out_stride: usize) {
     use std::arch::x86_64::{
         __m512, _mm512_castpd_ps, _mm512_castps_pd, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_setzero_ps,
         _mm512_shuffle_f32x4, _mm512_unpackhi_pd, _mm512_unpackhi_ps, _mm512_unpacklo_pd, _mm512_unpacklo_ps,
@@ -241,7 +255,7 @@ unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, o
                     ];
                     for (c, value) in columns {
                         if c < col_count {
-                            _mm512_mask_storeu_ps(out.as_mut_ptr().add((j0 + c) * rows + i0), row_mask, value);
+                            _mm512_mask_storeu_ps(out.as_mut_ptr().add((j0 + c) * out_stride + i0), row_mask, value);
                         }
                     }
                 }
@@ -268,6 +282,16 @@ mod tests {
                 }
             }
             assert_eq!(&out[rows * cols..], &[-1.0; 3], "{rows}x{cols}: wrote past the matrix");
+            // With padded output rows: the padding is left alone.
+            let out_stride = rows + 5;
+            let mut padded = vec![-1.0f32; cols * out_stride];
+            transpose_strided(&m, rows, cols, stride, &mut padded, out_stride);
+            for j in 0..cols {
+                for i in 0..out_stride {
+                    let want = if i < rows { m[i * stride + j] } else { -1.0 };
+                    assert_eq!(padded[j * out_stride + i], want, "{rows}x{cols} padded [{j},{i}]");
+                }
+            }
         }
     }
 
