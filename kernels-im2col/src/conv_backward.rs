@@ -112,13 +112,7 @@ fn backward_unfold(
     let dw_len = if need.dw { g.k * crs } else { 0 };
     let unpacked = plan.unpacked_gemms;
     // Wᵀ [C·R·S, K] row-major, once per call, for small_gemm's dX.
-    let wt = if unpacked && need.dx {
-        let mut wt = vec![0.0f32; crs * g.k];
-        small_gemm::transpose(w, g.k, crs, crs, &mut wt);
-        wt
-    } else {
-        Vec::new()
-    };
+    let wt = if unpacked && need.dx { transposed(w, g.k, crs) } else { Vec::new() };
     let subpixel_dx = plan.subpixel_dx && need.dx;
     let operands = Operands { w, wt: &wt, unpacked, subpixel_dx };
     let (dx, dw, db) = over_image_runs(g, need.dx, dw_len, |images, dx_run| {
@@ -130,11 +124,22 @@ fn backward_unfold(
             return dw;
         }
         // The workers summed dWᵀ [C·R·S, K]; back to dW [K, C·R·S].
-        let mut out = vec![0.0f32; dw.len()];
-        small_gemm::transpose(&dw, crs, g.k, g.k, &mut out);
-        out
+        transposed(&dw, crs, g.k)
     });
     HostGrads { dx, dw, db }
+}
+
+/// m [rows, cols] transposed, split by output rows over the pool's
+/// threads: resnet-s2's W (1.2 MB) took 150 µs on one thread while the
+/// other waited (OPTIMISATION.md step 47).
+fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows * cols];
+    let per_chunk = cols.div_ceil(rayon::current_num_threads()).next_multiple_of(16).max(16);
+    out.par_chunks_mut(per_chunk * rows).enumerate().for_each(|(i, chunk)| {
+        let c0 = i * per_chunk;
+        small_gemm::transpose(&m[c0..], rows, chunk.len() / rows, cols, chunk);
+    });
+    out
 }
 
 /// The weights as the backward GEMMs read them: W [K, C·R·S] for
