@@ -11,7 +11,7 @@
 //!   take tiny reductions and few-filter small images, and the latter's dW
 //!   (direct_filters_grad.rs).
 //! - The GEMM is matrixmultiply's sgemm, or with AVX-512 and a plan that
-//!   allows it (`ConvPlan::unpacked_gemms`: resnet-s2) small_gemm.rs,
+//!   allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2) small_gemm.rs,
 //!   which reads W and the col tile where they lie instead of packing both
 //!   on every call (resnet-s2 forward 3.05-3.85 -> 2.62-2.71 ms,
 //!   OPTIMISATION.md step 38).
