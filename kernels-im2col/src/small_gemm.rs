@@ -1,5 +1,6 @@
-//! C = A·B or C += A·B for the many small GEMMs of winograd.rs, and the
-//! unfold path's backward GEMMs (conv_backward.rs), without packing.
+//! C = A·B or C += A·B without packing: the many small GEMMs of
+//! winograd.rs, and with `ConvPlan::unpacked_gemms` the unfold path's
+//! GEMMs both ways (conv.rs, conv_backward.rs, subpixel_dx.rs).
 //!
 //! - winograd.rs runs 16 GEMMs per block of tiles, each [64 x 64] · [64 x
 //!   112] for resnet-3x3. matrixmultiply packs both operands on every call
@@ -18,8 +19,9 @@
 //! - [`transpose`] turns V into Vᵀ for dW's product (16 x 16 blocks in
 //!   registers), since this kernel reads B by rows.
 //! - Checked by the unit tests below against a plain triple loop and the
-//!   definition of a transpose, and through every Winograd test; timed by
-//!   examples/im2col_bench.rs (resnet-3x3).
+//!   definition of a transpose, and through every Winograd and unpacked
+//!   unfold test; timed by examples/im2col_bench.rs (resnet-3x3,
+//!   resnet-s2, mxnet-c2; `--packed` to compare with matrixmultiply).
 
 use crate::gemm::{Mat, MatMut, View, check_product, sgemm};
 
