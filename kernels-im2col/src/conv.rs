@@ -21,7 +21,7 @@
 //! - The worker scratch (`Scratch`) and phased inputs (`inputs`) are shared
 //!   with conv_backward.rs.
 //! - Checked by tests/against_naive.rs and harness/tests/im2col.rs (proptest
-//!   against the f64 reference, gradcheck); timed by examples/bench.rs.
+//!   against the f64 reference, gradcheck); timed by examples/im2col_bench.rs.
 
 use std::mem::MaybeUninit;
 

@@ -18,7 +18,7 @@
 //! - Parallelism: each worker takes a contiguous run of images with its own
 //!   partial dW and db, summed at the end.
 //! - Checked by tests/against_naive.rs and harness/tests/im2col.rs (proptest
-//!   against the f64 reference, gradient checks); timed by examples/bench.rs.
+//!   against the f64 reference, gradient checks); timed by examples/im2col_bench.rs.
 
 use kernels_core::{ConvGeometry, GradRequest, Result};
 use rayon::prelude::*;

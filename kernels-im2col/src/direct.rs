@@ -16,7 +16,7 @@
 //!   at run time) and plain (portable, no fused multiply-add).
 //! - Checked against the reference by tests/against_naive.rs and the
 //!   harness suite (any geometry meeting `applies`); timed by
-//!   examples/bench.rs (lenet-c1, simplecnn-c1 forward).
+//!   examples/im2col_bench.rs (lenet-c1, simplecnn-c1 forward).
 
 use std::mem::MaybeUninit;
 

@@ -14,7 +14,7 @@
 //!   shifted back to end at OH·OW.
 //! - Variants: AVX-512F + FMA, AVX2 + FMA (run-time pick) and portable.
 //! - Checked against the reference in harness/tests/im2col.rs and
-//!   tests/against_naive.rs; timed by examples/bench.rs (lenet-c2 forward).
+//!   tests/against_naive.rs; timed by examples/im2col_bench.rs (lenet-c2 forward).
 
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;

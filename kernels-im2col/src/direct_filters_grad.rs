@@ -10,7 +10,7 @@
 //!   transposed conv through direct_filters measured 1.3x slower on
 //!   lenet-c2 (OPTIMISATION.md, step 9).
 //! - Checked against the reference by harness/tests/im2col.rs (property on
-//!   these geometries and a gradient check); timed by examples/bench.rs
+//!   these geometries and a gradient check); timed by examples/im2col_bench.rs
 //!   (lenet-c2 backward).
 
 use kernels_core::ConvGeometry;

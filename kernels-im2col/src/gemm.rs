@@ -5,7 +5,7 @@
 //!   transposed operand is just swapped strides (no copy).
 //! - Every call checks that each view's furthest element lies inside its
 //!   slice and that the shapes agree, which is the invariant `sgemm` needs.
-//! - Checked through every conv and linear test; timed by examples/bench.rs
+//! - Checked through every conv and linear test; timed by examples/im2col_bench.rs
 //!   (its sgemm n=2048 line is the ceiling every figure is compared with).
 
 /// A strided matrix view: element (i, j) sits at `i·row_stride + j·col_stride`.

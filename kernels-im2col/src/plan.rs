@@ -11,7 +11,7 @@
 //!   in backward, one partial dW; the total over workers is checked against
 //!   [`SCRATCH_LIMIT_BYTES`] before any op runs.
 //! - Checked by the scratch test below (every suite shape, also at batch
-//!   4096); the tile size is timed in examples/bench.rs.
+//!   4096); the tile size is timed in examples/im2col_bench.rs.
 
 use kernels_core::{ConvGeometry, Error, Result};
 

@@ -11,7 +11,7 @@
 //!   valid output columns are computed once, so the inner loop is a plain
 //!   (strided when sw > 1) copy without bounds tests.
 //! - Checked by the conv tests against the reference (every path goes
-//!   through here); timed inside the conv figures of examples/bench.rs.
+//!   through here); timed inside the conv figures of examples/im2col_bench.rs.
 
 use kernels_core::ConvGeometry;
 
