@@ -176,9 +176,66 @@ fn conv_direct_wide_forward_matches_naive_f64() {
         backend.conv_plan(&g).path == ConvPath::DirectWide
     };
     assert!(edges.iter().all(|(_, p)| on_path(p)));
-    common::run("conv2d forward, wide direct kernel", edges, direct_wide_problem(), |p| {
+    common::run("conv2d forward, wide direct kernel", edges.clone(), direct_wide_problem(), |p| {
         prop_assert!(on_path(p), "not on the wide direct path: {p:?}");
         conv_forward(&backend, p)
+    });
+    // Its backward unfolds (through small_gemm on AVX-512 CPUs).
+    common::run("conv2d backward, wide direct geometry", edges, direct_wide_problem(), |p| {
+        conv_backward(&backend, p, GradRequest::ALL)
+    });
+}
+
+/// Geometries the unfold path takes with small_gemm's unpacked GEMMs (K ≥
+/// 32 and no special path): any stride, padding and dilation, and in half
+/// the cases stride 2 on even sizes H = 2·OH, W = 2·OW, where dX goes by
+/// input phase (subpixel_dx.rs). Run with small tiles so channel splits,
+/// pixel tiles and groups occur.
+fn unpacked_problem() -> impl Strategy<Value = ConvProblem> {
+    let dims = (1..=3usize, 5..=12usize, 32..=40usize, 1..=4usize, 1..=4usize);
+    let params = ([1..=2usize, 1..=2usize], [0..=2usize, 0..=2usize], [1..=2usize, 1..=2usize]);
+    (dims, params, (0..=8usize, 0..=8usize, any::<bool>(), any::<bool>(), any::<u64>())).prop_map(
+        |((n, c, k, r, s), (stride, padding, dilation), (eh, ew, by_phase, bias, seed))| {
+            if by_phase {
+                // Stride 2, dilation 1, and a padding that makes H = 2·OH:
+                // (H + 2p − R) / 2 + 1 = H / 2 holds for 2p = R − 2 + (0 or 1).
+                let (r, s) = (r.max(2), s.max(2));
+                let (ph, pw) = ((r - 1) / 2, (s - 1) / 2);
+                let (oh, ow) = (2 + eh, 2 + ew);
+                let input = [n, c, 2 * oh, 2 * ow];
+                let params = Conv2d { stride: [2, 2], padding: [ph, pw], dilation: [1, 1] };
+                return ConvProblem { input, filters: [k, r, s], params, bias, seed };
+            }
+            let fit = |kernel: usize, axis: usize| {
+                (dilation[axis] * (kernel - 1) + 1).saturating_sub(2 * padding[axis]).max(1)
+            };
+            let input = [n, c, fit(r, 0) + eh, fit(s, 1) + ew];
+            ConvProblem { input, filters: [k, r, s], params: Conv2d { stride, padding, dilation }, bias, seed }
+        },
+    )
+}
+
+#[test]
+fn conv_unpacked_gemms_match_naive_f64() {
+    let targets = TileTargets { floats: 2048, columns: 40, winograd: false, ..TileTargets::default() };
+    let backend = Im2col::with_threads(2).expect("a 2-thread pool").with_tile_targets(targets);
+    let resnet_s2_like =
+        ConvProblem { input: [2, 12, 10, 10], filters: [32, 3, 3], params: Conv2d::new(2, 1), bias: true, seed: 12 };
+    let edges = vec![("resnet-s2-like, dX by phase", resnet_s2_like)];
+    let plan = |p: &ConvProblem| backend.conv_plan(&ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap());
+    // Only CPUs with AVX-512 take this path; elsewhere these are plain
+    // unfold problems, still checked.
+    let avx512 = plan(&edges[0].1).unpacked_gemms;
+    assert!(!avx512 || plan(&edges[0].1).subpixel_dx, "{:?}", plan(&edges[0].1));
+    common::run("conv2d forward, unpacked GEMMs", edges.clone(), unpacked_problem(), |p| {
+        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+        let by_phase = p.params.stride == [2, 2] && p.params.dilation == [1, 1] && g.h == 2 * g.oh && g.w == 2 * g.ow;
+        prop_assert!(plan(p).unpacked_gemms == avx512, "{p:?}: {:?}", plan(p));
+        prop_assert!(plan(p).subpixel_dx == (avx512 && by_phase), "{p:?}: {:?}", plan(p));
+        conv_forward(&backend, p)
+    });
+    common::run("conv2d backward, unpacked GEMMs", edges, unpacked_problem(), |p| {
+        conv_backward(&backend, p, GradRequest::ALL)
     });
 }
 
@@ -265,6 +322,13 @@ fn conv_backward_agrees_with_central_differences_of_its_own_forward() {
         ("filter-vectorised geometry", [2, 8, 6, 6], [8, 3, 3], Conv2d::new(1, 1)),
         ("filter-vectorised geometry, strided", [2, 8, 7, 8], [5, 3, 3], Conv2d::new(2, 1)),
         ("Winograd geometry, odd output", [2, 32, 5, 4], [32, 3, 3], Conv2d::new(1, 1)),
+        ("unpacked GEMMs, stride-2 dX by phase", [2, 4, 6, 6], [32, 3, 3], Conv2d::new(2, 1)),
+        (
+            "unpacked GEMMs, strided and dilated",
+            [2, 3, 9, 8],
+            [33, 3, 2],
+            Conv2d { stride: [1, 2], padding: [1, 0], dilation: [2, 1] },
+        ),
     ];
     for (label, input, [k, r, s], params) in cases {
         let x = random(&input, 1);
