@@ -192,7 +192,8 @@ fn conv_direct_wide_forward_matches_naive_f64() {
 /// input phase (subpixel_dx.rs). Run with small tiles so channel splits,
 /// pixel tiles and groups occur.
 fn unpacked_problem() -> impl Strategy<Value = ConvProblem> {
-    let dims = (1..=3usize, 5..=12usize, 32..=40usize, 1..=4usize, 1..=4usize);
+    // S ≥ 2: a 1x1 stride-1 unpadded conv would take the pointwise path.
+    let dims = (1..=3usize, 5..=12usize, 32..=40usize, 1..=4usize, 2..=4usize);
     let params = ([1..=2usize, 1..=2usize], [0..=2usize, 0..=2usize], [1..=2usize, 1..=2usize]);
     (dims, params, (0..=8usize, 0..=8usize, any::<bool>(), any::<bool>(), any::<u64>())).prop_map(
         |((n, c, k, r, s), (stride, padding, dilation), (eh, ew, by_phase, bias, seed))| {
