@@ -126,6 +126,7 @@ mod subpixel_dx;
 mod unfold;
 mod winograd;
 mod winograd_dx;
+mod winograd_input;
 mod winograd_transforms;
 
 use kernels_core::{

@@ -110,8 +110,25 @@ fn add_split(dst: &mut [f32], shift: usize, even: &[f32], odd: &[f32]) {
     }
 }
 
-/// V [16, C, T] = Bᵀ d B for every channel and tile of a block.
+/// V [16, C, T] = Bᵀ d B for every channel and tile of a block: in
+/// AVX-512 registers where the CPU has them (winograd_input.rs).
 pub(crate) fn transform_input(
+    g: &ConvGeometry,
+    b: &Blocking,
+    x_image: &[f32],
+    block: std::ops::Range<usize>,
+    v: &mut [f32],
+    bufs: &mut RowBuffers,
+) {
+    if !crate::winograd_input::transform_input(g, b, x_image, block.clone(), v) {
+        transform_input_portable(g, b, x_image, block, v, bufs);
+    }
+}
+
+/// [`transform_input`] in plain loops over tile-row arrays: any CPU
+/// without AVX-512F (and the definition winograd_input.rs is tested
+/// against).
+pub(crate) fn transform_input_portable(
     g: &ConvGeometry,
     b: &Blocking,
     x_image: &[f32],
