@@ -128,8 +128,9 @@ unsafe fn transform_avx512(
                     [_mm512_sub_ps(a0, a2), _mm512_add_ps(a1, a2), _mm512_sub_ps(a2, a1), _mm512_sub_ps(a1, a3)]
                 });
                 let mask = lane_range(0, n as isize - tx0 as isize);
-                for xi in 0..4 {
-                    let [e, o, e1, o1] = [t[0][xi], t[1][xi], t[2][xi], t[3][xi]];
+                // Row ξ of t as its four column sets.
+                let t_rows: [[__m512; 4]; 4] = std::array::from_fn(|xi| [t[0][xi], t[1][xi], t[2][xi], t[3][xi]]);
+                for (xi, [e, o, e1, o1]) in t_rows.into_iter().enumerate() {
                     let values =
                         [_mm512_sub_ps(e, e1), _mm512_add_ps(o, e1), _mm512_sub_ps(e1, o), _mm512_sub_ps(o, o1)];
                     for (nu, value) in values.into_iter().enumerate() {
