@@ -14,9 +14,10 @@
 //!   `direct_wide.rs`: the same idea for many filters over few channels;
 //!   `direct_grad.rs`, `direct_filters_grad.rs`, `direct_dx.rs`: their
 //!   backward pieces; `winograd.rs`: F(2x2, 3x3) both ways, with its tile
-//!   transforms in `winograd_transforms.rs` (the dX one in AVX-512
-//!   registers in `winograd_dx.rs`) and its GEMMs in `small_gemm.rs` (an
-//!   unpacked AVX-512 kernel).
+//!   transforms in `winograd_transforms.rs` (three of the four in AVX-512
+//!   registers in `winograd_input.rs`, `winograd_dm.rs` and
+//!   `winograd_dx.rs`) and its GEMMs in `small_gemm.rs` (an unpacked
+//!   AVX-512 kernel).
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
 //! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
@@ -125,6 +126,7 @@ mod small_gemm;
 mod subpixel_dx;
 mod unfold;
 mod winograd;
+mod winograd_dm;
 mod winograd_dx;
 mod winograd_input;
 mod winograd_transforms;

@@ -239,8 +239,25 @@ fn interleave(even: &[f32], odd: &[f32], out: &mut [f32]) {
 }
 
 /// dM [16, K, T] = A dy Aᵀ for every filter and tile of a block (dy taken
-/// as zero past the last row and column, where a tile overhangs).
+/// as zero past the last row and column, where a tile overhangs): in
+/// AVX-512 registers where the CPU has them (winograd_dm.rs).
 pub(crate) fn transform_output_gradient(
+    g: &ConvGeometry,
+    b: &Blocking,
+    dy_image: &[f32],
+    block: std::ops::Range<usize>,
+    dm: &mut [f32],
+    bufs: &mut RowBuffers,
+) {
+    if !crate::winograd_dm::transform_output_gradient(g, b, dy_image, block.clone(), dm) {
+        transform_output_gradient_portable(g, b, dy_image, block, dm, bufs);
+    }
+}
+
+/// [`transform_output_gradient`] in plain loops over tile-row arrays: any
+/// CPU without AVX-512F (and the definition winograd_dm.rs is tested
+/// against).
+pub(crate) fn transform_output_gradient_portable(
     g: &ConvGeometry,
     b: &Blocking,
     dy_image: &[f32],
