@@ -87,12 +87,21 @@ impl Blocking {
     }
 }
 
+/// Floats of one transform position's plane in V or M ([rows, block
+/// tiles]), plus one cache line: without it the 16 planes lie a multiple of
+/// 4 KiB apart for resnet-3x3 (64 x 112 floats), and a transform's 16
+/// stores (or loads) per tile all fall into one L1 set, more than its ways
+/// (OPTIMISATION.md step 49).
+pub(crate) fn plane_floats(rows: usize, tiles: usize) -> usize {
+    rows * tiles + 16
+}
+
 /// Scratch floats per worker: V and M blocks, row buffers, and in backward
 /// a partial dU and a transposed V (U and Uᵀ are per call, like the
 /// weights).
 pub(crate) fn scratch_floats(g: &ConvGeometry, tile_floats: usize, backward: bool) -> usize {
     let b = Blocking::new(g, tile_floats);
-    let blocks = POSITIONS * (g.c + g.k) * b.block_tiles()
+    let blocks = POSITIONS * (plane_floats(g.c, b.block_tiles()) + plane_floats(g.k, b.block_tiles()))
         + ROW_BUFFERS * (b.tiles_w + 1)
         + crate::winograd_dx::pending_floats(b.tiles_w);
     // Backward: the partial dU, and one position's Vᵀ for dW's GEMM.
@@ -137,8 +146,8 @@ pub(crate) fn forward(g: &ConvGeometry, tile_floats: usize, x: &[f32], w: &[f32]
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let mut y = vec![0.0f32; g.n * image_out];
     let tiles = b.block_tiles();
-    let scratch =
-        || (vec![0.0f32; POSITIONS * g.c * tiles], vec![0.0f32; POSITIONS * g.k * tiles], RowBuffers::new(&b));
+    let (pc, pk) = (plane_floats(g.c, tiles), plane_floats(g.k, tiles));
+    let scratch = || (vec![0.0f32; POSITIONS * pc], vec![0.0f32; POSITIONS * pk], RowBuffers::new(&b));
     y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
         scratch,
         |(v, m, rows), (y_image, x_image)| {
@@ -147,8 +156,8 @@ pub(crate) fn forward(g: &ConvGeometry, tile_floats: usize, x: &[f32], w: &[f32]
                 transform_input(g, &b, x_image, block.clone(), v, rows);
                 for xi in 0..POSITIONS {
                     let u_xi = mat(&u[xi * g.k * g.c..][..g.k * g.c], View::row_major(g.k, g.c));
-                    let v_xi = mat(&v[xi * g.c * tiles..][..g.c * tiles], View::strided(g.c, t, tiles));
-                    let m_xi = mat_mut(&mut m[xi * g.k * tiles..][..g.k * tiles], View::strided(g.k, t, tiles));
+                    let v_xi = mat(&v[xi * pc..][..g.c * tiles], View::strided(g.c, t, tiles));
+                    let m_xi = mat_mut(&mut m[xi * pk..][..g.k * tiles], View::strided(g.k, t, tiles));
                     small_gemm::gemm(u_xi, v_xi, m_xi, false);
                 }
                 transform_output(g, &b, m, block, bias, y_image, rows);
@@ -173,14 +182,15 @@ pub(crate) fn backward(
     let ut = if need.dx { transpose_positions(&u, g.k, g.c) } else { Vec::new() };
     let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
     let tiles = b.block_tiles();
+    let (pc, pk) = (plane_floats(g.c, tiles), plane_floats(g.k, tiles));
     let kc = g.k * g.c;
     // Strided views of one position's [rows, t] block in V or dM.
     let block_view = |rows: usize, t: usize| View::strided(rows, t, tiles);
     let du_len = if need.dw { POSITIONS * kc } else { 0 };
     // Each worker's partial "dw" is its dU [16, K, C].
     let (dx, du, db) = over_image_runs(g, need.dx, du_len, |images, mut dx_run| {
-        let mut v = vec![0.0f32; POSITIONS * g.c * tiles];
-        let mut dm = vec![0.0f32; POSITIONS * g.k * tiles];
+        let mut v = vec![0.0f32; POSITIONS * pc];
+        let mut dm = vec![0.0f32; POSITIONS * pk];
         let mut rows = RowBuffers::new(&b);
         let mut du = vec![0.0f32; du_len];
         let mut vt = vec![0.0f32; if need.dw { tiles * g.c } else { 0 }];
@@ -202,8 +212,8 @@ pub(crate) fn backward(
                     for xi in 0..POSITIONS {
                         // V_ξᵀ [t, C] first, so the GEMM reads both operands
                         // by rows.
-                        small_gemm::transpose(&v[xi * g.c * tiles..][..g.c * tiles], g.c, t, tiles, &mut vt);
-                        let dm_xi = mat(&dm[xi * g.k * tiles..][..g.k * tiles], block_view(g.k, t));
+                        small_gemm::transpose(&v[xi * pc..][..g.c * tiles], g.c, t, tiles, &mut vt);
+                        let dm_xi = mat(&dm[xi * pk..][..g.k * tiles], block_view(g.k, t));
                         let vt_xi = mat(&vt[..t * g.c], View::row_major(t, g.c));
                         let du_xi = mat_mut(&mut du[xi * kc..][..kc], View::row_major(g.k, g.c));
                         small_gemm::gemm(dm_xi, vt_xi, du_xi, true);
@@ -213,8 +223,8 @@ pub(crate) fn backward(
                     // dV overwrites V, which dW has finished with.
                     for xi in 0..POSITIONS {
                         let ut_xi = mat(&ut[xi * kc..][..kc], View::row_major(g.c, g.k));
-                        let dm_xi = mat(&dm[xi * g.k * tiles..][..g.k * tiles], block_view(g.k, t));
-                        let dv_xi = mat_mut(&mut v[xi * g.c * tiles..][..g.c * tiles], block_view(g.c, t));
+                        let dm_xi = mat(&dm[xi * pk..][..g.k * tiles], block_view(g.k, t));
+                        let dv_xi = mat_mut(&mut v[xi * pc..][..g.c * tiles], block_view(g.c, t));
                         small_gemm::gemm(ut_xi, dm_xi, dv_xi, false);
                     }
                     let dx_image = &mut dx_run[i * image_in..][..image_in];

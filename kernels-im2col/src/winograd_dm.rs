@@ -18,7 +18,7 @@
 
 use kernels_core::ConvGeometry;
 
-use crate::winograd::Blocking;
+use crate::winograd::{Blocking, plane_floats};
 
 /// Runs the transform into `dm` [16, K, block tiles] and returns true on a
 /// CPU with AVX-512F; false (nothing done) otherwise.
@@ -36,7 +36,7 @@ pub(crate) fn transform_output_gradient(
         // dy in, all 16 positions of every filter's block out, and tile
         // rows that fit the block.
         assert!(dy_image.len() == g.k * g.oh * g.ow, "winograd dM: not one image");
-        assert!(dm.len() >= 16 * g.k * tiles, "winograd dM: dM too short");
+        assert!(dm.len() >= 16 * plane_floats(g.k, tiles), "winograd dM: dM too short");
         assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dM: block past the blocking");
         // SAFETY: AVX-512F detected; the asserts above bound every access.
         unsafe { transform_avx512(g, n, tiles, dy_image, block, dm) };
@@ -69,7 +69,7 @@ unsafe fn transform_avx512(
     };
     let ow = g.ow as isize;
     let plane = g.oh * g.ow;
-    let position_stride = g.k * tiles;
+    let position_stride = plane_floats(g.k, tiles);
     let even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     let sign = _mm512_set1_epi32(i32::MIN);
@@ -151,7 +151,7 @@ mod tests {
             let (tiles_h, tiles_w) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
             let b = Blocking { tiles_h, tiles_w, rows_per_block: rows_per_block.min(tiles_h) };
             let dy: Vec<f32> = (0..k * g.oh * g.ow).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-            let len = 16 * k * b.block_tiles();
+            let len = 16 * plane_floats(k, b.block_tiles());
             let mut bufs = RowBuffers::new(&b);
             for r0 in (0..tiles_h).step_by(b.rows_per_block) {
                 let block = r0..(r0 + b.rows_per_block).min(tiles_h);

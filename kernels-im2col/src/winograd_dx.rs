@@ -21,7 +21,7 @@
 
 use kernels_core::ConvGeometry;
 
-use crate::winograd::Blocking;
+use crate::winograd::{Blocking, plane_floats};
 
 /// Floats of the pending-rows buffer for a tile row of `tiles_w` tiles:
 /// rows 2 and 3, even and odd padded columns, 16 lanes per chunk.
@@ -51,7 +51,7 @@ pub(crate) fn transform_input_gradient(
         // The invariants every access below relies on: all 16 positions of
         // every channel's block in dV, one whole image in dx, the pending
         // buffer, and tile rows that fit the block.
-        assert!(dv.len() >= 16 * g.c * tiles, "winograd dx: dV too short");
+        assert!(dv.len() >= 16 * plane_floats(g.c, tiles), "winograd dx: dV too short");
         assert!(dx_image.len() == g.c * g.h * g.w, "winograd dx: not one image");
         assert!(pending.len() >= pending_floats(n), "winograd dx: pending buffer too short");
         assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dx: block past the blocking");
@@ -87,7 +87,7 @@ unsafe fn transform_avx512(
     };
     let (h, w) = (g.h as isize, g.w as isize);
     let (ph, pw) = (g.params.padding[0] as isize, g.params.padding[1] as isize);
-    let position_stride = g.c * tiles;
+    let position_stride = plane_floats(g.c, tiles);
     let chunk_count = chunks(n);
     // Interleave even and odd padded columns: lanes 0..16 and 16..32.
     let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
@@ -218,7 +218,7 @@ mod tests {
             let (tiles_h, tiles_w) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
             let b = Blocking { tiles_h, tiles_w, rows_per_block: rows_per_block.min(tiles_h) };
             let tiles = b.block_tiles();
-            let dv: Vec<f32> = (0..16 * c * tiles).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+            let dv: Vec<f32> = (0..16 * plane_floats(c, tiles)).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
             let dx0: Vec<f32> = (0..c * h * w).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
             let mut bufs = RowBuffers::new(&b);
             for r0 in (0..tiles_h).step_by(b.rows_per_block) {

@@ -18,7 +18,7 @@
 
 use kernels_core::ConvGeometry;
 
-use crate::winograd::Blocking;
+use crate::winograd::{Blocking, plane_floats};
 
 /// Runs the transform into `v` [16, C, block tiles] and returns true on a
 /// CPU with AVX-512F; false (nothing done) otherwise.
@@ -36,7 +36,7 @@ pub(crate) fn transform_input(
         // all 16 positions of every channel's block out, and tile rows that
         // fit the block.
         assert!(x_image.len() == g.c * g.h * g.w, "winograd input: not one image");
-        assert!(v.len() >= 16 * g.c * tiles, "winograd input: V too short");
+        assert!(v.len() >= 16 * plane_floats(g.c, tiles), "winograd input: V too short");
         assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd input: block past the blocking");
         // SAFETY: AVX-512F detected; the asserts above bound every access.
         unsafe { transform_avx512(g, n, tiles, x_image, block, v) };
@@ -69,7 +69,7 @@ unsafe fn transform_avx512(
     };
     let (h, w) = (g.h as isize, g.w as isize);
     let (ph, pw) = (g.params.padding[0] as isize, g.params.padding[1] as isize);
-    let position_stride = g.c * tiles;
+    let position_stride = plane_floats(g.c, tiles);
     let even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
     // [current lanes 1..16, next lane 0]: the value of tile tx + 1 at tx.
@@ -167,7 +167,7 @@ mod tests {
             let (tiles_h, tiles_w) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
             let b = Blocking { tiles_h, tiles_w, rows_per_block: rows_per_block.min(tiles_h) };
             let x: Vec<f32> = (0..c * h * w).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-            let len = 16 * c * b.block_tiles();
+            let len = 16 * plane_floats(c, b.block_tiles());
             let mut bufs = RowBuffers::new(&b);
             for r0 in (0..tiles_h).step_by(b.rows_per_block) {
                 let block = r0..(r0 + b.rows_per_block).min(tiles_h);

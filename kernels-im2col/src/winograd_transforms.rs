@@ -12,7 +12,7 @@
 
 use kernels_core::ConvGeometry;
 
-use crate::winograd::{Blocking, POSITIONS};
+use crate::winograd::{Blocking, POSITIONS, plane_floats};
 
 /// Arrays of tiles_w + 1 floats in a worker's [`RowBuffers`].
 pub(crate) const ROW_BUFFERS: usize = 4 + 4 + POSITIONS + 4 + 4;
@@ -159,7 +159,7 @@ pub(crate) fn transform_input_portable(
             let base = c * tiles + row_in_block * n;
             for xi in 0..4 {
                 let (e, o) = (&bufs.even[xi][..n + 1], &bufs.odd[xi][..n + 1]);
-                let out = |nu: usize| (xi * 4 + nu) * g.c * tiles + base;
+                let out = |nu: usize| (xi * 4 + nu) * plane_floats(g.c, tiles) + base;
                 let v0 = &mut v[out(0)..][..n];
                 for tx in 0..n {
                     v0[tx] = e[tx] - e[tx + 1];
@@ -196,7 +196,7 @@ pub(crate) fn transform_output(
         let bias_k = bias.map_or(0.0, |b| b[k]);
         for (row_in_block, ty) in block.clone().enumerate() {
             let base = k * tiles + row_in_block * n;
-            let at = |xi: usize, nu: usize| &m[(xi * 4 + nu) * g.k * tiles + base..][..n];
+            let at = |xi: usize, nu: usize| &m[(xi * 4 + nu) * plane_floats(g.k, tiles) + base..][..n];
             // Aᵀ M over ξ into values[a * 4 + ν] (a = output row), then · A
             // over ν into even / odd output columns of rows 0 and 1.
             for nu in 0..4 {
@@ -292,7 +292,7 @@ pub(crate) fn transform_output_gradient_portable(
             let base = k * tiles + row_in_block * n;
             for nu in 0..4 {
                 let (q0, q1) = (&bufs.values[nu][..n], &bufs.values[4 + nu][..n]);
-                let out = |xi: usize| (xi * 4 + nu) * g.k * tiles + base;
+                let out = |xi: usize| (xi * 4 + nu) * plane_floats(g.k, tiles) + base;
                 let d0 = &mut dm[out(0)..][..n];
                 d0.copy_from_slice(q0);
                 let d1 = &mut dm[out(1)..][..n];
@@ -343,7 +343,7 @@ pub(crate) fn transform_input_gradient_portable(
     for (c, plane) in dx_image.chunks_exact_mut(g.h * g.w).enumerate() {
         for (row_in_block, ty) in block.clone().enumerate() {
             let base = c * tiles + row_in_block * n;
-            let at = |xi: usize, nu: usize| &dv[(xi * 4 + nu) * g.c * tiles + base..][..n];
+            let at = |xi: usize, nu: usize| &dv[(xi * 4 + nu) * plane_floats(g.c, tiles) + base..][..n];
             // B·u for a 4-vector u is (u0, u1 − u2 + u3, −u0 + u1 + u2, −u3):
             // along ν for each ξ into values[ξ * 4 + j], then along ξ.
             for xi in 0..4 {
