@@ -14,8 +14,8 @@
 //!   `direct_wide.rs`: the same idea for many filters over few channels;
 //!   `direct_grad.rs`, `direct_filters_grad.rs`, `direct_dx.rs`: their
 //!   backward pieces; `winograd.rs`: F(2x2, 3x3) both ways, with its tile
-//!   transforms in `winograd_transforms.rs` (three of the four in AVX-512
-//!   registers in `winograd_input.rs`, `winograd_dm.rs` and
+//!   transforms in `winograd_transforms.rs` (in AVX-512 registers in
+//!   `winograd_input.rs`, `winograd_output.rs`, `winograd_dm.rs` and
 //!   `winograd_dx.rs`) and its GEMMs in `small_gemm.rs` (an unpacked
 //!   AVX-512 kernel).
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
@@ -129,6 +129,7 @@ mod winograd;
 mod winograd_dm;
 mod winograd_dx;
 mod winograd_input;
+mod winograd_output;
 mod winograd_transforms;
 
 use kernels_core::{

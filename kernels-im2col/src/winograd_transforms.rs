@@ -181,8 +181,26 @@ pub(crate) fn transform_input_portable(
     }
 }
 
-/// y tiles = Aᵀ M A (+ bias) for every filter and tile of a block.
+/// y tiles = Aᵀ M A (+ bias) for every filter and tile of a block: in
+/// AVX-512 registers where the CPU has them (winograd_output.rs).
 pub(crate) fn transform_output(
+    g: &ConvGeometry,
+    b: &Blocking,
+    m: &[f32],
+    block: std::ops::Range<usize>,
+    bias: Option<&[f32]>,
+    y_image: &mut [f32],
+    bufs: &mut RowBuffers,
+) {
+    if !crate::winograd_output::transform_output(g, b, m, block.clone(), bias, y_image) {
+        transform_output_portable(g, b, m, block, bias, y_image, bufs);
+    }
+}
+
+/// [`transform_output`] in plain loops over tile-row arrays: any CPU
+/// without AVX-512F (and the definition winograd_output.rs is tested
+/// against).
+pub(crate) fn transform_output_portable(
     g: &ConvGeometry,
     b: &Blocking,
     m: &[f32],
