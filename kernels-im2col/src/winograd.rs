@@ -17,7 +17,10 @@
 //!   only when there are at least as many images as threads), each with its
 //!   own V, M and partial dU. The GEMMs run through small_gemm.rs (no
 //!   packing: matrixmultiply's per-call packing was their bottleneck); the
-//!   tile transforms live in winograd_transforms.rs.
+//!   tile transforms live in winograd_transforms.rs, each dispatching to an
+//!   AVX-512 version (winograd_input.rs, winograd_output.rs,
+//!   winograd_dm.rs, winograd_dx.rs) where the CPU has it. V's and M's 16
+//!   position planes are each padded by a cache line (`plane_floats`).
 //! - Accuracy: the transforms only add, subtract and halve, so the error
 //!   stays at f32-reduction level. tests/against_naive.rs checks every
 //!   output against the f64 reference on awkward shapes and one-row blocks;

@@ -7,6 +7,10 @@
 //!   rows are split by column parity first (`split`): patch column 2tx + j
 //!   is then even[tx + j / 2] or odd[tx + j / 2], a plain offset, and every
 //!   loop runs over contiguous arrays.
+//! - Each public transform runs its AVX-512 version (winograd_input.rs,
+//!   winograd_output.rs, winograd_dm.rs, winograd_dx.rs) where the CPU has
+//!   one, and these loops (the `_portable` functions) elsewhere; each
+//!   AVX-512 version is tested bit for bit against them.
 //! - Checked through winograd.rs's tests (against the f64 reference and by
 //!   central differences).
 
