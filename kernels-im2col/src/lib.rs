@@ -118,6 +118,7 @@ mod direct_filters_grad;
 mod direct_grad;
 mod direct_wide;
 mod gemm;
+mod lanes;
 mod linear;
 mod plan;
 mod pointwise;

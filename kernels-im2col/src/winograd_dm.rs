@@ -18,6 +18,7 @@
 
 use kernels_core::ConvGeometry;
 
+use crate::lanes::lane_range;
 use crate::winograd::{Blocking, plane_floats};
 
 /// Runs the transform into `dm` [16, K, block tiles] and returns true on a
@@ -44,12 +45,6 @@ pub(crate) fn transform_output_gradient(
     }
     let _ = (g, b, dy_image, block, dm);
     false
-}
-
-/// A mask of lanes l in [lo, hi) of 16 (empty when hi ≤ lo).
-fn lane_range(lo: isize, hi: isize) -> u16 {
-    let (lo, hi) = (lo.clamp(0, 16) as u32, hi.clamp(0, 16) as u32);
-    if hi <= lo { 0 } else { (((1u32 << (hi - lo)) - 1) << lo) as u16 }
 }
 
 #[cfg(target_arch = "x86_64")]
