@@ -113,8 +113,7 @@ fn backward_unfold(
     let unpacked = plan.unpacked_gemms;
     // Wᵀ [C·R·S, K] row-major, once per call, for small_gemm's dX.
     let wt = if unpacked && need.dx { transposed(w, g.k, crs) } else { Vec::new() };
-    let subpixel_dx = plan.subpixel_dx && need.dx;
-    let operands = Operands { w, wt: &wt, unpacked, subpixel_dx };
+    let operands = Operands { w, wt: &wt };
     let (dx, dw, db) = over_image_runs(g, need.dx, dw_len, |images, dx_run| {
         backward_images(g, plan, images, x, &operands, dy, dx_run, need)
     });
@@ -147,9 +146,6 @@ fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 struct Operands<'a> {
     w: &'a [f32],
     wt: &'a [f32],
-    unpacked: bool,
-    /// dX through subpixel_dx.rs (on Wᵀ) rather than col2im.
-    subpixel_dx: bool,
 }
 
 /// One worker's share of dW (empty when not requested; winograd.rs puts
@@ -223,7 +219,7 @@ fn backward_images(
     let mut dw = if need.dw { vec![0.0f32; g.k * g.c * g.r * g.s] } else { Vec::new() };
     let mut db = vec![0.0f64; g.k];
     let mut s = Scratch::new(g, plan);
-    if operands.unpacked && need.dw {
+    if plan.unpacked_gemms && need.dw {
         s.dy_transposed = vec![0.0; dyt_stride(g.k) * plan.columns()];
     }
     let group = plan.images_per_tile;
@@ -312,9 +308,9 @@ fn backward_group(
     };
     let sources = if need.dw { inputs(g, plan, x_group, &mut s.phased) } else { Vec::new() };
     let per_phased = phased_floats(g);
-    if operands.subpixel_dx {
-        // dX by input phase, for the whole group at once; the tiles below
-        // then only compute dW.
+    if plan.subpixel_dx {
+        // dX by input phase (subpixel_dx.rs, on Wᵀ), for the whole group at
+        // once; the tiles below then only compute dW.
         if let Some(dx_group) = dx_group.take() {
             subpixel_dx::backward_dx(g, operands.wt, dy_source, dy_stride, dx_group, &mut s.subpixel);
         }
@@ -335,7 +331,7 @@ fn backward_group(
             for (i, &input) in sources.iter().enumerate() {
                 im2col(g, input, tile, &mut col[i * pb..], columns);
             }
-            if operands.unpacked {
+            if plan.unpacked_gemms {
                 // dWᵀ [rows, K] += col [rows, columns] · dYᵀ [columns, K],
                 // dYᵀ transposed once per pixel block.
                 let ld = dyt_stride(g.k);
@@ -352,7 +348,7 @@ fn backward_group(
             }
         }
         if let Some(dx_group) = dx_group.as_deref_mut() {
-            if operands.unpacked {
+            if plan.unpacked_gemms {
                 let wt = mat(&operands.wt[tile.c0 * taps * g.k..], View::row_major(rows, g.k));
                 small_gemm::gemm(wt, dy_tile, mat_mut(col, vcol), false);
             } else {
