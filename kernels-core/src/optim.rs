@@ -123,6 +123,8 @@ impl Optimizer {
                 lr: lr as f32,
                 a: beta1 as f32,
                 b: beta2 as f32,
+                one_minus_a: (1.0 - beta1) as f32,
+                one_minus_b: (1.0 - beta2) as f32,
                 eps: eps as f32,
                 weight_decay: weight_decay as f32,
                 correction1: (1.0 - beta1.powi(ti)) as f32,
@@ -131,9 +133,12 @@ impl Optimizer {
             Self::Momentum { momentum, .. } | Self::Nesterov { momentum, .. } => {
                 StepScalars { a: momentum as f32, ..StepScalars::plain(self) }
             }
-            Self::RmsProp { alpha, eps, .. } => {
-                StepScalars { a: alpha as f32, eps: eps as f32, ..StepScalars::plain(self) }
-            }
+            Self::RmsProp { alpha, eps, .. } => StepScalars {
+                a: alpha as f32,
+                one_minus_a: (1.0 - alpha) as f32,
+                eps: eps as f32,
+                ..StepScalars::plain(self)
+            },
             Self::AdaGrad { eps, .. } => StepScalars { eps: eps as f32, ..StepScalars::plain(self) },
             Self::Sgd { .. } => StepScalars::plain(self),
         }
@@ -195,21 +200,25 @@ impl Optimizer {
                 }
             }
             (Self::RmsProp { alpha, eps, .. }, [s]) => {
-                let a = f(alpha);
+                // 1 − α is formed in f64 and rounded once (as PyTorch does):
+                // from an f32 α its relative error would be ε·α/(1 − α).
+                let (a, one_minus_a) = (f(alpha), f(1.0 - alpha));
                 for (i, p) in param.iter_mut().enumerate() {
                     let g = g_at(i, *p);
-                    s[i] = a * s[i] + (T::ONE - a) * g * g;
+                    s[i] = a * s[i] + one_minus_a * g * g;
                     *p -= lr * g / (s[i].sqrt() + f(eps));
                 }
             }
             (Self::Adam { beta1, beta2, eps, .. }, [m, v]) => {
                 let (b1, b2) = (f(beta1), f(beta2));
+                // As for RMSprop: 1 − β in f64, rounded once.
+                let (one_minus_b1, one_minus_b2) = (f(1.0 - beta1), f(1.0 - beta2));
                 let c1 = f(1.0 - beta1.powi(ti));
                 let c2 = f(1.0 - beta2.powi(ti));
                 for (i, p) in param.iter_mut().enumerate() {
                     let g = g_at(i, *p);
-                    m[i] = b1 * m[i] + (T::ONE - b1) * g;
-                    v[i] = b2 * v[i] + (T::ONE - b2) * g * g;
+                    m[i] = b1 * m[i] + one_minus_b1 * g;
+                    v[i] = b2 * v[i] + one_minus_b2 * g * g;
                     *p -= lr * (m[i] / c1) / ((v[i] / c2).sqrt() + f(eps));
                 }
             }
@@ -222,12 +231,17 @@ impl Optimizer {
 }
 
 /// Per-step scalars for device kernels (see [`Optimizer::step_scalars`]).
-/// `a` is momentum, alpha or beta1; `b` is beta2.
+/// `a` is momentum, alpha or beta1; `b` is beta2. `one_minus_a` and
+/// `one_minus_b` are 1 − a and 1 − b formed in f64 and rounded once: a kernel
+/// that formed them from the f32 `a` would carry a relative error of
+/// ε·a/(1 − a) (1.4e-3 at β = 0.99999), far from PyTorch's numbers.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepScalars {
     pub lr: f32,
     pub a: f32,
     pub b: f32,
+    pub one_minus_a: f32,
+    pub one_minus_b: f32,
     pub eps: f32,
     pub weight_decay: f32,
     pub correction1: f32,
@@ -240,6 +254,8 @@ impl StepScalars {
             lr: opt.lr() as f32,
             a: 0.0,
             b: 0.0,
+            one_minus_a: 1.0,
+            one_minus_b: 1.0,
             eps: 0.0,
             weight_decay: opt.weight_decay() as f32,
             correction1: 1.0,
@@ -319,6 +335,31 @@ mod tests {
         let (mut m, mut v) = ([0.0f64], [0.0f64]);
         opt.update_slice(&mut p, &[4.0], &mut [&mut m, &mut v], 1).unwrap();
         assert!((p[0] - 0.99).abs() < 1e-9, "{}", p[0]);
+    }
+
+    #[test]
+    fn one_minus_beta_is_rounded_once_in_f32() {
+        // v after one step is (1 − β2)·g²; in f32 it must be the f64 value to
+        // within f32 rounding, also for β close to 1 (PyTorch forms 1 − β in
+        // double). From the f32 β, the error was 1.4e-3 relative at 0.99999.
+        for beta in [0.999, 0.9999, 0.99999, 0.999999] {
+            let exact = (1.0 - beta) * 9.0;
+            let adam = Optimizer::Adam { lr: 0.01, beta1: beta, beta2: beta, eps: 1e-8, weight_decay: 0.0 };
+            let (mut p, mut m, mut v) = ([1.0f32], [0.0f32], [0.0f32]);
+            adam.update_slice(&mut p, &[3.0], &mut [&mut m, &mut v], 1).unwrap();
+            let rmsprop = Optimizer::RmsProp { lr: 0.01, alpha: beta, eps: 1e-8, weight_decay: 0.0 };
+            let (mut q, mut s) = ([1.0f32], [0.0f32]);
+            rmsprop.update_slice(&mut q, &[3.0], &mut [&mut s], 1).unwrap();
+            for (what, got, want) in
+                [("adam m", m[0], (1.0 - beta) * 3.0), ("adam v", v[0], exact), ("rmsprop", s[0], exact)]
+            {
+                let rel = (f64::from(got) - want).abs() / want;
+                assert!(rel < 2.0 * f64::from(f32::EPSILON), "{what} at β = {beta}: {got} vs {want} (rel {rel:e})");
+            }
+            let scalars = adam.step_scalars(1);
+            assert_eq!(scalars.one_minus_a, (1.0 - beta) as f32);
+            assert_eq!(scalars.one_minus_b, (1.0 - beta) as f32);
+        }
     }
 
     #[test]

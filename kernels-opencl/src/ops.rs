@@ -243,6 +243,7 @@ pub(crate) fn optimizer_step(
                 count,
                 Arg::F32(s.lr),
                 Arg::F32(s.a),
+                Arg::F32(s.one_minus_a),
                 Arg::F32(s.eps),
                 Arg::F32(s.weight_decay),
             ];
@@ -259,6 +260,8 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.lr),
                 Arg::F32(s.a),
                 Arg::F32(s.b),
+                Arg::F32(s.one_minus_a),
+                Arg::F32(s.one_minus_b),
                 Arg::F32(s.eps),
                 Arg::F32(s.weight_decay),
                 Arg::F32(s.correction1),
