@@ -90,18 +90,28 @@ impl Optimizer {
         }
     }
 
-    /// Checks the hyper-parameters: finite, lr > 0, coefficients in [0, 1).
+    /// Checks the hyper-parameters in the type the backends compute with
+    /// (f32): finite, lr and eps > 0 after rounding to f32 (1e-50 would
+    /// round to 0, 1e39 to infinity), weight decay ≥ 0, coefficients in
+    /// [0, 1).
     pub fn validate(&self) -> Result<()> {
         let op = "optimizer";
-        let bad = |what: &str, v: f64| Error::param(op, format!("{} {what} = {v} is out of range", self.name()));
-        if !(self.lr().is_finite() && self.lr() > 0.0) {
-            return Err(bad("lr", self.lr()));
-        }
-        if !(self.weight_decay().is_finite() && self.weight_decay() >= 0.0) {
+        let bad = |what: &str, v: f64| {
+            Error::param(
+                op,
+                format!(
+                    "{} {what} = {v} is out of range (the backends compute in f32: it must stay finite and, where it must be positive, nonzero as an f32)",
+                    self.name()
+                ),
+            )
+        };
+        let finite_f32 = |v: f64| v.is_finite() && (v as f32).is_finite();
+        let positive = |what: &str, v: f64| if finite_f32(v) && v as f32 > 0.0 { Ok(()) } else { Err(bad(what, v)) };
+        positive("lr", self.lr())?;
+        if !(finite_f32(self.weight_decay()) && self.weight_decay() >= 0.0) {
             return Err(bad("weight_decay", self.weight_decay()));
         }
         let unit = |what: &str, v: f64| if (0.0..1.0).contains(&v) { Ok(()) } else { Err(bad(what, v)) };
-        let positive = |what: &str, v: f64| if v.is_finite() && v > 0.0 { Ok(()) } else { Err(bad(what, v)) };
         match *self {
             Self::Sgd { .. } => Ok(()),
             Self::Momentum { momentum, .. } | Self::Nesterov { momentum, .. } => unit("momentum", momentum),
@@ -368,6 +378,13 @@ mod tests {
         assert!(Optimizer::sgd(f64::NAN).validate().is_err());
         assert!(Optimizer::momentum(0.1, 1.0).validate().is_err());
         assert!(Optimizer::adam(0.1).validate().is_ok());
+        // Valid as f64 but not as the f32 the backends use.
+        assert!(Optimizer::sgd(1e39).validate().is_err());
+        assert!(Optimizer::sgd(1e-50).validate().is_err());
+        assert!(
+            Optimizer::Adam { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-50, weight_decay: 0.0 }.validate().is_err()
+        );
+        assert!(Optimizer::Sgd { lr: 0.1, weight_decay: 1e39 }.validate().is_err());
         assert!(check_step(&Optimizer::adam(0.1), &[3], &[3], &[&[3]]).is_err());
         assert!(check_step(&Optimizer::sgd(0.1), &[3], &[4], &[]).is_err());
         let mut p = [0.0f32; 3];
