@@ -42,7 +42,7 @@ pub use float::Float;
 pub use optim::{Optimizer, OptimizerState, StepScalars, check_step};
 pub use params::{
     Conv2d, ConvGeometry, GradRequest, LinearGeometry, Pool2d, PoolGeometry, PoolKind, check_logits_labels,
-    check_same_shape, output_size,
+    check_same_shape, max_pool_takes, output_size,
 };
 pub use rng::SplitMix64;
 pub use suite::{CONV_SUITE, ConvCase, LINEAR_SUITE, LinearCase, POOL_SUITE, PoolCase};

@@ -29,11 +29,25 @@ impl Conv2d {
 }
 
 /// Pooling kind. Max: padding never wins, ties go to the first element in
-/// row-major window order. Avg: divides by the full window, padding included.
+/// row-major window order, and a NaN anywhere in the window wins (the last
+/// NaN in that order, as in PyTorch): see [`max_pool_takes`]. Avg: divides
+/// by the full window, padding included.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PoolKind {
     Max,
     Avg,
+}
+
+/// Whether `candidate`, met after `best` in row-major window order, becomes
+/// the max pool's winner: strictly larger, or NaN (PyTorch's
+/// `(val > maxval) || isnan(val)`). A NaN in the window therefore gives NaN,
+/// so divergence shows instead of being masked; backward routes the
+/// gradient to the winner. Every backend implements this rule.
+#[inline(always)]
+pub fn max_pool_takes<T: PartialOrd>(candidate: T, best: T) -> bool {
+    #[allow(clippy::eq_op)] // x != x is the generic NaN test
+    let is_nan = candidate != candidate;
+    candidate > best || is_nan
 }
 
 /// 2-D pooling parameters, per axis [h, w].

@@ -1,7 +1,8 @@
 //! Element-wise ops: relu and sigmoid with their backwards, softmax
 //! cross-entropy, and the optimiser updates.
 //!
-//! - relu: y = max(x, 0); dx = dy where x > 0. sigmoid: y = 1 / (1 + e^−x)
+//! - relu: y = 0 where x ≤ 0, else x; dx = 0 where x ≤ 0, else dy (NaN
+//!   passes through both ways, as in PyTorch). sigmoid: y = 1 / (1 + e^−x)
 //!   (evaluated so e^x never overflows); dx = dy · y · (1 − y).
 //! - softmax cross-entropy over logits [n, classes]: loss = mean of
 //!   logsumexp(z) − z[label] (row max subtracted first, loss summed in f64);
@@ -19,11 +20,11 @@ use rayon::prelude::*;
 const BLOCK: usize = 1 << 14;
 
 pub(crate) fn relu_forward(x: &[f32]) -> Vec<f32> {
-    x.par_iter().with_min_len(BLOCK).map(|&v| if v > 0.0 { v } else { 0.0 }).collect()
+    x.par_iter().with_min_len(BLOCK).map(|&v| if v <= 0.0 { 0.0 } else { v }).collect()
 }
 
 pub(crate) fn relu_backward(x: &[f32], dy: &[f32]) -> Vec<f32> {
-    x.par_iter().zip(dy).with_min_len(BLOCK).map(|(&v, &d)| if v > 0.0 { d } else { 0.0 }).collect()
+    x.par_iter().zip(dy).with_min_len(BLOCK).map(|(&v, &d)| if v <= 0.0 { 0.0 } else { d }).collect()
 }
 
 fn sigmoid(v: f32) -> f32 {

@@ -26,7 +26,7 @@
 
 use std::ops::Range;
 
-use kernels_core::{PoolGeometry, PoolKind};
+use kernels_core::{PoolGeometry, PoolKind, max_pool_takes};
 use rayon::prelude::*;
 
 /// Input indices [lo, hi) that window `o` of one axis covers, clipped to the
@@ -70,16 +70,19 @@ pub(crate) fn forward(g: &PoolGeometry, x: &[f32]) -> Vec<f32> {
                 for ih in rows.start + 1..rows.end {
                     let row = &x_plane[ih * g.w..][..g.w];
                     match p.kind {
-                        PoolKind::Max => {
-                            combined.iter_mut().zip(row).for_each(|(m, &v)| *m = if v > *m { v } else { *m })
-                        }
+                        PoolKind::Max => combined
+                            .iter_mut()
+                            .zip(row)
+                            .for_each(|(m, &v)| *m = if max_pool_takes(v, *m) { v } else { *m }),
                         PoolKind::Avg => combined.iter_mut().zip(row).for_each(|(m, &v)| *m += v),
                     }
                 }
                 for (out, cols) in y_row.iter_mut().zip(&cols) {
                     let window = &combined[cols.clone()];
                     *out = match p.kind {
-                        PoolKind::Max => window[1..].iter().fold(window[0], |m, &v| if v > m { v } else { m }),
+                        PoolKind::Max => {
+                            window[1..].iter().fold(window[0], |m, &v| if max_pool_takes(v, m) { v } else { m })
+                        }
                         PoolKind::Avg => window.iter().sum::<f32>() * inv_window,
                     };
                 }
@@ -102,9 +105,9 @@ fn forward_2x2_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
         match g.params.kind {
             PoolKind::Max => {
                 for (out, (top, bottom)) in y_row.iter_mut().zip(windows) {
-                    let m = select(mask(top[1] > top[0]), top[1], top[0]);
-                    let m = select(mask(bottom[0] > m), bottom[0], m);
-                    *out = select(mask(bottom[1] > m), bottom[1], m);
+                    let m = select(mask(max_pool_takes(top[1], top[0])), top[1], top[0]);
+                    let m = select(mask(max_pool_takes(bottom[0], m)), bottom[0], m);
+                    *out = select(mask(max_pool_takes(bottom[1], m)), bottom[1], m);
                 }
             }
             PoolKind::Avg => {
@@ -116,8 +119,8 @@ fn forward_2x2_plane(g: &PoolGeometry, x: &[f32], y: &mut [f32]) {
     }
 }
 
-/// Flat index (within the plane) of the first largest element of a window
-/// in row-major order (only a strictly larger value replaces the winner).
+/// Flat index (within the plane) of a window's winner in row-major order
+/// under [`max_pool_takes`]: the first largest element, or the last NaN.
 #[inline]
 fn argmax(plane: &[f32], width: usize, rows: Range<usize>, cols: &Range<usize>) -> usize {
     let mut best = rows.start * width + cols.start;
@@ -125,7 +128,7 @@ fn argmax(plane: &[f32], width: usize, rows: Range<usize>, cols: &Range<usize>) 
     for ih in rows {
         let row = &plane[ih * width..][..cols.end];
         for iw in cols.clone() {
-            if row[iw] > best_value {
+            if max_pool_takes(row[iw], best_value) {
                 best_value = row[iw];
                 best = ih * width + iw;
             }
@@ -238,11 +241,11 @@ fn max_2x2_plane(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [f32], wins: 
         let windows = x_top.chunks_exact(2).zip(x_bottom.chunks_exact(2));
         for (win, (top, bottom)) in wins.iter_mut().zip(windows) {
             let (a, b, c, d) = (top[0], top[1], bottom[0], bottom[1]);
-            let b_wins = mask(b > a);
+            let b_wins = mask(max_pool_takes(b, a));
             let m = select(b_wins, b, a);
-            let c_wins = mask(c > m);
+            let c_wins = mask(max_pool_takes(c, m));
             let m = select(c_wins, c, m);
-            let d_wins = mask(d > m);
+            let d_wins = mask(max_pool_takes(d, m));
             *win = [!(b_wins | c_wins | d_wins), b_wins & !c_wins & !d_wins, c_wins & !d_wins, d_wins];
         }
         let (dx_top, dx_bottom) = dx_rows.split_at_mut(g.w);

@@ -1,7 +1,8 @@
 //! Element-wise activations and the softmax cross-entropy loss.
 //!
-//! - relu: y = max(x, 0); dx = dy where x > 0, else 0 (the subgradient at 0
-//!   is 0, as in PyTorch).
+//! - relu: y = 0 where x ≤ 0, else x; dx = 0 where x ≤ 0, else dy (the
+//!   subgradient at 0 is 0, and NaN passes through both ways, as in
+//!   PyTorch: relu(NaN) = NaN with its gradient passed on).
 //! - sigmoid: y = 1 / (1 + e^−x), computed so neither branch overflows;
 //!   dx = dy · y · (1 − y) from the forward's output.
 //! - softmax cross-entropy over logits [n, classes]: loss = mean over the
@@ -12,11 +13,11 @@
 use kernels_core::Float;
 
 pub(crate) fn relu_forward<T: Float>(x: &[T]) -> Vec<T> {
-    x.iter().map(|&v| if v > T::ZERO { v } else { T::ZERO }).collect()
+    x.iter().map(|&v| if v <= T::ZERO { T::ZERO } else { v }).collect()
 }
 
 pub(crate) fn relu_backward<T: Float>(x: &[T], dy: &[T]) -> Vec<T> {
-    x.iter().zip(dy).map(|(&v, &grad)| if v > T::ZERO { grad } else { T::ZERO }).collect()
+    x.iter().zip(dy).map(|(&v, &grad)| if v <= T::ZERO { T::ZERO } else { grad }).collect()
 }
 
 /// 1 / (1 + e^−v) for v ≥ 0, e^v / (1 + e^v) below: e^(−|v|) never overflows.

@@ -12,7 +12,7 @@
 //! - Checked by tests/worked_examples.rs, tests/gradcheck.rs (distinct
 //!   inputs) and the tie test there; timed by the harness (POOL_SUITE).
 
-use kernels_core::{Float, PoolGeometry, PoolKind};
+use kernels_core::{Float, PoolGeometry, PoolKind, max_pool_takes};
 
 /// Flat indices (within one h x w plane) of the real elements of window
 /// (oy, ox), in row-major window order.
@@ -26,15 +26,15 @@ fn window_taps(g: &PoolGeometry, oy: usize, ox: usize) -> impl Iterator<Item = u
     })
 }
 
-/// Index of the window's largest real element; the first one on ties
-/// (only a strictly larger value replaces the current winner).
+/// Index of the window's winning real element under [`max_pool_takes`]:
+/// the first largest, or the last NaN.
 fn window_argmax<T: Float>(g: &PoolGeometry, x_plane: &[T], oy: usize, ox: usize) -> usize {
     let mut taps = window_taps(g, oy, ox);
     // Validation guarantees padding ≤ window / 2, so every window holds at
     // least one real element; 0 is never used as a fallback in practice.
     let mut best = taps.next().unwrap_or(0);
     for tap in taps {
-        if x_plane[tap] > x_plane[best] {
+        if max_pool_takes(x_plane[tap], x_plane[best]) {
             best = tap;
         }
     }

@@ -37,6 +37,7 @@
 
 pub mod elementwise;
 pub mod invalid;
+pub mod nan;
 pub mod ops;
 pub mod problems;
 
@@ -205,6 +206,12 @@ macro_rules! conformance_suite {
         #[test]
         fn optimizer_steps_of_all_six_rules_match_naive_f64_after_1_and_3_steps() {
             $crate::common::elementwise::optimizer_suite(&conformance_backend());
+        }
+
+        #[test]
+        fn nan_propagates_through_relu_and_max_pool_as_in_pytorch() {
+            $crate::common::nan::relu_nan(&conformance_backend());
+            $crate::common::nan::max_pool_nan(&conformance_backend());
         }
 
         #[test]

@@ -1,19 +1,20 @@
 // activation.cl: element-wise activations and their backwards.
 //
-// What: relu y = max(x, 0), dx = dy where x > 0 else 0; sigmoid
+// What: relu y = 0 where x ≤ 0 else x, dx = 0 where x ≤ 0 else dy (NaN
+//   passes through both ways, as in PyTorch; fmax would drop it); sigmoid
 //   y = 1 / (1 + e^−x), dx = dy·y·(1 − y) from the forward's y.
 // Launch: one work-item per element over a range rounded up; n guards.
 // Check: cargo test -p kernels-opencl activation.
 
 __kernel void relu_forward(__global const float* restrict x, const int n, __global float* restrict y) {
     const int i = get_global_id(0);
-    if (i < n) y[i] = fmax(x[i], 0.0f);
+    if (i < n) y[i] = x[i] <= 0.0f ? 0.0f : x[i];
 }
 
 __kernel void relu_backward(__global const float* restrict x, __global const float* restrict dy, const int n,
                             __global float* restrict dx) {
     const int i = get_global_id(0);
-    if (i < n) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+    if (i < n) dx[i] = x[i] <= 0.0f ? 0.0f : dy[i];
 }
 
 __kernel void sigmoid_forward(__global const float* restrict x, const int n, __global float* restrict y) {

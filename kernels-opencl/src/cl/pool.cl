@@ -2,8 +2,9 @@
 //
 // What: y[n][c][oh][ow] = max or mean of the window x[n][c][oh·sh − ph + i]
 //   [ow·sw − pw + j], 0 ≤ i < WH, 0 ≤ j < WW. Max never picks padding and
-//   keeps the first maximum in row-major window order; avg divides by
-//   WH·WW, padding included.
+//   keeps the first maximum in row-major window order, but a NaN anywhere
+//   wins (the last NaN: PyTorch's rule, kernels_core::max_pool_takes);
+//   avg divides by WH·WW, padding included.
 // Variants: pool_backward_tiled (GPUs) and pool_backward_band (CPUs) when
 //   stride = window and no padding; 2x2/2 windows take unrolled paths in
 //   pool_forward and pool_backward_band.
@@ -18,6 +19,17 @@
 // The winner of window (oh, ow) in plane xp (H x W): its row and column.
 // The window is clipped to the plane first (padding never wins, and the
 // loop needs no bounds tests); a strict > keeps the first maximum.
+
+// Whether v, met after the current winner bv in row-major order, replaces
+// it: strictly larger, or NaN (kernels_core::max_pool_takes).
+inline int max_takes(const float v, const float bv) { return v > bv || isnan(v); }
+
+// Max of a 2x2 window a b / c d under the same rule, in row-major order.
+inline float max4(const float a, const float b, const float c, const float d) {
+    float m = max_takes(b, a) ? b : a;
+    m = max_takes(c, m) ? c : m;
+    return max_takes(d, m) ? d : m;
+}
 inline void window_argmax(__global const float* xp, const int H, const int W, const int oh, const int ow,
                           const int WH, const int WW, const int sh, const int sw, const int ph, const int pw,
                           int* best_h, int* best_w, float* best_v) {
@@ -28,7 +40,7 @@ inline void window_argmax(__global const float* xp, const int H, const int W, co
     for (int ih = ilo; ih < ihi; ++ih) {
         for (int iw = jlo; iw < jhi; ++iw) {
             const float v = xp[ih * W + iw];
-            const int better = v > bv;
+            const int better = max_takes(v, bv);
             bv = better ? v : bv;
             bh = better ? ih : bh;
             bw = better ? iw : bw;
@@ -54,7 +66,7 @@ __kernel void pool_forward(__global const float* restrict x, const int NC, const
         __global const float* x1 = x0 + W;
         for (int ow = 0; ow < OW; ++ow) {
             const float a = x0[2 * ow], b = x0[2 * ow + 1], c = x1[2 * ow], d = x1[2 * ow + 1];
-            yrow[ow] = is_max ? fmax(fmax(a, b), fmax(c, d)) : ((a + b) + (c + d)) * inv_area;
+            yrow[ow] = is_max ? max4(a, b, c, d) : ((a + b) + (c + d)) * inv_area;
         }
         return;
     }
@@ -167,11 +179,14 @@ __kernel void pool_backward_band(__global const float* restrict x, __global cons
             const float g = dyrow[ow];
             if (is_max) {
                 const float a = xb[w0], b = xb[w0 + 1], c = x1[w0], d = x1[w0 + 1];
-                // First maximum in row-major order: a, b, c, d.
-                const float ab = fmax(a, b), cd = fmax(c, d);
-                const int top = ab >= cd;
-                const int pick_a = top && a >= b, pick_b = top && !(a >= b);
-                const int pick_c = !top && c >= d, pick_d = !top && !(c >= d);
+                // The winner in row-major order a, b, c, d (max_takes).
+                const int b_wins = max_takes(b, a);
+                const float m_ab = b_wins ? b : a;
+                const int c_wins = max_takes(c, m_ab);
+                const float m_abc = c_wins ? c : m_ab;
+                const int d_wins = max_takes(d, m_abc);
+                const int pick_d = d_wins, pick_c = c_wins && !d_wins, pick_b = b_wins && !c_wins && !d_wins;
+                const int pick_a = !(b_wins || c_wins || d_wins);
                 out[w0] = pick_a ? g : 0.0f;
                 out[w0 + 1] = pick_b ? g : 0.0f;
                 o1[w0] = pick_c ? g : 0.0f;
