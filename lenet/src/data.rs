@@ -10,7 +10,7 @@
 //! over-long payload, a label ≥ 10) is a [`LenetError::Data`] naming the file.
 //! Pixels stay `u8` in memory and are scaled to [0, 1] as a batch is built.
 
-use std::io::Read;
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use kernels_core::{Float, SplitMix64};
@@ -38,52 +38,80 @@ pub struct Images {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a file whole, gunzipping it when it starts with the gzip magic.
-fn read_maybe_gzip(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| LenetError::io(path, e))?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 2);
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| LenetError::data(path, format!("corrupt gzip stream: {e}")))?;
-        Ok(out)
+/// Bytes past the declared payload that are counted for the error message
+/// before giving up (the count is then "at least").
+const TRAILING_COUNT_LIMIT: u64 = 1 << 20;
+
+/// Opens an IDX file, raw or gzipped (the gzip magic decides), and reads it
+/// as a stream: the header first, then exactly the payload it declares, so
+/// a file is never inflated or read past what its header promises (a small
+/// gzip bomb or a device such as /dev/zero cannot exhaust memory).
+fn read_idx(path: &Path, magic: u32) -> Result<(Vec<usize>, Vec<u8>)> {
+    let file = std::fs::File::open(path).map_err(|e| LenetError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| LenetError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(LenetError::data(path, "not a regular file"));
+    }
+    let mut raw = std::io::BufReader::new(file);
+    let gzipped = raw.fill_buf().map_err(|e| LenetError::io(path, e))?.starts_with(&[0x1f, 0x8b]);
+    if gzipped {
+        parse_idx_stream(path, flate2::bufread::MultiGzDecoder::new(raw), magic, true)
     } else {
-        Ok(raw)
+        parse_idx_stream(path, raw, magic, false)
     }
 }
 
-/// Parses an IDX header with the expected magic; returns the dimensions and
+/// Reads up to `limit` bytes (fewer only at the end of the stream).
+fn read_up_to(path: &Path, reader: &mut impl Read, limit: u64, gzipped: bool) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader.take(limit).read_to_end(&mut out).map_err(|e| stream_error(path, e, gzipped))?;
+    Ok(out)
+}
+
+fn stream_error(path: &Path, e: std::io::Error, gzipped: bool) -> LenetError {
+    if gzipped { LenetError::data(path, format!("corrupt gzip stream: {e}")) } else { LenetError::io(path, e) }
+}
+
+/// Parses an IDX stream with the expected magic; returns the dimensions and
 /// the payload, which must hold exactly their product in bytes.
-fn parse_idx<'a>(path: &Path, bytes: &'a [u8], magic: u32) -> Result<(Vec<usize>, &'a [u8])> {
+fn parse_idx_stream(path: &Path, mut reader: impl Read, magic: u32, gzipped: bool) -> Result<(Vec<usize>, Vec<u8>)> {
     let ndims = (magic & 0xff) as usize;
     let header_len = 4 + 4 * ndims;
-    if bytes.len() < header_len {
+    let header = read_up_to(path, &mut reader, header_len as u64, gzipped)?;
+    if let Some(word) = header.first_chunk::<4>() {
+        let found = u32::from_be_bytes(*word);
+        if found != magic {
+            return Err(LenetError::data(path, format!("wrong magic number 0x{found:08x}, expected 0x{magic:08x}")));
+        }
+    }
+    if header.len() < header_len {
         return Err(LenetError::data(
             path,
-            format!("truncated header: {} bytes, an IDX header of {ndims} dimensions needs {header_len}", bytes.len()),
+            format!("truncated header: {} bytes, an IDX header of {ndims} dimensions needs {header_len}", header.len()),
         ));
     }
-    let word = |i: usize| u32::from_be_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]);
-    let found = word(0);
-    if found != magic {
-        return Err(LenetError::data(path, format!("wrong magic number 0x{found:08x}, expected 0x{magic:08x}")));
-    }
+    let word = |i: usize| u32::from_be_bytes([header[4 * i], header[4 * i + 1], header[4 * i + 2], header[4 * i + 3]]);
     let dims: Vec<usize> = (1..=ndims).map(|i| word(i) as usize).collect();
     let expected = dims
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| LenetError::data(path, format!("dimensions {dims:?} overflow")))?;
-    let payload = &bytes[header_len..];
+    // Grows only as data arrives: a header declaring terabytes over a short
+    // file allocates what the file holds, then fails as truncated.
+    let payload = read_up_to(path, &mut reader, expected as u64, gzipped)?;
     if payload.len() < expected {
         return Err(LenetError::data(
             path,
             format!("truncated: dimensions {dims:?} need {expected} bytes of data, the file holds {}", payload.len()),
         ));
     }
-    if payload.len() > expected {
+    let trailing = std::io::copy(&mut (&mut reader).take(TRAILING_COUNT_LIMIT), &mut std::io::sink())
+        .map_err(|e| stream_error(path, e, gzipped))?;
+    if trailing > 0 {
+        let at_least = if trailing == TRAILING_COUNT_LIMIT { "at least " } else { "" };
         return Err(LenetError::data(
             path,
-            format!("{} bytes after the {expected} that dimensions {dims:?} describe", payload.len() - expected),
+            format!("{at_least}{trailing} bytes after the {expected} that dimensions {dims:?} describe"),
         ));
     }
     Ok((dims, payload))
@@ -91,27 +119,25 @@ fn parse_idx<'a>(path: &Path, bytes: &'a [u8], magic: u32) -> Result<(Vec<usize>
 
 /// Reads an IDX image file (magic 0x00000803), raw or gzipped.
 pub fn read_images(path: &Path) -> Result<Images> {
-    let bytes = read_maybe_gzip(path)?;
-    let (dims, payload) = parse_idx(path, &bytes, IMAGES_MAGIC)?;
+    let (dims, payload) = read_idx(path, IMAGES_MAGIC)?;
     let (count, rows, cols) = (dims[0], dims[1], dims[2]);
     if rows == 0 || cols == 0 {
         return Err(LenetError::data(path, format!("images of {rows}x{cols} pixels")));
     }
-    Ok(Images { count, rows, cols, pixels: payload.to_vec() })
+    Ok(Images { count, rows, cols, pixels: payload })
 }
 
 /// Reads an IDX label file (magic 0x00000801), raw or gzipped; every label
 /// must be below [`CLASSES`].
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    let bytes = read_maybe_gzip(path)?;
-    let (_, payload) = parse_idx(path, &bytes, LABELS_MAGIC)?;
+    let (_, payload) = read_idx(path, LABELS_MAGIC)?;
     if let Some(i) = payload.iter().position(|&l| l as usize >= CLASSES) {
         return Err(LenetError::data(
             path,
             format!("label {} at position {i} is out of range for {CLASSES} classes", payload[i]),
         ));
     }
-    Ok(payload.to_vec())
+    Ok(payload)
 }
 
 /// Images and their labels, 28x28 each.
@@ -276,10 +302,15 @@ mod tests {
         let mut bytes = 0x0000_0801u32.to_be_bytes().to_vec();
         bytes.extend(3u32.to_be_bytes());
         bytes.extend([1, 2, 3]);
-        let (dims, payload) = parse_idx(path, &bytes, LABELS_MAGIC).unwrap();
-        assert_eq!((dims, payload), (vec![3], &[1u8, 2, 3][..]));
-        assert!(parse_idx(path, &bytes[..6], LABELS_MAGIC).is_err());
-        assert!(parse_idx(path, &bytes[..bytes.len() - 1], LABELS_MAGIC).is_err());
-        assert!(parse_idx(path, &bytes, IMAGES_MAGIC).is_err());
+        let parse = |bytes: &[u8], magic| parse_idx_stream(path, bytes, magic, false);
+        let (dims, payload) = parse(&bytes, LABELS_MAGIC).unwrap();
+        assert_eq!((dims, payload), (vec![3], vec![1u8, 2, 3]));
+        assert!(parse(&bytes[..6], LABELS_MAGIC).is_err());
+        assert!(parse(&bytes[..bytes.len() - 1], LABELS_MAGIC).is_err());
+        assert!(parse(&bytes, IMAGES_MAGIC).is_err());
+        let mut long = bytes.clone();
+        long.push(0);
+        let msg = parse(&long, LABELS_MAGIC).unwrap_err().to_string();
+        assert!(msg.contains("1 bytes after the 3"), "{msg}");
     }
 }

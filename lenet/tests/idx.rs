@@ -142,3 +142,20 @@ fn a_missing_directory_names_the_paths_tried_and_how_to_get_the_data() {
     assert!(files.test_labels.ends_with("t10k-labels.idx1-ubyte"));
     assert_eq!(files.load().unwrap().1.len(), 2);
 }
+
+#[test]
+fn reading_stops_at_the_size_the_header_declares() {
+    // A small gzip file that inflates to 64 MiB past a 3-label payload: the
+    // reader stops counting after 1 MiB instead of inflating it whole.
+    let dir = scratch_dir("idx-bomb");
+    let mut bytes = idx_bytes(0x801, &[3], &[1, 2, 3]);
+    bytes.resize(bytes.len() + (64 << 20), 0);
+    let bomb = gzip(&bytes);
+    assert!(bomb.len() < 1 << 20, "the test file is small: {} bytes", bomb.len());
+    std::fs::write(dir.join("bomb.gz"), bomb).unwrap();
+    let msg = read_labels(&dir.join("bomb.gz")).unwrap_err().to_string();
+    assert!(msg.contains("at least 1048576 bytes after the 3"), "{msg}");
+    // A device is refused before anything is read (/dev/zero never ends).
+    let msg = read_images(std::path::Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(msg.contains("/dev/zero") && msg.contains("not a regular file"), "{msg}");
+}
