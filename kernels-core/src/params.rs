@@ -43,11 +43,14 @@ pub enum PoolKind {
 /// `(val > maxval) || isnan(val)`). A NaN in the window therefore gives NaN,
 /// so divergence shows instead of being masked; backward routes the
 /// gradient to the winner. Every backend implements this rule.
+///
+/// Both comparisons are always evaluated (`|`, not `||`), so the rule stays
+/// branch-free in vectorised loops.
 #[inline(always)]
 pub fn max_pool_takes<T: PartialOrd>(candidate: T, best: T) -> bool {
     #[allow(clippy::eq_op)] // x != x is the generic NaN test
     let is_nan = candidate != candidate;
-    candidate > best || is_nan
+    (candidate > best) | is_nan
 }
 
 /// 2-D pooling parameters, per axis [h, w].
