@@ -10,8 +10,10 @@
 //! Backward methods return fresh gradients; they never accumulate into their
 //! arguments. Activations are NCHW, conv weights OIHW, linear weights [out, in].
 
+use crate::dropout::{Dropout, DropoutMask};
 use crate::error::Result;
 use crate::float::Float;
+use crate::norm::{BatchNorm, BatchNormGeometry, BatchStats};
 use crate::optim::{Optimizer, OptimizerState, check_step};
 use crate::params::{
     Conv2d, ConvGeometry, GradRequest, LinearGeometry, Pool2d, PoolGeometry, check_logits_labels, check_same_shape,
@@ -115,6 +117,43 @@ pub trait Backend {
         t: u64,
     ) -> Result<()>;
 
+    /// Training-mode batch norm (see [`crate::norm`]): y shaped like x and
+    /// the batch statistics for the backward; the running mean and variance
+    /// move towards the batch's, in place.
+    fn exec_batch_norm_train(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        running_mean: &mut Self::Tensor,
+        running_var: &mut Self::Tensor,
+    ) -> Result<(Self::Tensor, BatchStats<Self::Tensor>)>;
+    /// Evaluation-mode batch norm: normalises with the running statistics.
+    fn exec_batch_norm_eval(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+    ) -> Result<Self::Tensor>;
+    /// Backward of training-mode batch norm: dx, dγ (as `dw`), dβ (as `db`).
+    fn exec_batch_norm_backward(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        stats: &BatchStats<Self::Tensor>,
+        dy: &Self::Tensor,
+        need: GradRequest,
+    ) -> Result<Grads<Self::Tensor>>;
+    /// y = kept ? x·scale : 0 with the mask of [`crate::dropout`].
+    fn exec_dropout_forward(&self, mask: &DropoutMask, x: &Self::Tensor) -> Result<Self::Tensor>;
+    /// dx = kept ? dy·scale : 0, the forward's mask re-derived.
+    fn exec_dropout_backward(&self, mask: &DropoutMask, dy: &Self::Tensor) -> Result<Self::Tensor>;
+
     // ---- what callers use: validate, then execute ----
 
     fn conv2d_forward(
@@ -193,6 +232,76 @@ pub trait Backend {
     fn softmax_cross_entropy(&self, logits: &Self::Tensor, labels: &[usize]) -> Result<(f64, Self::Tensor)> {
         check_logits_labels(logits.shape(), labels)?;
         self.exec_softmax_cross_entropy(logits, labels)
+    }
+
+    /// Training-mode batch norm over x [N, C, H, W] or [N, F] with γ, β and
+    /// running statistics [C]; returns y and the statistics the backward needs.
+    fn batch_norm_train(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        running_mean: &mut Self::Tensor,
+        running_var: &mut Self::Tensor,
+        params: &BatchNorm,
+    ) -> Result<(Self::Tensor, BatchStats<Self::Tensor>)> {
+        let g = BatchNormGeometry::new(x.shape(), params)?;
+        g.check_trainable()?;
+        g.check_channel("gamma", gamma.shape())?;
+        g.check_channel("beta", beta.shape())?;
+        g.check_channel("running_mean", running_mean.shape())?;
+        g.check_channel("running_var", running_var.shape())?;
+        self.exec_batch_norm_train(&g, x, gamma, beta, running_mean, running_var)
+    }
+
+    /// Evaluation-mode batch norm with the running statistics.
+    fn batch_norm_eval(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+        params: &BatchNorm,
+    ) -> Result<Self::Tensor> {
+        let g = BatchNormGeometry::new(x.shape(), params)?;
+        g.check_channel("gamma", gamma.shape())?;
+        g.check_channel("beta", beta.shape())?;
+        g.check_channel("running_mean", running_mean.shape())?;
+        g.check_channel("running_var", running_var.shape())?;
+        self.exec_batch_norm_eval(&g, x, gamma, beta, running_mean, running_var)
+    }
+
+    /// dx, dγ (`dw`) and dβ (`db`) of training-mode batch norm, from the
+    /// forward's input and saved statistics.
+    fn batch_norm_backward(
+        &self,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        stats: &BatchStats<Self::Tensor>,
+        dy: &Self::Tensor,
+        params: &BatchNorm,
+        need: GradRequest,
+    ) -> Result<Grads<Self::Tensor>> {
+        let g = BatchNormGeometry::new(x.shape(), params)?;
+        g.check_trainable()?;
+        g.check_channel("gamma", gamma.shape())?;
+        g.check_channel("saved mean", stats.mean.shape())?;
+        g.check_channel("saved inv_std", stats.inv_std.shape())?;
+        g.check_dy(dy.shape())?;
+        self.exec_batch_norm_backward(&g, x, gamma, stats, dy, need)
+    }
+
+    /// Inverted dropout of x with the mask keyed by (seed, step).
+    fn dropout_forward(&self, x: &Self::Tensor, params: &Dropout) -> Result<Self::Tensor> {
+        let mask = DropoutMask::new(x.shape(), params)?;
+        self.exec_dropout_forward(&mask, x)
+    }
+
+    /// Backward of [`Self::dropout_forward`] with the same parameters.
+    fn dropout_backward(&self, dy: &Self::Tensor, params: &Dropout) -> Result<Self::Tensor> {
+        let mask = DropoutMask::new(dy.shape(), params)?;
+        self.exec_dropout_backward(&mask, dy)
     }
 
     /// Fresh, zeroed state for one parameter of `shape`.

@@ -16,6 +16,9 @@
 //!   [`PoolGeometry`], [`LinearGeometry`]). Bad input is an [`Error`] that
 //!   names the op and the dimensions, never a panic.
 //! - **Backward** returns fresh gradients and accumulates into nothing.
+//! - **Batch norm** ([`norm`]) and **dropout** ([`dropout`]) follow
+//!   PyTorch's semantics; dropout's mask is a counter-based draw keyed by
+//!   (seed, step, element), the same bit for bit on every backend.
 //! - **Optimisers** ([`Optimizer`]) follow PyTorch's update rules;
 //!   [`Optimizer::update_slice`] is the reference form.
 //!
@@ -26,8 +29,10 @@
 pub mod backend;
 pub mod check;
 pub mod cost;
+pub mod dropout;
 pub mod error;
 pub mod float;
+pub mod norm;
 pub mod optim;
 pub mod params;
 pub mod rng;
@@ -37,8 +42,10 @@ pub mod tensor;
 pub use backend::{Backend, Grads};
 pub use check::{Comparison, GradCheck, Mismatch, Tolerance, compare, gradcheck, weighted_sum};
 pub use cost::Cost;
+pub use dropout::{Dropout, DropoutMask};
 pub use error::{Error, Result};
 pub use float::Float;
+pub use norm::{BatchNorm, BatchNormGeometry, BatchNormScalars, BatchStats};
 pub use optim::{Optimizer, OptimizerState, StepScalars, check_step};
 pub use params::{
     Conv2d, ConvGeometry, GradRequest, LinearGeometry, Pool2d, PoolGeometry, PoolKind, check_logits_labels,

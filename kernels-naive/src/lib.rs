@@ -14,6 +14,8 @@
 //! | `pool` | max / avg pool2d and its backward |
 //! | `linear` | y = x·wᵀ + b; dx, dw, db |
 //! | `activation` | relu, sigmoid, softmax cross-entropy |
+//! | `norm` | batch norm: training (batch statistics, running update), evaluation, backward |
+//! | `dropout` | inverted dropout with the counter-based mask, and its backward |
 //! | `optim` | the six optimiser updates, via `Optimizer::update_slice` |
 //!
 //! Tensors are [`kernels_core::Tensor`]: upload and download are copies,
@@ -39,15 +41,17 @@
 
 mod activation;
 mod conv;
+mod dropout;
 mod linear;
+mod norm;
 mod optim;
 mod pool;
 
 use std::marker::PhantomData;
 
 use kernels_core::{
-    Backend, ConvGeometry, Error, Float, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped,
-    Tensor, check_logits_labels,
+    Backend, BatchNormGeometry, BatchStats, ConvGeometry, DropoutMask, Error, Float, GradRequest, Grads,
+    LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor, check_logits_labels,
 };
 
 /// The reference backend in element type `T` (f32, or f64 as the oracle).
@@ -75,6 +79,14 @@ impl<T: Float> Default for Naive<T> {
 fn expect_shape<T>(op: &'static str, what: &str, tensor: &Tensor<T>, shape: &[usize]) -> Result<()> {
     if tensor.shape() != shape {
         return Err(Error::shape(op, format!("{what} must have shape {shape:?}, got {:?}", tensor.shape())));
+    }
+    Ok(())
+}
+
+/// Like [`expect_shape`] for ops that only care about the element count.
+fn expect_len<T: Float>(op: &'static str, what: &str, tensor: &Tensor<T>, len: usize) -> Result<()> {
+    if tensor.len() != len {
+        return Err(Error::shape(op, format!("{what} must have {len} elements, got shape {:?}", tensor.shape())));
     }
     Ok(())
 }
@@ -211,6 +223,77 @@ impl<T: Float> Backend for Naive<T> {
         let (_, classes) = check_logits_labels(logits.shape(), labels)?;
         let (loss, dlogits) = activation::softmax_cross_entropy(logits.data(), classes, labels);
         Ok((loss, Tensor::new(logits.shape(), dlogits)?))
+    }
+
+    fn exec_batch_norm_train(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<T>,
+        gamma: &Tensor<T>,
+        beta: &Tensor<T>,
+        running_mean: &mut Tensor<T>,
+        running_var: &mut Tensor<T>,
+    ) -> Result<(Tensor<T>, BatchStats<Tensor<T>>)> {
+        let op = "batch_norm";
+        expect_shape(op, "input x", x, &g.x_shape())?;
+        for (what, t) in [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", &*running_var)] {
+            expect_shape(op, what, t, &[g.c])?;
+        }
+        let (y, mean, inv_std) =
+            norm::train(g, x.data(), gamma.data(), beta.data(), running_mean.data_mut(), running_var.data_mut());
+        Ok((Tensor::new(x.shape(), y)?, BatchStats { mean: Tensor::new(&[g.c], mean)?, inv_std: Tensor::new(&[g.c], inv_std)? }))
+    }
+
+    fn exec_batch_norm_eval(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<T>,
+        gamma: &Tensor<T>,
+        beta: &Tensor<T>,
+        running_mean: &Tensor<T>,
+        running_var: &Tensor<T>,
+    ) -> Result<Tensor<T>> {
+        let op = "batch_norm";
+        expect_shape(op, "input x", x, &g.x_shape())?;
+        for (what, t) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+            expect_shape(op, what, t, &[g.c])?;
+        }
+        let y = norm::eval(g, x.data(), gamma.data(), beta.data(), running_mean.data(), running_var.data());
+        Tensor::new(x.shape(), y)
+    }
+
+    fn exec_batch_norm_backward(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<T>,
+        gamma: &Tensor<T>,
+        stats: &BatchStats<Tensor<T>>,
+        dy: &Tensor<T>,
+        need: GradRequest,
+    ) -> Result<Grads<Tensor<T>>> {
+        let op = "batch_norm";
+        expect_shape(op, "input x", x, &g.x_shape())?;
+        expect_shape(op, "output gradient dy", dy, &g.x_shape())?;
+        for (what, t) in [("gamma", gamma), ("saved mean", &stats.mean), ("saved inv_std", &stats.inv_std)] {
+            expect_shape(op, what, t, &[g.c])?;
+        }
+        let (dx, dgamma, dbeta) =
+            norm::backward(g, x.data(), gamma.data(), stats.mean.data(), stats.inv_std.data(), dy.data());
+        Ok(Grads {
+            dx: need.dx.then(|| Tensor::new(x.shape(), dx)).transpose()?,
+            dw: need.dw.then(|| Tensor::new(&[g.c], dgamma)).transpose()?,
+            db: need.db.then(|| Tensor::new(&[g.c], dbeta)).transpose()?,
+        })
+    }
+
+    fn exec_dropout_forward(&self, mask: &DropoutMask, x: &Tensor<T>) -> Result<Tensor<T>> {
+        expect_len("dropout", "input x", x, mask.len)?;
+        Tensor::new(x.shape(), dropout::apply(mask, x.data()))
+    }
+
+    fn exec_dropout_backward(&self, mask: &DropoutMask, dy: &Tensor<T>) -> Result<Tensor<T>> {
+        expect_len("dropout", "output gradient dy", dy, mask.len)?;
+        Tensor::new(dy.shape(), dropout::apply(mask, dy.data()))
     }
 
     fn exec_optimizer_step(

@@ -6,7 +6,7 @@
 //! or PROPTEST_CASES).
 
 use kernels_core::{
-    Backend, Conv2d, ConvGeometry, GradRequest, Pool2d, PoolGeometry, PoolKind, Shaped, SplitMix64, Tensor, gradcheck,
+    Backend, BatchNorm, Conv2d, Dropout, ConvGeometry, GradRequest, Pool2d, PoolGeometry, PoolKind, Shaped, SplitMix64, Tensor, gradcheck,
     weighted_sum,
 };
 use kernels_naive::Naive;
@@ -274,6 +274,82 @@ proptest! {
     #[test]
     fn gradcheck_linear_dx_dw_db_random(batch in 1..=4usize, inputs in 1..=20usize, outputs in 1..=12usize, seed in any::<u32>()) {
         check_linear(batch, inputs, outputs, seed as u64)?;
+    }
+}
+
+// ---------------------------------------------------------------- batch norm and dropout
+
+/// Training-mode batch norm, the classic place to get a backward wrong: dx
+/// must carry the paths through the batch mean and variance. Each channel's
+/// values are spread out (σ of a few units) so the curvature, ~1/σ³, stays
+/// small against the step. ε is 1e-2 rather than 1e-5: with two values per
+/// channel x̂ = ±d/√(d² + ε) and dx is ε's trace alone, which at 1e-5 is
+/// ~1e-7 and drowns in the central difference's rounding.
+fn check_batch_norm(shape: &[usize], seed: u64) -> Result<(), TestCaseError> {
+    let nn = Naive::<f64>::new();
+    let params = BatchNorm { eps: 1e-2, momentum: 0.1 };
+    let c = shape[1];
+    let spatial: usize = shape[2..].iter().product();
+    let mut x = random(shape, seed, -1.0, 1.0);
+    // A ramp 0, 3, 6, 9 repeating along each channel: neighbours differ by
+    // at least 1, so no channel collapses towards ε, and σ stays a few units.
+    for (i, v) in x.data_mut().iter_mut().enumerate() {
+        let ordinal = i / (c * spatial) * spatial + i % spatial;
+        *v += 3.0 * (ordinal % 4) as f64;
+    }
+    let gamma = random(&[c], seed + 1, 0.5, 1.5);
+    let beta = random(&[c], seed + 2, -1.0, 1.0);
+    let weights = random(shape, seed + 3, -1.0, 1.0);
+    let forward = |x: &Tensor<f64>, gamma: &Tensor<f64>, beta: &Tensor<f64>| {
+        let (mut rm, mut rv) = (Tensor::zeros(&[c]), Tensor::full(&[c], 1.0));
+        nn.batch_norm_train(x, gamma, beta, &mut rm, &mut rv, &params).unwrap()
+    };
+    let (_, stats) = forward(&x, &gamma, &beta);
+    let grads = nn.batch_norm_backward(&x, &gamma, &stats, &weights, &params, GradRequest::ALL).unwrap();
+    let loss = |x: &Tensor<f64>, g: &Tensor<f64>, b: &Tensor<f64>| weighted_sum(forward(x, g, b).0.data(), weights.data());
+    let case = (shape, seed);
+    expect_gradient("batch norm dx", &case, &x, &grads.dx.unwrap(), CURVED_STEP, |v| {
+        loss(&tensor(shape, v), &gamma, &beta)
+    })?;
+    expect_gradient("batch norm dgamma", &case, &gamma, &grads.dw.unwrap(), LINEAR_STEP, |v| {
+        loss(&x, &tensor(&[c], v), &beta)
+    })?;
+    expect_gradient("batch norm dbeta", &case, &beta, &grads.db.unwrap(), LINEAR_STEP, |v| {
+        loss(&x, &gamma, &tensor(&[c], v))
+    })
+}
+
+#[test]
+fn gradcheck_batch_norm_dx_dgamma_dbeta_edge_cases() {
+    // Two values per channel (the fewest training allows), one channel, [N, F], and LeNet-like planes.
+    for shape in [&[2, 1][..], &[1, 3, 1, 2], &[2, 1, 3, 3], &[5, 4], &[3, 6, 5, 5], &[8, 2, 1, 1]] {
+        check_batch_norm(shape, 11).unwrap();
+    }
+}
+
+/// Dropout is linear in x with a fixed mask: dx must be that map's transpose.
+fn check_dropout(shape: &[usize], p: f64, seed: u64) -> Result<(), TestCaseError> {
+    let nn = Naive::<f64>::new();
+    let params = Dropout { p, seed, step: seed / 3 };
+    let x = random(shape, seed, -1.0, 1.0);
+    let weights = random(shape, seed + 1, -1.0, 1.0);
+    let dx = nn.dropout_backward(&weights, &params).unwrap();
+    let loss = |v: &[f64]| weighted_sum(nn.dropout_forward(&tensor(shape, v), &params).unwrap().data(), weights.data());
+    expect_gradient("dropout dx", &(shape, p, seed), &x, &dx, LINEAR_STEP, loss)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn gradcheck_batch_norm_random(nchw in any::<bool>(), n in 1..=4usize, c in 1..=4usize, hw in 1..=4usize, seed in any::<u32>()) {
+        let shape = if nchw { vec![n, c, hw, hw + 1] } else { vec![n + 1, c] };
+        check_batch_norm(&shape, seed as u64)?;
+    }
+
+    #[test]
+    fn gradcheck_dropout_random(shape in prop::collection::vec(1..=5usize, 1..=4), p in 0.0..0.95f64, seed in any::<u32>()) {
+        check_dropout(&shape, p, seed as u64)?;
     }
 }
 
