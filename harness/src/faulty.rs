@@ -5,7 +5,8 @@
 use std::cell::Cell;
 
 use kernels_core::{
-    Backend, ConvGeometry, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Tensor,
+    Backend, BatchNormGeometry, BatchStats, ConvGeometry, DropoutMask, GradRequest, Grads, LinearGeometry, Optimizer,
+    PoolGeometry, Result, Tensor,
 };
 use kernels_naive::Naive;
 
@@ -116,6 +117,45 @@ impl Backend for Faulty {
     }
     fn exec_softmax_cross_entropy(&self, logits: &Tensor<f32>, labels: &[usize]) -> Result<(f64, Tensor<f32>)> {
         self.inner.exec_softmax_cross_entropy(logits, labels)
+    }
+    fn exec_batch_norm_train(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<f32>,
+        gamma: &Tensor<f32>,
+        beta: &Tensor<f32>,
+        running_mean: &mut Tensor<f32>,
+        running_var: &mut Tensor<f32>,
+    ) -> Result<(Tensor<f32>, BatchStats<Tensor<f32>>)> {
+        self.inner.exec_batch_norm_train(g, x, gamma, beta, running_mean, running_var)
+    }
+    fn exec_batch_norm_eval(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<f32>,
+        gamma: &Tensor<f32>,
+        beta: &Tensor<f32>,
+        running_mean: &Tensor<f32>,
+        running_var: &Tensor<f32>,
+    ) -> Result<Tensor<f32>> {
+        self.inner.exec_batch_norm_eval(g, x, gamma, beta, running_mean, running_var)
+    }
+    fn exec_batch_norm_backward(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<f32>,
+        gamma: &Tensor<f32>,
+        stats: &BatchStats<Tensor<f32>>,
+        dy: &Tensor<f32>,
+        need: GradRequest,
+    ) -> Result<Grads<Tensor<f32>>> {
+        self.inner.exec_batch_norm_backward(g, x, gamma, stats, dy, need)
+    }
+    fn exec_dropout_forward(&self, mask: &DropoutMask, x: &Tensor<f32>) -> Result<Tensor<f32>> {
+        self.inner.exec_dropout_forward(mask, x)
+    }
+    fn exec_dropout_backward(&self, mask: &DropoutMask, dy: &Tensor<f32>) -> Result<Tensor<f32>> {
+        self.inner.exec_dropout_backward(mask, dy)
     }
     fn exec_optimizer_step(
         &self,

@@ -117,9 +117,11 @@ mod direct_filters;
 mod direct_filters_grad;
 mod direct_grad;
 mod direct_wide;
+mod dropout;
 mod gemm;
 mod lanes;
 mod linear;
+mod norm;
 mod plan;
 mod pointwise;
 mod pool;
@@ -134,7 +136,8 @@ mod winograd_output;
 mod winograd_transforms;
 
 use kernels_core::{
-    Backend, ConvGeometry, Error, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor,
+    Backend, BatchNormGeometry, BatchStats, ConvGeometry, DropoutMask, Error, GradRequest, Grads, LinearGeometry,
+    Optimizer, PoolGeometry, Result, Shaped, Tensor,
 };
 
 pub use plan::{ConvPath, ConvPlan, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TILE_FLOATS, TileTargets};
@@ -203,6 +206,25 @@ pub(crate) struct HostGrads {
     pub dx: Option<Vec<f32>>,
     pub dw: Option<Vec<f32>>,
     pub db: Option<Vec<f32>>,
+}
+
+/// The `exec_*` methods are public: a geometry that does not match the
+/// tensors must be an error, not an out-of-bounds index.
+fn check_batch_norm(g: &BatchNormGeometry, x: &Tensor<f32>, per_channel: &[&Tensor<f32>]) -> Result<()> {
+    if x.shape() != g.x_shape().as_slice() {
+        return Err(Error::shape(
+            "batch_norm",
+            format!("input x must have shape {:?}, got {:?}", g.x_shape(), x.shape()),
+        ));
+    }
+    per_channel.iter().try_for_each(|t| g.check_channel("per-channel tensor", t.shape()))
+}
+
+fn check_len(op: &'static str, t: &Tensor<f32>, len: usize) -> Result<()> {
+    if t.len() != len {
+        return Err(Error::shape(op, format!("expected {len} elements, got shape {:?}", t.shape())));
+    }
+    Ok(())
 }
 
 fn tensor(shape: &[usize], data: Vec<f32>) -> Result<Tensor<f32>> {
@@ -329,6 +351,67 @@ impl Backend for Im2col {
         let classes = logits.shape()[1];
         let (loss, dlogits) = self.run(|| pointwise::softmax_cross_entropy(logits.data(), classes, labels));
         Ok((loss, tensor(logits.shape(), dlogits)?))
+    }
+
+    fn exec_batch_norm_train(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<f32>,
+        gamma: &Tensor<f32>,
+        beta: &Tensor<f32>,
+        running_mean: &mut Tensor<f32>,
+        running_var: &mut Tensor<f32>,
+    ) -> Result<(Tensor<f32>, BatchStats<Tensor<f32>>)> {
+        check_batch_norm(g, x, &[gamma, beta, running_mean, running_var])?;
+        let (y, mean, inv_std) = self.run(|| {
+            norm::train(g, x.data(), gamma.data(), beta.data(), running_mean.data_mut(), running_var.data_mut())
+        });
+        Ok((tensor(x.shape(), y)?, BatchStats { mean: tensor(&[g.c], mean)?, inv_std: tensor(&[g.c], inv_std)? }))
+    }
+
+    fn exec_batch_norm_eval(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<f32>,
+        gamma: &Tensor<f32>,
+        beta: &Tensor<f32>,
+        running_mean: &Tensor<f32>,
+        running_var: &Tensor<f32>,
+    ) -> Result<Tensor<f32>> {
+        check_batch_norm(g, x, &[gamma, beta, running_mean, running_var])?;
+        let y =
+            self.run(|| norm::eval(g, x.data(), gamma.data(), beta.data(), running_mean.data(), running_var.data()));
+        tensor(x.shape(), y)
+    }
+
+    fn exec_batch_norm_backward(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Tensor<f32>,
+        gamma: &Tensor<f32>,
+        stats: &BatchStats<Tensor<f32>>,
+        dy: &Tensor<f32>,
+        need: GradRequest,
+    ) -> Result<Grads<Tensor<f32>>> {
+        check_batch_norm(g, x, &[gamma, &stats.mean, &stats.inv_std])?;
+        g.check_dy(dy.shape())?;
+        let (dx, dgamma, dbeta) =
+            self.run(|| norm::backward(g, x.data(), gamma.data(), stats.mean.data(), stats.inv_std.data(), dy.data()));
+        Ok(Grads {
+            dx: maybe(x.shape(), need.dx.then_some(dx))?,
+            dw: maybe(&[g.c], need.dw.then_some(dgamma))?,
+            db: maybe(&[g.c], need.db.then_some(dbeta))?,
+        })
+    }
+
+    fn exec_dropout_forward(&self, mask: &DropoutMask, x: &Tensor<f32>) -> Result<Tensor<f32>> {
+        check_len("dropout", x, mask.len)?;
+        tensor(x.shape(), self.run(|| dropout::apply(mask, x.data())))
+    }
+
+    fn exec_dropout_backward(&self, mask: &DropoutMask, dy: &Tensor<f32>) -> Result<Tensor<f32>> {
+        check_len("dropout", dy, mask.len)?;
+        tensor(dy.shape(), self.run(|| dropout::apply(mask, dy.data())))
     }
 
     fn exec_optimizer_step(

@@ -236,12 +236,17 @@ impl<T: Float> Backend for Naive<T> {
     ) -> Result<(Tensor<T>, BatchStats<Tensor<T>>)> {
         let op = "batch_norm";
         expect_shape(op, "input x", x, &g.x_shape())?;
-        for (what, t) in [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", &*running_var)] {
+        for (what, t) in
+            [("gamma", gamma), ("beta", beta), ("running_mean", &*running_mean), ("running_var", &*running_var)]
+        {
             expect_shape(op, what, t, &[g.c])?;
         }
         let (y, mean, inv_std) =
             norm::train(g, x.data(), gamma.data(), beta.data(), running_mean.data_mut(), running_var.data_mut());
-        Ok((Tensor::new(x.shape(), y)?, BatchStats { mean: Tensor::new(&[g.c], mean)?, inv_std: Tensor::new(&[g.c], inv_std)? }))
+        Ok((
+            Tensor::new(x.shape(), y)?,
+            BatchStats { mean: Tensor::new(&[g.c], mean)?, inv_std: Tensor::new(&[g.c], inv_std)? },
+        ))
     }
 
     fn exec_batch_norm_eval(
@@ -255,7 +260,9 @@ impl<T: Float> Backend for Naive<T> {
     ) -> Result<Tensor<T>> {
         let op = "batch_norm";
         expect_shape(op, "input x", x, &g.x_shape())?;
-        for (what, t) in [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)] {
+        for (what, t) in
+            [("gamma", gamma), ("beta", beta), ("running_mean", running_mean), ("running_var", running_var)]
+        {
             expect_shape(op, what, t, &[g.c])?;
         }
         let y = norm::eval(g, x.data(), gamma.data(), beta.data(), running_mean.data(), running_var.data());

@@ -6,8 +6,8 @@
 //! or PROPTEST_CASES).
 
 use kernels_core::{
-    Backend, BatchNorm, Conv2d, Dropout, ConvGeometry, GradRequest, Pool2d, PoolGeometry, PoolKind, Shaped, SplitMix64, Tensor, gradcheck,
-    weighted_sum,
+    Backend, BatchNorm, Conv2d, ConvGeometry, Dropout, GradRequest, Pool2d, PoolGeometry, PoolKind, Shaped, SplitMix64,
+    Tensor, gradcheck, weighted_sum,
 };
 use kernels_naive::Naive;
 use proptest::prelude::*;
@@ -306,7 +306,8 @@ fn check_batch_norm(shape: &[usize], seed: u64) -> Result<(), TestCaseError> {
     };
     let (_, stats) = forward(&x, &gamma, &beta);
     let grads = nn.batch_norm_backward(&x, &gamma, &stats, &weights, &params, GradRequest::ALL).unwrap();
-    let loss = |x: &Tensor<f64>, g: &Tensor<f64>, b: &Tensor<f64>| weighted_sum(forward(x, g, b).0.data(), weights.data());
+    let loss =
+        |x: &Tensor<f64>, g: &Tensor<f64>, b: &Tensor<f64>| weighted_sum(forward(x, g, b).0.data(), weights.data());
     let case = (shape, seed);
     expect_gradient("batch norm dx", &case, &x, &grads.dx.unwrap(), CURVED_STEP, |v| {
         loss(&tensor(shape, v), &gamma, &beta)

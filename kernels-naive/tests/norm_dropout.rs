@@ -70,18 +70,13 @@ fn batch_norm_refuses_bad_calls() {
     let err = nn.batch_norm_train(&Tensor::zeros(&[1, 3]), &c3, &c3, &mut rm, &mut rv, &params).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }) && err.to_string().contains("more than 1 value"), "{err}");
     // Channel mismatch names the tensor.
-    let err = nn
-        .batch_norm_train(&Tensor::zeros(&[2, 4, 2, 2]), &c3, &c3, &mut rm, &mut rv, &params)
-        .unwrap_err();
+    let err = nn.batch_norm_train(&Tensor::zeros(&[2, 4, 2, 2]), &c3, &c3, &mut rm, &mut rv, &params).unwrap_err();
     assert!(err.to_string().contains("gamma"), "{err}");
     // Zero batch, rank 3.
     assert!(nn.batch_norm_eval(&Tensor::zeros(&[0, 3]), &c3, &c3, &rm, &rv, &params).is_err());
     assert!(nn.batch_norm_eval(&Tensor::zeros(&[2, 3, 4]), &c3, &c3, &rm, &rv, &params).is_err());
     let bad = BatchNorm { eps: 0.0, momentum: 0.1 };
-    assert!(matches!(
-        nn.batch_norm_eval(&Tensor::zeros(&[2, 3]), &c3, &c3, &rm, &rv, &bad),
-        Err(Error::Param { .. })
-    ));
+    assert!(matches!(nn.batch_norm_eval(&Tensor::zeros(&[2, 3]), &c3, &c3, &rm, &rv, &bad), Err(Error::Param { .. })));
     // Backward: dy must match x.
     let x = Tensor::<f64>::arange(&[2, 3]);
     let (_, stats) = nn.batch_norm_train(&x, &c3, &c3, &mut rm, &mut rv, &params).unwrap();

@@ -1,10 +1,11 @@
 //! `impl Backend for OpenCl`: validated geometries in, launches out.
 
 use kernels_core::{
-    Backend, ConvGeometry, Error, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor,
+    Backend, BatchNormGeometry, BatchStats, ConvGeometry, DropoutMask, Error, GradRequest, Grads, LinearGeometry,
+    Optimizer, PoolGeometry, Result, Shaped, Tensor,
 };
 
-use crate::{ClTensor, OpenCl, conv, ops};
+use crate::{ClTensor, OpenCl, conv, norm, ops};
 
 impl Backend for OpenCl {
     type Elem = f32;
@@ -121,6 +122,50 @@ impl Backend for OpenCl {
 
     fn exec_softmax_cross_entropy(&self, logits: &ClTensor, labels: &[usize]) -> Result<(f64, ClTensor)> {
         ops::softmax_cross_entropy(&self.rt, logits, labels)
+    }
+
+    fn exec_batch_norm_train(
+        &self,
+        g: &BatchNormGeometry,
+        x: &ClTensor,
+        gamma: &ClTensor,
+        beta: &ClTensor,
+        running_mean: &mut ClTensor,
+        running_var: &mut ClTensor,
+    ) -> Result<(ClTensor, BatchStats<ClTensor>)> {
+        norm::train(&self.rt, g, x, gamma, beta, running_mean, running_var)
+    }
+
+    fn exec_batch_norm_eval(
+        &self,
+        g: &BatchNormGeometry,
+        x: &ClTensor,
+        gamma: &ClTensor,
+        beta: &ClTensor,
+        running_mean: &ClTensor,
+        running_var: &ClTensor,
+    ) -> Result<ClTensor> {
+        norm::eval(&self.rt, g, x, gamma, beta, running_mean, running_var)
+    }
+
+    fn exec_batch_norm_backward(
+        &self,
+        g: &BatchNormGeometry,
+        x: &ClTensor,
+        gamma: &ClTensor,
+        stats: &BatchStats<ClTensor>,
+        dy: &ClTensor,
+        need: GradRequest,
+    ) -> Result<Grads<ClTensor>> {
+        norm::backward(&self.rt, g, x, gamma, stats, dy, need)
+    }
+
+    fn exec_dropout_forward(&self, mask: &DropoutMask, x: &ClTensor) -> Result<ClTensor> {
+        norm::dropout(&self.rt, mask, x)
+    }
+
+    fn exec_dropout_backward(&self, mask: &DropoutMask, dy: &ClTensor) -> Result<ClTensor> {
+        norm::dropout(&self.rt, mask, dy)
     }
 
     fn exec_optimizer_step(

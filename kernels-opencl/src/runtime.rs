@@ -74,7 +74,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The kernel sources, one file per op family, and which kernels each holds.
-const SOURCES: [(&str, &str); 9] = [
+const SOURCES: [(&str, &str); 10] = [
     ("gemm.cl", include_str!("cl/gemm.cl")),
     ("conv.cl", include_str!("cl/conv.cl")),
     ("direct.cl", include_str!("cl/direct.cl")),
@@ -85,6 +85,7 @@ const SOURCES: [(&str, &str); 9] = [
     ("loss.cl", include_str!("cl/loss.cl")),
     ("reduce.cl", include_str!("cl/reduce.cl")),
     ("optim.cl", include_str!("cl/optim.cl")),
+    ("norm.cl", include_str!("cl/norm.cl")),
 ];
 
 /// Builds one program; a failure is `Error::Device` with the compiler's

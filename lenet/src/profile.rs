@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kernels_core::{
-    Backend, ConvGeometry, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor,
+    Backend, BatchNormGeometry, BatchStats, ConvGeometry, DropoutMask, GradRequest, Grads, LinearGeometry, Optimizer,
+    PoolGeometry, Result, Shaped, Tensor,
 };
 
 /// Calls and total time of one op.
@@ -165,6 +166,54 @@ impl<B: Backend> Backend for Timed<B> {
     }
     fn exec_softmax_cross_entropy(&self, logits: &Self::Tensor, labels: &[usize]) -> Result<(f64, Self::Tensor)> {
         self.time(|| "softmax_cross_entropy".into(), || self.inner.exec_softmax_cross_entropy(logits, labels))
+    }
+    fn exec_batch_norm_train(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        running_mean: &mut Self::Tensor,
+        running_var: &mut Self::Tensor,
+    ) -> Result<(Self::Tensor, BatchStats<Self::Tensor>)> {
+        self.time(
+            || elementwise_key("batch_norm_train", x),
+            || self.inner.exec_batch_norm_train(g, x, gamma, beta, running_mean, running_var),
+        )
+    }
+    fn exec_batch_norm_eval(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        beta: &Self::Tensor,
+        running_mean: &Self::Tensor,
+        running_var: &Self::Tensor,
+    ) -> Result<Self::Tensor> {
+        self.time(
+            || elementwise_key("batch_norm_eval", x),
+            || self.inner.exec_batch_norm_eval(g, x, gamma, beta, running_mean, running_var),
+        )
+    }
+    fn exec_batch_norm_backward(
+        &self,
+        g: &BatchNormGeometry,
+        x: &Self::Tensor,
+        gamma: &Self::Tensor,
+        stats: &BatchStats<Self::Tensor>,
+        dy: &Self::Tensor,
+        need: GradRequest,
+    ) -> Result<Grads<Self::Tensor>> {
+        self.time(
+            || elementwise_key("batch_norm_backward", x),
+            || self.inner.exec_batch_norm_backward(g, x, gamma, stats, dy, need),
+        )
+    }
+    fn exec_dropout_forward(&self, mask: &DropoutMask, x: &Self::Tensor) -> Result<Self::Tensor> {
+        self.time(|| elementwise_key("dropout_forward", x), || self.inner.exec_dropout_forward(mask, x))
+    }
+    fn exec_dropout_backward(&self, mask: &DropoutMask, dy: &Self::Tensor) -> Result<Self::Tensor> {
+        self.time(|| elementwise_key("dropout_backward", dy), || self.inner.exec_dropout_backward(mask, dy))
     }
     fn exec_optimizer_step(
         &self,

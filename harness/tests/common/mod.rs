@@ -38,6 +38,7 @@
 pub mod elementwise;
 pub mod invalid;
 pub mod nan;
+pub mod norm;
 pub mod ops;
 pub mod problems;
 
@@ -212,6 +213,16 @@ macro_rules! conformance_suite {
         fn nan_propagates_through_relu_and_max_pool_as_in_pytorch() {
             $crate::common::nan::relu_nan(&conformance_backend());
             $crate::common::nan::max_pool_nan(&conformance_backend());
+        }
+
+        #[test]
+        fn batch_norm_train_eval_and_backward_match_naive_f64() {
+            $crate::common::norm::batch_norm_suite(&conformance_backend());
+        }
+
+        #[test]
+        fn dropout_masks_match_the_f32_reference_bit_for_bit() {
+            $crate::common::norm::dropout_suite(&conformance_backend());
         }
 
         #[test]
