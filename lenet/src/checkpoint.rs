@@ -7,13 +7,15 @@
 //! `__metadata__` holds `format`, `epoch`, `step`, `seed`, `activation`,
 //! `pool`, `optimizer` and its hyper-parameters.
 //!
-//! A save writes `FILE.tmp`, syncs it and renames it over `FILE`, so an
+//! A save writes a uniquely named temporary file beside `FILE` (created
+//! exclusively, so a planted file or symlink is never written through),
+//! syncs it, renames it over `FILE` and syncs the directory, so an
 //! interrupted save leaves the previous checkpoint whole. A load refuses a
 //! missing, extra or wrongly shaped tensor and unknown metadata.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kernels_core::{Backend, Float, Optimizer, Tensor};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -62,7 +64,7 @@ fn optimizer_metadata(opt: &Optimizer, meta: &mut HashMap<String, String>) {
 }
 
 /// Downloads the trainer's parameters and optimiser state and writes them
-/// to `path` (through `path.tmp` and a rename).
+/// to `path` (through a temporary file and a rename).
 pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()> {
     let params = trainer.model.to_host(be)?;
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
@@ -96,16 +98,45 @@ fn le_bytes<T: Float>(t: &Tensor<T>) -> Vec<u8> {
     t.data().iter().flat_map(|v| (v.to_f64() as f32).to_le_bytes()).collect()
 }
 
-/// Writes `bytes` to `path.tmp`, flushes it to disk, then renames it over
-/// `path`: a crash mid-write never leaves a half-written `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| LenetError::io(&tmp, e))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| LenetError::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| LenetError::io(path, e))
+/// Writes `bytes` to a fresh temporary file in `path`'s directory (created
+/// exclusively under a random name, so an existing file or symlink is never
+/// opened and followed), flushes it to disk, renames it over `path` and
+/// syncs the directory so the rename itself survives a crash. A crash or an
+/// error mid-write never leaves a half-written `path`; the temporary file is
+/// removed on every error.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let prefix = format!(".{}.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // A checkpoint gets the mode `File::create` would give it (0666 less the
+    // umask), not the temporary file's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| LenetError::io(dir, e))?;
+    tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()).map_err(|e| LenetError::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| LenetError::io(path, e.error))?;
+    sync_dir(dir)
+}
+
+/// The directory a path's file lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Flushes a directory's entries (the rename) to disk.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LenetError::io(dir, e))
+}
+
+/// Directories cannot be opened as files here; the rename is what there is.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<()> {
+    Ok(())
 }
 
 /// Reads and validates a checkpoint.

@@ -87,8 +87,9 @@
 //! `fc2.weight [84, 120]`, `fc2.bias [84]`, `fc3.weight [10, 84]`,
 //! `fc3.bias [10]`; the optimiser buffers as `optim.<param>.<slot>`; epoch,
 //! step, seed, activation, pool, optimiser and hyper-parameters in
-//! `__metadata__`. Saves go to `FILE.tmp`, are synced, and renamed over
-//! `FILE`. Loading refuses missing, extra or misshapen tensors with an error
+//! `__metadata__`. Saves go to a uniquely named temporary file beside
+//! `FILE` (created exclusively: a symlink there is never followed), are
+//! synced, renamed over `FILE`, and the directory is synced. Loading refuses missing, extra or misshapen tensors with an error
 //! naming them; `--load` with a conflicting `--activation`, `--pool` or
 //! `--optimizer` is refused too (a different `--lr` is taken).
 //!

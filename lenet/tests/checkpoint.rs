@@ -35,8 +35,9 @@ fn save_load_evaluate_gives_the_same_accuracy() {
     assert_eq!(loaded.optimizer, Optimizer::adam(2e-3));
     let restored = loaded.into_trainer(&be).unwrap();
     assert_eq!(evaluate(&be, &restored.model, &test, 50).unwrap(), trained);
-    // The temporary file is gone after the rename.
-    assert!(!dir.join("lenet.safetensors.tmp").exists());
+    // No temporary file is left beside the checkpoint.
+    let names: Vec<_> = std::fs::read_dir(&*dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["lenet.safetensors"]);
 
     // PyTorch's names and shapes, and the optimiser state beside them.
     let bytes = std::fs::read(&path).unwrap();
@@ -150,4 +151,32 @@ fn divergence_stops_training_and_keeps_the_last_checkpoint() {
     let err = wild.fit(&be, &train, &test, &plan, &mut Quiet).unwrap_err();
     assert!(matches!(err, LenetError::NonFinite { epoch: 2, .. }), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), saved, "the checkpoint of epoch 1 changed");
+}
+
+/// Issue 12 item 2: a symlink where the old fixed temporary name
+/// (`FILE.tmp`) would go must not be followed: the file it points to keeps
+/// its bytes, and FILE becomes a regular file holding the checkpoint.
+#[cfg(unix)]
+#[test]
+fn save_does_not_follow_a_symlink_at_the_temporary_name() {
+    let dir = scratch_dir("ckpt-symlink");
+    let path = dir.join("lenet.safetensors");
+    let victim = dir.join("victim.txt");
+    std::fs::write(&victim, b"precious").unwrap();
+    std::os::unix::fs::symlink(&victim, dir.join("lenet.safetensors.tmp")).unwrap();
+
+    let be = Naive::<f32>::new();
+    let trainer = Trainer::new(&be, ARCH, Optimizer::sgd(0.1), 0).unwrap();
+    checkpoint::save(&be, &trainer, &path).unwrap();
+
+    assert!(std::fs::read(&victim).unwrap() == b"precious", "the save wrote through the symlink");
+    let meta = std::fs::symlink_metadata(&path).unwrap();
+    assert!(meta.file_type().is_file(), "{} is not a regular file", path.display());
+    assert!(checkpoint::load::<f32>(&path).is_ok());
+    // The link itself is left alone, and no temporary file is left behind.
+    assert!(std::fs::symlink_metadata(dir.join("lenet.safetensors.tmp")).unwrap().file_type().is_symlink());
+    let mut names: Vec<String> =
+        std::fs::read_dir(&*dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["lenet.safetensors", "lenet.safetensors.tmp", "victim.txt"]);
 }
