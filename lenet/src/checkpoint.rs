@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
-use kernels_core::{Backend, Float, Optimizer, Tensor};
+use kernels_core::{Backend, Float, Optimizer, Shaped, Tensor};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{LenetError, Result};
@@ -68,12 +68,18 @@ fn optimizer_metadata(opt: &Optimizer, meta: &mut HashMap<String, String>) {
 pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()> {
     let params = trainer.model.to_host(be)?;
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((name, shape), t) in PARAM_NAMES.iter().zip(PARAM_SHAPES).zip(&params) {
-        named.push((name.to_string(), shape.to_vec(), le_bytes(t)));
+    // Checked before anything is written: a diverged run's state never
+    // replaces a good checkpoint.
+    let finite_bytes = |name: String, t: &Tensor<B::Elem>| match le_bytes(t) {
+        Some(bytes) => Ok((name, t.shape().to_vec(), bytes)),
+        None => Err(LenetError::NonFiniteState { path: path.to_path_buf(), tensor: name, kept: String::new() }),
+    };
+    for (name, t) in PARAM_NAMES.iter().zip(&params) {
+        named.push(finite_bytes(name.to_string(), t)?);
     }
-    for ((name, shape), state) in PARAM_NAMES.iter().zip(PARAM_SHAPES).zip(&trainer.states) {
+    for (name, state) in PARAM_NAMES.iter().zip(&trainer.states) {
         for (i, slot) in state.slots.iter().enumerate() {
-            named.push((format!("optim.{name}.{i}"), shape.to_vec(), le_bytes(&be.download(slot)?)));
+            named.push(finite_bytes(format!("optim.{name}.{i}"), &be.download(slot)?)?);
         }
     }
     let mut meta = HashMap::new();
@@ -94,8 +100,18 @@ pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()>
     write_atomically(path, &bytes)
 }
 
-fn le_bytes<T: Float>(t: &Tensor<T>) -> Vec<u8> {
-    t.data().iter().flat_map(|v| (v.to_f64() as f32).to_le_bytes()).collect()
+/// The tensor as little-endian f32 bytes, or None when a value is NaN or
+/// infinite as the f32 that is written.
+fn le_bytes<T: Float>(t: &Tensor<T>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(4 * t.data().len());
+    for v in t.data() {
+        let v = v.to_f64() as f32;
+        if !v.is_finite() {
+            return None;
+        }
+        out.extend(v.to_le_bytes());
+    }
+    Some(out)
 }
 
 /// Writes `bytes` to a fresh temporary file in `path`'s directory (created
@@ -180,9 +196,18 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
         if view.shape() != shape {
             return Err(bad(format!("tensor `{name}` has shape {:?}, LeNet needs {shape:?}", view.shape())));
         }
-        let data =
-            view.data().chunks_exact(4).map(|b| T::from_f64(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64));
-        Ok(Tensor::new(shape, data.collect())?)
+        let mut data = Vec::with_capacity(view.data().len() / 4);
+        for (i, b) in view.data().chunks_exact(4).enumerate() {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if !v.is_finite() {
+                return Err(bad(format!(
+                    "tensor `{name}` holds a non-finite value ({v} at index {i}): the state of a diverged run \
+                     cannot be resumed or evaluated"
+                )));
+            }
+            data.push(T::from_f64(v as f64));
+        }
+        Ok(Tensor::new(shape, data)?)
     };
     let mut expected: Vec<String> = Vec::new();
     let mut params = Vec::new();

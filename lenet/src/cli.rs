@@ -282,6 +282,14 @@ pub fn session<B: Backend>(
 
     if eval {
         let result = evaluate(be, &trainer.model, &test, args.batch_size.max(500))?;
+        if !result.loss.is_finite() {
+            // Finite weights can still overflow on the way to the logits.
+            let path = args.load.clone().unwrap_or_default();
+            return Err(LenetError::checkpoint(
+                path,
+                format!("its test loss is {} (the weights overflow): a diverged model", result.loss),
+            ));
+        }
         println!(
             "eval {}  epoch {}  test loss {:.4}  test acc {:.4}  ({} test images, {label})",
             args.load.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),

@@ -41,12 +41,19 @@ pub enum LenetError {
     #[error(transparent)]
     Kernel(#[from] kernels_core::Error),
 
-    /// The loss stopped being finite: training diverged.
+    /// The loss stopped being finite: training diverged. `what` names the
+    /// loss (a step's, or the test loss after an epoch's last step); `kept`
+    /// says what the checkpoint file holds (filled in by `Trainer::fit`).
+    #[error("{what} became {loss} at epoch {epoch}, step {step}: training diverged (try a smaller --lr){kept}")]
+    NonFinite { what: &'static str, epoch: usize, step: u64, loss: f64, kept: String },
+
+    /// A save found NaN or infinity in the state it was about to write, and
+    /// wrote nothing. `kept` as for `NonFinite`.
     #[error(
-        "loss became {loss} at epoch {epoch}, step {step}: training diverged (try a smaller --lr); \
-         the last checkpoint written, if any, is untouched"
+        "not saving {}: tensor `{tensor}` holds a non-finite value (training diverged; try a smaller --lr){kept}",
+        path.display()
     )]
-    NonFinite { epoch: usize, step: u64, loss: f64 },
+    NonFiniteState { path: PathBuf, tensor: String, kept: String },
 
     /// The command line or a configuration value is inconsistent.
     #[error("{0}")]

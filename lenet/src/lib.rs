@@ -76,8 +76,10 @@
 //! that follows: √2 for ReLU) from the seed, biases at zero. conv1's
 //! backward asks for dw and db only. The optimisers are kernels-core's
 //! [`kernels_core::Optimizer`] rules run by the backend. A loss that becomes
-//! NaN or infinite stops training with an error and exit code 1; the
-//! checkpoint of the last finished epoch stays as it was.
+//! NaN or infinite (each step's, and the test loss after an epoch's last
+//! step) stops training with an error and exit code 1 that says what the
+//! checkpoint file holds; a save never writes NaN or infinite parameters or
+//! optimiser state, and `eval` and `--load` refuse a checkpoint holding any.
 //!
 //! ## Checkpoints (safetensors, PyTorch-compatible)
 //!

@@ -124,7 +124,13 @@ impl<B: Backend> Trainer<B> {
         let (logits, acts) = self.model.forward(be, x)?;
         let (loss, dlogits) = be.softmax_cross_entropy(&logits, &self.y_buf)?;
         if !loss.is_finite() {
-            return Err(LenetError::NonFinite { epoch: self.epoch + 1, step: self.step + 1, loss });
+            return Err(LenetError::NonFinite {
+                what: "the loss",
+                epoch: self.epoch + 1,
+                step: self.step + 1,
+                loss,
+                kept: String::new(),
+            });
         }
         let correct = count_correct(&be.download(&logits)?, &self.y_buf);
         let grads = self.model.backward(be, &acts, &dlogits)?;
@@ -166,6 +172,17 @@ impl<B: Backend> Trainer<B> {
         let seconds = start.elapsed().as_secs_f64();
         let eval_start = Instant::now();
         let test_eval = evaluate(be, &self.model, test, batch_size.max(500))?;
+        // Each step's loss is checked before its update; this catches the
+        // last step's update sending the weights off to infinity.
+        if !test_eval.loss.is_finite() {
+            return Err(LenetError::NonFinite {
+                what: "the test loss after the epoch's last step",
+                epoch,
+                step: self.step,
+                loss: test_eval.loss,
+                kept: String::new(),
+            });
+        }
         self.epoch = epoch;
         let n = train.len() as f64;
         let metrics = EpochMetrics {
@@ -192,14 +209,36 @@ impl<B: Backend> Trainer<B> {
         plan: &FitPlan<'_>,
         observer: &mut dyn Observer,
     ) -> Result<Vec<EpochMetrics>> {
-        let mut all = Vec::with_capacity(plan.epochs);
+        let mut all = Vec::new();
+        // The epoch of the last checkpoint this run wrote.
+        let mut saved: Option<usize> = None;
         for _ in 0..plan.epochs {
-            all.push(self.train_epoch(be, train, test, plan.batch_size, observer)?);
+            let metrics = self.train_epoch(be, train, test, plan.batch_size, observer);
+            let metrics = metrics.map_err(|e| with_kept(e, plan.save, saved))?;
             if let Some(path) = plan.save {
-                crate::checkpoint::save(be, self, path)?;
+                crate::checkpoint::save(be, self, path).map_err(|e| with_kept(e, plan.save, saved))?;
+                saved = Some(self.epoch);
             }
+            all.push(metrics);
         }
         Ok(all)
+    }
+}
+
+/// Says, in a divergence error, what the checkpoint file holds: the last
+/// epoch this run saved, or nothing this run wrote.
+fn with_kept(err: LenetError, save: Option<&Path>, saved: Option<usize>) -> LenetError {
+    let sentence = match (save, saved) {
+        (None, _) => "; no checkpoint was being written".to_string(),
+        (Some(path), Some(epoch)) => format!("; {} holds epoch {epoch}, the last finite one", path.display()),
+        (Some(path), None) => format!("; {} was not written by this run", path.display()),
+    };
+    match err {
+        LenetError::NonFinite { what, epoch, step, loss, .. } => {
+            LenetError::NonFinite { what, epoch, step, loss, kept: sentence }
+        }
+        LenetError::NonFiniteState { path, tensor, .. } => LenetError::NonFiniteState { path, tensor, kept: sentence },
+        other => other,
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::{scratch_dir, synthetic};
-use kernels_core::Optimizer;
+use kernels_core::{Backend, Optimizer, Shaped};
 use kernels_im2col::Im2col;
 use kernels_naive::Naive;
 use lenet::LenetError;
@@ -179,4 +179,81 @@ fn save_does_not_follow_a_symlink_at_the_temporary_name() {
         std::fs::read_dir(&*dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["lenet.safetensors", "lenet.safetensors.tmp", "victim.txt"]);
+}
+
+/// Issue 12 item 1: when the update of an epoch's last step sends the
+/// weights off to infinity, the loss of the steps is still finite, so only
+/// a check after the last step sees it. The epoch's save must not replace
+/// the good checkpoint, and the error must say what the file holds.
+#[test]
+fn divergence_on_the_last_step_of_an_epoch_keeps_the_last_checkpoint() {
+    let dir = scratch_dir("ckpt-diverge-last");
+    let path = dir.join("lenet.safetensors");
+    // One batch per epoch: every step is an epoch's last.
+    let (train, test) = (synthetic(64, 6), synthetic(20, 7));
+    let be = Im2col::with_threads(2).unwrap();
+    let mut trainer = Trainer::new(&be, ARCH, Optimizer::sgd(0.05), 1).unwrap();
+    let plan = FitPlan { epochs: 1, batch_size: 64, save: Some(&path) };
+    trainer.fit(&be, &train, &test, &plan, &mut Quiet).unwrap();
+    let saved = std::fs::read(&path).unwrap();
+
+    let mut ckpt = checkpoint::load::<f32>(&path).unwrap();
+    ckpt.optimizer = Optimizer::sgd(1e30);
+    let mut wild = ckpt.into_trainer(&be).unwrap();
+    let err = wild.fit(&be, &train, &test, &plan, &mut Quiet).unwrap_err();
+    assert!(matches!(err, LenetError::NonFinite { epoch: 2, step: 2, .. }), "{err}");
+    assert!(std::fs::read(&path).unwrap() == saved, "the checkpoint of epoch 1 was replaced");
+    assert!(checkpoint::load::<f32>(&path).is_ok());
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{} was not written by this run", path.display())), "{msg}");
+}
+
+/// Issue 12 item 1: whatever the caller does, a save never writes NaN or
+/// infinite parameters or optimiser state, and says the file was not written.
+#[test]
+fn save_refuses_non_finite_parameters_and_state() {
+    let dir = scratch_dir("ckpt-save-nan");
+    let path = dir.join("lenet.safetensors");
+    let be = Naive::<f32>::new();
+    let good = Trainer::new(&be, ARCH, Optimizer::adam(1e-3), 0).unwrap();
+    let mut params = good.model.to_host(&be).unwrap();
+    let mut data = params[4].data().to_vec();
+    data[17] = f32::NAN;
+    params[4] = kernels_core::Tensor::new(params[4].shape(), data).unwrap();
+    let model = lenet::model::LeNet::from_host(&be, ARCH, &params).unwrap();
+    let bad = Trainer::resume(&be, model, Optimizer::adam(1e-3), Vec::new(), 3, 30, 0).unwrap();
+    let msg = checkpoint::save(&be, &bad, &path).unwrap_err().to_string();
+    assert!(msg.contains("fc1.weight") && msg.contains(&path.display().to_string()), "{msg}");
+    assert!(!path.exists(), "a non-finite checkpoint was written");
+
+    // The optimiser state too.
+    let mut bad = Trainer::new(&be, ARCH, Optimizer::adam(1e-3), 0).unwrap();
+    let slot = &bad.states[9].slots[1];
+    let mut host = be.download(slot).unwrap().data().to_vec();
+    host[0] = f32::INFINITY;
+    bad.states[9].slots[1] = be.upload(&kernels_core::Tensor::new(&[10], host).unwrap()).unwrap();
+    let msg = checkpoint::save(&be, &bad, &path).unwrap_err().to_string();
+    assert!(msg.contains("optim.fc3.bias.1"), "{msg}");
+    assert!(!path.exists(), "a non-finite checkpoint was written");
+    assert_eq!(std::fs::read_dir(&*dir).unwrap().count(), 0, "a temporary file was left behind");
+}
+
+/// Issue 12 item 1: a checkpoint holding NaN or inf (written by an older
+/// build, or edited) is refused by `load`, naming the file and the tensor.
+#[test]
+fn load_refuses_non_finite_values() {
+    let dir = scratch_dir("ckpt-load-nan");
+    let be = Naive::<f32>::new();
+    let trainer = Trainer::new(&be, ARCH, Optimizer::adam(1e-3), 0).unwrap();
+    for (tensor, value) in [("conv2.weight", f32::NAN), ("optim.fc2.bias.0", f32::NEG_INFINITY)] {
+        let path = dir.join(format!("{tensor}.safetensors"));
+        checkpoint::save(&be, &trainer, &path).unwrap();
+        rewrite(&path, |t| {
+            let (_, _, bytes) = t.iter_mut().find(|(n, _, _)| n == tensor).unwrap();
+            bytes[8..12].copy_from_slice(&value.to_le_bytes());
+        });
+        let msg = checkpoint_error(&path);
+        assert!(msg.contains(&path.display().to_string()) && msg.contains(tensor), "{msg}");
+        assert!(msg.contains("non-finite"), "{msg}");
+    }
 }

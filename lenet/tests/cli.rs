@@ -111,3 +111,44 @@ fn bad_input_gives_a_plain_error_and_exit_code_one() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr.contains("bogus.safetensors"), "{stderr}");
 }
+
+/// Rewrites one value of tensor `name` in a checkpoint to `value`.
+fn poison(path: &Path, name: &str, value: f32) {
+    use safetensors::{SafeTensors, tensor::TensorView};
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    let target = tensors.iter_mut().find(|(n, _, _)| n == name).unwrap();
+    target.2[..4].copy_from_slice(&value.to_le_bytes());
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(n, s, d)| (n.clone(), TensorView::new(safetensors::Dtype::F32, s.clone(), d).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, header.metadata().clone()).unwrap()).unwrap();
+}
+
+/// Issue 12 item 1: `eval` and `--load` refuse a checkpoint holding NaN,
+/// naming the file, instead of printing "test loss NaN" and exiting 0.
+#[test]
+fn eval_and_load_refuse_a_non_finite_checkpoint() {
+    let dir = scratch_dir("cli-nan");
+    write_dataset(&dir, 20, 10, false);
+    let ckpt = dir.join("c.safetensors");
+    let common = ["--backend", "naive", "--batch-size", "10", "--data", s(&dir)];
+    let mut args = vec!["--epochs", "1", "--save", s(&ckpt)];
+    args.extend(common);
+    let out = lenet(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    poison(&ckpt, "fc2.weight", f32::NAN);
+    for command in ["eval", "train"] {
+        let mut args = vec![command, "--epochs", "1", "--load", s(&ckpt)];
+        args.extend(common);
+        let out = lenet(&args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{command}: {stdout}\n{stderr}");
+        assert!(stderr.contains(s(&ckpt)) && stderr.contains("non-finite"), "{command}: {stderr}");
+        assert!(!stdout.contains("test loss"), "{command}: {stdout}");
+    }
+}
