@@ -155,9 +155,62 @@ fn sync_dir(_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Room for the JSON header (30 tensor entries and the metadata take about
+/// 3 KiB) and its alignment padding: generous, so only absurd files fail.
+const HEADER_ALLOWANCE: u64 = 1 << 20;
+
+/// Epochs and steps above this are refused: no real run comes near, and
+/// counts stay exact as the f64 the metrics and bias corrections use.
+pub const MAX_COUNT: u64 = 1 << 53;
+
+/// The largest checkpoint file LeNet can need: every parameter as F32 with
+/// the most state buffers any optimiser keeps, plus [`HEADER_ALLOWANCE`].
+/// A larger file is refused before it is read.
+pub fn max_file_size() -> u64 {
+    let params: usize = PARAM_SHAPES.iter().map(|s| s.iter().product::<usize>()).sum();
+    let slots = [
+        Optimizer::sgd(0.1),
+        Optimizer::momentum(0.1, 0.9),
+        Optimizer::nesterov(0.1, 0.9),
+        Optimizer::adagrad(0.1),
+        Optimizer::rmsprop(0.1),
+        Optimizer::adam(0.1),
+    ]
+    .iter()
+    .map(Optimizer::state_slots)
+    .max()
+    .unwrap_or(0);
+    (params * (1 + slots) * std::mem::size_of::<f32>()) as u64 + HEADER_ALLOWANCE
+}
+
+/// Reads a checkpoint file's bytes: a regular file no larger than
+/// [`max_file_size`], checked before reading and enforced while reading (a
+/// file growing meanwhile is cut off and refused).
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| LenetError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| LenetError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(LenetError::checkpoint(path, "not a regular file"));
+    }
+    let limit = max_file_size();
+    let too_big = |len: u64| {
+        LenetError::checkpoint(path, format!("{len} bytes is larger than any LeNet checkpoint ({limit} bytes at most)"))
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+        .map_err(|e| LenetError::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
 /// Reads and validates a checkpoint.
 pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
-    let bytes = std::fs::read(path).map_err(|e| LenetError::io(path, e))?;
+    let bytes = read_bounded(path)?;
     let bad = |detail: String| LenetError::checkpoint(path, detail);
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
@@ -186,7 +239,16 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
     optimizer.validate().map_err(|e| bad(e.to_string()))?;
     let parse_int =
         |key: &str| get(key)?.parse::<u64>().map_err(|_| bad(format!("metadata `{key}` is not an integer")));
-    let (epoch, step, seed) = (parse_int("epoch")? as usize, parse_int("step")?, parse_int("seed")?);
+    let count = |key: &str| -> Result<u64> {
+        let v = parse_int(key)?;
+        if v > MAX_COUNT {
+            return Err(bad(format!("metadata `{key}` is {v}, more than the {MAX_COUNT} a run can reach")));
+        }
+        Ok(v)
+    };
+    let epoch =
+        usize::try_from(count("epoch")?).map_err(|_| bad("metadata `epoch` does not fit this machine".into()))?;
+    let (step, seed) = (count("step")?, parse_int("seed")?);
 
     let read = |name: &str, shape: &[usize]| -> Result<Tensor<T>> {
         let view = st.tensor(name).map_err(|_| bad(format!("tensor `{name}` is missing")))?;

@@ -116,6 +116,7 @@ impl<B: Backend> Trainer<B> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= data.len()) {
             return Err(LenetError::Config(format!("example {bad} is out of range for {} examples", data.len())));
         }
+        let next_step = self.step.checked_add(1).ok_or_else(|| count_overflow("step", self.step))?;
         data.gather(indices, &mut self.x_buf, &mut self.y_buf);
         let host = Tensor::new(&[indices.len(), 1, SIDE, SIDE], std::mem::take(&mut self.x_buf))?;
         let x = be.upload(&host)?;
@@ -126,8 +127,8 @@ impl<B: Backend> Trainer<B> {
         if !loss.is_finite() {
             return Err(LenetError::NonFinite {
                 what: "the loss",
-                epoch: self.epoch + 1,
-                step: self.step + 1,
+                epoch: self.epoch.saturating_add(1),
+                step: next_step,
                 loss,
                 kept: String::new(),
             });
@@ -137,7 +138,7 @@ impl<B: Backend> Trainer<B> {
         for ((param, grad), state) in self.model.params_mut().iter_mut().zip(&grads).zip(&mut self.states) {
             be.optimizer_step(param, grad, state)?;
         }
-        self.step += 1;
+        self.step = next_step;
         Ok((loss, correct))
     }
 
@@ -157,7 +158,7 @@ impl<B: Backend> Trainer<B> {
         if train.is_empty() {
             return Err(LenetError::Config("the training set is empty".into()));
         }
-        let epoch = self.epoch + 1;
+        let epoch = self.epoch.checked_add(1).ok_or_else(|| count_overflow("epoch", self.epoch as u64))?;
         let order = epoch_order(train.len(), self.seed, epoch);
         observer.epoch_start(epoch, order.len().div_ceil(batch_size));
         let start = Instant::now();
@@ -209,6 +210,9 @@ impl<B: Backend> Trainer<B> {
         plan: &FitPlan<'_>,
         observer: &mut dyn Observer,
     ) -> Result<Vec<EpochMetrics>> {
+        if self.epoch.checked_add(plan.epochs).is_none_or(|last| last as u64 > crate::checkpoint::MAX_COUNT) {
+            return Err(count_overflow("epoch", self.epoch as u64));
+        }
         let mut all = Vec::new();
         // The epoch of the last checkpoint this run wrote.
         let mut saved: Option<usize> = None;
@@ -223,6 +227,13 @@ impl<B: Backend> Trainer<B> {
         }
         Ok(all)
     }
+}
+
+fn count_overflow(what: &str, at: u64) -> LenetError {
+    LenetError::Config(format!(
+        "the {what} count {at} cannot advance further (at most {})",
+        crate::checkpoint::MAX_COUNT
+    ))
 }
 
 /// Says, in a divergence error, what the checkpoint file holds: the last

@@ -257,3 +257,67 @@ fn load_refuses_non_finite_values() {
         assert!(msg.contains("non-finite"), "{msg}");
     }
 }
+
+/// Issue 12 item 8: a checkpoint larger than LeNet with the largest
+/// optimiser state could need, or one that is not a regular file (a
+/// directory, /dev/zero), is refused before it is read.
+#[test]
+fn oversized_and_non_regular_checkpoints_are_refused_before_reading() {
+    let dir = scratch_dir("ckpt-size");
+    let huge = dir.join("huge.safetensors");
+    std::fs::File::create(&huge).unwrap().set_len(checkpoint::max_file_size() + 1).unwrap();
+    let msg = checkpoint_error(&huge);
+    assert!(msg.contains(&huge.display().to_string()) && msg.contains("larger than"), "{msg}");
+
+    let msg = checkpoint_error(&dir);
+    assert!(msg.contains("not a regular file"), "{msg}");
+    #[cfg(unix)]
+    {
+        let msg = checkpoint_error(std::path::Path::new("/dev/zero"));
+        assert!(msg.contains("/dev/zero") && msg.contains("not a regular file"), "{msg}");
+    }
+
+    // The bound leaves room: a real Adam checkpoint is well inside it.
+    let be = Naive::<f32>::new();
+    let path = dir.join("adam.safetensors");
+    checkpoint::save(&be, &Trainer::new(&be, ARCH, Optimizer::adam(1e-3), 0).unwrap(), &path).unwrap();
+    assert!(std::fs::metadata(&path).unwrap().len() < checkpoint::max_file_size());
+}
+
+/// Rewrites one `__metadata__` entry of a checkpoint.
+fn rewrite_metadata(path: &std::path::Path, key: &str, value: &str) {
+    let bytes = std::fs::read(path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, s, d)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), d).unwrap())).collect();
+    let mut meta: HashMap<String, String> = header.metadata().clone().unwrap();
+    meta.insert(key.into(), value.into());
+    std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
+
+/// Issue 12 item 10: an `epoch` or `step` of 2^64 − 1 is refused at load
+/// with an error naming the file, rather than wrapping to epoch 0 (release)
+/// or panicking (debug) when training continues.
+#[test]
+fn epoch_and_step_counts_that_would_overflow_are_refused() {
+    let dir = scratch_dir("ckpt-counts");
+    let be = Naive::<f32>::new();
+    let trainer = Trainer::new(&be, ARCH, Optimizer::adam(1e-3), 0).unwrap();
+    for key in ["epoch", "step"] {
+        let path = dir.join(format!("{key}.safetensors"));
+        checkpoint::save(&be, &trainer, &path).unwrap();
+        rewrite_metadata(&path, key, &u64::MAX.to_string());
+        let msg = checkpoint_error(&path);
+        assert!(msg.contains(&path.display().to_string()) && msg.contains(&format!("`{key}`")), "{msg}");
+    }
+    // And a trainer at the largest count stops with an error, not a wrap.
+    let model = lenet::model::LeNet::init(&be, ARCH, 0).unwrap();
+    let mut at_max = Trainer::resume(&be, model, Optimizer::sgd(0.1), Vec::new(), usize::MAX, u64::MAX, 0).unwrap();
+    let (train, test) = (synthetic(8, 1), synthetic(8, 2));
+    let plan = FitPlan { epochs: 1, batch_size: 8, save: None };
+    let err = at_max.fit(&be, &train, &test, &plan, &mut Quiet).unwrap_err();
+    assert!(matches!(err, LenetError::Config(_)), "{err}");
+}
