@@ -164,7 +164,7 @@ const HEADER_ALLOWANCE: u64 = 1 << 20;
 pub const MAX_COUNT: u64 = 1 << 53;
 
 /// The largest checkpoint file LeNet can need: every parameter as F32 with
-/// the most state buffers any optimiser keeps, plus [`HEADER_ALLOWANCE`].
+/// the most state buffers any optimiser keeps, plus 1 MiB for the header.
 /// A larger file is refused before it is read.
 pub fn max_file_size() -> u64 {
     let params: usize = PARAM_SHAPES.iter().map(|s| s.iter().product::<usize>()).sum();

@@ -55,6 +55,21 @@ pub enum LenetError {
     )]
     NonFiniteState { path: PathBuf, tensor: String, kept: String },
 
+    /// A checkpoint save failed during training; `kept` says what the file
+    /// still holds.
+    #[error("{source}{kept}")]
+    Save { source: Box<LenetError>, kept: String },
+
+    /// A path exists but is the wrong kind of thing (a directory where a
+    /// file is needed, a file where a directory is), or cannot be used.
+    #[error("{}: {detail}", path.display())]
+    BadPath { path: PathBuf, detail: String },
+
+    /// Some outputs could not be written after training (each was reported
+    /// as it failed); `kept` says where the checkpoint is.
+    #[error("{failed} output(s) could not be written (see above); {kept}")]
+    Outputs { failed: usize, kept: String },
+
     /// The command line or a configuration value is inconsistent.
     #[error("{0}")]
     Config(String),
@@ -70,6 +85,9 @@ impl LenetError {
     }
     pub fn data(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Self::Data { path: path.into(), detail: detail.into() }
+    }
+    pub fn bad_path(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Self::BadPath { path: path.into(), detail: detail.into() }
     }
     pub fn checkpoint(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Self::Checkpoint { path: path.into(), detail: detail.into() }

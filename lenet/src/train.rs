@@ -37,7 +37,15 @@ pub struct EpochMetrics {
 pub trait Observer {
     fn epoch_start(&mut self, _epoch: usize, _batches: usize) {}
     fn batch_done(&mut self, _loss: f64) {}
+    /// An epoch finished (and, in `fit`, was saved when a save was asked for).
     fn epoch_done(&mut self, _metrics: &EpochMetrics) {}
+    /// `fit` wrote the checkpoint of `epoch` to `path`.
+    fn saved(&mut self, _epoch: usize, _path: &Path) {}
+    /// Asked after each epoch of `fit`: true ends training there, with the
+    /// epoch saved (the binary stops when its stdout has been closed).
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that does nothing.
@@ -152,6 +160,20 @@ impl<B: Backend> Trainer<B> {
         batch_size: usize,
         observer: &mut dyn Observer,
     ) -> Result<EpochMetrics> {
+        let metrics = self.run_epoch(be, train, test, batch_size, observer)?;
+        observer.epoch_done(&metrics);
+        Ok(metrics)
+    }
+
+    /// `train_epoch` without telling the observer it is done.
+    fn run_epoch(
+        &mut self,
+        be: &B,
+        train: &Dataset,
+        test: &Dataset,
+        batch_size: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<EpochMetrics> {
         if batch_size == 0 {
             return Err(LenetError::Config("--batch-size must be at least 1".into()));
         }
@@ -195,7 +217,6 @@ impl<B: Backend> Trainer<B> {
             seconds,
             eval_seconds: eval_start.elapsed().as_secs_f64(),
         };
-        observer.epoch_done(&metrics);
         Ok(metrics)
     }
 
@@ -217,13 +238,20 @@ impl<B: Backend> Trainer<B> {
         // The epoch of the last checkpoint this run wrote.
         let mut saved: Option<usize> = None;
         for _ in 0..plan.epochs {
-            let metrics = self.train_epoch(be, train, test, plan.batch_size, observer);
+            let metrics = self.run_epoch(be, train, test, plan.batch_size, observer);
             let metrics = metrics.map_err(|e| with_kept(e, plan.save, saved))?;
+            // Saved before it is reported: whatever happens to the report
+            // (a closed stdout), the epoch is kept.
             if let Some(path) = plan.save {
                 crate::checkpoint::save(be, self, path).map_err(|e| with_kept(e, plan.save, saved))?;
                 saved = Some(self.epoch);
+                observer.saved(self.epoch, path);
             }
+            observer.epoch_done(&metrics);
             all.push(metrics);
+            if observer.should_stop() {
+                break;
+            }
         }
         Ok(all)
     }
@@ -236,12 +264,12 @@ fn count_overflow(what: &str, at: u64) -> LenetError {
     ))
 }
 
-/// Says, in a divergence error, what the checkpoint file holds: the last
-/// epoch this run saved, or nothing this run wrote.
+/// Says, in a divergence or save error, what the checkpoint file holds: the
+/// last epoch this run saved, or nothing this run wrote.
 fn with_kept(err: LenetError, save: Option<&Path>, saved: Option<usize>) -> LenetError {
     let sentence = match (save, saved) {
         (None, _) => "; no checkpoint was being written".to_string(),
-        (Some(path), Some(epoch)) => format!("; {} holds epoch {epoch}, the last finite one", path.display()),
+        (Some(path), Some(epoch)) => format!("; {} holds epoch {epoch}", path.display()),
         (Some(path), None) => format!("; {} was not written by this run", path.display()),
     };
     match err {
@@ -249,6 +277,9 @@ fn with_kept(err: LenetError, save: Option<&Path>, saved: Option<usize>) -> Lene
             LenetError::NonFinite { what, epoch, step, loss, kept: sentence }
         }
         LenetError::NonFiniteState { path, tensor, .. } => LenetError::NonFiniteState { path, tensor, kept: sentence },
+        other @ (LenetError::Io { .. } | LenetError::Checkpoint { .. }) => {
+            LenetError::Save { source: Box::new(other), kept: sentence }
+        }
         other => other,
     }
 }
