@@ -239,11 +239,17 @@ impl<B: Backend> Trainer<B> {
         let mut saved: Option<usize> = None;
         for _ in 0..plan.epochs {
             let metrics = self.run_epoch(be, train, test, plan.batch_size, observer);
-            let metrics = metrics.map_err(|e| with_kept(e, plan.save, saved))?;
+            let metrics = metrics.map_err(|e| with_kept(e, kept_sentence(plan.save, saved)))?;
             // Saved before it is reported: whatever happens to the report
             // (a closed stdout), the epoch is kept.
             if let Some(path) = plan.save {
-                crate::checkpoint::save(be, self, path).map_err(|e| with_kept(e, plan.save, saved))?;
+                crate::checkpoint::save(be, self, path).map_err(|e| {
+                    let kept = kept_sentence(plan.save, saved);
+                    match e {
+                        e @ (LenetError::NonFinite { .. } | LenetError::NonFiniteState { .. }) => with_kept(e, kept),
+                        other => LenetError::Save { source: Box::new(other), kept },
+                    }
+                })?;
                 saved = Some(self.epoch);
                 observer.saved(self.epoch, path);
             }
@@ -264,22 +270,23 @@ fn count_overflow(what: &str, at: u64) -> LenetError {
     ))
 }
 
-/// Says, in a divergence or save error, what the checkpoint file holds: the
+/// What the checkpoint file holds, for an error that stops training: the
 /// last epoch this run saved, or nothing this run wrote.
-fn with_kept(err: LenetError, save: Option<&Path>, saved: Option<usize>) -> LenetError {
-    let sentence = match (save, saved) {
+fn kept_sentence(save: Option<&Path>, saved: Option<usize>) -> String {
+    match (save, saved) {
         (None, _) => "; no checkpoint was being written".to_string(),
         (Some(path), Some(epoch)) => format!("; {} holds epoch {epoch}", path.display()),
         (Some(path), None) => format!("; {} was not written by this run", path.display()),
-    };
+    }
+}
+
+/// Puts `kept` into a divergence error; other errors pass unchanged.
+fn with_kept(err: LenetError, kept: String) -> LenetError {
     match err {
         LenetError::NonFinite { what, epoch, step, loss, .. } => {
-            LenetError::NonFinite { what, epoch, step, loss, kept: sentence }
+            LenetError::NonFinite { what, epoch, step, loss, kept }
         }
-        LenetError::NonFiniteState { path, tensor, .. } => LenetError::NonFiniteState { path, tensor, kept: sentence },
-        other @ (LenetError::Io { .. } | LenetError::Checkpoint { .. }) => {
-            LenetError::Save { source: Box::new(other), kept: sentence }
-        }
+        LenetError::NonFiniteState { path, tensor, .. } => LenetError::NonFiniteState { path, tensor, kept },
         other => other,
     }
 }
