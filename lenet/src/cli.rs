@@ -244,6 +244,8 @@ fn check_counts(args: &Args, eval: bool) -> Result<()> {
     }
     match args.threads {
         Some(0) => return refuse("--threads must be at least 1".into()),
+        // Other backends ignore --threads (with a note).
+        _ if args.backend != BackendChoice::Im2col => {}
         Some(n) if n > MAX_FORCED_THREADS => {
             return refuse(format!("--threads {n} is more than {MAX_FORCED_THREADS}, the most lenet runs"));
         }
@@ -328,14 +330,15 @@ fn check_outputs(args: &Args, files: &DataFiles) -> Result<()> {
         targets.push((flag, path, target));
     }
     let data = [&files.train_images, &files.train_labels, &files.test_images, &files.test_labels];
-    let mut inputs: Vec<(String, &Path)> = data.iter().map(|p| ("the data file".to_string(), p.as_path())).collect();
+    let mut inputs: Vec<(&str, &Path)> = data.iter().map(|p| ("the data file", p.as_path())).collect();
     if let Some(load) = &args.load {
-        inputs.push(("the checkpoint given to --load".into(), load));
+        inputs.push(("the checkpoint given to --load", load));
     }
-    for (what, input) in inputs {
+    for (i, (what, input)) in inputs.into_iter().enumerate() {
+        let is_load = i == data.len();
         let Ok(input_target) = std::fs::canonicalize(input) else { continue };
         for (flag, path, target) in &targets {
-            let resume_in_place = *flag == "--save" && what.contains("--load");
+            let resume_in_place = *flag == "--save" && is_load;
             if *target == input_target && !resume_in_place {
                 return Err(LenetError::Config(format!(
                     "{flag} {} is {what} {}: writing it would destroy an input",
