@@ -7,15 +7,17 @@
 //! `__metadata__` holds `format`, `epoch`, `step`, `seed`, `activation`,
 //! `pool`, `optimizer` and its hyper-parameters.
 //!
-//! A save writes `FILE.tmp`, syncs it and renames it over `FILE`, so an
+//! A save writes a uniquely named temporary file beside `FILE` (created
+//! exclusively, so a planted file or symlink is never written through),
+//! syncs it, renames it over `FILE` and syncs the directory, so an
 //! interrupted save leaves the previous checkpoint whole. A load refuses a
 //! missing, extra or wrongly shaped tensor and unknown metadata.
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use kernels_core::{Backend, Float, Optimizer, Tensor};
+use kernels_core::{Backend, Float, Optimizer, Shaped, Tensor};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{LenetError, Result};
@@ -62,16 +64,22 @@ fn optimizer_metadata(opt: &Optimizer, meta: &mut HashMap<String, String>) {
 }
 
 /// Downloads the trainer's parameters and optimiser state and writes them
-/// to `path` (through `path.tmp` and a rename).
+/// to `path` (through a temporary file and a rename).
 pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()> {
     let params = trainer.model.to_host(be)?;
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for ((name, shape), t) in PARAM_NAMES.iter().zip(PARAM_SHAPES).zip(&params) {
-        named.push((name.to_string(), shape.to_vec(), le_bytes(t)));
+    // Checked before anything is written: a diverged run's state never
+    // replaces a good checkpoint.
+    let finite_bytes = |name: String, t: &Tensor<B::Elem>| match le_bytes(t) {
+        Some(bytes) => Ok((name, t.shape().to_vec(), bytes)),
+        None => Err(LenetError::NonFiniteState { path: path.to_path_buf(), tensor: name, kept: String::new() }),
+    };
+    for (name, t) in PARAM_NAMES.iter().zip(&params) {
+        named.push(finite_bytes(name.to_string(), t)?);
     }
-    for ((name, shape), state) in PARAM_NAMES.iter().zip(PARAM_SHAPES).zip(&trainer.states) {
+    for (name, state) in PARAM_NAMES.iter().zip(&trainer.states) {
         for (i, slot) in state.slots.iter().enumerate() {
-            named.push((format!("optim.{name}.{i}"), shape.to_vec(), le_bytes(&be.download(slot)?)));
+            named.push(finite_bytes(format!("optim.{name}.{i}"), &be.download(slot)?)?);
         }
     }
     let mut meta = HashMap::new();
@@ -92,25 +100,117 @@ pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()>
     write_atomically(path, &bytes)
 }
 
-fn le_bytes<T: Float>(t: &Tensor<T>) -> Vec<u8> {
-    t.data().iter().flat_map(|v| (v.to_f64() as f32).to_le_bytes()).collect()
+/// The tensor as little-endian f32 bytes, or None when a value is NaN or
+/// infinite as the f32 that is written.
+fn le_bytes<T: Float>(t: &Tensor<T>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(4 * t.data().len());
+    for v in t.data() {
+        let v = v.to_f64() as f32;
+        if !v.is_finite() {
+            return None;
+        }
+        out.extend(v.to_le_bytes());
+    }
+    Some(out)
 }
 
-/// Writes `bytes` to `path.tmp`, flushes it to disk, then renames it over
-/// `path`: a crash mid-write never leaves a half-written `path`.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = PathBuf::from(tmp_name);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| LenetError::io(&tmp, e))?;
-    file.write_all(bytes).and_then(|_| file.sync_all()).map_err(|e| LenetError::io(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| LenetError::io(path, e))
+/// Writes `bytes` to a fresh temporary file in `path`'s directory (created
+/// exclusively under a random name, so an existing file or symlink is never
+/// opened and followed), flushes it to disk, renames it over `path` and
+/// syncs the directory so the rename itself survives a crash. A crash or an
+/// error mid-write never leaves a half-written `path`; the temporary file is
+/// removed on every error.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = parent_dir(path);
+    let prefix = format!(".{}.", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix).suffix(".tmp");
+    // A checkpoint gets the mode `File::create` would give it (0666 less the
+    // umask), not the temporary file's private 0600.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(|e| LenetError::io(dir, e))?;
+    tmp.write_all(bytes).and_then(|_| tmp.as_file().sync_all()).map_err(|e| LenetError::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| LenetError::io(path, e.error))?;
+    sync_dir(dir)
+}
+
+/// The directory a path's file lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Flushes a directory's entries (the rename) to disk.
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LenetError::io(dir, e))
+}
+
+/// Directories cannot be opened as files here; the rename is what there is.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> Result<()> {
+    Ok(())
+}
+
+/// Room for the JSON header (30 tensor entries and the metadata take about
+/// 3 KiB) and its alignment padding: generous, so only absurd files fail.
+const HEADER_ALLOWANCE: u64 = 1 << 20;
+
+/// Epochs and steps above this are refused: no real run comes near, and
+/// counts stay exact as the f64 the metrics and bias corrections use.
+pub const MAX_COUNT: u64 = 1 << 53;
+
+/// The largest checkpoint file LeNet can need: every parameter as F32 with
+/// the most state buffers any optimiser keeps, plus 1 MiB for the header.
+/// A larger file is refused before it is read.
+pub fn max_file_size() -> u64 {
+    let params: usize = PARAM_SHAPES.iter().map(|s| s.iter().product::<usize>()).sum();
+    let slots = [
+        Optimizer::sgd(0.1),
+        Optimizer::momentum(0.1, 0.9),
+        Optimizer::nesterov(0.1, 0.9),
+        Optimizer::adagrad(0.1),
+        Optimizer::rmsprop(0.1),
+        Optimizer::adam(0.1),
+    ]
+    .iter()
+    .map(Optimizer::state_slots)
+    .max()
+    .unwrap_or(0);
+    (params * (1 + slots) * std::mem::size_of::<f32>()) as u64 + HEADER_ALLOWANCE
+}
+
+/// Reads a checkpoint file's bytes: a regular file no larger than
+/// [`max_file_size`], checked before reading and enforced while reading (a
+/// file growing meanwhile is cut off and refused).
+fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| LenetError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| LenetError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(LenetError::checkpoint(path, "not a regular file"));
+    }
+    let limit = max_file_size();
+    let too_big = |len: u64| {
+        LenetError::checkpoint(path, format!("{len} bytes is larger than any LeNet checkpoint ({limit} bytes at most)"))
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, limit + 1), &mut bytes)
+        .map_err(|e| LenetError::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Reads and validates a checkpoint.
 pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
-    let bytes = std::fs::read(path).map_err(|e| LenetError::io(path, e))?;
+    let bytes = read_bounded(path)?;
     let bad = |detail: String| LenetError::checkpoint(path, detail);
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
@@ -139,7 +239,16 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
     optimizer.validate().map_err(|e| bad(e.to_string()))?;
     let parse_int =
         |key: &str| get(key)?.parse::<u64>().map_err(|_| bad(format!("metadata `{key}` is not an integer")));
-    let (epoch, step, seed) = (parse_int("epoch")? as usize, parse_int("step")?, parse_int("seed")?);
+    let count = |key: &str| -> Result<u64> {
+        let v = parse_int(key)?;
+        if v > MAX_COUNT {
+            return Err(bad(format!("metadata `{key}` is {v}, more than the {MAX_COUNT} a run can reach")));
+        }
+        Ok(v)
+    };
+    let epoch =
+        usize::try_from(count("epoch")?).map_err(|_| bad("metadata `epoch` does not fit this machine".into()))?;
+    let (step, seed) = (count("step")?, parse_int("seed")?);
 
     let read = |name: &str, shape: &[usize]| -> Result<Tensor<T>> {
         let view = st.tensor(name).map_err(|_| bad(format!("tensor `{name}` is missing")))?;
@@ -149,9 +258,18 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
         if view.shape() != shape {
             return Err(bad(format!("tensor `{name}` has shape {:?}, LeNet needs {shape:?}", view.shape())));
         }
-        let data =
-            view.data().chunks_exact(4).map(|b| T::from_f64(f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64));
-        Ok(Tensor::new(shape, data.collect())?)
+        let mut data = Vec::with_capacity(view.data().len() / 4);
+        for (i, b) in view.data().chunks_exact(4).enumerate() {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            if !v.is_finite() {
+                return Err(bad(format!(
+                    "tensor `{name}` holds a non-finite value ({v} at index {i}): the state of a diverged run \
+                     cannot be resumed or evaluated"
+                )));
+            }
+            data.push(T::from_f64(v as f64));
+        }
+        Ok(Tensor::new(shape, data)?)
     };
     let mut expected: Vec<String> = Vec::new();
     let mut params = Vec::new();

@@ -3,7 +3,7 @@
 //! after it is generic over `B: Backend` ([`session`]).
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use kernels_core::{Backend, Optimizer, Shaped};
@@ -68,7 +68,7 @@ pub struct Args {
     /// (default: KERNELS_OPENCL_DEVICE, else a GPU, else any device).
     #[arg(long)]
     pub device: Option<String>,
-    /// Epochs to run (numbered on from a loaded checkpoint's epoch).
+    /// Epochs to run, 1 to 100000 (numbered on from a loaded checkpoint's epoch).
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
     #[arg(long, default_value_t = 256)]
@@ -76,9 +76,14 @@ pub struct Args {
     /// Seeds the initial weights and every epoch's shuffle.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// im2col threads (default: RAYON_NUM_THREADS or all cores).
+    /// im2col threads (default: RAYON_NUM_THREADS or all cores); at most
+    /// 4 per core unless --force-threads.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Allow --threads above 4 per core (up to 1024): they only contend for
+    /// the cores, so this is for experiments.
+    #[arg(long)]
+    pub force_threads: bool,
     /// Train on the first N training images only.
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
@@ -178,14 +183,12 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(args)) => (false, args),
         Some(Command::Eval(args)) => (true, args),
     };
-    if args.threads == Some(0) {
-        return Err(LenetError::Config("--threads must be at least 1".into()));
-    }
+    check_counts(&args, eval)?;
     if args.threads.is_some() && args.backend != BackendChoice::Im2col {
-        eprintln!("note: --threads applies to the im2col backend only; ignored");
+        crate::note!("note: --threads applies to the im2col backend only; ignored");
     }
     if args.device.is_some() && args.backend != BackendChoice::Opencl {
-        eprintln!("note: --device applies to the opencl backend only; ignored");
+        crate::note!("note: --device applies to the opencl backend only; ignored");
     }
     match args.backend {
         BackendChoice::Naive => dispatch(Naive::<f32>::new(), eval, &args),
@@ -207,6 +210,145 @@ pub fn run(cli: Cli) -> Result<()> {
             dispatch(be, eval, &args)
         }
     }
+}
+
+/// Most epochs one run may ask for: far beyond any useful run, and small
+/// enough that nothing sized from it can exhaust memory.
+pub const MAX_EPOCHS: usize = 100_000;
+/// --threads above this many per core is refused without --force-threads.
+pub const THREADS_PER_CORE: usize = 4;
+/// --threads above this is refused even with --force-threads.
+pub const MAX_FORCED_THREADS: usize = 1024;
+
+/// Every count from the command line, checked before anything runs.
+fn check_counts(args: &Args, eval: bool) -> Result<()> {
+    let refuse = |msg: String| Err(LenetError::Config(msg));
+    if !eval && args.epochs == 0 {
+        return refuse(
+            "--epochs 0 would train nothing and write nothing; give at least 1 \
+             (to evaluate a checkpoint, run `lenet eval --load FILE`)"
+                .into(),
+        );
+    }
+    if !eval && args.epochs > MAX_EPOCHS {
+        return refuse(format!("--epochs {} is more than {MAX_EPOCHS}, the most one run may ask for", args.epochs));
+    }
+    if args.batch_size == 0 {
+        return refuse("--batch-size must be at least 1".into());
+    }
+    if args.limit == Some(0) {
+        return refuse("--limit 0 leaves no training images; give at least 1".into());
+    }
+    if args.test_limit == Some(0) {
+        return refuse("--test-limit 0 leaves no test images to evaluate on; give at least 1".into());
+    }
+    match args.threads {
+        Some(0) => return refuse("--threads must be at least 1".into()),
+        // Other backends ignore --threads (with a note).
+        _ if args.backend != BackendChoice::Im2col => {}
+        Some(n) if n > MAX_FORCED_THREADS => {
+            return refuse(format!("--threads {n} is more than {MAX_FORCED_THREADS}, the most lenet runs"));
+        }
+        Some(n) if !args.force_threads => {
+            let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+            let most = THREADS_PER_CORE * cores;
+            if n > most {
+                return refuse(format!(
+                    "--threads {n} is more than {THREADS_PER_CORE} per core ({most} on {cores} cores): the threads \
+                     would only contend for the cores and slow training down; pass --force-threads to run it anyway"
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Where an output will land: its directory's canonical path joined with
+/// its name (the file may not exist yet), or, for an existing symlink, what
+/// it points to (`--metrics` and the SVGs are written through it). Checks
+/// that the path is not a directory and that its directory exists, is a
+/// directory and takes new files.
+fn output_target(flag: &str, path: &Path) -> Result<PathBuf> {
+    let bad = |detail: String| Err(LenetError::bad_path(path, detail));
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_dir() {
+            return bad(format!("is a directory; {flag} takes a file name"));
+        }
+        if !meta.is_file() {
+            // A device such as /dev/null takes --metrics or a plot, but a
+            // checkpoint is saved by renaming a new file over the path,
+            // which would replace the device itself.
+            if flag == "--save" {
+                return bad("is not a regular file; --save replaces its file, so it must be one (or new)".into());
+            }
+            // Opened without truncating: checks it takes writes, changes nothing.
+            if let Err(e) = std::fs::OpenOptions::new().write(true).open(path) {
+                return bad(format!("cannot be written: {e}"));
+            }
+            return Ok(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+        }
+    }
+    let Some(name) = path.file_name() else {
+        return bad(format!("{flag} needs a file name"));
+    };
+    let parent = checkpoint::parent_dir(path);
+    let dir = match std::fs::canonicalize(parent) {
+        Ok(dir) => dir,
+        Err(e) => return bad(format!("cannot write into {}: {e}", parent.display())),
+    };
+    if !dir.is_dir() {
+        return bad(format!("{} is not a directory", parent.display()));
+    }
+    // Creates (and drops) an unnamed file: the one reliable test that the
+    // directory takes new files.
+    if let Err(e) = tempfile::tempfile_in(&dir) {
+        return bad(format!("cannot write into {}: {e}", parent.display()));
+    }
+    let target = dir.join(name);
+    let is_link = std::fs::symlink_metadata(&target).is_ok_and(|m| m.file_type().is_symlink());
+    Ok(if is_link { std::fs::canonicalize(&target).unwrap_or(target) } else { target })
+}
+
+/// Every output is writable, no two name the same file, and none is an
+/// input: a data file or the loaded checkpoint (which only --save may
+/// replace: that is resuming in place).
+fn check_outputs(args: &Args, files: &DataFiles) -> Result<()> {
+    let outputs =
+        [("--save", &args.save), ("--metrics", &args.metrics), ("--plot", &args.plot), ("--filters", &args.filters)];
+    let mut targets: Vec<(&str, &Path, PathBuf)> = Vec::new();
+    for (flag, path) in outputs {
+        let Some(path) = path else { continue };
+        let target = output_target(flag, path)?;
+        if let Some((other, other_path, _)) = targets.iter().find(|(_, _, t)| *t == target) {
+            return Err(LenetError::Config(format!(
+                "{other} {} and {flag} {} name the same file: one would overwrite the other",
+                other_path.display(),
+                path.display()
+            )));
+        }
+        targets.push((flag, path, target));
+    }
+    let data = [&files.train_images, &files.train_labels, &files.test_images, &files.test_labels];
+    let mut inputs: Vec<(&str, &Path)> = data.iter().map(|p| ("the data file", p.as_path())).collect();
+    if let Some(load) = &args.load {
+        inputs.push(("the checkpoint given to --load", load));
+    }
+    for (i, (what, input)) in inputs.into_iter().enumerate() {
+        let is_load = i == data.len();
+        let Ok(input_target) = std::fs::canonicalize(input) else { continue };
+        for (flag, path, target) in &targets {
+            let resume_in_place = *flag == "--save" && is_load;
+            if *target == input_target && !resume_in_place {
+                return Err(LenetError::Config(format!(
+                    "{flag} {} is {what} {}: writing it would destroy an input",
+                    path.display(),
+                    input.display()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn dispatch<B: Backend>(be: B, eval: bool, args: &Args) -> Result<()> {
@@ -231,12 +373,21 @@ pub fn session<B: Backend>(
     reset_profile: &dyn Fn(),
 ) -> Result<()> {
     let files = DataFiles::locate(args.data.as_deref())?;
+    if !eval {
+        check_outputs(args, &files)?;
+    }
     let (mut train, mut test) = files.load()?;
     if let Some(n) = args.limit {
         train.truncate(n);
     }
     if let Some(n) = args.test_limit {
         test.truncate(n);
+    }
+    if test.is_empty() {
+        return Err(LenetError::data(&files.test_images, "the test set is empty: there is nothing to evaluate on"));
+    }
+    if train.is_empty() && !eval {
+        return Err(LenetError::data(&files.train_images, "the training set is empty"));
     }
 
     let mut trainer = match &args.load {
@@ -282,7 +433,15 @@ pub fn session<B: Backend>(
 
     if eval {
         let result = evaluate(be, &trainer.model, &test, args.batch_size.max(500))?;
-        println!(
+        if !result.loss.is_finite() {
+            // Finite weights can still overflow on the way to the logits.
+            let path = args.load.clone().unwrap_or_default();
+            return Err(LenetError::checkpoint(
+                path,
+                format!("its test loss is {} (the weights overflow): a diverged model", result.loss),
+            ));
+        }
+        crate::say!(
             "eval {}  epoch {}  test loss {:.4}  test acc {:.4}  ({} test images, {label})",
             args.load.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
             trainer.epoch,
@@ -294,7 +453,7 @@ pub fn session<B: Backend>(
     }
 
     let before = conv1_weights(be, &trainer)?;
-    println!(
+    crate::say!(
         "training LeNet ({} + {} pooling, {} lr {}) on {} images from {}, testing on {}; {label}",
         trainer.model.arch.activation.name(),
         trainer.model.arch.pool.name(),
@@ -308,17 +467,40 @@ pub fn session<B: Backend>(
     let plan = FitPlan { epochs: args.epochs, batch_size: args.batch_size, save: args.save.as_deref() };
     let mut observed = Observed::new(std::io::stderr().is_terminal(), label);
     let outcome = trainer.fit(be, &train, &test, &plan, &mut observed);
+    let saved = observed.saved.clone();
     let report = RunReport::new(config, args.backend, be.name(), threads, observed.epochs, profile.map(|p| p()));
-    // Outputs of the epochs that finished are written even when training stopped.
-    report::write_outputs(&report, args)?;
+    // Outputs of the epochs that finished are written even when training
+    // stopped, each on its own: one failing does not lose the others.
+    let mut failed = report::write_outputs(&report, args, saved.as_ref());
     if let (Some(path), Ok(_)) = (&args.filters, &outcome) {
-        plot::filters(path, &before, &conv1_weights(be, &trainer)?)?;
-        println!("filters: {}", path.display());
+        match conv1_weights(be, &trainer).and_then(|after| plot::filters(path, &before, &after)) {
+            Ok(()) => crate::say!("filters: {}", path.display()),
+            Err(e) => {
+                crate::note!("error: {e}");
+                failed += 1;
+            }
+        }
     }
     if let Some(rows) = &report.profile {
         report::print_profile(rows, &report.epochs);
     }
-    outcome.map(|_| ())
+    let kept = match (&saved, &args.save) {
+        (Some((epoch, path)), _) => format!("the checkpoint of epoch {epoch} is in {}", path.display()),
+        (None, Some(path)) => format!("no checkpoint was written to {}", path.display()),
+        (None, None) => "no checkpoint was asked for (--save)".to_string(),
+    };
+    if crate::output::stdout_closed() && outcome.is_ok() {
+        crate::note!(
+            "note: stdout was closed; stopped after epoch {} of {}; {kept}",
+            report.epochs.last().map_or(0, |m| m.epoch),
+            trainer.epoch.saturating_sub(report.epochs.len()).saturating_add(args.epochs)
+        );
+    }
+    outcome?;
+    if failed > 0 {
+        return Err(LenetError::Outputs { failed, kept });
+    }
+    Ok(())
 }
 
 /// 0.9, 0.001, 1e-5, 1e30: plain when short, scientific otherwise.

@@ -248,10 +248,27 @@ impl DataFiles {
             (None, Some(env)) => (PathBuf::from(env), "from FASHION_MNIST_DIR"),
             (None, None) => (PathBuf::from(DEFAULT_DIR), "the default"),
         };
-        if !dir.is_dir() {
-            return Err(LenetError::DataMissing {
-                tried: vec![format!("{} ({origin}): no such directory", dir.display())],
-            });
+        // What is wrong with a path that exists is said as it is (a file, a
+        // symlink loop, no permission), never as "not found".
+        match std::fs::metadata(&dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => {
+                return Err(LenetError::bad_path(
+                    &dir,
+                    format!("is not a directory ({origin}); it must name the directory holding the four IDX files"),
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LenetError::DataMissing {
+                    tried: vec![format!("{} ({origin}): no such directory", dir.display())],
+                });
+            }
+            Err(e) => {
+                return Err(LenetError::bad_path(
+                    &dir,
+                    format!("cannot be used as the data directory ({origin}): {e}"),
+                ));
+            }
         }
         let mut found = Vec::with_capacity(4);
         let mut tried = Vec::new();
@@ -260,9 +277,30 @@ impl DataFiles {
             let dotted = stem.replacen("s-idx", "s.idx", 1);
             let candidates =
                 [dir.join(format!("{stem}.gz")), dir.join(stem), dir.join(format!("{dotted}.gz")), dir.join(&dotted)];
-            match candidates.iter().find(|p| p.is_file()) {
-                Some(p) => found.push(p.clone()),
-                None => tried.push(format!("{}[.gz] and {dotted}[.gz] ({origin})", dir.join(stem).display())),
+            // The first regular file wins; if there is none, a candidate that
+            // exists but cannot be read as a file is the error.
+            let mut unusable = None;
+            let mut chosen = None;
+            for p in &candidates {
+                match std::fs::metadata(p) {
+                    Ok(meta) if meta.is_file() => {
+                        chosen = Some(p.clone());
+                        break;
+                    }
+                    Ok(meta) => {
+                        let kind = if meta.is_dir() { "is a directory" } else { "is not a regular file" };
+                        unusable.get_or_insert_with(|| LenetError::bad_path(p, format!("{kind}, not an IDX file")));
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        unusable.get_or_insert_with(|| LenetError::bad_path(p, e.to_string()));
+                    }
+                }
+            }
+            match (chosen, unusable) {
+                (Some(p), _) => found.push(p),
+                (None, Some(problem)) => return Err(problem),
+                (None, None) => tried.push(format!("{}[.gz] and {dotted}[.gz] ({origin})", dir.join(stem).display())),
             }
         }
         if !tried.is_empty() {

@@ -41,12 +41,34 @@ pub enum LenetError {
     #[error(transparent)]
     Kernel(#[from] kernels_core::Error),
 
-    /// The loss stopped being finite: training diverged.
+    /// The loss stopped being finite: training diverged. `what` names the
+    /// loss (a step's, or the test loss after an epoch's last step); `kept`
+    /// says what the checkpoint file holds (filled in by `Trainer::fit`).
+    #[error("{what} became {loss} at epoch {epoch}, step {step}: training diverged (try a smaller --lr){kept}")]
+    NonFinite { what: &'static str, epoch: usize, step: u64, loss: f64, kept: String },
+
+    /// A save found NaN or infinity in the state it was about to write, and
+    /// wrote nothing. `kept` as for `NonFinite`.
     #[error(
-        "loss became {loss} at epoch {epoch}, step {step}: training diverged (try a smaller --lr); \
-         the last checkpoint written, if any, is untouched"
+        "not saving {}: tensor `{tensor}` holds a non-finite value (training diverged; try a smaller --lr){kept}",
+        path.display()
     )]
-    NonFinite { epoch: usize, step: u64, loss: f64 },
+    NonFiniteState { path: PathBuf, tensor: String, kept: String },
+
+    /// A checkpoint save failed during training; `kept` says what the file
+    /// still holds.
+    #[error("{source}{kept}")]
+    Save { source: Box<LenetError>, kept: String },
+
+    /// A path exists but is the wrong kind of thing (a directory where a
+    /// file is needed, a file where a directory is), or cannot be used.
+    #[error("{}: {detail}", path.display())]
+    BadPath { path: PathBuf, detail: String },
+
+    /// Some outputs could not be written after training (each was reported
+    /// as it failed); `kept` says where the checkpoint is.
+    #[error("{failed} output(s) could not be written (see above); {kept}")]
+    Outputs { failed: usize, kept: String },
 
     /// The command line or a configuration value is inconsistent.
     #[error("{0}")]
@@ -63,6 +85,9 @@ impl LenetError {
     }
     pub fn data(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Self::Data { path: path.into(), detail: detail.into() }
+    }
+    pub fn bad_path(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
+        Self::BadPath { path: path.into(), detail: detail.into() }
     }
     pub fn checkpoint(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {
         Self::Checkpoint { path: path.into(), detail: detail.into() }

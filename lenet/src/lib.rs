@@ -27,7 +27,8 @@
 //! ```
 //!
 //! (loss and train accuracy averaged over the epoch's batches as d2l does;
-//! examples/s over the epoch's training loop, evaluation excluded). A
+//! examples/s over the epoch's training loop, evaluation excluded; printed
+//! after that epoch's checkpoint is saved). A
 //! progress bar runs while an epoch trains when stderr is a terminal.
 //!
 //! ## Flags
@@ -36,8 +37,9 @@
 //! |---|---|---|
 //! | `--backend naive\|im2col\|opencl` | im2col | what runs the ops |
 //! | `--device SEL` | `KERNELS_OPENCL_DEVICE`, else a GPU, else any | OpenCL device: `P:D` indices or a name substring |
-//! | `--threads N` | `RAYON_NUM_THREADS` or all cores | im2col threads |
-//! | `--epochs N` | 10 | epochs to run (numbered on from a loaded checkpoint) |
+//! | `--threads N` | `RAYON_NUM_THREADS` or all cores | im2col threads, at most 4 per core |
+//! | `--force-threads` | off | allow `--threads` above 4 per core (up to 1024), for experiments |
+//! | `--epochs N` | 10 | epochs to run, 1 to 100000 (numbered on from a loaded checkpoint) |
 //! | `--batch-size N` | 256 | the last batch of an epoch may be smaller |
 //! | `--seed N` | 0 | initial weights and every epoch's shuffle |
 //! | `--limit N`, `--test-limit N` | all | train / evaluate on the first N images |
@@ -46,7 +48,7 @@
 //! | `--optimizer sgd\|momentum\|nesterov\|adagrad\|rmsprop\|adam` | adam (or the checkpoint's) | update rule |
 //! | `--lr X` | sgd 0.1; momentum, nesterov, adagrad 0.01; rmsprop, adam 0.001 | learning rate |
 //! | `--momentum`, `--alpha`, `--beta1`, `--beta2`, `--eps`, `--weight-decay` | 0.9, 0.99, 0.9, 0.999, 1e-8 (adagrad 1e-10), 0 | hyper-parameters (PyTorch's meaning) |
-//! | `--save FILE` | | checkpoint after every epoch |
+//! | `--save FILE` | | checkpoint after every epoch (may be the `--load` file: resuming in place) |
 //! | `--load FILE` | | resume training from, or evaluate, a checkpoint |
 //! | `--metrics FILE.json` | | config, backend, device, threads and per epoch loss, accuracies, examples/s, seconds |
 //! | `--plot FILE.svg` | | loss and accuracy curves (d2l's animator, as a file) |
@@ -55,6 +57,19 @@
 //!
 //! Environment: `FASHION_MNIST_DIR` (data), `KERNELS_OPENCL_DEVICE` (OpenCL
 //! device), `RAYON_NUM_THREADS` (im2col threads without `--threads`).
+//!
+//! Before the first step every count is checked (`--epochs 0`,
+//! `--test-limit 0` and an empty test set are refused), and so is every
+//! output: its directory must exist and take new files, it must not be a
+//! directory, no two outputs may name the same file (compared by the
+//! canonical path of their directory and their name), and none may be a data
+//! file or the `--load` checkpoint (only `--save` may replace that one).
+//! A path that exists but is the wrong kind of thing (a file given to
+//! `--data`, a data file that is a directory, a symlink loop) is reported
+//! as what it is. If an output still fails after training, the others are
+//! written and the error says where the checkpoint is. When stdout is
+//! closed (`lenet ... | head -3`), training stops quietly after saving the
+//! epoch it could not report, with a note on stderr.
 //!
 //! ## Data
 //!
@@ -76,8 +91,10 @@
 //! that follows: √2 for ReLU) from the seed, biases at zero. conv1's
 //! backward asks for dw and db only. The optimisers are kernels-core's
 //! [`kernels_core::Optimizer`] rules run by the backend. A loss that becomes
-//! NaN or infinite stops training with an error and exit code 1; the
-//! checkpoint of the last finished epoch stays as it was.
+//! NaN or infinite (each step's, and the test loss after an epoch's last
+//! step) stops training with an error and exit code 1 that says what the
+//! checkpoint file holds; a save never writes NaN or infinite parameters or
+//! optimiser state, and `eval` and `--load` refuse a checkpoint holding any.
 //!
 //! ## Checkpoints (safetensors, PyTorch-compatible)
 //!
@@ -87,8 +104,9 @@
 //! `fc2.weight [84, 120]`, `fc2.bias [84]`, `fc3.weight [10, 84]`,
 //! `fc3.bias [10]`; the optimiser buffers as `optim.<param>.<slot>`; epoch,
 //! step, seed, activation, pool, optimiser and hyper-parameters in
-//! `__metadata__`. Saves go to `FILE.tmp`, are synced, and renamed over
-//! `FILE`. Loading refuses missing, extra or misshapen tensors with an error
+//! `__metadata__`. Saves go to a uniquely named temporary file beside
+//! `FILE` (created exclusively: a symlink there is never followed), are
+//! synced, renamed over `FILE`, and the directory is synced. Loading refuses missing, extra or misshapen tensors with an error
 //! naming them; `--load` with a conflicting `--activation`, `--pool` or
 //! `--optimizer` is refused too (a different `--lr` is taken).
 //!
@@ -152,7 +170,8 @@
 //! - `train.rs`: [`train::Trainer`] (steps, epochs, fit), [`train::evaluate`]
 //! - `checkpoint.rs`: safetensors save (atomic) and validated load
 //! - `plot.rs`: the SVG curves and filters; `report.rs`: epoch lines, progress bar, metrics JSON, profile table
-//! - `profile.rs`: the timing backend wrapper; `cli.rs`: flags and the one backend `match`; `error.rs`
+//! - `profile.rs`: the timing backend wrapper; `cli.rs`: flags, their checks and the one backend `match`; `error.rs`
+//! - `output.rs`: `say!`/`note!`, printing that survives a closed stdout
 //!
 //! Tests (`cargo test -p lenet`): `tests/idx.rs` (the reader on files it
 //! writes: valid, truncated, wrong magic, mismatched counts, labels out of
@@ -169,6 +188,7 @@ pub mod cli;
 pub mod data;
 pub mod error;
 pub mod model;
+pub mod output;
 pub mod plot;
 pub mod profile;
 pub mod report;

@@ -5,7 +5,7 @@ use clap::Parser;
 fn main() {
     let cli = lenet::cli::Cli::parse();
     if let Err(e) = lenet::cli::run(cli) {
-        eprintln!("error: {e}");
+        lenet::note!("error: {e}");
         std::process::exit(1);
     }
 }

@@ -1,7 +1,7 @@
 //! What a run reports: the epoch lines (with a progress bar on a terminal),
 //! the `--metrics` JSON, the `--plot` SVG and the `--profile` table.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kernels_core::{Backend, Optimizer};
@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::cli::{Args, BackendChoice};
 use crate::data::DataFiles;
-use crate::error::{LenetError, Result};
+use crate::error::LenetError;
 use crate::plot;
 use crate::profile::OpTime;
 use crate::train::{EpochMetrics, Observer, Trainer};
@@ -103,30 +103,42 @@ impl RunReport {
     }
 }
 
-/// Writes `--metrics` and `--plot` when asked, and says where they went.
-pub fn write_outputs(report: &RunReport, args: &Args) -> Result<()> {
+/// Writes `--metrics` and `--plot` when asked, each on its own, and says
+/// where they went (and where the checkpoint is, when one was `saved`).
+/// Returns how many failed; each failure is reported on stderr as it
+/// happens.
+pub fn write_outputs(report: &RunReport, args: &Args, saved: Option<&(usize, PathBuf)>) -> usize {
+    let mut failed = 0;
+    let mut fail = |e: LenetError| {
+        crate::note!("error: {e}");
+        failed += 1;
+    };
     if let Some(path) = &args.metrics {
-        let text = serde_json::to_string_pretty(report).map_err(|e| LenetError::Config(format!("metrics: {e}")))?;
-        std::fs::write(path, text + "\n").map_err(|e| LenetError::io(path, e))?;
-        println!("metrics: {}", path.display());
+        match serde_json::to_string_pretty(report) {
+            Ok(text) => match std::fs::write(path, text + "\n") {
+                Ok(()) => crate::say!("metrics: {}", path.display()),
+                Err(e) => fail(LenetError::io(path, e)),
+            },
+            Err(e) => fail(LenetError::Config(format!("metrics: {e}"))),
+        }
     }
     if let Some(path) = &args.plot {
         if report.epochs.is_empty() {
-            eprintln!("note: no epoch finished, so no plot was drawn");
+            crate::note!("note: no epoch finished, so no plot was drawn");
         } else {
             let c = &report.config;
             let title =
                 format!("LeNet ({} + {} pool, {}) on {}", c.activation, c.pool, c.optimizer["name"], report.device);
-            plot::curves(path, &title.replace('"', ""), &report.epochs)?;
-            println!("plot: {}", path.display());
+            match plot::curves(path, &title.replace('"', ""), &report.epochs) {
+                Ok(()) => crate::say!("plot: {}", path.display()),
+                Err(e) => fail(e),
+            }
         }
     }
-    if let Some(path) = &args.save
-        && !report.epochs.is_empty()
-    {
-        println!("checkpoint: {}", path.display());
+    if let Some((epoch, path)) = saved {
+        crate::say!("checkpoint: {} (epoch {epoch})", path.display());
     }
-    Ok(())
+    failed
 }
 
 /// Prints where the time went: each op's share of the profiled time
@@ -134,10 +146,10 @@ pub fn write_outputs(report: &RunReport, args: &Args) -> Result<()> {
 pub fn print_profile(rows: &[ProfileRow], epochs: &[EpochMetrics]) {
     let wall: f64 = epochs.iter().map(|m| m.seconds + m.eval_seconds).sum();
     let ops: f64 = rows.iter().map(|r| r.seconds).sum();
-    println!("profile: {wall:.2} s of training and evaluation, ops synchronised one by one");
-    println!("  {:<44} {:>8} {:>9} {:>9} {:>6}", "op", "calls", "total s", "ms/call", "share");
+    crate::say!("profile: {wall:.2} s of training and evaluation, ops synchronised one by one");
+    crate::say!("  {:<44} {:>8} {:>9} {:>9} {:>6}", "op", "calls", "total s", "ms/call", "share");
     for r in rows {
-        println!(
+        crate::say!(
             "  {:<44} {:>8} {:>9.3} {:>9.3} {:>5.1}%",
             r.op,
             r.calls,
@@ -147,7 +159,7 @@ pub fn print_profile(rows: &[ProfileRow], epochs: &[EpochMetrics]) {
         );
     }
     let host = wall - ops;
-    println!(
+    crate::say!(
         "  {:<44} {:>8} {:>9.3} {:>9} {:>5.1}%",
         "host (batching, argmax, bookkeeping)",
         "",
@@ -158,17 +170,19 @@ pub fn print_profile(rows: &[ProfileRow], epochs: &[EpochMetrics]) {
 }
 
 /// The binary's observer: a bar per epoch on a terminal, and one line per
-/// epoch always.
+/// epoch always; it stops training when stdout has been closed.
 pub struct Observed {
     terminal: bool,
     label: String,
     bar: Option<ProgressBar>,
     pub epochs: Vec<EpochMetrics>,
+    /// The last checkpoint written: its epoch and path.
+    pub saved: Option<(usize, PathBuf)>,
 }
 
 impl Observed {
     pub fn new(terminal: bool, label: String) -> Self {
-        Self { terminal, label, bar: None, epochs: Vec::new() }
+        Self { terminal, label, bar: None, epochs: Vec::new(), saved: None }
     }
 }
 
@@ -205,8 +219,16 @@ impl Observer for Observed {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        println!("{}", epoch_line(metrics, &self.label));
+        crate::say!("{}", epoch_line(metrics, &self.label));
         self.epochs.push(metrics.clone());
+    }
+
+    fn saved(&mut self, epoch: usize, path: &Path) {
+        self.saved = Some((epoch, path.to_path_buf()));
+    }
+
+    fn should_stop(&self) -> bool {
+        crate::output::stdout_closed()
     }
 }
 

@@ -37,7 +37,15 @@ pub struct EpochMetrics {
 pub trait Observer {
     fn epoch_start(&mut self, _epoch: usize, _batches: usize) {}
     fn batch_done(&mut self, _loss: f64) {}
+    /// An epoch finished (and, in `fit`, was saved when a save was asked for).
     fn epoch_done(&mut self, _metrics: &EpochMetrics) {}
+    /// `fit` wrote the checkpoint of `epoch` to `path`.
+    fn saved(&mut self, _epoch: usize, _path: &Path) {}
+    /// Asked after each epoch of `fit`: true ends training there, with the
+    /// epoch saved (the binary stops when its stdout has been closed).
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// An observer that does nothing.
@@ -116,6 +124,7 @@ impl<B: Backend> Trainer<B> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= data.len()) {
             return Err(LenetError::Config(format!("example {bad} is out of range for {} examples", data.len())));
         }
+        let next_step = self.step.checked_add(1).ok_or_else(|| count_overflow("step", self.step))?;
         data.gather(indices, &mut self.x_buf, &mut self.y_buf);
         let host = Tensor::new(&[indices.len(), 1, SIDE, SIDE], std::mem::take(&mut self.x_buf))?;
         let x = be.upload(&host)?;
@@ -124,14 +133,20 @@ impl<B: Backend> Trainer<B> {
         let (logits, acts) = self.model.forward(be, x)?;
         let (loss, dlogits) = be.softmax_cross_entropy(&logits, &self.y_buf)?;
         if !loss.is_finite() {
-            return Err(LenetError::NonFinite { epoch: self.epoch + 1, step: self.step + 1, loss });
+            return Err(LenetError::NonFinite {
+                what: "the loss",
+                epoch: self.epoch.saturating_add(1),
+                step: next_step,
+                loss,
+                kept: String::new(),
+            });
         }
         let correct = count_correct(&be.download(&logits)?, &self.y_buf);
         let grads = self.model.backward(be, &acts, &dlogits)?;
         for ((param, grad), state) in self.model.params_mut().iter_mut().zip(&grads).zip(&mut self.states) {
             be.optimizer_step(param, grad, state)?;
         }
-        self.step += 1;
+        self.step = next_step;
         Ok((loss, correct))
     }
 
@@ -145,13 +160,27 @@ impl<B: Backend> Trainer<B> {
         batch_size: usize,
         observer: &mut dyn Observer,
     ) -> Result<EpochMetrics> {
+        let metrics = self.run_epoch(be, train, test, batch_size, observer)?;
+        observer.epoch_done(&metrics);
+        Ok(metrics)
+    }
+
+    /// `train_epoch` without telling the observer it is done.
+    fn run_epoch(
+        &mut self,
+        be: &B,
+        train: &Dataset,
+        test: &Dataset,
+        batch_size: usize,
+        observer: &mut dyn Observer,
+    ) -> Result<EpochMetrics> {
         if batch_size == 0 {
             return Err(LenetError::Config("--batch-size must be at least 1".into()));
         }
         if train.is_empty() {
             return Err(LenetError::Config("the training set is empty".into()));
         }
-        let epoch = self.epoch + 1;
+        let epoch = self.epoch.checked_add(1).ok_or_else(|| count_overflow("epoch", self.epoch as u64))?;
         let order = epoch_order(train.len(), self.seed, epoch);
         observer.epoch_start(epoch, order.len().div_ceil(batch_size));
         let start = Instant::now();
@@ -166,6 +195,17 @@ impl<B: Backend> Trainer<B> {
         let seconds = start.elapsed().as_secs_f64();
         let eval_start = Instant::now();
         let test_eval = evaluate(be, &self.model, test, batch_size.max(500))?;
+        // Each step's loss is checked before its update; this catches the
+        // last step's update sending the weights off to infinity.
+        if !test_eval.loss.is_finite() {
+            return Err(LenetError::NonFinite {
+                what: "the test loss after the epoch's last step",
+                epoch,
+                step: self.step,
+                loss: test_eval.loss,
+                kept: String::new(),
+            });
+        }
         self.epoch = epoch;
         let n = train.len() as f64;
         let metrics = EpochMetrics {
@@ -177,7 +217,6 @@ impl<B: Backend> Trainer<B> {
             seconds,
             eval_seconds: eval_start.elapsed().as_secs_f64(),
         };
-        observer.epoch_done(&metrics);
         Ok(metrics)
     }
 
@@ -192,14 +231,63 @@ impl<B: Backend> Trainer<B> {
         plan: &FitPlan<'_>,
         observer: &mut dyn Observer,
     ) -> Result<Vec<EpochMetrics>> {
-        let mut all = Vec::with_capacity(plan.epochs);
+        if self.epoch.checked_add(plan.epochs).is_none_or(|last| last as u64 > crate::checkpoint::MAX_COUNT) {
+            return Err(count_overflow("epoch", self.epoch as u64));
+        }
+        let mut all = Vec::new();
+        // The epoch of the last checkpoint this run wrote.
+        let mut saved: Option<usize> = None;
         for _ in 0..plan.epochs {
-            all.push(self.train_epoch(be, train, test, plan.batch_size, observer)?);
+            let metrics = self.run_epoch(be, train, test, plan.batch_size, observer);
+            let metrics = metrics.map_err(|e| with_kept(e, kept_sentence(plan.save, saved)))?;
+            // Saved before it is reported: whatever happens to the report
+            // (a closed stdout), the epoch is kept.
             if let Some(path) = plan.save {
-                crate::checkpoint::save(be, self, path)?;
+                crate::checkpoint::save(be, self, path).map_err(|e| {
+                    let kept = kept_sentence(plan.save, saved);
+                    match e {
+                        e @ (LenetError::NonFinite { .. } | LenetError::NonFiniteState { .. }) => with_kept(e, kept),
+                        other => LenetError::Save { source: Box::new(other), kept },
+                    }
+                })?;
+                saved = Some(self.epoch);
+                observer.saved(self.epoch, path);
+            }
+            observer.epoch_done(&metrics);
+            all.push(metrics);
+            if observer.should_stop() {
+                break;
             }
         }
         Ok(all)
+    }
+}
+
+fn count_overflow(what: &str, at: u64) -> LenetError {
+    LenetError::Config(format!(
+        "the {what} count {at} cannot advance further (at most {})",
+        crate::checkpoint::MAX_COUNT
+    ))
+}
+
+/// What the checkpoint file holds, for an error that stops training: the
+/// last epoch this run saved, or nothing this run wrote.
+fn kept_sentence(save: Option<&Path>, saved: Option<usize>) -> String {
+    match (save, saved) {
+        (None, _) => "; no checkpoint was being written".to_string(),
+        (Some(path), Some(epoch)) => format!("; {} holds epoch {epoch}", path.display()),
+        (Some(path), None) => format!("; {} was not written by this run", path.display()),
+    }
+}
+
+/// Puts `kept` into a divergence error; other errors pass unchanged.
+fn with_kept(err: LenetError, kept: String) -> LenetError {
+    match err {
+        LenetError::NonFinite { what, epoch, step, loss, .. } => {
+            LenetError::NonFinite { what, epoch, step, loss, kept }
+        }
+        LenetError::NonFiniteState { path, tensor, .. } => LenetError::NonFiniteState { path, tensor, kept },
+        other => other,
     }
 }
 
