@@ -5,6 +5,9 @@
 //!   one GEMM) forced on small problems by tiny tile targets, its three
 //!   direct forward kernels and its Winograd path, each against the f64
 //!   reference;
+//! - every path above at every ISA this CPU runs (`Isa::supported`, through
+//!   `Im2col::with_isa`: portable, AVX2 and, where present, AVX-512 kernels),
+//!   each property's output naming the ISA it ran at;
 //! - a gradient check of its own backward: central differences through its
 //!   own f32 forward (loose tolerance), so a mistake it shared with the
 //!   reference could not hide behind the comparison.
@@ -16,7 +19,7 @@ use common::problems::{ConvProblem, random};
 use kernels_core::{
     Backend, Conv2d, ConvGeometry, GradRequest, Pool2d, PoolKind, SplitMix64, Tensor, gradcheck, weighted_sum,
 };
-use kernels_im2col::{ConvPath, Im2col, TileTargets};
+use kernels_im2col::{ConvPath, Im2col, Isa, TileTargets};
 use proptest::prelude::*;
 
 fn im2col() -> Im2col {
@@ -24,6 +27,14 @@ fn im2col() -> Im2col {
 }
 
 common::conformance_suite!(im2col);
+
+/// The ISAs the per-path properties run at: every one this CPU has, printed
+/// so a reader of the test output knows whether the AVX-512 code ran.
+fn isas() -> Vec<Isa> {
+    let isas = Isa::supported();
+    println!("im2col: ISAs exercised on this CPU: {isas:?}");
+    isas
+}
 
 /// One thread (so groups of images form even at batch 3) and tile targets
 /// so small that every tiling branch runs on the suite's small problems.
@@ -47,31 +58,35 @@ fn tiled_problem() -> impl Strategy<Value = ConvProblem> {
 
 #[test]
 fn conv_tiling_branches_match_naive_f64() {
-    let backend = tiny_tiles();
-    // Explicit: one of each branch under the tiny targets.
-    let plain = |input, filters, stride, padding| ConvProblem {
-        input,
-        filters,
-        params: Conv2d::new(stride, padding),
-        bias: true,
-        seed: 3,
-    };
-    let edges = vec![
-        ("pixel tiles", plain([1, 2, 14, 13], [3, 3, 3], 1, 1)),
-        ("pixel and channel tiles", plain([2, 5, 12, 12], [2, 2, 2], 1, 0)),
-        ("images grouped, channel tiles", plain([4, 5, 3, 3], [3, 2, 2], 1, 0)),
-        ("strided pixel tiles", plain([2, 3, 17, 15], [4, 3, 3], 2, 1)),
-    ];
-    for (label, p) in &edges {
-        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-        let plan = backend.conv_plan(&g);
-        let tiled = plan.pixels_per_tile < g.oh * g.ow || plan.channels_per_tile < g.c || plan.images_per_tile > 1;
-        assert!(tiled, "{label}: {plan:?} does not tile");
+    for isa in isas() {
+        let backend = tiny_tiles().with_isa(isa);
+        // Explicit: one of each branch under the tiny targets.
+        let plain = |input, filters, stride, padding| ConvProblem {
+            input,
+            filters,
+            params: Conv2d::new(stride, padding),
+            bias: true,
+            seed: 3,
+        };
+        let edges = vec![
+            ("pixel tiles", plain([1, 2, 14, 13], [3, 3, 3], 1, 1)),
+            ("pixel and channel tiles", plain([2, 5, 12, 12], [2, 2, 2], 1, 0)),
+            ("images grouped, channel tiles", plain([4, 5, 3, 3], [3, 2, 2], 1, 0)),
+            ("strided pixel tiles", plain([2, 3, 17, 15], [4, 3, 3], 2, 1)),
+        ];
+        for (label, p) in &edges {
+            let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+            let plan = backend.conv_plan(&g);
+            let tiled = plan.pixels_per_tile < g.oh * g.ow || plan.channels_per_tile < g.c || plan.images_per_tile > 1;
+            assert!(tiled, "{label}: {plan:?} does not tile");
+        }
+        common::run(&format!("conv2d forward, tiny tiles, {isa}"), edges.clone(), tiled_problem(), |p| {
+            conv_forward(&backend, p)
+        });
+        common::run(&format!("conv2d backward, tiny tiles, {isa}"), edges, tiled_problem(), |p| {
+            conv_backward(&backend, p, GradRequest::ALL)
+        });
     }
-    common::run("conv2d forward, tiny tiles", edges.clone(), tiled_problem(), |p| conv_forward(&backend, p));
-    common::run("conv2d backward, tiny tiles", edges, tiled_problem(), |p| {
-        conv_backward(&backend, p, GradRequest::ALL)
-    });
 }
 
 /// Geometries the direct forward kernel takes: stride 1, no dilation,
@@ -92,21 +107,24 @@ fn direct_problem() -> impl Strategy<Value = ConvProblem> {
 
 #[test]
 fn conv_direct_forward_matches_naive_f64() {
-    let backend = im2col();
-    let lenet_c1 =
-        ConvProblem { input: [3, 1, 28, 28], filters: [6, 5, 5], params: Conv2d::new(1, 2), bias: true, seed: 5 };
-    let wide =
-        ConvProblem { input: [1, 2, 5, 40], filters: [13, 3, 3], params: Conv2d::new(1, 1), bias: false, seed: 6 };
-    let edges = vec![("lenet-c1 geometry", lenet_c1), ("13 filters, one output row pair", wide)];
-    let direct = |p: &ConvProblem| {
-        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-        backend.conv_plan(&g).path == ConvPath::Direct
-    };
-    assert!(edges.iter().all(|(_, p)| direct(p)));
-    common::run("conv2d forward, direct kernel", edges, direct_problem(), |p| {
-        prop_assert!(direct(p), "not on the direct path: {p:?}");
-        conv_forward(&backend, p)
-    });
+    for isa in isas() {
+        let backend = im2col().with_isa(isa);
+        let lenet_c1 =
+            ConvProblem { input: [3, 1, 28, 28], filters: [6, 5, 5], params: Conv2d::new(1, 2), bias: true, seed: 5 };
+        let wide =
+            ConvProblem { input: [1, 2, 5, 40], filters: [13, 3, 3], params: Conv2d::new(1, 1), bias: false, seed: 6 };
+        let edges = vec![("lenet-c1 geometry", lenet_c1), ("13 filters, one output row pair", wide)];
+        let direct = |p: &ConvProblem| {
+            let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+            let plan = backend.conv_plan(&g);
+            plan.path == ConvPath::Direct && plan.isa == isa
+        };
+        assert!(edges.iter().all(|(_, p)| direct(p)));
+        common::run(&format!("conv2d forward, direct kernel, {isa}"), edges, direct_problem(), |p| {
+            prop_assert!(direct(p), "not on the direct path: {p:?}");
+            conv_forward(&backend, p)
+        });
+    }
 }
 
 /// Geometries the filter-vectorised kernel takes: K ≤ 16, C·R·S ≥ 64,
@@ -128,23 +146,34 @@ fn direct_filters_problem() -> impl Strategy<Value = ConvProblem> {
 
 #[test]
 fn conv_direct_filters_forward_and_backward_match_naive_f64() {
-    let backend = im2col();
-    let lenet_c2 =
-        ConvProblem { input: [3, 6, 14, 14], filters: [16, 5, 5], params: Conv2d::new(1, 0), bias: true, seed: 8 };
-    let edges = vec![("lenet-c2 geometry", lenet_c2)];
-    let on_path = |p: &ConvProblem| {
-        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-        backend.conv_plan(&g).path == ConvPath::DirectFilters
-    };
-    assert!(edges.iter().all(|(_, p)| on_path(p)));
-    common::run("conv2d forward, filter-vectorised kernel", edges.clone(), direct_filters_problem(), |p| {
-        prop_assert!(on_path(p), "not on the filter-vectorised path: {p:?}");
-        conv_forward(&backend, p)
-    });
-    // Backward on the same path: dW by the implicit kernel, dX by col2im.
-    common::run("conv2d backward, filter-vectorised kernel", edges, direct_filters_problem(), |p| {
-        conv_backward(&backend, p, GradRequest::ALL)
-    });
+    for isa in isas() {
+        let backend = im2col().with_isa(isa);
+        let lenet_c2 =
+            ConvProblem { input: [3, 6, 14, 14], filters: [16, 5, 5], params: Conv2d::new(1, 0), bias: true, seed: 8 };
+        let edges = vec![("lenet-c2 geometry", lenet_c2)];
+        let on_path = |p: &ConvProblem| {
+            let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+            let plan = backend.conv_plan(&g);
+            plan.path == ConvPath::DirectFilters && plan.isa == isa
+        };
+        assert!(edges.iter().all(|(_, p)| on_path(p)));
+        common::run(
+            &format!("conv2d forward, filter-vectorised kernel, {isa}"),
+            edges.clone(),
+            direct_filters_problem(),
+            |p| {
+                prop_assert!(on_path(p), "not on the filter-vectorised path: {p:?}");
+                conv_forward(&backend, p)
+            },
+        );
+        // Backward on the same path: dW by the implicit kernel, dX by col2im.
+        common::run(
+            &format!("conv2d backward, filter-vectorised kernel, {isa}"),
+            edges,
+            direct_filters_problem(),
+            |p| conv_backward(&backend, p, GradRequest::ALL),
+        );
+    }
 }
 
 /// Geometries the wide direct kernel takes: K > 16, C ≤ 4, C·R·S ≥ 64, any
@@ -167,23 +196,31 @@ fn direct_wide_problem() -> impl Strategy<Value = ConvProblem> {
 
 #[test]
 fn conv_direct_wide_forward_matches_naive_f64() {
-    let backend = im2col();
-    let alexnet_like =
-        ConvProblem { input: [2, 3, 40, 40], filters: [40, 11, 11], params: Conv2d::new(4, 2), bias: true, seed: 11 };
-    let edges = vec![("alexnet-c1-like, a partial filter block", alexnet_like)];
-    let on_path = |p: &ConvProblem| {
-        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-        backend.conv_plan(&g).path == ConvPath::DirectWide
-    };
-    assert!(edges.iter().all(|(_, p)| on_path(p)));
-    common::run("conv2d forward, wide direct kernel", edges.clone(), direct_wide_problem(), |p| {
-        prop_assert!(on_path(p), "not on the wide direct path: {p:?}");
-        conv_forward(&backend, p)
-    });
-    // Its backward unfolds (through small_gemm on AVX-512 CPUs).
-    common::run("conv2d backward, wide direct geometry", edges, direct_wide_problem(), |p| {
-        conv_backward(&backend, p, GradRequest::ALL)
-    });
+    for isa in isas() {
+        let backend = im2col().with_isa(isa);
+        let alexnet_like = ConvProblem {
+            input: [2, 3, 40, 40],
+            filters: [40, 11, 11],
+            params: Conv2d::new(4, 2),
+            bias: true,
+            seed: 11,
+        };
+        let edges = vec![("alexnet-c1-like, a partial filter block", alexnet_like)];
+        let on_path = |p: &ConvProblem| {
+            let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+            let plan = backend.conv_plan(&g);
+            plan.path == ConvPath::DirectWide && plan.isa == isa
+        };
+        assert!(edges.iter().all(|(_, p)| on_path(p)));
+        common::run(&format!("conv2d forward, wide direct kernel, {isa}"), edges.clone(), direct_wide_problem(), |p| {
+            prop_assert!(on_path(p), "not on the wide direct path: {p:?}");
+            conv_forward(&backend, p)
+        });
+        // Its backward unfolds (through small_gemm at AVX-512).
+        common::run(&format!("conv2d backward, wide direct geometry, {isa}"), edges, direct_wide_problem(), |p| {
+            conv_backward(&backend, p, GradRequest::ALL)
+        });
+    }
 }
 
 /// Geometries the unfold path takes with small_gemm's unpacked GEMMs (K ≥
@@ -218,26 +255,37 @@ fn unpacked_problem() -> impl Strategy<Value = ConvProblem> {
 
 #[test]
 fn conv_unpacked_gemms_match_naive_f64() {
-    let targets = TileTargets { floats: 2048, columns: 40, winograd: false, ..TileTargets::default() };
-    let backend = Im2col::with_threads(2).expect("a 2-thread pool").with_tile_targets(targets);
-    let resnet_s2_like =
-        ConvProblem { input: [2, 12, 10, 10], filters: [32, 3, 3], params: Conv2d::new(2, 1), bias: true, seed: 12 };
-    let edges = vec![("resnet-s2-like, dX by phase", resnet_s2_like)];
-    let plan = |p: &ConvProblem| backend.conv_plan(&ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap());
-    // Only CPUs with AVX-512 take this path; elsewhere these are plain
-    // unfold problems, still checked.
-    let avx512 = plan(&edges[0].1).unpacked_gemms;
-    assert!(!avx512 || plan(&edges[0].1).subpixel_dx, "{:?}", plan(&edges[0].1));
-    common::run("conv2d forward, unpacked GEMMs", edges.clone(), unpacked_problem(), |p| {
-        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-        let by_phase = p.params.stride == [2, 2] && p.params.dilation == [1, 1] && g.h == 2 * g.oh && g.w == 2 * g.ow;
-        prop_assert!(plan(p).unpacked_gemms == avx512, "{p:?}: {:?}", plan(p));
-        prop_assert!(plan(p).subpixel_dx == (avx512 && by_phase), "{p:?}: {:?}", plan(p));
-        conv_forward(&backend, p)
-    });
-    common::run("conv2d backward, unpacked GEMMs", edges, unpacked_problem(), |p| {
-        conv_backward(&backend, p, GradRequest::ALL)
-    });
+    for isa in isas() {
+        let targets =
+            TileTargets { floats: 2048, columns: 40, winograd: false, isa: Some(isa), ..TileTargets::default() };
+        let backend = Im2col::with_threads(2).expect("a 2-thread pool").with_tile_targets(targets);
+        let resnet_s2_like = ConvProblem {
+            input: [2, 12, 10, 10],
+            filters: [32, 3, 3],
+            params: Conv2d::new(2, 1),
+            bias: true,
+            seed: 12,
+        };
+        let edges = vec![("resnet-s2-like, dX by phase", resnet_s2_like)];
+        let plan =
+            |p: &ConvProblem| backend.conv_plan(&ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap());
+        // Only AVX-512 takes this path; below it these are plain unfold
+        // problems, still checked.
+        let avx512 = isa == Isa::Avx512;
+        assert_eq!(plan(&edges[0].1).unpacked_gemms, avx512, "{:?}", plan(&edges[0].1));
+        assert!(!avx512 || plan(&edges[0].1).subpixel_dx, "{:?}", plan(&edges[0].1));
+        common::run(&format!("conv2d forward, unpacked GEMMs, {isa}"), edges.clone(), unpacked_problem(), |p| {
+            let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+            let by_phase =
+                p.params.stride == [2, 2] && p.params.dilation == [1, 1] && g.h == 2 * g.oh && g.w == 2 * g.ow;
+            prop_assert!(plan(p).unpacked_gemms == avx512, "{p:?}: {:?}", plan(p));
+            prop_assert!(plan(p).subpixel_dx == (avx512 && by_phase), "{p:?}: {:?}", plan(p));
+            conv_forward(&backend, p)
+        });
+        common::run(&format!("conv2d backward, unpacked GEMMs, {isa}"), edges, unpacked_problem(), |p| {
+            conv_backward(&backend, p, GradRequest::ALL)
+        });
+    }
 }
 
 /// Geometries the Winograd path takes: 3x3, stride 1, no dilation, C and K
@@ -255,24 +303,27 @@ fn winograd_problem() -> impl Strategy<Value = ConvProblem> {
 
 #[test]
 fn conv_winograd_forward_and_backward_match_naive_f64() {
-    let backend = im2col();
-    let resnet_like =
-        ConvProblem { input: [2, 32, 14, 14], filters: [32, 3, 3], params: Conv2d::new(1, 1), bias: true, seed: 9 };
-    let odd =
-        ConvProblem { input: [3, 33, 7, 6], filters: [35, 3, 3], params: Conv2d::new(1, 0), bias: false, seed: 10 };
-    let edges = vec![("resnet-3x3-like", resnet_like), ("odd output, unpadded", odd)];
-    let on_path = |p: &ConvProblem| {
-        let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-        backend.conv_plan(&g).path == ConvPath::Winograd
-    };
-    assert!(edges.iter().all(|(_, p)| on_path(p)));
-    common::run("conv2d forward, Winograd", edges.clone(), winograd_problem(), |p| {
-        prop_assert!(on_path(p), "not on the Winograd path: {p:?}");
-        conv_forward(&backend, p)
-    });
-    common::run("conv2d backward, Winograd", edges, winograd_problem(), |p| {
-        conv_backward(&backend, p, GradRequest::ALL)
-    });
+    for isa in isas() {
+        let backend = im2col().with_isa(isa);
+        let resnet_like =
+            ConvProblem { input: [2, 32, 14, 14], filters: [32, 3, 3], params: Conv2d::new(1, 1), bias: true, seed: 9 };
+        let odd =
+            ConvProblem { input: [3, 33, 7, 6], filters: [35, 3, 3], params: Conv2d::new(1, 0), bias: false, seed: 10 };
+        let edges = vec![("resnet-3x3-like", resnet_like), ("odd output, unpadded", odd)];
+        let on_path = |p: &ConvProblem| {
+            let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+            let plan = backend.conv_plan(&g);
+            plan.path == ConvPath::Winograd && plan.isa == isa
+        };
+        assert!(edges.iter().all(|(_, p)| on_path(p)));
+        common::run(&format!("conv2d forward, Winograd, {isa}"), edges.clone(), winograd_problem(), |p| {
+            prop_assert!(on_path(p), "not on the Winograd path: {p:?}");
+            conv_forward(&backend, p)
+        });
+        common::run(&format!("conv2d backward, Winograd, {isa}"), edges, winograd_problem(), |p| {
+            conv_backward(&backend, p, GradRequest::ALL)
+        });
+    }
 }
 
 /// Central differences of L = Σ f(v) ⊙ r through the backend's own f32

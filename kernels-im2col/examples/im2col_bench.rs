@@ -1,6 +1,6 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [filters...]`
+//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [--isa portable|avx2|avx512] [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
@@ -9,6 +9,9 @@
 //!   `--no-direct-wide` send the convs those paths take down the unfold
 //!   path instead, and `--packed` keeps the unfold path's GEMMs
 //!   on matrixmultiply, to compare with.
+//! - ISA: `--isa`, else the `KERNELS_ISA` environment variable, caps the
+//!   crate's own kernels (not matrixmultiply's, which picks its own); the
+//!   header line prints the ISA they run at.
 //! - `--only fwd` or `--only bwd` times one direction (for profiling).
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
@@ -64,6 +67,7 @@ fn parse_options() -> Result<Options, String> {
             "--no-winograd" => options.targets.winograd = false,
             "--no-direct-wide" => options.targets.direct_wide = false,
             "--packed" => options.targets.unpacked_gemms = false,
+            "--isa" => options.targets.isa = Some(value("--isa")?.parse().map_err(|e| format!("--isa: {e}"))?),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),
         }
@@ -323,8 +327,9 @@ fn run(options: &Options) -> Result<(), String> {
     let backend = Im2col::with_threads(options.threads).map_err(|e| e.to_string())?.with_tile_targets(options.targets);
     let wanted = |name: &str| options.filters.is_empty() || options.filters.iter().any(|f| name.contains(f.as_str()));
     println!(
-        "im2col bench: {} threads, {:.1} s per op (validated against naive f64 first)",
+        "im2col bench: {} threads, ISA {}, {:.1} s per op (validated against naive f64 first)",
         backend.threads(),
+        backend.isa(),
         options.secs
     );
     let sgemm_before = sgemm_rate(&backend, options.secs.min(1.0))?;

@@ -97,10 +97,10 @@ pub(crate) fn forward(
     let scratch = || Scratch::new(g, &plan);
     let images = plan.images_per_tile;
     match plan.path {
-        ConvPath::Direct => return Ok(crate::direct::forward(g, x, w, bias)),
-        ConvPath::DirectFilters => return Ok(crate::direct_filters::forward(g, x, w, bias)),
-        ConvPath::Winograd => return Ok(crate::winograd::forward(g, plan.tile_floats, x, w, bias)),
-        ConvPath::DirectWide => return Ok(crate::direct_wide::forward(g, x, w, bias)),
+        ConvPath::Direct => return Ok(crate::direct::forward(plan.simd(), g, x, w, bias)),
+        ConvPath::DirectFilters => return Ok(crate::direct_filters::forward(plan.simd(), g, x, w, bias)),
+        ConvPath::Winograd => return Ok(crate::winograd::forward(plan.simd(), g, plan.tile_floats, x, w, bias)),
+        ConvPath::DirectWide => return Ok(crate::direct_wide::forward(plan.simd(), g, x, w, bias)),
         ConvPath::Pointwise | ConvPath::Unfold => {}
     }
     let total = g.n * image_out;
@@ -171,7 +171,7 @@ fn forward_group(
         let w_tile = mat(&w[tile.c0 * taps..], View::strided(g.k, rows, crs));
         let (col, gather) = (mat(col, View::row_major(rows, columns)), mat_mut(gather, View::row_major(g.k, columns)));
         if plan.unpacked_gemms {
-            small_gemm::gemm(w_tile, col, gather, tile.c0 > 0);
+            small_gemm::gemm(plan.simd(), w_tile, col, gather, tile.c0 > 0);
         } else {
             sgemm(1.0, w_tile, col, if tile.c0 == 0 { 0.0 } else { 1.0 }, gather);
         }
@@ -238,7 +238,7 @@ fn forward_rows(
                 let (w_tile, y_tile) = (&w_rows[tile.c0 * taps..], &mut y_rows[tile.p0..]);
                 let (w_tile, col, y_tile) = (mat(w_tile, vw), mat(col, View::row_major(rows, pb)), mat_mut(y_tile, vy));
                 if plan.unpacked_gemms {
-                    small_gemm::gemm(w_tile, col, y_tile, true);
+                    small_gemm::gemm(plan.simd(), w_tile, col, y_tile, true);
                 } else {
                     sgemm(1.0, w_tile, col, 1.0, y_tile);
                 }

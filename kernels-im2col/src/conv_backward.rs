@@ -27,6 +27,7 @@ use crate::HostGrads;
 use crate::conv::{Scratch, inputs};
 use crate::gemm::{View, mat, mat_mut, sgemm};
 use crate::plan::{ConvPath, ConvPlan, TileTargets};
+use crate::simd::Simd;
 use crate::unfold::{Output, col2im, im2col, phased_floats, unphase};
 use crate::{direct_dx, direct_filters_grad, direct_grad, small_gemm, subpixel_dx};
 
@@ -43,7 +44,7 @@ pub(crate) fn backward(
     let plan = ConvPlan::new(g, threads, targets);
     plan.check_scratch(g, threads.min(g.n), true)?;
     if plan.path == ConvPath::Winograd {
-        return Ok(crate::winograd::backward(g, plan.tile_floats, x, w, dy, need));
+        return Ok(crate::winograd::backward(plan.simd(), g, plan.tile_floats, x, w, dy, need));
     }
     if plan.path == ConvPath::Direct && !need.dx && !need.dw {
         // db alone: one pass over dy, rather than the direct dW kernel
@@ -54,7 +55,7 @@ pub(crate) fn backward(
         // Tiny reductions: dW and db streamed from each image once; dX (if
         // requested) unfolds. Direct geometries whose scratch would exceed
         // a tile fall through to the unfold path for everything.
-        let (dw, db) = direct_grad::backward_dw_db(g, x, dy);
+        let (dw, db) = direct_grad::backward_dw_db(plan.simd(), g, x, dy);
         let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
         return Ok(HostGrads { dx, dw: need.dw.then_some(dw), db: need.db.then_some(db) });
     }
@@ -64,7 +65,7 @@ pub(crate) fn backward(
     // Few filters on small images: dW and db without im2col; dX by col2im
     // (as the transposed conv's forward it measured 1.3x slower: its 6
     // "filters" fill 6 of 16 lanes and half its taps meet padding).
-    let dw = need.dw.then(|| direct_filters_grad::backward_dw(g, x, dy));
+    let dw = need.dw.then(|| direct_filters_grad::backward_dw(plan.simd(), g, x, dy));
     let db = need.db.then(|| bias_gradient(g, dy));
     let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
     Ok(HostGrads { dx, dw, db })
@@ -74,7 +75,7 @@ pub(crate) fn backward(
 /// 0.78 ms, OPTIMISATION.md step 26), else col2im.
 fn dx_small(g: &ConvGeometry, plan: &ConvPlan, x: &[f32], w: &[f32], dy: &[f32]) -> Vec<f32> {
     if direct_dx::applies(g) {
-        return direct_dx::backward_dx(g, w, dy);
+        return direct_dx::backward_dx(plan.simd(), g, w, dy);
     }
     let dx_only = GradRequest { dx: true, dw: false, db: false };
     let dx = backward_unfold(g, plan, x, w, dy, dx_only).dx;
@@ -112,7 +113,7 @@ fn backward_unfold(
     let dw_len = if need.dw { g.k * crs } else { 0 };
     let unpacked = plan.unpacked_gemms;
     // Wᵀ [C·R·S, K] row-major, once per call, for small_gemm's dX.
-    let wt = if unpacked && need.dx { transposed(w, g.k, crs) } else { Vec::new() };
+    let wt = if unpacked && need.dx { transposed(plan.simd(), w, g.k, crs) } else { Vec::new() };
     let operands = Operands { w, wt: &wt };
     let (dx, dw, db) = over_image_runs(g, need.dx, dw_len, |images, dx_run| {
         backward_images(g, plan, images, x, &operands, dy, dx_run, need)
@@ -123,7 +124,7 @@ fn backward_unfold(
             return dw;
         }
         // The workers summed dWᵀ [C·R·S, K]; back to dW [K, C·R·S].
-        transposed(&dw, crs, g.k)
+        transposed(plan.simd(), &dw, crs, g.k)
     });
     HostGrads { dx, dw, db }
 }
@@ -131,12 +132,12 @@ fn backward_unfold(
 /// m [rows, cols] transposed, split by output rows over the pool's
 /// threads: resnet-s2's W (1.2 MB) took 150 µs on one thread while the
 /// other waited (OPTIMISATION.md step 47).
-fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+fn transposed(simd: Simd, m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0f32; rows * cols];
     let per_chunk = cols.div_ceil(rayon::current_num_threads()).next_multiple_of(16).max(16);
     out.par_chunks_mut(per_chunk * rows).enumerate().for_each(|(i, chunk)| {
         let c0 = i * per_chunk;
-        small_gemm::transpose(&m[c0..], rows, chunk.len() / rows, cols, chunk);
+        small_gemm::transpose(simd, &m[c0..], rows, chunk.len() / rows, cols, chunk);
     });
     out
 }
@@ -312,7 +313,7 @@ fn backward_group(
         // dX by input phase (subpixel_dx.rs, on Wᵀ), for the whole group at
         // once; the tiles below then only compute dW.
         if let Some(dx_group) = dx_group.take() {
-            subpixel_dx::backward_dx(g, operands.wt, dy_source, dy_stride, dx_group, &mut s.subpixel);
+            subpixel_dx::backward_dx(plan.simd(), g, operands.wt, dy_source, dy_stride, dx_group, &mut s.subpixel);
         }
     }
     if plan.phased && dx_group.is_some() {
@@ -337,12 +338,12 @@ fn backward_group(
                 let ld = dyt_stride(g.k);
                 let dyt = &mut s.dy_transposed[..columns * ld];
                 if transposed_at != Some(tile.p0) {
-                    small_gemm::transpose_strided(&dy_source[tile.p0..], g.k, columns, dy_stride, dyt, ld);
+                    small_gemm::transpose_strided(plan.simd(), &dy_source[tile.p0..], g.k, columns, dy_stride, dyt, ld);
                     transposed_at = Some(tile.p0);
                 }
                 let dwt = &mut dw[tile.c0 * taps * g.k..];
                 let product = mat_mut(dwt, View::row_major(rows, g.k));
-                small_gemm::gemm(mat(col, vcol), mat(dyt, View::strided(columns, g.k, ld)), product, true);
+                small_gemm::gemm(plan.simd(), mat(col, vcol), mat(dyt, View::strided(columns, g.k, ld)), product, true);
             } else {
                 sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
             }
@@ -350,7 +351,7 @@ fn backward_group(
         if let Some(dx_group) = dx_group.as_deref_mut() {
             if plan.unpacked_gemms {
                 let wt = mat(&operands.wt[tile.c0 * taps * g.k..], View::row_major(rows, g.k));
-                small_gemm::gemm(wt, dy_tile, mat_mut(col, vcol), false);
+                small_gemm::gemm(plan.simd(), wt, dy_tile, mat_mut(col, vcol), false);
             } else {
                 sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
             }

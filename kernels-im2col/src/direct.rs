@@ -23,6 +23,8 @@ use std::mem::MaybeUninit;
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
+use crate::simd::Simd;
+
 /// Largest C·R·S the direct path takes.
 pub const DIRECT_MAX_TAPS: usize = 64;
 /// Output columns per accumulator (one AVX-512 register of f32).
@@ -52,7 +54,7 @@ fn block_weights(g: &ConvGeometry, w: &[f32]) -> Vec<f32> {
 }
 
 /// y [n, k, oh, ow]; `applies(g)` must hold (checked by the caller).
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let wb = block_weights(g, w);
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let padded_len = g.c * (g.h + 2 * g.params.padding[0]) * (g.w + 2 * g.params.padding[1]);
@@ -62,7 +64,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
     assert!(applies(g), "direct: geometry outside the kernel's cover");
     let total = g.n * image_out;
     let mut y: Vec<f32> = Vec::with_capacity(total);
-    let kernel = select_kernel();
+    let kernel = select_kernel(simd);
     y.spare_capacity_mut()[..total].par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
         || vec![0.0f32; padded_len],
         |padded, (y_image, x_image)| kernel(g, x_image, &wb, bias, y_image, padded),
@@ -78,23 +80,25 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
 type ImageKernel = fn(&ConvGeometry, &[f32], &[f32], Option<&[f32]>, &mut [MaybeUninit<f32>], &mut [f32]);
 
 /// The best variant this CPU runs.
-fn select_kernel() -> ImageKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            return |g, x, w, b, y, p| {
-                // SAFETY: selected only after detecting AVX-512F and FMA.
-                unsafe { image_avx512(g, x, w, b, y, p) }
-            };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return |g, x, w, b, y, p| {
-                // SAFETY: selected only after detecting AVX2 and FMA.
-                unsafe { image_avx2(g, x, w, b, y, p) }
-            };
-        }
+fn select_kernel(simd: Simd) -> ImageKernel {
+    crate::simd::count(simd.isa());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |g, x, w, b, y, p| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+            unsafe { image_avx512(g, x, w, b, y, p) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |g, x, w, b, y, p| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+            unsafe { image_avx2(g, x, w, b, y, p) }
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Avx512(_) | Simd::Avx2(_) => |g, x, w, b, y, p| image(g, x, w, b, y, p, |a, v, acc| a * v + acc),
+        Simd::Portable => |g, x, w, b, y, p| image(g, x, w, b, y, p, |a, v, acc| a * v + acc),
     }
-    |g, x, w, b, y, p| image(g, x, w, b, y, p, |a, v, acc| a * v + acc)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -250,18 +254,22 @@ mod tests {
         let wb = block_weights(&g, &w);
         let mut padded = vec![0.0f32; 2 * 21 * 23];
         let out = || vec![MaybeUninit::new(f32::NAN); 7 * 19 * 21];
-        let (mut portable, mut selected) = (out(), out());
+        let mut portable = out();
         image(&g, &x, &wb, Some(&b), &mut portable, &mut padded, |a, v, acc| a * v + acc);
-        select_kernel()(&g, &x, &wb, Some(&b), &mut selected, &mut padded);
-        // Every element written (none left NaN), then read as f32.
         // SAFETY: every element was initialised (to NaN) by `out`.
-        let (portable, selected): (Vec<f32>, Vec<f32>) = unsafe {
-            (portable.iter().map(|v| v.assume_init()).collect(), selected.iter().map(|v| v.assume_init()).collect())
-        };
-        assert!(portable.iter().chain(&selected).all(|v| !v.is_nan()), "an output element was not written");
-        // Direct sums of 18 products: fused and unfused agree to rounding.
-        for (i, (p, s)) in portable.iter().zip(&selected).enumerate() {
-            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "[{i}] portable {p} selected {s}");
+        let portable: Vec<f32> = portable.iter().map(|v| unsafe { v.assume_init() }).collect();
+        assert!(portable.iter().all(|v| !v.is_nan()), "an output element was not written");
+        for isa in crate::simd::Isa::supported() {
+            let mut selected = out();
+            select_kernel(Simd::new(isa))(&g, &x, &wb, Some(&b), &mut selected, &mut padded);
+            // Every element written (none left NaN), then read as f32.
+            // SAFETY: every element was initialised (to NaN) by `out`.
+            let selected: Vec<f32> = selected.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert!(selected.iter().all(|v| !v.is_nan()), "{isa}: an output element was not written");
+            // Direct sums of 18 products: fused and unfused agree to rounding.
+            for (i, (p, s)) in portable.iter().zip(&selected).enumerate() {
+                assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: [{i}] portable {p} selected {s}");
+            }
         }
         // Spot-check one output against the definition.
         let (k, oh, ow) = (5, 0, 20);

@@ -21,6 +21,8 @@
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
+use crate::simd::Simd;
+
 /// Lanes of one accumulator, and the widest input row this kernel takes.
 const LANES: usize = 16;
 /// Most input channels per register block.
@@ -49,7 +51,7 @@ struct Operands<'a> {
 }
 
 /// dx [n, c, h, w] from dy and w; `applies(g)` must hold.
-pub(crate) fn backward_dx(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
+pub(crate) fn backward_dx(simd: Simd, g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
     assert!(applies(g), "direct_dx: geometry not supported");
     let rs = g.r * g.s;
     let w_blocks: Vec<Vec<f32>> = (0..g.c)
@@ -70,7 +72,7 @@ pub(crate) fn backward_dx(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let width = dy_width(g);
     let mut dx = vec![0.0f32; g.n * image_in];
-    let kernel = select_kernel();
+    let kernel = select_kernel(simd);
     dx.par_chunks_mut(image_in).zip(dy.par_chunks(image_out)).for_each_init(
         || vec![0.0f32; g.k * g.oh * width],
         |dy_pad, (dx_image, dy_image)| {
@@ -85,19 +87,25 @@ pub(crate) fn backward_dx(g: &ConvGeometry, w: &[f32], dy: &[f32]) -> Vec<f32> {
 
 type DxKernel = fn(&Operands<'_>, &mut [f32]);
 
-fn select_kernel() -> DxKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX-512F and FMA.
-            return |o, dx| unsafe { dx_avx512(o, dx) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX2 and FMA.
-            return |o, dx| unsafe { dx_avx2(o, dx) };
-        }
+fn select_kernel(simd: Simd) -> DxKernel {
+    crate::simd::count(simd.isa());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |o, dx| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+            unsafe { dx_avx512(o, dx) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |o, dx| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+            unsafe { dx_avx2(o, dx) }
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Avx512(_) | Simd::Avx2(_) => |o, dx| dx_image(o, dx, |a, b, c| a * b + c),
+        Simd::Portable => |o, dx| dx_image(o, dx, |a, b, c| a * b + c),
     }
-    |o, dx| dx_image(o, dx, |a, b, c| a * b + c)
 }
 
 #[cfg(target_arch = "x86_64")]

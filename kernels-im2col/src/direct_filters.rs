@@ -19,6 +19,8 @@
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
+use crate::simd::Simd;
+
 /// Filters per block: one 16-lane accumulator.
 pub(crate) const FILTERS: usize = 16;
 /// Output pixels per register block.
@@ -35,7 +37,7 @@ pub(crate) fn padded_floats(g: &ConvGeometry) -> usize {
 }
 
 /// y [n, k, oh, ow]; `applies(g)` must hold.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let taps = g.c * g.r * g.s;
     // Weights as [tap][16 filters], zero past k.
     let mut wt = vec![0.0f32; taps * FILTERS];
@@ -51,7 +53,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
     }
     let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: b };
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
-    let kernel = select_kernel();
+    let kernel = select_kernel(simd);
     let mut y = vec![0.0f32; g.n * image_out];
     y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
         || vec![0.0f32; padded_floats(g)],
@@ -108,19 +110,25 @@ pub(crate) fn pad(g: &ConvGeometry, x_image: &[f32], padded: &mut [f32]) {
 
 type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [f32]);
 
-fn select_kernel() -> ImageKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX-512F and FMA.
-            return |g, l, p, y| unsafe { image_avx512(g, l, p, y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX2 and FMA.
-            return |g, l, p, y| unsafe { image_avx2(g, l, p, y) };
-        }
+fn select_kernel(simd: Simd) -> ImageKernel {
+    crate::simd::count(simd.isa());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |g, l, p, y| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+            unsafe { image_avx512(g, l, p, y) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |g, l, p, y| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+            unsafe { image_avx2(g, l, p, y) }
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Avx512(_) | Simd::Avx2(_) => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
+        Simd::Portable => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
     }
-    |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -187,45 +195,48 @@ mod tests {
         let mut rng = SplitMix64::new(8);
         let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
         let (x, w, b) = (data(2 * 8 * 9 * 7), data(11 * 8 * 9), data(11));
-        let selected = forward(&g, &x, &w, Some(&b));
-        for (n, k, oh, ow) in [(0, 0, 0, 0), (1, 10, g.oh - 1, g.ow - 1), (1, 3, 2, 4)] {
-            let mut expect = b[k];
-            for c in 0..8 {
-                for r in 0..3 {
-                    for s in 0..3 {
-                        let ih = (oh * 2 + r) as isize - 1;
-                        let iw = (ow + 2 * s) as isize - 2;
-                        if (0..9).contains(&ih) && (0..7).contains(&iw) {
-                            let xi = ((n * 8 + c) * 9 + ih as usize) * 7 + iw as usize;
-                            expect += w[((k * 8 + c) * 3 + r) * 3 + s] * x[xi];
+        for isa in crate::simd::Isa::supported() {
+            let selected = forward(Simd::new(isa), &g, &x, &w, Some(&b));
+            for (n, k, oh, ow) in [(0, 0, 0, 0), (1, 10, g.oh - 1, g.ow - 1), (1, 3, 2, 4)] {
+                let mut expect = b[k];
+                for c in 0..8 {
+                    for r in 0..3 {
+                        for s in 0..3 {
+                            let ih = (oh * 2 + r) as isize - 1;
+                            let iw = (ow + 2 * s) as isize - 2;
+                            if (0..9).contains(&ih) && (0..7).contains(&iw) {
+                                let xi = ((n * 8 + c) * 9 + ih as usize) * 7 + iw as usize;
+                                expect += w[((k * 8 + c) * 3 + r) * 3 + s] * x[xi];
+                            }
                         }
                     }
                 }
+                let got = selected[((n * 11 + k) * g.oh + oh) * g.ow + ow];
+                assert!((got - expect).abs() < 1e-4, "[{n},{k},{oh},{ow}] {got} vs {expect}");
             }
-            let got = selected[((n * 11 + k) * g.oh + oh) * g.ow + ow];
-            assert!((got - expect).abs() < 1e-4, "[{n},{k},{oh},{ow}] {got} vs {expect}");
-        }
-        // The portable loop gives the same outputs up to fused rounding.
-        let taps = 72;
-        let mut wt = vec![0.0f32; taps * FILTERS];
-        for k in 0..11 {
-            for tap in 0..taps {
-                wt[tap * FILTERS + k] = w[k * taps + tap];
+            // The portable loop gives the same outputs up to fused rounding.
+            let taps = 72;
+            let mut wt = vec![0.0f32; taps * FILTERS];
+            for k in 0..11 {
+                for tap in 0..taps {
+                    wt[tap * FILTERS + k] = w[k * taps + tap];
+                }
             }
-        }
-        let selected_first = &selected[..11 * g.oh * g.ow];
-        let hp_wp = (9 + 2) * (7 + 4);
-        let tap_at: Vec<usize> = (0..taps).map(|t| (t / 9) * hp_wp + ((t / 3) % 3) * (7 + 4) + (t % 3) * 2).collect();
-        let pixel_at: Vec<usize> = (0..g.oh * g.ow).map(|p| (p / g.ow) * 2 * (7 + 4) + p % g.ow).collect();
-        let mut bias = [0.0f32; FILTERS];
-        bias[..11].copy_from_slice(&b);
-        let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias };
-        let mut padded = vec![0.0f32; padded_floats(&g)];
-        pad(&g, &x[..8 * 9 * 7], &mut padded);
-        let mut portable = vec![0.0f32; 11 * g.oh * g.ow];
-        image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
-        for (p, s) in portable.iter().zip(selected_first) {
-            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
+            let selected_first = &selected[..11 * g.oh * g.ow];
+            let hp_wp = (9 + 2) * (7 + 4);
+            let tap_at: Vec<usize> =
+                (0..taps).map(|t| (t / 9) * hp_wp + ((t / 3) % 3) * (7 + 4) + (t % 3) * 2).collect();
+            let pixel_at: Vec<usize> = (0..g.oh * g.ow).map(|p| (p / g.ow) * 2 * (7 + 4) + p % g.ow).collect();
+            let mut bias = [0.0f32; FILTERS];
+            bias[..11].copy_from_slice(&b);
+            let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias };
+            let mut padded = vec![0.0f32; padded_floats(&g)];
+            pad(&g, &x[..8 * 9 * 7], &mut padded);
+            let mut portable = vec![0.0f32; 11 * g.oh * g.ow];
+            image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
+            for (p, s) in portable.iter().zip(selected_first) {
+                assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
+            }
         }
     }
 }

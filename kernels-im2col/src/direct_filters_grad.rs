@@ -16,18 +16,20 @@
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
+use crate::simd::Simd;
+
 use crate::direct_filters::{FILTERS, offsets, pad, padded_floats};
 
 /// Taps per register block.
 const TAPS: usize = 12;
 
 /// dw [k, c, r, s]; `applies(g)` must hold (K ≤ 16).
-pub(crate) fn backward_dw(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+pub(crate) fn backward_dw(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
     let (tap_at, pixel_at) = offsets(g);
     let taps = tap_at.len();
     let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
     let per_worker = g.n.div_ceil(rayon::current_num_threads()).max(1);
-    let kernel = select_kernel();
+    let kernel = select_kernel(simd);
     let total = x
         .par_chunks(per_worker * image_in)
         .zip(dy.par_chunks(per_worker * image_out))
@@ -73,19 +75,25 @@ struct Operands<'a> {
 
 type DwKernel = fn(&Operands<'_>, &mut [f32]);
 
-fn select_kernel() -> DwKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX-512F and FMA.
-            return |o, acc| unsafe { dw_avx512(o, acc) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX2 and FMA.
-            return |o, acc| unsafe { dw_avx2(o, acc) };
-        }
+fn select_kernel(simd: Simd) -> DwKernel {
+    crate::simd::count(simd.isa());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |o, acc| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+            unsafe { dw_avx512(o, acc) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |o, acc| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+            unsafe { dw_avx2(o, acc) }
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Avx512(_) | Simd::Avx2(_) => |o, acc| dw_image(o, acc, |a, v, s| a * v + s),
+        Simd::Portable => |o, acc| dw_image(o, acc, |a, v, s| a * v + s),
     }
-    |o, acc| dw_image(o, acc, |a, v, s| a * v + s)
 }
 
 #[cfg(target_arch = "x86_64")]

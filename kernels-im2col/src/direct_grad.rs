@@ -23,6 +23,8 @@
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
+use crate::simd::Simd;
+
 use crate::plan::TILE_FLOATS;
 
 /// Lanes of one accumulator (an AVX-512 register of f32).
@@ -61,14 +63,14 @@ struct Operands<'a> {
 }
 
 /// dw [k, c, r, s] and db [k]; `applies(g)` must hold.
-pub(crate) fn backward_dw_db(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn backward_dw_db(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let taps = g.c * g.r * g.s;
     let (dy_width, x_width) = widths(g);
     let rows = g.oh + g.r - 1;
     let tap_at: Vec<usize> = (0..taps).map(|t| (t / (g.r * g.s) * rows + t / g.s % g.r) * x_width + t % g.s).collect();
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let per_worker = g.n.div_ceil(rayon::current_num_threads()).max(1);
-    let kernel = select_kernel();
+    let kernel = select_kernel(simd);
     let (dw, db) = x
         .par_chunks(per_worker * image_in)
         .zip(dy.par_chunks(per_worker * image_out))
@@ -121,19 +123,25 @@ fn pad_image(g: &ConvGeometry, x_image: &[f32], x_width: usize, x_pad: &mut [f32
 
 type DwKernel = fn(&Operands<'_>, &mut [f32]);
 
-fn select_kernel() -> DwKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX-512F and FMA.
-            return |o, dw| unsafe { dw_avx512(o, dw) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX2 and FMA.
-            return |o, dw| unsafe { dw_avx2(o, dw) };
-        }
+fn select_kernel(simd: Simd) -> DwKernel {
+    crate::simd::count(simd.isa());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |o, dw| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+            unsafe { dw_avx512(o, dw) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |o, dw| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+            unsafe { dw_avx2(o, dw) }
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Avx512(_) | Simd::Avx2(_) => |o, dw| dw_image(o, dw, |a, b, c| a * b + c),
+        Simd::Portable => |o, dw| dw_image(o, dw, |a, b, c| a * b + c),
     }
-    |o, dw| dw_image(o, dw, |a, b, c| a * b + c)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -243,26 +251,32 @@ mod tests {
         let mut rng = SplitMix64::new(11);
         let x: Vec<f32> = (0..3 * 2 * 9 * 15).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
         let dy: Vec<f32> = (0..3 * 7 * g.oh * g.ow).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
-        let (dw, db) = backward_dw_db(&g, &x, &dy);
         let taps = 2 * 3 * 2;
-        for k in 0..7 {
-            let expect_db: f32 = dy.chunks_exact(g.oh * g.ow).skip(k).step_by(7).flatten().sum();
-            assert!((db[k] - expect_db).abs() < 1e-4, "db[{k}] {} vs {expect_db}", db[k]);
-            for t in 0..taps {
-                let (c, r, s) = (t / 6, t / 2 % 3, t % 2);
-                let mut expect = 0.0f32;
-                for n in 0..3 {
-                    for oh in 0..g.oh {
-                        for ow in 0..g.ow {
-                            let (ih, iw) = ((oh + r) as isize - 1, (ow + s) as isize - 1);
-                            if (0..9).contains(&ih) && (0..15).contains(&iw) {
-                                let xv = x[((n * 2 + c) * 9 + ih as usize) * 15 + iw as usize];
-                                expect += dy[((n * 7 + k) * g.oh + oh) * g.ow + ow] * xv;
+        for isa in crate::simd::Isa::supported() {
+            let (dw, db) = backward_dw_db(Simd::new(isa), &g, &x, &dy);
+            for k in 0..7 {
+                let expect_db: f32 = dy.chunks_exact(g.oh * g.ow).skip(k).step_by(7).flatten().sum();
+                assert!((db[k] - expect_db).abs() < 1e-4, "db[{k}] {} vs {expect_db}", db[k]);
+                for t in 0..taps {
+                    let (c, r, s) = (t / 6, t / 2 % 3, t % 2);
+                    let mut expect = 0.0f32;
+                    for n in 0..3 {
+                        for oh in 0..g.oh {
+                            for ow in 0..g.ow {
+                                let (ih, iw) = ((oh + r) as isize - 1, (ow + s) as isize - 1);
+                                if (0..9).contains(&ih) && (0..15).contains(&iw) {
+                                    let xv = x[((n * 2 + c) * 9 + ih as usize) * 15 + iw as usize];
+                                    expect += dy[((n * 7 + k) * g.oh + oh) * g.ow + ow] * xv;
+                                }
                             }
                         }
                     }
+                    assert!(
+                        (dw[k * taps + t] - expect).abs() < 1e-4,
+                        "{isa}: dw[{k}][{t}] {} vs {expect}",
+                        dw[k * taps + t]
+                    );
                 }
-                assert!((dw[k * taps + t] - expect).abs() < 1e-4, "dw[{k}][{t}] {} vs {expect}", dw[k * taps + t]);
             }
         }
         // The portable variant on the same padded operands as the selected one.
@@ -276,11 +290,14 @@ mod tests {
             padded[..g.ow].copy_from_slice(row);
         }
         let o = Operands { g: &g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at };
-        let (mut portable, mut selected) = (vec![0.0f32; 7 * taps * LANES], vec![0.0f32; 7 * taps * LANES]);
+        let mut portable = vec![0.0f32; 7 * taps * LANES];
         dw_image(&o, &mut portable, |a, b, c| a * b + c);
-        select_kernel()(&o, &mut selected);
-        for (i, (p, s)) in portable.iter().zip(&selected).enumerate() {
-            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "[{i}] portable {p} selected {s}");
+        for isa in crate::simd::Isa::supported() {
+            let mut selected = vec![0.0f32; 7 * taps * LANES];
+            select_kernel(Simd::new(isa))(&o, &mut selected);
+            for (i, (p, s)) in portable.iter().zip(&selected).enumerate() {
+                assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: [{i}] portable {p} selected {s}");
+            }
         }
     }
 }

@@ -25,6 +25,8 @@ use std::mem::MaybeUninit;
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
+use crate::simd::Simd;
+
 use crate::direct_filters::{offsets, pad, padded_floats};
 
 /// Filters per block: two 16-lane accumulators per pixel.
@@ -60,7 +62,7 @@ struct Layout<'a> {
 }
 
 /// y [n, k, oh, ow]; `applies(g)` must hold.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let taps = g.c * g.r * g.s;
     let blocks = g.k.div_ceil(FILTERS);
     let mut wt = vec![0.0f32; blocks * taps * FILTERS];
@@ -77,7 +79,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
     let (tap_at, pixel_at) = offsets(g);
     let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: &b };
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
-    let kernel = select_kernel();
+    let kernel = select_kernel(simd);
     // Every output element is written (see the SAFETY note below), so y is
     // not zeroed first (OPTIMISATION.md step 41).
     assert!(g.oh * g.ow >= PIXELS, "direct_wide: fewer pixels than a block");
@@ -100,19 +102,25 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32
 
 type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [MaybeUninit<f32>]);
 
-fn select_kernel() -> ImageKernel {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX-512F and FMA.
-            return |g, l, p, y| unsafe { image_avx512(g, l, p, y) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: selected only after detecting AVX2 and FMA.
-            return |g, l, p, y| unsafe { image_avx2(g, l, p, y) };
-        }
+fn select_kernel(simd: Simd) -> ImageKernel {
+    crate::simd::count(simd.isa());
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |g, l, p, y| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+            unsafe { image_avx512(g, l, p, y) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |g, l, p, y| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+            unsafe { image_avx2(g, l, p, y) }
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Avx512(_) | Simd::Avx2(_) => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
+        Simd::Portable => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
     }
-    |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc)
 }
 
 /// The AVX-512 variant in intrinsics: written with arrays as the portable
@@ -245,49 +253,51 @@ mod tests {
         let mut rng = SplitMix64::new(12);
         let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
         let (x, w, b) = (data(2 * 14 * 20), data(40 * 2 * 36), data(40));
-        let selected = forward(&g, &x, &w, Some(&b));
-        for k in 0..40 {
-            for oh in 0..g.oh {
-                for ow in 0..g.ow {
-                    let mut expect = b[k] as f64;
-                    for c in 0..2 {
-                        for r in 0..6 {
-                            for s in 0..6 {
-                                let (ih, iw) = ((oh * 3 + r) as isize - 2, (ow * 3 + s) as isize - 2);
-                                if (0..14).contains(&ih) && (0..20).contains(&iw) {
-                                    let xv = x[(c * 14 + ih as usize) * 20 + iw as usize] as f64;
-                                    expect += w[((k * 2 + c) * 6 + r) * 6 + s] as f64 * xv;
+        for isa in crate::simd::Isa::supported() {
+            let selected = forward(Simd::new(isa), &g, &x, &w, Some(&b));
+            for k in 0..40 {
+                for oh in 0..g.oh {
+                    for ow in 0..g.ow {
+                        let mut expect = b[k] as f64;
+                        for c in 0..2 {
+                            for r in 0..6 {
+                                for s in 0..6 {
+                                    let (ih, iw) = ((oh * 3 + r) as isize - 2, (ow * 3 + s) as isize - 2);
+                                    if (0..14).contains(&ih) && (0..20).contains(&iw) {
+                                        let xv = x[(c * 14 + ih as usize) * 20 + iw as usize] as f64;
+                                        expect += w[((k * 2 + c) * 6 + r) * 6 + s] as f64 * xv;
+                                    }
                                 }
                             }
                         }
+                        let got = selected[(k * g.oh + oh) * g.ow + ow] as f64;
+                        assert!((got - expect).abs() < 1e-4, "[{k},{oh},{ow}] {got} vs {expect}");
                     }
-                    let got = selected[(k * g.oh + oh) * g.ow + ow] as f64;
-                    assert!((got - expect).abs() < 1e-4, "[{k},{oh},{ow}] {got} vs {expect}");
                 }
             }
-        }
-        // The portable loop on the same layout gives the same outputs up to
-        // fused rounding.
-        let taps = 72;
-        let mut wt = vec![0.0f32; 2 * taps * FILTERS];
-        for k in 0..40 {
-            for tap in 0..taps {
-                wt[((k / FILTERS) * taps + tap) * FILTERS + k % FILTERS] = w[k * taps + tap];
+            // The portable loop on the same layout gives the same outputs up to
+            // fused rounding.
+            let taps = 72;
+            let mut wt = vec![0.0f32; 2 * taps * FILTERS];
+            for k in 0..40 {
+                for tap in 0..taps {
+                    wt[((k / FILTERS) * taps + tap) * FILTERS + k % FILTERS] = w[k * taps + tap];
+                }
             }
-        }
-        let mut bias = vec![0.0f32; 2 * FILTERS];
-        bias[..40].copy_from_slice(&b);
-        let (tap_at, pixel_at) = offsets(&g);
-        let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: &bias };
-        let mut padded = vec![0.0f32; padded_floats(&g)];
-        pad(&g, &x, &mut padded);
-        let mut portable = vec![MaybeUninit::new(f32::NAN); 40 * g.oh * g.ow];
-        image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
-        // SAFETY: every element was initialised (to NaN) above.
-        let portable: Vec<f32> = portable.iter().map(|v| unsafe { v.assume_init() }).collect();
-        assert!(portable.iter().all(|v| !v.is_nan()), "an output element was not written");
-        for (p, s) in portable.iter().zip(&selected) {
-            assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
+            let mut bias = vec![0.0f32; 2 * FILTERS];
+            bias[..40].copy_from_slice(&b);
+            let (tap_at, pixel_at) = offsets(&g);
+            let layout = Layout { wt: &wt, tap_at: &tap_at, pixel_at: &pixel_at, bias: &bias };
+            let mut padded = vec![0.0f32; padded_floats(&g)];
+            pad(&g, &x, &mut padded);
+            let mut portable = vec![MaybeUninit::new(f32::NAN); 40 * g.oh * g.ow];
+            image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
+            // SAFETY: every element was initialised (to NaN) above.
+            let portable: Vec<f32> = portable.iter().map(|v| unsafe { v.assume_init() }).collect();
+            assert!(portable.iter().all(|v| !v.is_nan()), "an output element was not written");
+            for (p, s) in portable.iter().zip(&selected) {
+                assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
+            }
         }
     }
 }

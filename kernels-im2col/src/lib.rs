@@ -106,8 +106,28 @@
 //!
 //! ## Environment
 //! - `RAYON_NUM_THREADS`: threads of [`Im2col::new`] (rayon's global pool).
-//!   Nothing else is read from the environment; the AVX-512 / AVX2 kernels
-//!   are chosen by run-time CPU detection.
+//! - `KERNELS_ISA=portable|avx2|avx512`: caps the ISA of this crate's
+//!   kernels, read when a backend is built ([`Im2col::with_threads`]
+//!   refuses an unknown value with `Error::Param`; [`Im2col::new`], which
+//!   cannot fail, returns that error from its conv ops instead).
+//!
+//! ## CPU features (simd.rs)
+//! - The CPU is asked once per process which of [`Isa::Portable`],
+//!   [`Isa::Avx2`] (AVX2 + FMA) and [`Isa::Avx512`] (AVX-512F + AVX2 + FMA)
+//!   it runs; each conv's plan records the ISA its kernels run at
+//!   ([`ConvPlan::isa`]): the CPU's best, capped by `KERNELS_ISA` and by
+//!   [`Im2col::with_isa`] / [`TileTargets::isa`]. Kernels dispatch on a
+//!   token that only detection can make, so a cap can lower the ISA but
+//!   never claim one the CPU lacks. [`Isa::supported`] lists what the tests
+//!   loop over.
+//! - Tokens written here, not `pulp` or `multiversion`: the kernels are
+//!   `core::arch` intrinsics in `#[target_feature]` functions whose
+//!   variants differ in code, not only in features (pulp would mean
+//!   rewriting them against its vector types), and multiversion selects
+//!   from the CPU alone, with no run-time cap for tests and measurements
+//!   (simd.rs says more).
+//! - matrixmultiply picks its own micro-kernel from the CPU; the cap does
+//!   not reach it.
 
 mod conv;
 mod conv_backward;
@@ -125,6 +145,7 @@ mod norm;
 mod plan;
 mod pointwise;
 mod pool;
+mod simd;
 mod small_gemm;
 mod subpixel_dx;
 mod unfold;
@@ -141,33 +162,81 @@ use kernels_core::{
 };
 
 pub use plan::{ConvPath, ConvPlan, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TILE_FLOATS, TileTargets};
+pub use simd::{ISA_ENV, Isa, UnknownIsa, dispatch_counts};
 
 /// The im2col + GEMM CPU backend (f32). Clones share the thread pool.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Im2col {
     /// Own pool from `with_threads`; None runs on rayon's global pool.
     pool: Option<std::sync::Arc<rayon::ThreadPool>>,
-    /// Conv tiling targets (the defaults unless a bench sweeps them).
+    /// Conv tiling targets (the defaults unless a bench sweeps them), their
+    /// ISA cap already lowered to `env_isa`.
     targets: TileTargets,
+    /// The cap `KERNELS_ISA` set when the backend was built, or the value
+    /// it could not parse: [`Im2col::new`] cannot fail, so its conv ops
+    /// report it instead.
+    env_isa: std::result::Result<Option<Isa>, UnknownIsa>,
+}
+
+impl Default for Im2col {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Im2col {
     /// Runs on rayon's global pool (RAYON_NUM_THREADS threads, else one per
-    /// core).
+    /// core), with the ISA cap of `KERNELS_ISA`. An invalid `KERNELS_ISA`
+    /// makes every conv op of this backend return `Error::Param` (this
+    /// constructor cannot fail; [`Im2col::with_threads`] refuses it at once).
     pub fn new() -> Self {
-        Self { pool: None, targets: TileTargets::default() }
+        Self::build(None, Isa::from_env())
     }
 
-    /// Runs on a pool of its own with `threads` threads.
+    /// Runs on a pool of its own with `threads` threads, with the ISA cap
+    /// of `KERNELS_ISA` (an invalid value is an `Error::Param` here).
     pub fn with_threads(threads: usize) -> Result<Self> {
         if threads == 0 {
             return Err(Error::param("im2col", "thread count must be positive, got 0"));
         }
+        let env_isa = Isa::from_env().map_err(|e| Error::param("im2col", format!("{ISA_ENV}: {e}")))?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
             .map_err(|e| Error::Device(format!("im2col: cannot start {threads} threads: {e}")))?;
-        Ok(Self { pool: Some(std::sync::Arc::new(pool)), targets: TileTargets::default() })
+        Ok(Self::build(Some(std::sync::Arc::new(pool)), Ok(env_isa)))
+    }
+
+    fn build(
+        pool: Option<std::sync::Arc<rayon::ThreadPool>>,
+        env_isa: std::result::Result<Option<Isa>, UnknownIsa>,
+    ) -> Self {
+        let targets = TileTargets { isa: env_isa.clone().ok().flatten(), ..TileTargets::default() };
+        Self { pool, targets, env_isa }
+    }
+
+    /// Same backend with its kernels capped at `isa` (lowered to what the
+    /// CPU has, and to `KERNELS_ISA`'s cap if lower).
+    pub fn with_isa(self, isa: Isa) -> Self {
+        let targets = TileTargets { isa: Some(isa), ..self.targets };
+        self.with_tile_targets(targets)
+    }
+
+    /// The ISA this backend's kernels run at (its caps applied to the CPU).
+    pub fn isa(&self) -> Isa {
+        self.conv_isa()
+    }
+
+    fn conv_isa(&self) -> Isa {
+        simd::Simd::new(self.targets.isa.unwrap_or(Isa::Avx512)).isa()
+    }
+
+    /// The environment's ISA error, if `KERNELS_ISA` was invalid.
+    fn check_env(&self) -> Result<()> {
+        match &self.env_isa {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::param("im2col", format!("{ISA_ENV}: {e}"))),
+        }
     }
 
     /// Runs `f` on one of this backend's threads (the caller waits), so the
@@ -182,8 +251,11 @@ impl Im2col {
         }
     }
 
-    /// Same backend with other conv tiling targets (for tuning sweeps).
+    /// Same backend with other conv tiling targets (for tuning sweeps and
+    /// tests); their ISA cap is lowered to `KERNELS_ISA`'s if that is lower.
     pub fn with_tile_targets(self, targets: TileTargets) -> Self {
+        let env = self.env_isa.clone().ok().flatten();
+        let targets = TileTargets { isa: Isa::min_cap(targets.isa, env), ..targets };
         Self { targets, ..self }
     }
 
@@ -277,6 +349,7 @@ impl Backend for Im2col {
         w: &Tensor<f32>,
         b: Option<&Tensor<f32>>,
     ) -> Result<Tensor<f32>> {
+        self.check_env()?;
         let y = self.run(|| conv::forward(g, self.targets, x.data(), w.data(), b.map(|b| b.data())))?;
         tensor(&g.y_shape(), y)
     }
@@ -289,6 +362,7 @@ impl Backend for Im2col {
         dy: &Tensor<f32>,
         need: GradRequest,
     ) -> Result<Grads<Tensor<f32>>> {
+        self.check_env()?;
         let grads = self.run(|| conv_backward::backward(g, self.targets, x.data(), w.data(), dy.data(), need))?;
         Ok(Grads {
             dx: maybe(&g.x_shape(), grads.dx)?,
@@ -429,5 +503,62 @@ impl Backend for Im2col {
             return optimizer.update_slice(param.data_mut(), grad.data(), &mut views, t);
         }
         self.run(|| pointwise::optimizer_step(optimizer, param.data_mut(), grad.data(), &mut views, t))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// Forward and backward of one conv on `backend`, for the counters.
+    fn run_conv(backend: &Im2col, input: [usize; 4], filters: [usize; 3], params: Conv2d) -> ConvPlan {
+        let g = ConvGeometry::from_dims(input, filters, &params).unwrap();
+        let mut rng = SplitMix64::new(1);
+        let mut data = |shape: &[usize]| {
+            let len = shape.iter().product();
+            Tensor::new(shape, (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect()).unwrap()
+        };
+        let (x, w, dy) = (data(&g.x_shape()), data(&g.w_shape()), data(&g.y_shape()));
+        backend.exec_conv2d_forward(&g, &x, &w, None).unwrap();
+        backend.exec_conv2d_backward(&g, &x, &w, &dy, GradRequest::ALL).unwrap();
+        backend.conv_plan(&g)
+    }
+
+    #[test]
+    fn a_capped_backend_runs_the_kernels_of_its_isa() {
+        // Every ISA this CPU has, on the direct path (its three variants),
+        // the Winograd path (AVX-512 transforms and small_gemm, or their
+        // portable stand-ins) and the unfold path's unpacked GEMMs.
+        println!("ISAs exercised: {:?}", Isa::supported());
+        for isa in Isa::supported() {
+            let backend = Im2col::with_threads(2).unwrap().with_isa(isa);
+            assert_eq!(backend.isa(), isa);
+            // The direct family is where every ISA has a variant (forward,
+            // dW and dX kernels).
+            let before = dispatch_counts().unwrap()[isa as usize];
+            let direct = run_conv(&backend, [2, 1, 12, 20], [6, 3, 3], Conv2d::new(1, 1));
+            assert_eq!((direct.path, direct.isa), (ConvPath::Direct, isa));
+            // Counters are process-wide and other tests run beside this one,
+            // but they only grow: at least this test's calls are counted.
+            let after = dispatch_counts().unwrap()[isa as usize];
+            assert!(after >= before + 2, "{isa}: {before} -> {after} kernel calls");
+            let winograd = run_conv(&backend, [2, 32, 6, 6], [32, 3, 3], Conv2d::new(1, 1));
+            assert_eq!((winograd.path, winograd.isa), (ConvPath::Winograd, isa));
+            let unfold = run_conv(&backend, [2, 8, 8, 8], [32, 3, 3], Conv2d::new(2, 1));
+            assert_eq!(unfold.unpacked_gemms, isa == Isa::Avx512, "{unfold:?}");
+        }
+    }
+
+    #[test]
+    fn isa_caps_combine_and_never_exceed_the_cpu() {
+        // What this run allows: the CPU's best, under KERNELS_ISA if set.
+        let best = Isa::detected().min(Isa::from_env().unwrap().unwrap_or(Isa::Avx512));
+        let backend = Im2col::with_threads(1).unwrap();
+        assert_eq!(backend.isa(), best);
+        assert_eq!(backend.clone().with_isa(Isa::Portable).isa(), Isa::Portable);
+        assert_eq!(backend.clone().with_isa(Isa::Avx512).isa(), best);
+        let capped = backend.with_isa(Isa::Avx2).with_tile_targets(TileTargets::default());
+        assert_eq!(capped.isa(), best, "new targets replace the options' cap");
     }
 }

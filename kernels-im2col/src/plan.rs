@@ -15,7 +15,7 @@
 
 use kernels_core::{ConvGeometry, Error, Result};
 
-use crate::small_gemm;
+use crate::simd::{Isa, Simd};
 use crate::unfold::{Tile, phased_floats};
 
 /// No call may plan more scratch than this (64 MiB), whatever the batch.
@@ -80,11 +80,22 @@ pub struct TileTargets {
     /// operands laid out for it (see [`ConvPlan::unpacked_gemms`]); off to
     /// compare with matrixmultiply.
     pub unpacked_gemms: bool,
+    /// Highest ISA the kernels may use (None: the best this CPU has); a
+    /// cap above the CPU's is lowered to it. [`crate::Im2col`] also applies
+    /// the `KERNELS_ISA` environment variable's cap.
+    pub isa: Option<Isa>,
 }
 
 impl Default for TileTargets {
     fn default() -> Self {
-        Self { floats: TILE_FLOATS, columns: TILE_COLUMNS, winograd: true, direct_wide: true, unpacked_gemms: true }
+        Self {
+            floats: TILE_FLOATS,
+            columns: TILE_COLUMNS,
+            winograd: true,
+            direct_wide: true,
+            unpacked_gemms: true,
+            isa: None,
+        }
     }
 }
 
@@ -114,6 +125,9 @@ pub struct ConvPlan {
     /// accumulating straight into the four phase planes, instead of
     /// col = Wᵀ·dY and col2im. Off where its scratch would pass the limit.
     pub subpixel_dx: bool,
+    /// The ISA every kernel of the call runs at: the targets' cap, lowered
+    /// to what this CPU has (simd.rs).
+    pub isa: Isa,
 }
 
 /// Channels per tile, rounded down so a tile's C·R·S rows fill whole
@@ -155,6 +169,7 @@ impl ConvPlan {
         let pixels = g.oh * g.ow;
         let taps = g.r * g.s;
         let floats = targets.floats.max(1);
+        let isa = Simd::new(targets.isa.unwrap_or(Isa::Avx512)).isa();
         // Keep at least two groups per thread so rayon can balance them.
         let max_images = g.n.div_ceil(2 * threads.max(1)).max(1);
         let images = targets.columns.div_ceil(pixels).clamp(1, max_images).min((floats / (taps * pixels)).max(1));
@@ -169,6 +184,7 @@ impl ConvPlan {
                 tile_floats: floats,
                 unpacked_gemms: false,
                 subpixel_dx: false,
+                isa,
             };
         }
         if targets.winograd && crate::winograd::applies(g, threads) {
@@ -181,6 +197,7 @@ impl ConvPlan {
                 tile_floats: floats,
                 unpacked_gemms: false,
                 subpixel_dx: false,
+                isa,
             };
         }
         let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
@@ -199,7 +216,7 @@ impl ConvPlan {
         let unpacked = matches!(path, ConvPath::Unfold | ConvPath::DirectWide)
             && targets.unpacked_gemms
             && g.k >= 32
-            && small_gemm::available();
+            && isa == Isa::Avx512;
         if images > 1 {
             let channels = row_block_channels((floats / (taps * pixels * images)).clamp(1, g.c), g.c, taps);
             return Self {
@@ -211,6 +228,7 @@ impl ConvPlan {
                 tile_floats: floats,
                 unpacked_gemms: unpacked,
                 subpixel_dx: false,
+                isa,
             };
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
@@ -231,7 +249,13 @@ impl ConvPlan {
             tile_floats: floats,
             unpacked_gemms: unpacked,
             subpixel_dx: false,
+            isa,
         }
+    }
+
+    /// The ISA of this plan with the proof of its features.
+    pub(crate) fn simd(&self) -> Simd {
+        Simd::new(self.isa)
     }
 
     /// GEMM columns of a full tile: images x pixels.

@@ -24,57 +24,48 @@
 //!   resnet-s2, mxnet-c2; `--packed` to compare with matrixmultiply).
 
 use crate::gemm::{Mat, MatMut, View, check_product, sgemm};
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Avx512Token;
+use crate::simd::{Isa, Simd};
 
 /// Rows per register block.
 const ROWS: usize = 8;
 
-/// Whether this CPU runs the AVX-512 kernel (otherwise `gemm` hands every
-/// product to matrixmultiply).
-pub(crate) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`), on gemm.rs's
 /// views. Panics (an internal bug) when the views disagree or run past
 /// their slices (`check_product`).
-pub(crate) fn gemm(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
+pub(crate) fn gemm(simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
     check_product(&a, &b, &c);
     let (m, n) = (c.view.rows, c.view.cols);
     if m == 0 || n == 0 {
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    if [a.view.col_stride, b.view.col_stride, c.view.col_stride] == [1, 1, 1]
-        && std::arch::is_x86_feature_detected!("avx512f")
-    {
+    if let (Some(token), [1, 1, 1]) = (simd.avx512(), [a.view.col_stride, b.view.col_stride, c.view.col_stride]) {
+        crate::simd::count(Isa::Avx512);
         let full = m / ROWS * ROWS;
         let (a_full, c_full) = (
             Mat { view: View { rows: full, ..a.view }, ..a },
             MatMut { view: View { rows: full, ..c.view }, data: &mut *c.data },
         );
-        // SAFETY: AVX-512F detected; `check_product` keeps every element
-        // read from A and B and read or written in C inside its slice, and
-        // the first `full` rows are a part of those views.
+        // SAFETY: `token` (an Avx512Token) proves AVX-512F; `check_product`
+        // keeps every element read from A and B and read or written in C
+        // inside its slice, and the first `full` rows are a part of those
+        // views.
         unsafe { gemm_avx512(a_full, b, c_full, accumulate) };
         if full < m {
-            remainder_rows(a, b, c, full, accumulate);
+            remainder_rows(token, a, b, c, full, accumulate);
         }
         return;
     }
+    crate::simd::count(Isa::Portable);
     sgemm(1.0, a, b, if accumulate { 1.0 } else { 0.0 }, c);
 }
 
 /// Rows full..m (fewer than 8) of C = A·B (+ C): copied into one
 /// zero-padded 8-row block, multiplied there, and copied back.
 #[cfg(target_arch = "x86_64")]
-fn remainder_rows(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, full: usize, accumulate: bool) {
+fn remainder_rows(_token: Avx512Token, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, full: usize, accumulate: bool) {
     let (m, k, n) = (c.view.rows, a.view.cols, c.view.cols);
     let rest = m - full;
     let mut a_block = vec![0.0f32; ROWS * k];
@@ -89,8 +80,8 @@ fn remainder_rows(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, full: usize, accumulate
     let (a_block_mat, c_block_mat) =
         (Mat { data: &a_block, view: a_view }, MatMut { data: &mut c_block, view: c_view });
     check_product(&a_block_mat, &b, &c_block_mat);
-    // SAFETY: only called after AVX-512F was detected (`gemm`); the block
-    // views were just checked against their buffers and B.
+    // SAFETY: `_token` (an Avx512Token) proves AVX-512F; the block views
+    // were just checked against their buffers and B.
     unsafe { gemm_avx512(a_block_mat, b, c_block_mat, accumulate) };
     for i in 0..rest {
         c.data[(full + i) * c.view.row_stride..][..n].copy_from_slice(&c_block[i * n..][..n]);
@@ -175,13 +166,14 @@ unsafe fn tile<const V: usize>(
 /// (row stride `stride`), transposed: the B operand of winograd.rs's dW
 /// GEMMs. 16 x 16 blocks in registers with AVX-512 (a scalar loop took as
 /// long as the GEMM it feeds), else a scalar loop.
-pub(crate) fn transpose(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
-    transpose_strided(m, rows, cols, stride, out, rows);
+pub(crate) fn transpose(simd: Simd, m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
+    transpose_strided(simd, m, rows, cols, stride, out, rows);
 }
 
 /// [`transpose`] with the output's rows `out_stride` floats apart (a
 /// stride off powers of two keeps a GEMM's B panel out of a few L1 sets).
 pub(crate) fn transpose_strided(
+    simd: Simd,
     m: &[f32],
     rows: usize,
     cols: usize,
@@ -196,8 +188,10 @@ pub(crate) fn transpose_strided(
     assert!((cols - 1) * out_stride + rows <= out.len(), "transpose: past the output");
     assert!((rows == 1 || stride >= cols) && (cols == 1 || out_stride >= rows), "transpose: rows overlap");
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F detected; the asserts above bound every access.
+    if let Some(_token) = simd.avx512() {
+        crate::simd::count(Isa::Avx512);
+        // SAFETY: `_token` (an Avx512Token) proves AVX-512F; the asserts
+        // above bound every access.
         unsafe { transpose_avx512(m, rows, cols, stride, out, out_stride) };
         return;
     }
@@ -274,20 +268,23 @@ mod tests {
 
     #[test]
     fn transpose_matches_the_definition() {
-        for (rows, cols, stride) in [(16, 16, 16), (64, 112, 120), (33, 7, 9), (5, 40, 41), (1, 3, 3), (17, 1, 1)] {
+        for (isa, (rows, cols, stride)) in Isa::supported().into_iter().flat_map(|isa| {
+            [(16, 16, 16), (64, 112, 120), (33, 7, 9), (5, 40, 41), (1, 3, 3), (17, 1, 1)].map(|shape| (isa, shape))
+        }) {
+            let simd = Simd::new(isa);
             let m: Vec<f32> = (0..rows * stride).map(|v| v as f32).collect();
             let mut out = vec![-1.0f32; rows * cols + 3];
-            transpose(&m, rows, cols, stride, &mut out);
+            transpose(simd, &m, rows, cols, stride, &mut out);
             for i in 0..rows {
                 for j in 0..cols {
-                    assert_eq!(out[j * rows + i], m[i * stride + j], "{rows}x{cols} [{i},{j}]");
+                    assert_eq!(out[j * rows + i], m[i * stride + j], "{isa} {rows}x{cols} [{i},{j}]");
                 }
             }
             assert_eq!(&out[rows * cols..], &[-1.0; 3], "{rows}x{cols}: wrote past the matrix");
             // With padded output rows: the padding is left alone.
             let out_stride = rows + 5;
             let mut padded = vec![-1.0f32; cols * out_stride];
-            transpose_strided(&m, rows, cols, stride, &mut padded, out_stride);
+            transpose_strided(simd, &m, rows, cols, stride, &mut padded, out_stride);
             for j in 0..cols {
                 for i in 0..out_stride {
                     let want = if i < rows { m[i * stride + j] } else { -1.0 };
@@ -312,10 +309,10 @@ mod tests {
             let (lda, ldb, ldc) = (k + pad, n + pad, n + 2 * pad);
             let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
             let (a, b, c0) = (data(m * lda), data(k * ldb), data(m * ldc));
-            for accumulate in [false, true] {
+            for (isa, accumulate) in Isa::supported().into_iter().flat_map(|isa| [(isa, false), (isa, true)]) {
                 let mut c = c0.clone();
                 let (av, bv) = (mat(&a, View::strided(m, k, lda)), mat(&b, View::strided(k, n, ldb)));
-                gemm(av, bv, mat_mut(&mut c, View::strided(m, n, ldc)), accumulate);
+                gemm(Simd::new(isa), av, bv, mat_mut(&mut c, View::strided(m, n, ldc)), accumulate);
                 for i in 0..m {
                     for j in 0..ldc {
                         let mut want = if accumulate || j >= n { c0[i * ldc + j] as f64 } else { 0.0 };
@@ -323,7 +320,10 @@ mod tests {
                             want += (0..k).map(|p| a[i * lda + p] as f64 * b[p * ldb + j] as f64).sum::<f64>();
                         }
                         let got = c[i * ldc + j] as f64;
-                        assert!((got - want).abs() < 1e-5, "{m}x{k}x{n} acc {accumulate} [{i},{j}]: {got} vs {want}");
+                        assert!(
+                            (got - want).abs() < 1e-5,
+                            "{isa} {m}x{k}x{n} acc {accumulate} [{i},{j}]: {got} vs {want}"
+                        );
                     }
                 }
             }

@@ -20,6 +20,7 @@
 use kernels_core::ConvGeometry;
 
 use crate::gemm::{View, mat, mat_mut};
+use crate::simd::Simd;
 use crate::small_gemm;
 
 /// Whether `g` has the geometry this path handles.
@@ -69,6 +70,7 @@ pub(crate) struct Buffers {
 /// from dY [K, images·OH·OW] (rows `dy_stride` apart) and Wᵀ [C·R·S, K].
 /// Every element of dx_group is written. `applies(g)` must hold.
 pub(crate) fn backward_dx(
+    simd: Simd,
     g: &ConvGeometry,
     wt: &[f32],
     dy: &[f32],
@@ -104,7 +106,7 @@ pub(crate) fn backward_dx(
                 // W_tapᵀ [C, K]: rows c·R·S + tap of Wᵀ.
                 let a = mat(&wt[(r * g.s + s) * g.k..], View::strided(g.c, g.k, taps * g.k));
                 let c = mat_mut(&mut bufs.phases[phase * plane..][..plane], View::row_major(g.c, columns));
-                small_gemm::gemm(a, b, c, written[phase]);
+                small_gemm::gemm(simd, a, b, c, written[phase]);
                 written[phase] = true;
             }
         }

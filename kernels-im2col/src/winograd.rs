@@ -33,6 +33,7 @@ use rayon::prelude::*;
 use crate::HostGrads;
 use crate::conv_backward::{Partial, add_row_sums, over_image_runs};
 use crate::gemm::{View, mat, mat_mut};
+use crate::simd::Simd;
 use crate::small_gemm;
 use crate::winograd_transforms::{
     ROW_BUFFERS, RowBuffers, transform_input, transform_input_gradient, transform_output, transform_output_gradient,
@@ -143,7 +144,14 @@ fn filter_adjoint(u: [f32; 4]) -> [f32; 3] {
 }
 
 /// y [n, k, oh, ow] = x ⋆ w + b.
-pub(crate) fn forward(g: &ConvGeometry, tile_floats: usize, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
+pub(crate) fn forward(
+    simd: Simd,
+    g: &ConvGeometry,
+    tile_floats: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let b = Blocking::new(g, tile_floats);
     let u = transform_filters(g, w);
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
@@ -156,14 +164,14 @@ pub(crate) fn forward(g: &ConvGeometry, tile_floats: usize, x: &[f32], w: &[f32]
         |(v, m, rows), (y_image, x_image)| {
             for block in b.blocks() {
                 let t = block.len() * b.tiles_w;
-                transform_input(g, &b, x_image, block.clone(), v, rows);
+                transform_input(simd, g, &b, x_image, block.clone(), v, rows);
                 for xi in 0..POSITIONS {
                     let u_xi = mat(&u[xi * g.k * g.c..][..g.k * g.c], View::row_major(g.k, g.c));
                     let v_xi = mat(&v[xi * pc..][..g.c * tiles], View::strided(g.c, t, tiles));
                     let m_xi = mat_mut(&mut m[xi * pk..][..g.k * tiles], View::strided(g.k, t, tiles));
-                    small_gemm::gemm(u_xi, v_xi, m_xi, false);
+                    small_gemm::gemm(simd, u_xi, v_xi, m_xi, false);
                 }
-                transform_output(g, &b, m, block, bias, y_image, rows);
+                transform_output(simd, g, &b, m, block, bias, y_image, rows);
             }
         },
     );
@@ -172,6 +180,7 @@ pub(crate) fn forward(g: &ConvGeometry, tile_floats: usize, x: &[f32], w: &[f32]
 
 /// dx, dw, db (as requested) from dy [n, k, oh, ow].
 pub(crate) fn backward(
+    simd: Simd,
     g: &ConvGeometry,
     tile_floats: usize,
     x: &[f32],
@@ -182,7 +191,7 @@ pub(crate) fn backward(
     let b = Blocking::new(g, tile_floats);
     let u = transform_filters(g, w);
     // Uᵀ per position, [16, C, K]: the A operand of dX's GEMMs.
-    let ut = if need.dx { transpose_positions(&u, g.k, g.c) } else { Vec::new() };
+    let ut = if need.dx { transpose_positions(simd, &u, g.k, g.c) } else { Vec::new() };
     let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
     let tiles = b.block_tiles();
     let (pc, pk) = (plane_floats(g.c, tiles), plane_floats(g.k, tiles));
@@ -209,17 +218,17 @@ pub(crate) fn backward(
             }
             for block in b.blocks() {
                 let t = block.len() * b.tiles_w;
-                transform_output_gradient(g, &b, dy_image, block.clone(), &mut dm, &mut rows);
+                transform_output_gradient(simd, g, &b, dy_image, block.clone(), &mut dm, &mut rows);
                 if need.dw {
-                    transform_input(g, &b, x_image, block.clone(), &mut v, &mut rows);
+                    transform_input(simd, g, &b, x_image, block.clone(), &mut v, &mut rows);
                     for xi in 0..POSITIONS {
                         // V_ξᵀ [t, C] first, so the GEMM reads both operands
                         // by rows.
-                        small_gemm::transpose(&v[xi * pc..][..g.c * tiles], g.c, t, tiles, &mut vt);
+                        small_gemm::transpose(simd, &v[xi * pc..][..g.c * tiles], g.c, t, tiles, &mut vt);
                         let dm_xi = mat(&dm[xi * pk..][..g.k * tiles], block_view(g.k, t));
                         let vt_xi = mat(&vt[..t * g.c], View::row_major(t, g.c));
                         let du_xi = mat_mut(&mut du[xi * kc..][..kc], View::row_major(g.k, g.c));
-                        small_gemm::gemm(dm_xi, vt_xi, du_xi, true);
+                        small_gemm::gemm(simd, dm_xi, vt_xi, du_xi, true);
                     }
                 }
                 if let Some(dx_run) = dx_run.as_deref_mut() {
@@ -228,10 +237,10 @@ pub(crate) fn backward(
                         let ut_xi = mat(&ut[xi * kc..][..kc], View::row_major(g.c, g.k));
                         let dm_xi = mat(&dm[xi * pk..][..g.k * tiles], block_view(g.k, t));
                         let dv_xi = mat_mut(&mut v[xi * pc..][..g.c * tiles], block_view(g.c, t));
-                        small_gemm::gemm(ut_xi, dm_xi, dv_xi, false);
+                        small_gemm::gemm(simd, ut_xi, dm_xi, dv_xi, false);
                     }
                     let dx_image = &mut dx_run[i * image_in..][..image_in];
-                    transform_input_gradient(g, &b, &v, block, dx_image, &mut rows);
+                    transform_input_gradient(simd, g, &b, &v, block, dx_image, &mut rows);
                 }
             }
         }
@@ -243,10 +252,10 @@ pub(crate) fn backward(
 }
 
 /// Each position's [rows, cols] matrix of `m` [16, rows, cols], transposed.
-fn transpose_positions(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+fn transpose_positions(simd: Simd, m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; m.len()];
     for (from, to) in m.chunks_exact(rows * cols).zip(t.chunks_exact_mut(rows * cols)) {
-        small_gemm::transpose(from, rows, cols, cols, to);
+        small_gemm::transpose(simd, from, rows, cols, cols, to);
     }
     t
 }

@@ -18,33 +18,33 @@
 
 use kernels_core::ConvGeometry;
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Avx512Token;
+
 use crate::lanes::lane_range;
 use crate::winograd::{Blocking, plane_floats};
 
-/// Runs the transform into `dm` [16, K, block tiles] and returns true on a
-/// CPU with AVX-512F; false (nothing done) otherwise.
+/// Runs the transform into `dm` [16, K, block tiles] on the AVX-512F its
+/// token proves (winograd_transforms.rs dispatches).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_output_gradient(
+    _token: Avx512Token,
     g: &ConvGeometry,
     b: &Blocking,
     dy_image: &[f32],
     block: std::ops::Range<usize>,
     dm: &mut [f32],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let (tiles, n) = (b.block_tiles(), b.tiles_w);
-        // The invariants every access below relies on: one whole image's
-        // dy in, all 16 positions of every filter's block out, and tile
-        // rows that fit the block.
-        assert!(dy_image.len() == g.k * g.oh * g.ow, "winograd dM: not one image");
-        assert!(dm.len() >= 16 * plane_floats(g.k, tiles), "winograd dM: dM too short");
-        assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dM: block past the blocking");
-        // SAFETY: AVX-512F detected; the asserts above bound every access.
-        unsafe { transform_avx512(g, n, tiles, dy_image, block, dm) };
-        return true;
-    }
-    let _ = (g, b, dy_image, block, dm);
-    false
+) {
+    let (tiles, n) = (b.block_tiles(), b.tiles_w);
+    // The invariants every access below relies on: one whole image's
+    // dy in, all 16 positions of every filter's block out, and tile
+    // rows that fit the block.
+    assert!(dy_image.len() == g.k * g.oh * g.ow, "winograd dM: not one image");
+    assert!(dm.len() >= 16 * plane_floats(g.k, tiles), "winograd dM: dM too short");
+    assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dM: block past the blocking");
+    // SAFETY: `_token` (an Avx512Token) proves AVX-512F; the asserts
+    // above bound every access.
+    unsafe { transform_avx512(g, n, tiles, dy_image, block, dm) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -128,7 +128,7 @@ unsafe fn transform_avx512(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
     use crate::winograd_transforms::{RowBuffers, transform_output_gradient_portable};
@@ -136,6 +136,10 @@ mod tests {
 
     #[test]
     fn matches_the_portable_transform() {
+        let Some(token) = crate::simd::Simd::new(crate::simd::Isa::Avx512).avx512() else {
+            eprintln!("no AVX-512F: only the portable transform runs here");
+            return;
+        };
         let mut rng = SplitMix64::new(11);
         // (filters, h, w, padding, tile rows per block): odd and even output
         // sizes, more than one chunk of 16 tiles, one-row blocks.
@@ -153,9 +157,7 @@ mod tests {
                 let mut want = vec![f32::NAN; len];
                 transform_output_gradient_portable(&g, &b, &dy, block.clone(), &mut want, &mut bufs);
                 let mut got = vec![f32::NAN; len];
-                if !transform_output_gradient(&g, &b, &dy, block.clone(), &mut got) {
-                    return; // no AVX-512F: only the portable transform runs here
-                }
+                transform_output_gradient(token, &g, &b, &dy, block.clone(), &mut got);
                 let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "k {k} h {h} w {w} pad {pad} block {block:?}");
             }

@@ -21,6 +21,9 @@
 
 use kernels_core::ConvGeometry;
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Avx512Token;
+
 use crate::lanes::lane_range;
 use crate::winograd::{Blocking, plane_floats};
 
@@ -35,33 +38,30 @@ fn chunks(tiles_w: usize) -> usize {
     (tiles_w + 1).div_ceil(16)
 }
 
-/// Runs the transform and returns true on a CPU with AVX-512F; false
-/// (nothing done) otherwise. `pending` holds at least
+/// Runs the transform on the AVX-512F its token proves
+/// (winograd_transforms.rs dispatches). `pending` holds at least
 /// [`pending_floats`]`(b.tiles_w)` floats.
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_input_gradient(
+    _token: Avx512Token,
     g: &ConvGeometry,
     b: &Blocking,
     dv: &[f32],
     block: std::ops::Range<usize>,
     dx_image: &mut [f32],
     pending: &mut [f32],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let (tiles, n) = (b.block_tiles(), b.tiles_w);
-        // The invariants every access below relies on: all 16 positions of
-        // every channel's block in dV, one whole image in dx, the pending
-        // buffer, and tile rows that fit the block.
-        assert!(dv.len() >= 16 * plane_floats(g.c, tiles), "winograd dx: dV too short");
-        assert!(dx_image.len() == g.c * g.h * g.w, "winograd dx: not one image");
-        assert!(pending.len() >= pending_floats(n), "winograd dx: pending buffer too short");
-        assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dx: block past the blocking");
-        // SAFETY: AVX-512F detected; the asserts above bound every access.
-        unsafe { transform_avx512(g, n, tiles, dv, block, dx_image, pending) };
-        return true;
-    }
-    let _ = (g, b, dv, block, dx_image, pending);
-    false
+) {
+    let (tiles, n) = (b.block_tiles(), b.tiles_w);
+    // The invariants every access below relies on: all 16 positions of
+    // every channel's block in dV, one whole image in dx, the pending
+    // buffer, and tile rows that fit the block.
+    assert!(dv.len() >= 16 * plane_floats(g.c, tiles), "winograd dx: dV too short");
+    assert!(dx_image.len() == g.c * g.h * g.w, "winograd dx: not one image");
+    assert!(pending.len() >= pending_floats(n), "winograd dx: pending buffer too short");
+    assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dx: block past the blocking");
+    // SAFETY: `_token` (an Avx512Token) proves AVX-512F; the asserts
+    // above bound every access.
+    unsafe { transform_avx512(g, n, tiles, dv, block, dx_image, pending) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -195,7 +195,7 @@ unsafe fn transform_avx512(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
     use crate::winograd_transforms::{RowBuffers, transform_input_gradient_portable};
@@ -203,6 +203,10 @@ mod tests {
 
     #[test]
     fn matches_the_portable_transform() {
+        let Some(token) = crate::simd::Simd::new(crate::simd::Isa::Avx512).avx512() else {
+            eprintln!("no AVX-512F: only the portable transform runs here");
+            return;
+        };
         let mut rng = SplitMix64::new(9);
         // (input, padding, tile rows per block): odd and even widths, more
         // than one chunk of 16 tiles, padding 0 to 2, one-row blocks.
@@ -222,9 +226,7 @@ mod tests {
                 transform_input_gradient_portable(&g, &b, &dv, block.clone(), &mut want, &mut bufs);
                 let mut got = dx0.clone();
                 let mut pending = vec![0.0f32; pending_floats(tiles_w)];
-                if !transform_input_gradient(&g, &b, &dv, block.clone(), &mut got, &mut pending) {
-                    return; // no AVX-512F: only the portable transform runs here
-                }
+                transform_input_gradient(token, &g, &b, &dv, block.clone(), &mut got, &mut pending);
                 assert_eq!(got, want, "c {c} h {h} w {w} pad {pad} block {block:?}");
             }
         }

@@ -18,33 +18,33 @@
 
 use kernels_core::ConvGeometry;
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Avx512Token;
+
 use crate::lanes::lane_range;
 use crate::winograd::{Blocking, plane_floats};
 
-/// Runs the transform into `v` [16, C, block tiles] and returns true on a
-/// CPU with AVX-512F; false (nothing done) otherwise.
+/// Runs the transform into `v` [16, C, block tiles]; the token is the
+/// proof of AVX-512F (the caller, winograd_transforms.rs, dispatches).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_input(
+    _token: Avx512Token,
     g: &ConvGeometry,
     b: &Blocking,
     x_image: &[f32],
     block: std::ops::Range<usize>,
     v: &mut [f32],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let (tiles, n) = (b.block_tiles(), b.tiles_w);
-        // The invariants every access below relies on: one whole image in,
-        // all 16 positions of every channel's block out, and tile rows that
-        // fit the block.
-        assert!(x_image.len() == g.c * g.h * g.w, "winograd input: not one image");
-        assert!(v.len() >= 16 * plane_floats(g.c, tiles), "winograd input: V too short");
-        assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd input: block past the blocking");
-        // SAFETY: AVX-512F detected; the asserts above bound every access.
-        unsafe { transform_avx512(g, n, tiles, x_image, block, v) };
-        return true;
-    }
-    let _ = (g, b, x_image, block, v);
-    false
+) {
+    let (tiles, n) = (b.block_tiles(), b.tiles_w);
+    // The invariants every access below relies on: one whole image in,
+    // all 16 positions of every channel's block out, and tile rows that
+    // fit the block.
+    assert!(x_image.len() == g.c * g.h * g.w, "winograd input: not one image");
+    assert!(v.len() >= 16 * plane_floats(g.c, tiles), "winograd input: V too short");
+    assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd input: block past the blocking");
+    // SAFETY: `_token` (an Avx512Token) proves AVX-512F; the asserts
+    // above bound every access.
+    unsafe { transform_avx512(g, n, tiles, x_image, block, v) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -143,7 +143,7 @@ unsafe fn transform_avx512(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
     use crate::winograd_transforms::{RowBuffers, transform_input_portable};
@@ -151,6 +151,10 @@ mod tests {
 
     #[test]
     fn matches_the_portable_transform() {
+        let Some(token) = crate::simd::Simd::new(crate::simd::Isa::Avx512).avx512() else {
+            eprintln!("no AVX-512F: only the portable transform runs here");
+            return;
+        };
         let mut rng = SplitMix64::new(10);
         // (channels, h, w, padding, tile rows per block): odd and even
         // widths, more than one chunk of 16 tiles, padding 0 to 2, one-row
@@ -169,9 +173,7 @@ mod tests {
                 let mut want = vec![f32::NAN; len];
                 transform_input_portable(&g, &b, &x, block.clone(), &mut want, &mut bufs);
                 let mut got = vec![f32::NAN; len];
-                if !transform_input(&g, &b, &x, block.clone(), &mut got) {
-                    return; // no AVX-512F: only the portable transform runs here
-                }
+                transform_input(token, &g, &b, &x, block.clone(), &mut got);
                 // Bit for bit, NaN (never written) where the portable one
                 // left NaN too.
                 let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits() || a == b);

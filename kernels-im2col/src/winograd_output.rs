@@ -14,35 +14,35 @@
 
 use kernels_core::ConvGeometry;
 
+#[cfg(target_arch = "x86_64")]
+use crate::simd::Avx512Token;
+
 use crate::lanes::lane_range;
 use crate::winograd::{Blocking, plane_floats};
 
 /// Runs the transform into `y_image` [K, OH, OW] (the block's output rows)
-/// and returns true on a CPU with AVX-512F; false (nothing done) otherwise.
+/// on the AVX-512F its token proves (winograd_transforms.rs dispatches).
+#[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_output(
+    _token: Avx512Token,
     g: &ConvGeometry,
     b: &Blocking,
     m: &[f32],
     block: std::ops::Range<usize>,
     bias: Option<&[f32]>,
     y_image: &mut [f32],
-) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        let (tiles, n) = (b.block_tiles(), b.tiles_w);
-        // The invariants every access below relies on: all 16 positions of
-        // every filter's block in, one whole image's output, a bias per
-        // filter, and tile rows that fit the block.
-        assert!(m.len() >= 16 * plane_floats(g.k, tiles), "winograd output: M too short");
-        assert!(y_image.len() == g.k * g.oh * g.ow, "winograd output: not one image");
-        assert!(bias.is_none_or(|b| b.len() >= g.k), "winograd output: bias too short");
-        assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd output: block past the blocking");
-        // SAFETY: AVX-512F detected; the asserts above bound every access.
-        unsafe { transform_avx512(g, n, tiles, m, block, bias, y_image) };
-        return true;
-    }
-    let _ = (g, b, m, block, bias, y_image);
-    false
+) {
+    let (tiles, n) = (b.block_tiles(), b.tiles_w);
+    // The invariants every access below relies on: all 16 positions of
+    // every filter's block in, one whole image's output, a bias per
+    // filter, and tile rows that fit the block.
+    assert!(m.len() >= 16 * plane_floats(g.k, tiles), "winograd output: M too short");
+    assert!(y_image.len() == g.k * g.oh * g.ow, "winograd output: not one image");
+    assert!(bias.is_none_or(|b| b.len() >= g.k), "winograd output: bias too short");
+    assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd output: block past the blocking");
+    // SAFETY: `_token` (an Avx512Token) proves AVX-512F; the asserts
+    // above bound every access.
+    unsafe { transform_avx512(g, n, tiles, m, block, bias, y_image) };
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -114,7 +114,7 @@ unsafe fn transform_avx512(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
     use crate::winograd_transforms::{RowBuffers, transform_output_portable};
@@ -122,6 +122,10 @@ mod tests {
 
     #[test]
     fn matches_the_portable_transform() {
+        let Some(token) = crate::simd::Simd::new(crate::simd::Isa::Avx512).avx512() else {
+            eprintln!("no AVX-512F: only the portable transform runs here");
+            return;
+        };
         let mut rng = SplitMix64::new(13);
         // (filters, h, w, padding, tile rows per block, bias): odd and even
         // output sizes, more than one chunk of 16 tiles, one-row blocks.
@@ -145,9 +149,7 @@ mod tests {
                 let mut want = vec![f32::NAN; k * g.oh * g.ow];
                 transform_output_portable(&g, &b, &m, block.clone(), bias, &mut want, &mut bufs);
                 let mut got = vec![f32::NAN; k * g.oh * g.ow];
-                if !transform_output(&g, &b, &m, block.clone(), bias, &mut got) {
-                    return; // no AVX-512F: only the portable transform runs here
-                }
+                transform_output(token, &g, &b, &m, block.clone(), bias, &mut got);
                 // Bit for bit; NaN (not written) outside the block's rows in both.
                 let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                 assert!(same, "k {k} h {h} w {w} pad {pad} block {block:?}");

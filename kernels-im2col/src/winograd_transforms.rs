@@ -16,6 +16,8 @@
 
 use kernels_core::ConvGeometry;
 
+use crate::simd::{Isa, Simd};
+
 use crate::winograd::{Blocking, POSITIONS, plane_floats};
 
 /// Arrays of tiles_w + 1 floats in a worker's [`RowBuffers`].
@@ -117,6 +119,7 @@ fn add_split(dst: &mut [f32], shift: usize, even: &[f32], odd: &[f32]) {
 /// V [16, C, T] = Bᵀ d B for every channel and tile of a block: in
 /// AVX-512 registers where the CPU has them (winograd_input.rs).
 pub(crate) fn transform_input(
+    simd: Simd,
     g: &ConvGeometry,
     b: &Blocking,
     x_image: &[f32],
@@ -124,9 +127,13 @@ pub(crate) fn transform_input(
     v: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    if !crate::winograd_input::transform_input(g, b, x_image, block.clone(), v) {
-        transform_input_portable(g, b, x_image, block, v, bufs);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(token) = simd.avx512() {
+        crate::simd::count(Isa::Avx512);
+        return crate::winograd_input::transform_input(token, g, b, x_image, block, v);
     }
+    crate::simd::count(Isa::Portable);
+    transform_input_portable(g, b, x_image, block, v, bufs);
 }
 
 /// [`transform_input`] in plain loops over tile-row arrays: any CPU
@@ -187,7 +194,9 @@ pub(crate) fn transform_input_portable(
 
 /// y tiles = Aᵀ M A (+ bias) for every filter and tile of a block: in
 /// AVX-512 registers where the CPU has them (winograd_output.rs).
+#[allow(clippy::too_many_arguments)] // the ISA, the block and its operands; a struct would only rename them
 pub(crate) fn transform_output(
+    simd: Simd,
     g: &ConvGeometry,
     b: &Blocking,
     m: &[f32],
@@ -196,9 +205,13 @@ pub(crate) fn transform_output(
     y_image: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    if !crate::winograd_output::transform_output(g, b, m, block.clone(), bias, y_image) {
-        transform_output_portable(g, b, m, block, bias, y_image, bufs);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(token) = simd.avx512() {
+        crate::simd::count(Isa::Avx512);
+        return crate::winograd_output::transform_output(token, g, b, m, block, bias, y_image);
     }
+    crate::simd::count(Isa::Portable);
+    transform_output_portable(g, b, m, block, bias, y_image, bufs);
 }
 
 /// [`transform_output`] in plain loops over tile-row arrays: any CPU
@@ -264,6 +277,7 @@ fn interleave(even: &[f32], odd: &[f32], out: &mut [f32]) {
 /// as zero past the last row and column, where a tile overhangs): in
 /// AVX-512 registers where the CPU has them (winograd_dm.rs).
 pub(crate) fn transform_output_gradient(
+    simd: Simd,
     g: &ConvGeometry,
     b: &Blocking,
     dy_image: &[f32],
@@ -271,9 +285,13 @@ pub(crate) fn transform_output_gradient(
     dm: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    if !crate::winograd_dm::transform_output_gradient(g, b, dy_image, block.clone(), dm) {
-        transform_output_gradient_portable(g, b, dy_image, block, dm, bufs);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(token) = simd.avx512() {
+        crate::simd::count(Isa::Avx512);
+        return crate::winograd_dm::transform_output_gradient(token, g, b, dy_image, block, dm);
     }
+    crate::simd::count(Isa::Portable);
+    transform_output_gradient_portable(g, b, dy_image, block, dm, bufs);
 }
 
 /// [`transform_output_gradient`] in plain loops over tile-row arrays: any
@@ -337,6 +355,7 @@ pub(crate) fn transform_output_gradient_portable(
 /// dx += B dV Bᵀ per tile, scatter-added (patches overlap by two pixels):
 /// in AVX-512 registers where the CPU has them (winograd_dx.rs).
 pub(crate) fn transform_input_gradient(
+    simd: Simd,
     g: &ConvGeometry,
     b: &Blocking,
     dv: &[f32],
@@ -344,9 +363,21 @@ pub(crate) fn transform_input_gradient(
     dx_image: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    if !crate::winograd_dx::transform_input_gradient(g, b, dv, block.clone(), dx_image, &mut bufs.pending_chunks) {
-        transform_input_gradient_portable(g, b, dv, block, dx_image, bufs);
+    #[cfg(target_arch = "x86_64")]
+    if let Some(token) = simd.avx512() {
+        crate::simd::count(Isa::Avx512);
+        return crate::winograd_dx::transform_input_gradient(
+            token,
+            g,
+            b,
+            dv,
+            block,
+            dx_image,
+            &mut bufs.pending_chunks,
+        );
     }
+    crate::simd::count(Isa::Portable);
+    transform_input_gradient_portable(g, b, dv, block, dx_image, bufs);
 }
 
 /// [`transform_input_gradient`] in plain loops over tile-row arrays: any

@@ -7,7 +7,7 @@ use kernels_core::{
     Backend, Conv2d, GradRequest, LinearGeometry, Optimizer, Pool2d, PoolKind, Shaped, SplitMix64, Tensor, Tolerance,
     compare,
 };
-use kernels_im2col::{ConvPath, Im2col, TileTargets};
+use kernels_im2col::{ConvPath, Im2col, Isa, TileTargets};
 use kernels_naive::Naive;
 
 fn random(rng: &mut SplitMix64, shape: &[usize]) -> Tensor<f64> {
@@ -111,18 +111,6 @@ fn winograd_matches_the_reference() {
     assert_eq!(three.conv_plan(&g).path, ConvPath::Unfold);
 }
 
-/// Whether this CPU has AVX-512F (small_gemm.rs's kernel).
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 #[test]
 fn unpacked_gemms_matches_the_reference() {
     let mut rng = SplitMix64::new(31);
@@ -131,7 +119,12 @@ fn unpacked_gemms_matches_the_reference() {
     // block), pixel tiles, grouped images, stride-2 dX by phase
     // (subpixel_dx.rs); 1 to 3 threads.
     let small = TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, ..TileTargets::default() };
-    let backends = [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap().with_tile_targets(small));
+    // Every ISA this CPU has: below AVX-512 the same plans keep
+    // matrixmultiply (and col2im for dX).
+    let backends: Vec<Im2col> = Isa::supported()
+        .into_iter()
+        .flat_map(|isa| [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap().with_tile_targets(small).with_isa(isa)))
+        .collect();
     let cases = [
         ([3, 16, 12, 12], [40, 3, 3], Conv2d::new(2, 1)), // strided (phased), 40 filters: a masked column block
         ([5, 20, 9, 9], [32, 3, 3], Conv2d::new(1, 1)),   // 20 channels split 8 + 8 + 4
@@ -146,9 +139,10 @@ fn unpacked_gemms_matches_the_reference() {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
         for backend in &backends {
             let plan = backend.conv_plan(&g);
-            assert_eq!(plan.unpacked_gemms, avx512(), "{x:?} {f:?}: {plan:?}");
+            let avx512 = plan.isa == Isa::Avx512;
+            assert_eq!(plan.unpacked_gemms, avx512, "{x:?} {f:?}: {plan:?}");
             let by_phase = params.stride == [2, 2] && x[2] == 2 * g.oh && x[3] == 2 * g.ow;
-            assert_eq!(plan.subpixel_dx, avx512() && by_phase, "{x:?} {f:?}: {plan:?}");
+            assert_eq!(plan.subpixel_dx, avx512 && by_phase, "{x:?} {f:?}: {plan:?}");
             conv_case(backend, &mut rng, x, f, params);
         }
     }
