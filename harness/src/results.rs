@@ -110,6 +110,11 @@ pub struct Record {
     pub device_split: Option<DeviceSplit>,
 }
 
+/// The largest value [`Report::check_values`] accepts in any field: far
+/// above any real rate (GFLOP/s, GB/s, examples/s) or time in ms, far below
+/// where a log axis's bounds overflow.
+pub const PLAUSIBLE_MAX: f64 = 1e12;
+
 /// LeNet training throughput of one backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LenetRecord {
@@ -172,6 +177,53 @@ impl Report {
             r.bound_gflops = self.ceilings.bound(&r.compute_ceiling, r.intensity);
             r.pct_of_bound = 100.0 * r.gflops / r.bound_gflops;
         }
+    }
+
+    /// Every number a chart or table is drawn from must be one a run can
+    /// produce: finite, not negative, at most [`PLAUSIBLE_MAX`]. Returns the
+    /// first offending field, named.
+    pub fn check_values(&self) -> std::result::Result<(), String> {
+        let check = |what: String, v: f64| {
+            if v.is_finite() && (0.0..=PLAUSIBLE_MAX).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{what} is {v:e}, not a value a run can produce (finite, 0 to {PLAUSIBLE_MAX:e})"))
+            }
+        };
+        let c = &self.ceilings;
+        for (name, ceiling) in
+            [("sgemm", Some(&c.sgemm)), ("copy", Some(&c.copy)), ("opencl_gemm", c.opencl_gemm.as_ref())]
+        {
+            if let Some(ceiling) = ceiling {
+                check(format!("ceilings.{name}.rate"), ceiling.rate)?;
+                check(format!("ceilings.{name}.rate_median"), ceiling.rate_median)?;
+            }
+        }
+        for r in &self.records {
+            let at = |field: &str| format!("record {} {} {}: {field}", r.op, r.shape, r.backend);
+            for (field, v) in [
+                ("intensity", r.intensity),
+                ("median_ms", r.median_ms),
+                ("min_ms", r.min_ms),
+                ("max_ms", r.max_ms),
+                ("gflops", r.gflops),
+                ("gbps", r.gbps),
+                ("bound_gflops", r.bound_gflops),
+                ("pct_of_bound", r.pct_of_bound),
+                ("max_abs_err", r.max_abs_err),
+                ("max_rel_err", r.max_rel_err),
+            ] {
+                check(at(field), v)?;
+            }
+            if let Some(s) = r.speedup_vs_naive {
+                check(at("speedup_vs_naive"), s)?;
+            }
+        }
+        for l in &self.lenet {
+            check(format!("lenet {}: examples_per_s", l.backend), l.examples_per_s)?;
+            check(format!("lenet {}: seconds", l.backend), l.seconds)?;
+        }
+        Ok(())
     }
 
     /// The record of `op` on `shape` by `backend`, if measured.
