@@ -80,6 +80,32 @@ pub struct Args {
     /// backend's own choice (KERNELS_OPENCL_DEVICE, else a GPU, else any).
     #[arg(long)]
     pub opencl_device: Option<String>,
+
+    /// Same-run peers: auto (PyTorch when its Python can import torch, else
+    /// a note), pytorch (required: an error when it cannot start), none.
+    #[arg(long, default_value = "auto")]
+    pub peers: String,
+
+    /// The Python that runs the PyTorch peer (default: python3; `make peers`
+    /// builds target/peers-venv, which `make report` passes here).
+    #[arg(long, env = "KERNELS_PYTHON")]
+    pub python: Option<PathBuf>,
+
+    /// A replacement for the embedded harness/peers/torch_ops.py speaking the
+    /// same protocol (the tests' fake peer).
+    #[arg(long, hide = true)]
+    pub peer_script: Option<PathBuf>,
+}
+
+/// Whether and how the PyTorch peer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerMode {
+    /// Not started.
+    Off,
+    /// Started; when it cannot start, the report notes why.
+    Auto,
+    /// Started; when it cannot start, the run fails.
+    Required,
 }
 
 /// What a run measures, resolved and checked.
@@ -91,6 +117,7 @@ pub struct Selection {
     pub required: Vec<BackendKind>,
     pub ops: Vec<Op>,
     pub shapes: Vec<Shape>,
+    pub peers: PeerMode,
 }
 
 fn unknown(what: &str, name: &str, known: &[&str]) -> HarnessError {
@@ -181,7 +208,13 @@ impl Args {
         if !shapes.iter().any(|s| ops.iter().any(|o| o.family() == s.family())) {
             return Err(HarnessError::Usage("no selected op runs on any selected shape".into()));
         }
-        Ok(Selection { backends, required, ops, shapes })
+        let peers = match self.peers.as_str() {
+            "auto" => PeerMode::Auto,
+            "pytorch" => PeerMode::Required,
+            "none" => PeerMode::Off,
+            other => return Err(unknown("peers", other, &["auto", "pytorch", "none"])),
+        };
+        Ok(Selection { backends, required, ops, shapes, peers })
     }
 }
 
@@ -235,9 +268,14 @@ mod tests {
 
     #[test]
     fn bad_names_are_usage_errors() {
-        for line in
-            ["--backends cuda", "--ops conv-fwd2", "--shapes vgg", "--threads 0", "--ops pool --shapes lenet-c1"]
-        {
+        for line in [
+            "--backends cuda",
+            "--ops conv-fwd2",
+            "--shapes vgg",
+            "--threads 0",
+            "--ops pool --shapes lenet-c1",
+            "--peers tf",
+        ] {
             assert!(matches!(args(line).selection(), Err(HarnessError::Usage(_))), "{line}");
         }
     }

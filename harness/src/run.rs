@@ -10,12 +10,13 @@ use kernels_naive::Naive;
 
 use crate::backends::{BackendKind, Backends, ClProfile, opencl_gemm_ceiling};
 use crate::ceilings;
-use crate::cli::{Args, Selection};
+use crate::cli::{Args, PeerMode, Selection};
 use crate::error::{HarnessError, Result};
 use crate::machine::{Machine, Revision, utc_now};
 use crate::markdown::{self, sig};
 use crate::measure::{DeviceProfile, Job, NoProfile};
 use crate::ops::{Op, Shape};
+use crate::peers::{PeerStatus, TORCH, TorchPeer, Unavailable, python_or_default};
 use crate::problem::{Inputs, Oracle, upload};
 use crate::progress::Progress;
 use crate::results::{Ceilings, Record, Report, SCHEMA_MD};
@@ -31,6 +32,8 @@ struct Context<'a> {
     policy: Policy,
     progress: &'a mut Progress,
     records: Vec<Record>,
+    /// The PyTorch peer, when it started.
+    torch: Option<TorchPeer>,
 }
 
 fn summary(r: &Record) -> String {
@@ -124,6 +127,14 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
                 }
             }
         }
+        if let Some(peer) = ctx.torch.as_mut() {
+            ctx.progress.start(&format!("{} on {} (ops {})", TORCH, shape.name(), ops.len()));
+            let records = peer.measure_shape(shape, &ops, &inputs, &oracle, &ctx.policy)?;
+            for record in records {
+                ctx.progress.finish_one(&summary(&record));
+                ctx.records.push(record);
+            }
+        }
         oracle.clear();
     }
     Ok(())
@@ -145,6 +156,33 @@ fn setup(what: &str) -> impl Fn(String) -> HarnessError + '_ {
     move |e| HarnessError::Setup(format!("{what}: {e}"))
 }
 
+/// Starts the PyTorch peer as `selection.peers` asks; its status for the
+/// report either way.
+fn start_torch(args: &Args, selection: &Selection) -> Result<(Option<TorchPeer>, PeerStatus)> {
+    let python = python_or_default(args.python.as_deref());
+    let skipped = |why: String| PeerStatus {
+        peer: TORCH.into(),
+        command: python.display().to_string(),
+        info: None,
+        skipped: Some(why),
+    };
+    if selection.peers == PeerMode::Off {
+        return Ok((None, skipped("--peers none".into())));
+    }
+    match TorchPeer::start(&python, args.peer_script.as_deref(), args.threads)? {
+        Ok(peer) => {
+            eprintln!("peer: {} ({})", peer.info.detail, peer.command);
+            let status = peer.status();
+            Ok((Some(peer), status))
+        }
+        Err(Unavailable(why)) if selection.peers == PeerMode::Auto => {
+            eprintln!("peer: PyTorch not measured: {why}");
+            Ok((None, skipped(why)))
+        }
+        Err(Unavailable(why)) => Err(HarnessError::Setup(format!("--peers pytorch: the peer cannot start: {why}"))),
+    }
+}
+
 /// Measures what `args` selects and returns the report (nothing written yet).
 pub fn run(args: &Args, command: String) -> Result<Report> {
     let selection = args.selection()?;
@@ -152,24 +190,37 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     let mut notes = Vec::new();
     let backends = Backends::build(&selection, args.threads, args.opencl_device.as_deref(), &mut notes)?;
     let selection = Selection { backends: backends.kinds(), ..selection };
+    let (torch, peer_status) = start_torch(args, &selection)?;
+    if let Some(why) = &peer_status.skipped {
+        notes.push(format!("PyTorch peer not measured (its columns are empty): {why}"));
+    }
+    let timed_kinds = selection.backends.len() + usize::from(torch.is_some());
     let total: usize = selection
         .shapes
         .iter()
-        .map(|s| selection.ops.iter().filter(|o| o.family() == s.family()).count() * selection.backends.len())
+        .map(|s| selection.ops.iter().filter(|o| o.family() == s.family()).count() * timed_kinds)
         .sum();
     let mut progress = Progress::new(total as u64);
 
     let before = measure_ceilings(args, &backends, &progress)?;
     let ctx_policy = if args.quick { Policy::quick() } else { Policy::full() };
-    let mut ctx = Context { policy: ctx_policy, progress: &mut progress, records: Vec::new() };
+    let mut ctx = Context { policy: ctx_policy, progress: &mut progress, records: Vec::new(), torch };
     measure_all(&mut ctx, &backends, &selection)?;
     let records = std::mem::take(&mut ctx.records);
+    let mut torch = ctx.torch.take();
     let ceilings = before.best_of(measure_ceilings(args, &backends, &progress)?);
 
     progress.finish();
     let lenet = if args.lenet {
         eprintln!("LeNet training throughput");
-        lenet_throughput::measure_all(&backends, &selection.backends, args.lenet_steps, args.quick, &mut notes)?
+        lenet_throughput::measure_all(
+            &backends,
+            &selection.backends,
+            torch.as_mut(),
+            args.lenet_steps,
+            args.quick,
+            &mut notes,
+        )?
     } else {
         Vec::new()
     };
@@ -187,6 +238,7 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         ceilings,
         records,
         lenet,
+        peers: vec![peer_status],
         notes,
     };
     report.fill_speedups();
@@ -195,7 +247,11 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|source| HarnessError::Io { action: "writing", path: path.to_path_buf(), source })
+    std::fs::write(path, text).map_err(|source| HarnessError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Makes sure `dir` exists and a file can be created in it, before anything
