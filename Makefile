@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SETUP_PACKAGES := ocl-icd-opencl-dev pocl-opencl-icd clinfo dataset-fashion-mnist
 
-.PHONY: setup test lenet bench report fmt clippy
+.PHONY: setup test lenet bench report peers fmt clippy
 
 setup:
 	@missing=""; \
@@ -34,9 +34,29 @@ bench: setup
 	$(CARGO) bench -p harness --bench ops -- $(BENCH)
 
 # Regenerates reports/ (results.json, SCHEMA.md, README.md, SVG charts):
-# every backend, every suite shape, LeNet throughput; about 3-4 minutes.
+# every backend, every suite shape, LeNet throughput, and the PyTorch peer
+# measured in the same run when target/peers-venv exists (`make peers`), or
+# KERNELS_PYTHON names a Python that imports torch; without it the report
+# says the peer was skipped. About 3-4 minutes.
+PEERS_VENV := target/peers-venv
 report: setup
+	@if [ -z "$$KERNELS_PYTHON" ] && [ -x $(PEERS_VENV)/bin/python ]; then export KERNELS_PYTHON=$(PEERS_VENV)/bin/python; fi; \
 	$(CARGO) run --release -p harness -- --out reports --lenet
+
+# The same-run peers' Python: a venv under target/ with torch (and numpy)
+# from PyPI. Idempotent: does nothing once torch imports. PyPI's Linux wheel
+# of torch pulls the CUDA libraries too (measured: about 3 GB downloaded,
+# several minutes); the peer runs on the CPU only.
+PEERS_PYTHON ?= python3
+peers:
+	@if [ -x $(PEERS_VENV)/bin/python ] && $(PEERS_VENV)/bin/python -c 'import torch, numpy' 2>/dev/null; then \
+	  echo "peers: $$($(PEERS_VENV)/bin/python -c 'import torch; print("torch", torch.__version__)') already in $(PEERS_VENV)"; \
+	  exit 0; \
+	fi; \
+	start=$$(date +%s); \
+	$(PEERS_PYTHON) -m venv $(PEERS_VENV) && \
+	$(PEERS_VENV)/bin/pip install --quiet --progress-bar off torch numpy && \
+	echo "peers: torch installed in $(PEERS_VENV) in $$(( $$(date +%s) - start )) s ($$(du -sh $(PEERS_VENV) | cut -f1) on disk)"
 
 fmt:
 	$(CARGO) fmt --all -- --check

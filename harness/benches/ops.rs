@@ -2,8 +2,9 @@
 //!
 //! - One group per op (`conv-fwd`, `conv-bwd`, `conv-dx`, `conv-dw`,
 //!   `conv-db`, `pool-fwd`, `pool-bwd`, `linear-fwd`, `linear-bwd`), ids
-//!   `backend/shape`, `Throughput::Elements(flops)`: criterion's "elem/s"
-//!   is FLOP/s (kernels_core::cost, multiply + add = 2).
+//!   `backend/shape`, `Throughput::Elements(flops)` printed as GFLOP/s by
+//!   [`FlopTime`] (criterion's own formatter would say "Gelem/s"; FLOPs from
+//!   kernels_core::cost, multiply + add = 2).
 //! - Each benchmark validates once against the f64 naive oracle before it
 //!   is timed (only when criterion's filter selects it), and exits non-zero
 //!   on a mismatch. Each timed call is synchronised (OpenCL) inside the
@@ -20,16 +21,66 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use criterion::measurement::WallTime;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{BenchmarkGroup, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main};
 use harness::backends::{BackendKind, Backends};
-use harness::cli::Selection;
+use harness::cli::{PeerMode, Selection};
 use harness::ops::{Op, Shape};
 use harness::problem::{DeviceInputs, Inputs, Oracle, run_op, upload, validate};
+use harness::timing::scale_flop_rate;
 use kernels_core::Backend;
 use kernels_naive::Naive;
 
 const THREADS: usize = 2;
+
+/// Wall time, as criterion's `WallTime`, with throughput in FLOP/s: every
+/// group's `Throughput::Elements` is a FLOP count.
+struct FlopTime;
+
+struct FlopFormatter;
+
+impl ValueFormatter for FlopFormatter {
+    fn scale_values(&self, typical_ns: f64, values: &mut [f64]) -> &'static str {
+        WallTime.formatter().scale_values(typical_ns, values)
+    }
+
+    fn scale_throughputs(&self, typical_ns: f64, throughput: &Throughput, values: &mut [f64]) -> &'static str {
+        match *throughput {
+            Throughput::Elements(flops) | Throughput::ElementsAndBytes { elements: flops, .. } => {
+                scale_flop_rate(flops as f64, typical_ns, values)
+            }
+            _ => WallTime.formatter().scale_throughputs(typical_ns, throughput, values),
+        }
+    }
+
+    fn scale_for_machines(&self, values: &mut [f64]) -> &'static str {
+        WallTime.formatter().scale_for_machines(values)
+    }
+}
+
+impl Measurement for FlopTime {
+    type Intermediate = Instant;
+    type Value = Duration;
+
+    fn start(&self) -> Instant {
+        WallTime.start()
+    }
+    fn end(&self, started: Instant) -> Duration {
+        WallTime.end(started)
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        WallTime.to_f64(value)
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &FlopFormatter
+    }
+}
 const NAIVE_MAX_FLOPS: u64 = 150_000_000;
 
 /// A benchmark cannot return an error: print it and stop with status 1.
@@ -67,7 +118,7 @@ fn prepare<B: Backend<Elem = f32>>(shared: &mut Shared, be: &B, id: &str, op: Op
 }
 
 fn bench_one<B: Backend<Elem = f32>>(
-    group: &mut BenchmarkGroup<WallTime>,
+    group: &mut BenchmarkGroup<FlopTime>,
     shared: &mut Shared,
     kind: BackendKind,
     be: &B,
@@ -108,9 +159,9 @@ fn selected_backends() -> (Vec<BackendKind>, Vec<BackendKind>) {
     }
 }
 
-fn ops(c: &mut Criterion) {
+fn ops(c: &mut Criterion<FlopTime>) {
     let (backends, required) = selected_backends();
-    let selection = Selection { backends, required, ops: Op::ALL.to_vec(), shapes: Shape::all() };
+    let selection = Selection { backends, required, ops: Op::ALL.to_vec(), shapes: Shape::all(), peers: PeerMode::Off };
     let mut notes = Vec::new();
     let backends = Backends::build(&selection, THREADS, None, &mut notes).unwrap_or_else(|e| fail("setup", e));
     notes.iter().for_each(|n| eprintln!("bench: {n}"));
@@ -142,5 +193,9 @@ fn ops(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, ops);
+criterion_group! {
+    name = benches;
+    config = Criterion::default().with_measurement(FlopTime);
+    targets = ops
+}
 criterion_main!(benches);

@@ -60,11 +60,26 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
         .collect()
 }
 
-/// Bounds of a log axis covering `values` with some room.
-fn log_range(values: impl Iterator<Item = f64>, below: f64, above: f64) -> (f64, f64) {
+/// The widest log axis a chart draws: values spanning more than this many
+/// decades are not measurements (and their tick loop would not end).
+const MAX_DECADES: f64 = 24.0;
+
+/// Bounds of a log axis covering `values` with some room. Non-positive and
+/// non-finite values are not drawn; a range wider than [`MAX_DECADES`] (or one
+/// whose bounds overflow, as 1e308 x 3 does) is an error, never a hang.
+fn log_range(values: impl Iterator<Item = f64>, below: f64, above: f64) -> Result<(f64, f64), String> {
     let (lo, hi) =
         values.filter(|v| *v > 0.0 && v.is_finite()).fold((f64::MAX, f64::MIN), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    if lo > hi { (0.1, 10.0) } else { (lo / below, hi * above) }
+    if lo > hi {
+        return Ok((0.1, 10.0));
+    }
+    let (lo, hi) = (lo / below, hi * above);
+    let decades = (hi / lo).log10();
+    if lo > 0.0 && hi.is_finite() && decades <= MAX_DECADES {
+        Ok((lo, hi))
+    } else {
+        Err(format!("values from {lo:e} to {hi:e} span more than {MAX_DECADES} decades: not a measurement"))
+    }
 }
 
 /// GFLOP/s per shape, one bar per backend, for `op`. Returns the file's
@@ -103,7 +118,7 @@ fn draw_bars(
     threads: usize,
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
-    let (lo, hi) = log_range(records.iter().map(|r| r.gflops), 2.0, 3.0);
+    let (lo, hi) = log_range(records.iter().map(|r| r.gflops), 2.0, 3.0)?;
     let title = format!("{}: GFLOP/s per shape ({threads} CPU threads)", op.title());
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
@@ -181,8 +196,8 @@ fn draw_roofline(
     let bw = report.ceilings.copy.rate;
     let cl = report.ceilings.opencl_gemm.as_ref().map(|c| c.rate);
     let ridge = peak / bw;
-    let (x_lo, x_hi) = log_range(report.records.iter().map(|r| r.intensity).chain([ridge]), 2.0, 2.0);
-    let (y_lo, y_hi) = log_range(report.records.iter().map(|r| r.gflops).chain([peak]), 2.0, 2.0);
+    let (x_lo, x_hi) = log_range(report.records.iter().map(|r| r.intensity).chain([ridge]), 2.0, 2.0)?;
+    let (y_lo, y_hi) = log_range(report.records.iter().map(|r| r.gflops).chain([peak]), 2.0, 2.0)?;
     let title = format!("Roofline: sgemm {} GFLOP/s, copy {} GB/s ({} threads)", sig(peak), sig(bw), report.threads);
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 20))
@@ -263,6 +278,39 @@ mod tests {
         assert_eq!(log_ticks(0.15, 3.2), [0.2, 0.5, 1.0, 2.0]);
         assert_eq!(log_ticks(0.5, 600.0), [1.0, 3.0, 10.0, 30.0, 100.0, 300.0]);
         assert_eq!(log_ticks(0.01, 1e4), [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]);
+    }
+
+    /// Runs `write_all` on its own thread; None when it did not finish in
+    /// two minutes (a hang detector for the tick loop, not a speed test:
+    /// a correct run takes milliseconds).
+    fn write_all_or_hang(report: Report, dir: PathBuf) -> Option<Result<Vec<PathBuf>>> {
+        let (send, receive) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = send.send(write_all(&report, &dir));
+        });
+        receive.recv_timeout(std::time::Duration::from_secs(120)).ok()
+    }
+
+    #[test]
+    fn absurd_values_are_an_error_not_a_hang() {
+        let dir = std::env::temp_dir().join(format!("harness-charts-absurd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (gflops, intensity) in [(1e308, 1.0), (1.0, 1e308), (1e-300, 1.0)] {
+            let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0)]);
+            report.records[1].gflops = gflops;
+            report.records[1].intensity = intensity;
+            match write_all_or_hang(report, dir.clone()) {
+                None => panic!("write_all hung on gflops {gflops:e}, intensity {intensity:e}"),
+                Some(Ok(files)) => panic!("write_all drew gflops {gflops:e}, intensity {intensity:e}: {files:?}"),
+                Some(Err(e)) => assert!(e.to_string().contains("decades"), "{e}"),
+            }
+        }
+        // Non-finite values are left out of the axes and the run still draws.
+        let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0)]);
+        report.records[1].gflops = f64::NAN;
+        report.records[0].intensity = f64::INFINITY;
+        assert!(matches!(write_all_or_hang(report, dir.clone()), Some(Ok(_))));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -12,6 +12,20 @@ use crate::ops::{Family, Op, Shape};
 /// family, small enough for CI.
 pub const QUICK_SHAPES: [&str; 3] = ["lenet-c2", "lenet-p1", "lenet-fc1"];
 
+/// `--threads` above this multiple of the logical cores is refused unless
+/// `--force-threads`: oversubscribed threads measure contention, and 1000
+/// threads on 2 cores make a quick run take minutes.
+pub const MAX_THREADS_PER_CORE: usize = 4;
+
+/// The most `--lenet-steps` a run accepts (at batch 256 that is hours on the
+/// slowest backend): the count sizes the run and its loss record.
+pub const MAX_LENET_STEPS: usize = 100_000;
+
+/// Logical cores this process may use.
+pub fn logical_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Validate-then-time every op x shape x backend; write results.json,
 /// README.md and SVG charts.
 #[derive(Debug, Clone, Parser)]
@@ -32,9 +46,14 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     pub shapes: Option<Vec<String>>,
 
-    /// CPU threads for im2col and the ceilings.
+    /// CPU threads for im2col and the ceilings (at most 4x the logical
+    /// cores unless --force-threads).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
+
+    /// Accept a --threads above 4x the logical cores.
+    #[arg(long)]
+    pub force_threads: bool,
 
     /// Few repeats and small shapes: checks every path (CI), not for reading.
     #[arg(long)]
@@ -48,7 +67,7 @@ pub struct Args {
     #[arg(long)]
     pub lenet: bool,
 
-    /// Timed LeNet training steps per backend (batch 256).
+    /// Timed LeNet training steps per backend (batch 256), 1 to 100000.
     #[arg(long, default_value_t = 20)]
     pub lenet_steps: usize,
 
@@ -61,6 +80,32 @@ pub struct Args {
     /// backend's own choice (KERNELS_OPENCL_DEVICE, else a GPU, else any).
     #[arg(long)]
     pub opencl_device: Option<String>,
+
+    /// Same-run peers: auto (PyTorch when its Python can import torch, else
+    /// a note), pytorch (required: an error when it cannot start), none.
+    #[arg(long, default_value = "auto")]
+    pub peers: String,
+
+    /// The Python that runs the PyTorch peer (default: python3; `make peers`
+    /// builds target/peers-venv, which `make report` passes here).
+    #[arg(long, env = "KERNELS_PYTHON")]
+    pub python: Option<PathBuf>,
+
+    /// A replacement for the embedded harness/peers/torch_ops.py speaking the
+    /// same protocol (the tests' fake peer).
+    #[arg(long, hide = true)]
+    pub peer_script: Option<PathBuf>,
+}
+
+/// Whether and how the PyTorch peer runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerMode {
+    /// Not started.
+    Off,
+    /// Started; when it cannot start, the report notes why.
+    Auto,
+    /// Started; when it cannot start, the run fails.
+    Required,
 }
 
 /// What a run measures, resolved and checked.
@@ -72,6 +117,7 @@ pub struct Selection {
     pub required: Vec<BackendKind>,
     pub ops: Vec<Op>,
     pub shapes: Vec<Shape>,
+    pub peers: PeerMode,
 }
 
 fn unknown(what: &str, name: &str, known: &[&str]) -> HarnessError {
@@ -88,6 +134,20 @@ impl Args {
     pub fn selection(&self) -> Result<Selection> {
         if self.threads == 0 {
             return Err(HarnessError::Usage("--threads must be at least 1".into()));
+        }
+        let cores = logical_cores();
+        if self.threads > MAX_THREADS_PER_CORE * cores && !self.force_threads {
+            return Err(HarnessError::Usage(format!(
+                "--threads {} is more than {MAX_THREADS_PER_CORE}x the {cores} logical cores this process may use: \
+                 oversubscribed threads time contention, not the kernels (pass --force-threads to run anyway)",
+                self.threads
+            )));
+        }
+        if !(1..=MAX_LENET_STEPS).contains(&self.lenet_steps) {
+            return Err(HarnessError::Usage(format!(
+                "--lenet-steps {} is out of range: 1 to {MAX_LENET_STEPS}",
+                self.lenet_steps
+            )));
         }
         let mut backends = Vec::new();
         let mut required = Vec::new();
@@ -148,7 +208,13 @@ impl Args {
         if !shapes.iter().any(|s| ops.iter().any(|o| o.family() == s.family())) {
             return Err(HarnessError::Usage("no selected op runs on any selected shape".into()));
         }
-        Ok(Selection { backends, required, ops, shapes })
+        let peers = match self.peers.as_str() {
+            "auto" => PeerMode::Auto,
+            "pytorch" => PeerMode::Required,
+            "none" => PeerMode::Off,
+            other => return Err(unknown("peers", other, &["auto", "pytorch", "none"])),
+        };
+        Ok(Selection { backends, required, ops, shapes, peers })
     }
 }
 
@@ -183,10 +249,33 @@ mod tests {
     }
 
     #[test]
+    fn thread_counts_far_above_the_cores_need_force() {
+        let too_many = MAX_THREADS_PER_CORE * logical_cores() + 1;
+        let err = args(&format!("--threads {too_many}")).selection().unwrap_err();
+        assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--force-threads")), "{err}");
+        assert!(args(&format!("--threads {too_many} --force-threads")).selection().is_ok());
+        assert!(args(&format!("--threads {}", logical_cores())).selection().is_ok());
+    }
+
+    #[test]
+    fn lenet_steps_are_bounded() {
+        for steps in ["0", "1000000000000", &usize::MAX.to_string()] {
+            let err = args(&format!("--lenet --lenet-steps {steps}")).selection().unwrap_err();
+            assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--lenet-steps")), "{steps}: {err}");
+        }
+        assert!(args(&format!("--lenet --lenet-steps {MAX_LENET_STEPS}")).selection().is_ok());
+    }
+
+    #[test]
     fn bad_names_are_usage_errors() {
-        for line in
-            ["--backends cuda", "--ops conv-fwd2", "--shapes vgg", "--threads 0", "--ops pool --shapes lenet-c1"]
-        {
+        for line in [
+            "--backends cuda",
+            "--ops conv-fwd2",
+            "--shapes vgg",
+            "--threads 0",
+            "--ops pool --shapes lenet-c1",
+            "--peers tf",
+        ] {
             assert!(matches!(args(line).selection(), Err(HarnessError::Usage(_))), "{line}");
         }
     }

@@ -27,11 +27,24 @@ pub enum HarnessError {
     #[error("{0}")]
     Usage(String),
 
-    #[error("writing {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// A file or directory could not be read, written or created; `action`
+    /// says which ("reading", "writing", "creating directory").
+    #[error("{action} {path}: {source}")]
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
 
-    #[error("results.json (de)serialisation: {0}")]
+    /// A results.json (or whichever file was given) that is not valid JSON
+    /// of this schema, named by its path.
+    #[error("{path}: not a harness results file: {source}")]
+    Parse { path: PathBuf, source: serde_json::Error },
+
+    /// Serialising the report failed (not expected: every field is plain data).
+    #[error("serialising the report: {0}")]
     Json(#[from] serde_json::Error),
+
+    /// A report holds a value no measurement can produce (non-finite,
+    /// negative or absurdly large), so it cannot be drawn or trusted.
+    #[error("{path}: {detail}")]
+    BadValue { path: PathBuf, detail: String },
 
     #[error("drawing {path}: {detail}")]
     Chart { path: PathBuf, detail: String },

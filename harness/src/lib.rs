@@ -20,9 +20,14 @@
 //!    split into kernel and transfer time by event profiling), validate the
 //!    last timed call's output again. A failure stops the run with the op,
 //!    shape, backend and worst elements, exit status 1.
+//!    **Peers** ([`peers`]): the same ops on the same inputs by PyTorch's
+//!    CPU kernels (harness/peers/torch_ops.py, a subprocess on `--python`,
+//!    the same threads and repeat policy), validated against the same
+//!    oracle before and after timing; skipped with a note when torch is not
+//!    importable.
 //! 3. **Costs** from `kernels_core::cost`: GFLOP/s, GB/s, arithmetic
-//!    intensity, % of the roofline bound, speed-up over naive f32, and
-//!    PyTorch's reference time from DESIGN.md beside ours.
+//!    intensity, % of the roofline bound, speed-up over naive f32, and our
+//!    time over each peer's.
 //! 4. `--lenet`: LeNet training throughput per backend
 //!    ([`lenet_throughput`]).
 //! 5. **Files** ([`run::write_report`]): results.json ([`results`], schema
@@ -32,13 +37,15 @@
 //! `--backends naive,im2col,opencl|all`, `--ops <op>,...|conv|pool|linear|all`,
 //! `--shapes <name>,...|lenet|all`, `--threads N` (default 2), `--quick`
 //! (few repeats on lenet-c2, lenet-p1, lenet-fc1: CI), `--out DIR`,
-//! `--lenet`, `--lenet-steps N`, `--opencl-device SEL`; `--replot FILE`
+//! `--lenet`, `--lenet-steps N`, `--opencl-device SEL`, `--peers auto|pytorch|none`,
+//! `--python PATH`, `--force-threads` (more than 4 threads per core); `--replot FILE`
 //! re-renders README.md and the charts from an existing results.json. A progress bar
 //! shows on a terminal, plain lines otherwise.
 //!
 //! ## Environment
 //! `KERNELS_OPENCL_DEVICE` picks the OpenCL device when `--opencl-device`
-//! is not given; `FASHION_MNIST_DIR` the data for `--lenet`.
+//! is not given; `FASHION_MNIST_DIR` the data for `--lenet`; `KERNELS_PYTHON`
+//! the Python of the PyTorch peer when `--python` is not given.
 //!
 //! ## Benches
 //! `cargo bench -p harness` (`make bench`) runs the criterion benches in
@@ -57,6 +64,7 @@ pub mod machine;
 pub mod markdown;
 pub mod measure;
 pub mod ops;
+pub mod peers;
 pub mod problem;
 pub mod progress;
 pub mod results;

@@ -5,15 +5,16 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use harness::cli::Args;
-use harness::run::{read_report, run, write_report};
+use harness::run::{check_out_dir, keep_results, read_report, run, write_report};
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let command = std::iter::once("harness".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
-    let measured = match &args.replot {
+    // The output directory is checked before anything is measured.
+    let measured = check_out_dir(&args.out).and_then(|()| match &args.replot {
         Some(path) => read_report(path),
         None => run(&args, command),
-    };
+    });
     let report = match measured {
         Ok(report) => report,
         Err(e) => {
@@ -34,6 +35,18 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("harness: {e}");
+            // A measured run's results are kept whatever happened to --out.
+            if args.replot.is_none() {
+                match keep_results(&report, &std::env::temp_dir()) {
+                    Ok(kept) => eprintln!(
+                        "harness: the measured results were kept in {}; render them with \
+                         `harness --replot {} --out DIR`",
+                        kept.display(),
+                        kept.display()
+                    ),
+                    Err(e) => eprintln!("harness: keeping the results elsewhere failed too: {e}"),
+                }
+            }
             ExitCode::FAILURE
         }
     }

@@ -1,11 +1,13 @@
 //! reports/README.md: the tables a person reads. One table per op with the
-//! backends side by side (median time, GFLOP/s and % of the roofline bound,
-//! speed-up over naive, PyTorch's reference time), the ceilings of the run
-//! and the machine at the top, LeNet throughput at the end.
+//! backends and the same-run peers side by side (median time, GFLOP/s and %
+//! of the roofline bound, speed-up over naive, our time over each peer's),
+//! the ceilings of the run and the machine at the top, LeNet throughput at
+//! the end.
 
 use std::fmt::Write;
 
 use crate::ops::{Op, Shape};
+use crate::peers::PEER_NAMES;
 use crate::results::{Record, Report};
 
 /// Three significant figures, more or less, for times and rates.
@@ -57,6 +59,17 @@ fn header(out: &mut String, report: &Report) {
     let _ = writeln!(out, "- Threads: {} for im2col and the CPU ceilings; naive runs on one thread", r.threads);
     let device = r.opencl_device.as_deref().unwrap_or("not run");
     let _ = writeln!(out, "- OpenCL device: {device} (PoCL runs its work-items on every core)");
+    for p in &r.peers {
+        match (&p.info, &p.skipped) {
+            (Some(info), _) => {
+                let _ = writeln!(out, "- Peer {}: {} (Python {}; `{}`)", p.peer, info.detail, info.python, p.command);
+            }
+            (None, why) => {
+                let why = why.as_deref().unwrap_or("not started");
+                let _ = writeln!(out, "- Peer {}: **not measured**: {why}", p.peer);
+            }
+        }
+    }
     let t = &r.timing;
     let _ = writeln!(
         out,
@@ -100,10 +113,17 @@ fn header(out: &mut String, report: &Report) {
          the OpenCL GEMM ceiling for OpenCL. The copy ceiling is DRAM bandwidth; small memory-bound kernels \
          (conv db, pooling, the small linear layers) keep their working set in cache between repeats and can \
          exceed 100% of it.\n\
-         - **x naive**: naive f32 median / this median. **PyTorch ms**: DESIGN.md's reference (PyTorch 2, \
-         oneDNN, 2 threads, this machine kind); not measured by this run.\n\
+         - **x naive**: naive f32 median / this median. **pytorch**: PyTorch's CPU kernels, run by \
+         harness/peers/torch_ops.py in this run on the same inputs, threads and repeat policy, and validated \
+         against the same f64 reference before and after timing. **<ours> / <peer> time**: our median over the peer's \
+         (below 1x: faster than the peer).\n\
          - Charts: `<op>.svg` (GFLOP/s per shape, log scale) and `roofline.svg`.\n"
     );
+}
+
+/// Our backends and the peers among `kinds`, in that order.
+fn split_peers(kinds: &[String]) -> (Vec<String>, Vec<String>) {
+    kinds.iter().cloned().partition(|k| !PEER_NAMES.contains(&k.as_str()))
 }
 
 fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
@@ -119,8 +139,8 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
     if rows.is_empty() {
         return;
     }
+    let (ours, peers) = split_peers(kinds);
     let has_split = report.records.iter().any(|r| r.op == op.name() && r.device_split.is_some());
-    let has_torch = report.records.iter().any(|r| r.op == op.name() && r.pytorch_ms.is_some());
     let has_naive = kinds.iter().any(|k| k == "naive");
     let _ = writeln!(out, "## {}\n\n![{}]({}.svg)\n", op.title(), op.name(), op.name());
     let mut head = vec!["shape".to_string(), "problem".into(), "MFLOP".into()];
@@ -128,9 +148,6 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
     if has_split {
         head.push("opencl kernel ms".into());
         head.push("opencl up / down ms".into());
-    }
-    if has_torch {
-        head.push("PyTorch ms".into());
     }
     head.extend(kinds.iter().map(|k| format!("{k} GFLOP/s (%)")));
     // Pooling and db move data rather than compute: show their bandwidth too.
@@ -140,6 +157,9 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
     }
     if has_naive {
         head.extend(kinds.iter().filter(|k| *k != "naive").map(|k| format!("{k} x naive")));
+    }
+    for p in &peers {
+        head.extend(ours.iter().map(|o| format!("{o} / {p} time")));
     }
     let _ = writeln!(out, "| {} |", head.join(" | "));
     let _ = writeln!(out, "|{}", "---|".repeat(head.len()));
@@ -156,9 +176,6 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
             cells.push(split.map(|s| sig(s.kernel_ms)).unwrap_or_else(dash));
             cells.push(split.map(|s| format!("{} / {}", sig(s.upload_ms), sig(s.download_ms))).unwrap_or_else(dash));
         }
-        if has_torch {
-            cells.push(any.and_then(|r| r.pytorch_ms).map(sig).unwrap_or_else(dash));
-        }
         cells.extend(
             kinds
                 .iter()
@@ -170,6 +187,12 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
         if has_naive {
             cells.extend(kinds.iter().filter(|k| *k != "naive").map(|k| {
                 find(k).and_then(|r| r.speedup_vs_naive).map(|s| format!("{}x", sig(s))).unwrap_or_else(dash)
+            }));
+        }
+        for p in &peers {
+            cells.extend(ours.iter().map(|o| match (find(o), find(p)) {
+                (Some(mine), Some(peer)) => format!("{}x", sig(mine.median_ms / peer.median_ms)),
+                _ => dash(),
             }));
         }
         let _ = writeln!(out, "| {} |", cells.join(" | "));
@@ -186,13 +209,24 @@ fn records_of<'a>(report: &'a Report, op: Op, backend: &'a str) -> impl Iterator
     report.records.iter().filter(move |r| r.op == op.name() && r.backend == backend)
 }
 
-/// One row per op: geometric means over its shapes, per backend.
+/// Our median over the peer's, per shape where both ran.
+fn time_ratios<'a>(report: &'a Report, op: Op, ours: &'a str, peer: &'a str) -> impl Iterator<Item = f64> + 'a {
+    records_of(report, op, ours).filter_map(move |mine| {
+        report.find(op.name(), &mine.shape, peer).map(|theirs| mine.median_ms / theirs.median_ms)
+    })
+}
+
+/// One row per op: geometric means over its shapes, per backend, and our
+/// time over each peer's.
 fn summary_table(out: &mut String, report: &Report, kinds: &[String]) {
+    let (ours, peers) = split_peers(kinds);
     let _ = writeln!(out, "## Summary (geometric means over each op's shapes)\n");
     let mut head = vec!["op".to_string(), "shapes".into()];
     head.extend(kinds.iter().map(|k| format!("{k} GFLOP/s")));
     head.extend(kinds.iter().filter(|k| *k != "naive").map(|k| format!("{k} x naive")));
-    head.extend(kinds.iter().map(|k| format!("{k} / PyTorch time")));
+    for p in &peers {
+        head.extend(ours.iter().map(|o| format!("{o} / {p} time")));
+    }
     let _ = writeln!(out, "| {} |\n|{}", head.join(" | "), "---|".repeat(head.len()));
     for op in Op::ALL {
         let shapes = kinds.iter().map(|k| records_of(report, op, k).count()).max().unwrap_or(0);
@@ -209,16 +243,20 @@ fn summary_table(out: &mut String, report: &Report, kinds: &[String]) {
                 .filter(|k| *k != "naive")
                 .map(|k| cell(geomean(records_of(report, op, k).filter_map(|r| r.speedup_vs_naive)), "x")),
         );
-        cells.extend(kinds.iter().map(|k| {
-            cell(geomean(records_of(report, op, k).filter_map(|r| r.pytorch_ms.map(|torch| r.median_ms / torch))), "x")
-        }));
+        for p in &peers {
+            cells.extend(ours.iter().map(|o| cell(geomean(time_ratios(report, op, o, p)), "x")));
+        }
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
-    let _ = writeln!(
-        out,
-        "\n`/ PyTorch time` is our median over DESIGN.md's PyTorch time for the same shape (conv-fwd, conv-bwd, \
-         pool-fwd only): 1x means as fast as PyTorch, 2x twice as slow.\n"
-    );
+    if !peers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n`<ours> / <peer> time` is our median over the peer's median on the same shape, both measured in this \
+             run: below 1x we are faster, 2x means twice as slow.\n"
+        );
+    } else {
+        let _ = writeln!(out);
+    }
 }
 
 fn lenet_table(out: &mut String, report: &Report) {
@@ -242,7 +280,7 @@ fn lenet_table(out: &mut String, report: &Report) {
             l.data
         );
     }
-    let _ = writeln!(out, "\nPyTorch LeNet training on this machine kind (DESIGN.md): about 20k examples/s.\n");
+    let _ = writeln!(out);
 }
 
 /// The whole README.md.
@@ -274,17 +312,32 @@ mod tests {
     use crate::results::sample_report;
 
     #[test]
-    fn render_puts_backends_side_by_side_with_the_speedup() {
-        let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0)]);
+    fn render_puts_backends_and_peers_side_by_side_with_the_ratios() {
+        let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0), ("pytorch", 0.5)]);
         report.fill_speedups();
         let md = render(&report);
-        assert!(md.contains("| naive ms | im2col ms | PyTorch ms |"), "{md}");
-        assert!(md.contains("| lenet-c2 | 256x6x14x14, 16x5x5 s1 p0 | 123 | 40.0 | 2.00 | 0.410 |"), "{md}");
-        assert!(md.contains("| 20.0x |"), "{md}");
-        // Summary: naive and im2col GFLOP/s, im2col's speed-up, both against PyTorch.
-        assert!(md.contains("| conv-fwd | 1 | 3.07 | 61.4 | 20.0x | 97.6x | 4.88x |"), "{md}");
+        assert!(md.contains("| naive ms | im2col ms | pytorch ms |"), "{md}");
+        assert!(md.contains("| lenet-c2 | 256x6x14x14, 16x5x5 s1 p0 | 123 | 40.0 | 2.00 | 0.500 |"), "{md}");
+        assert!(md.contains("| naive / pytorch time | im2col / pytorch time |"), "{md}");
+        assert!(md.contains("| 20.0x | 80.0x | 80.0x | 4.00x |"), "{md}");
+        // Summary: GFLOP/s of all three, speed-ups over naive, our time over PyTorch's.
+        assert!(md.contains("| conv-fwd | 1 | 3.07 | 61.4 | 246 | 20.0x | 80.0x | 80.0x | 4.00x |"), "{md}");
         assert!(md.contains("abc1234") && md.contains("![conv-fwd](conv-fwd.svg)"));
         assert!(!md.contains("## max pool forward"), "ops without records get no table");
+    }
+
+    #[test]
+    fn a_skipped_peer_leaves_no_column_and_says_why() {
+        let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0)]);
+        report.peers.push(crate::peers::PeerStatus {
+            peer: "pytorch".into(),
+            command: "python3 -c <harness/peers/torch_ops.py>".into(),
+            info: None,
+            skipped: Some("torch is not importable by python3: No module named 'torch'".into()),
+        });
+        let md = render(&report);
+        assert!(md.contains("Peer pytorch: **not measured**: torch is not importable"), "{md}");
+        assert!(!md.contains("pytorch ms") && !md.contains("/ pytorch time"), "{md}");
     }
 
     #[test]

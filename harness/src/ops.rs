@@ -1,7 +1,6 @@
 //! What the harness measures: the ops (conv forward, conv backward as a whole
 //! and as dx / dw / db alone, max-pool forward and backward, linear forward
-//! and backward) and the suite shapes they run on, with their analytic costs
-//! and PyTorch's reference times.
+//! and backward) and the suite shapes they run on, with their analytic costs.
 
 use kernels_core::suite::{CONV_SUITE, LINEAR_SUITE, POOL_SUITE};
 use kernels_core::{ConvCase, Cost, GradRequest, LinearCase, PoolCase, PoolKind, Result, cost};
@@ -9,7 +8,7 @@ use kernels_core::{ConvCase, Cost, GradRequest, LinearCase, PoolCase, PoolKind, 
 /// Bytes per element of every timed kernel (f32).
 pub const ELEM_BYTES: usize = 4;
 
-/// One measured op. Pooling is max pooling, the kind PyTorch's figures cover.
+/// One measured op. Pooling is max pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     ConvForward,
@@ -191,17 +190,6 @@ impl Shape {
         };
         Ok(Some(c))
     }
-
-    /// PyTorch 2's CPU time for `op` on this shape (DESIGN.md), where one
-    /// was measured.
-    pub fn pytorch_ms(&self, op: Op) -> Option<f64> {
-        match (self, op) {
-            (Shape::Conv(c), Op::ConvForward) => Some(c.pytorch_forward_ms),
-            (Shape::Conv(c), Op::ConvBackward) => Some(c.pytorch_backward_ms),
-            (Shape::Pool(p), Op::PoolForward) => p.pytorch_max_ms,
-            _ => None,
-        }
-    }
 }
 
 #[cfg(test)]
@@ -229,7 +217,5 @@ mod tests {
         assert!(c2.cost(Op::PoolForward).unwrap().is_none());
         let fc1 = Shape::parse("lenet-fc1").unwrap();
         assert_eq!(fc1.cost(Op::LinearForward).unwrap().unwrap().flops, 2 * 256 * 400 * 120);
-        assert_eq!(c2.pytorch_ms(Op::ConvForward), Some(0.41));
-        assert_eq!(fc1.pytorch_ms(Op::LinearForward), None);
     }
 }

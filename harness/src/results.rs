@@ -1,4 +1,4 @@
-//! The results.json schema (version 1): [`Report`] and its parts. The same
+//! The results.json schema (version 2): [`Report`] and its parts. The same
 //! description is written beside every results.json as SCHEMA.md
 //! ([`SCHEMA_MD`]).
 
@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ceilings::Ceiling;
 use crate::machine::{Machine, Revision};
+use crate::peers::PeerStatus;
 use crate::timing::PolicySummary;
 
 /// The same-run ceilings.
@@ -68,7 +69,8 @@ pub struct Record {
     pub op: String,
     /// A suite shape name (kernels_core::suite).
     pub shape: String,
-    /// naive, im2col or opencl.
+    /// naive, im2col or opencl; or a peer measured in the same run
+    /// (pytorch), validated against the same oracle.
     pub backend: String,
     /// The backend's own description (`Backend::name`).
     pub backend_name: String,
@@ -97,8 +99,8 @@ pub struct Record {
     pub pct_of_bound: f64,
     /// naive f32's median / this median, when naive ran on this op and shape.
     pub speedup_vs_naive: Option<f64>,
-    /// PyTorch 2 CPU (oneDNN, 2 threads) time from DESIGN.md, where known.
-    pub pytorch_ms: Option<f64>,
+    /// A peer's library version (torch.__version__); None for our backends.
+    pub peer_version: Option<String>,
     /// Largest |actual - expected| against the f64 oracle over every output
     /// and both validations.
     pub max_abs_err: f64,
@@ -109,6 +111,11 @@ pub struct Record {
     /// OpenCL only: kernel versus transfer time from event profiling.
     pub device_split: Option<DeviceSplit>,
 }
+
+/// The largest value [`Report::check_values`] accepts in any field: far
+/// above any real rate (GFLOP/s, GB/s, examples/s) or time in ms, far below
+/// where a log axis's bounds overflow.
+pub const PLAUSIBLE_MAX: f64 = 1e12;
 
 /// LeNet training throughput of one backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,11 +151,13 @@ pub struct Report {
     pub ceilings: Ceilings,
     pub records: Vec<Record>,
     pub lenet: Vec<LenetRecord>,
+    /// Every peer the run tried: measured (version, threads) or skipped (why).
+    pub peers: Vec<PeerStatus>,
     pub notes: Vec<String>,
 }
 
 impl Report {
-    pub const SCHEMA: u32 = 1;
+    pub const SCHEMA: u32 = 2;
 
     /// Fills `speedup_vs_naive` from the naive records of the same op and shape.
     pub fn fill_speedups(&mut self) {
@@ -172,6 +181,53 @@ impl Report {
             r.bound_gflops = self.ceilings.bound(&r.compute_ceiling, r.intensity);
             r.pct_of_bound = 100.0 * r.gflops / r.bound_gflops;
         }
+    }
+
+    /// Every number a chart or table is drawn from must be one a run can
+    /// produce: finite, not negative, at most [`PLAUSIBLE_MAX`]. Returns the
+    /// first offending field, named.
+    pub fn check_values(&self) -> std::result::Result<(), String> {
+        let check = |what: String, v: f64| {
+            if v.is_finite() && (0.0..=PLAUSIBLE_MAX).contains(&v) {
+                Ok(())
+            } else {
+                Err(format!("{what} is {v:e}, not a value a run can produce (finite, 0 to {PLAUSIBLE_MAX:e})"))
+            }
+        };
+        let c = &self.ceilings;
+        for (name, ceiling) in
+            [("sgemm", Some(&c.sgemm)), ("copy", Some(&c.copy)), ("opencl_gemm", c.opencl_gemm.as_ref())]
+        {
+            if let Some(ceiling) = ceiling {
+                check(format!("ceilings.{name}.rate"), ceiling.rate)?;
+                check(format!("ceilings.{name}.rate_median"), ceiling.rate_median)?;
+            }
+        }
+        for r in &self.records {
+            let at = |field: &str| format!("record {} {} {}: {field}", r.op, r.shape, r.backend);
+            for (field, v) in [
+                ("intensity", r.intensity),
+                ("median_ms", r.median_ms),
+                ("min_ms", r.min_ms),
+                ("max_ms", r.max_ms),
+                ("gflops", r.gflops),
+                ("gbps", r.gbps),
+                ("bound_gflops", r.bound_gflops),
+                ("pct_of_bound", r.pct_of_bound),
+                ("max_abs_err", r.max_abs_err),
+                ("max_rel_err", r.max_rel_err),
+            ] {
+                check(at(field), v)?;
+            }
+            if let Some(s) = r.speedup_vs_naive {
+                check(at("speedup_vs_naive"), s)?;
+            }
+        }
+        for l in &self.lenet {
+            check(format!("lenet {}: examples_per_s", l.backend), l.examples_per_s)?;
+            check(format!("lenet {}: seconds", l.backend), l.seconds)?;
+        }
+        Ok(())
     }
 
     /// The record of `op` on `shape` by `backend`, if measured.
@@ -204,7 +260,7 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
         compute_ceiling: "sgemm".into(),
         pct_of_bound: 122.88 / median_ms,
         speedup_vs_naive: None,
-        pytorch_ms: Some(0.41),
+        peer_version: (backend == "pytorch").then(|| "2.15.0".to_string()),
         max_abs_err: 1e-6,
         max_rel_err: 1e-5,
         tolerances: vec!["y: test".into()],
@@ -226,21 +282,26 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
         ceilings: Ceilings { sgemm: ceiling("GFLOP/s"), copy: ceiling("GB/s"), opencl_gemm: None },
         records: records.iter().map(|&(b, ms)| record(b, ms)).collect(),
         lenet: vec![],
+        peers: vec![],
         notes: vec![],
     }
 }
 
 /// SCHEMA.md, written beside results.json.
-pub const SCHEMA_MD: &str = r#"# results.json, schema version 1
+pub const SCHEMA_MD: &str = r#"# results.json, schema version 2
 
 Written by the harness (`make report`, or `cargo run --release -p harness -- --out DIR`).
-Every number was measured in the run that wrote the file, except `pytorch_ms`,
-which is DESIGN.md's reference figure for this machine kind. Units are in the
-field names.
+Every number was measured in the run that wrote the file, peers included: nothing
+comes from another run or machine. Units are in the field names.
+
+Version 2 (from 1): peers. Records of a peer measured in the same run (backend
+"pytorch") sit beside ours, validated against the same f64 oracle; `peer_version`
+replaces `pytorch_ms` (DESIGN.md's static figures, gone); `peers` says which peers
+ran (version, threads) or why they were skipped.
 
 ```text
 {
-  "schema": 1,
+  "schema": 2,
   "date_utc": "2026-11-22T02:40:00Z",        system clock when the run started
   "command": "harness --out reports --lenet", the run's arguments
   "revision": { "commit": "ff222e3", "dirty": false },   git rev-parse --short HEAD; tracked files changed?
@@ -259,6 +320,7 @@ field names.
   },
   "records": [ Record, ... ],                 one per op x shape x backend
   "lenet":   [ LenetRecord, ... ],            with --lenet, else empty
+  "peers":   [ PeerStatus, ... ],             each peer the run tried
   "notes":   [ "..." ]                        what was skipped, and why
 }
 
@@ -270,9 +332,11 @@ Record = {
   "op": "conv-fwd",            conv-fwd, conv-bwd (dx+dw+db in one call), conv-dx, conv-dw, conv-db,
                                pool-fwd, pool-bwd (max pooling), linear-fwd, linear-bwd (dx+dw+db)
   "shape": "lenet-c1",         a kernels_core::suite name
-  "backend": "im2col",         naive (f32), im2col or opencl
+  "backend": "im2col",         naive (f32), im2col, opencl; or a peer: pytorch (same inputs, same threads,
+                               same repeat policy, outputs validated before and after timing)
   "backend_name": "...",       Backend::name()
-  "threads": 2,                Backend::threads(): host threads, or OpenCL compute units
+  "threads": 2,                Backend::threads(): host threads, or OpenCL compute units; a peer's own
+                               thread count (torch.get_num_threads())
   "flops": 60211200,           analytic FLOPs of one call (kernels_core::cost, multiply + add = 2)
   "bytes": 1234,               minimal bytes of one call: inputs read once, outputs written once
   "intensity": 12.3,           flops / bytes
@@ -283,7 +347,7 @@ Record = {
   "compute_ceiling": "sgemm",  sgemm for CPU backends, opencl_gemm for OpenCL
   "pct_of_bound": 18.5,        100 x gflops / bound_gflops
   "speedup_vs_naive": 40.2,    naive f32 median / this median; null without a naive record
-  "pytorch_ms": 1.07,          DESIGN.md's PyTorch 2 CPU time (conv-fwd, conv-bwd, pool-fwd), else null
+  "peer_version": "2.15.0",    a peer's library version; null for our backends
   "max_abs_err": 1e-6,         worst |actual - expected| against the f64 oracle, both validations
   "max_rel_err": 1e-5,         worst relative error over elements with expected != 0
   "tolerances": ["y: f32 reduction over 26 terms ..."],  the named tolerance of each output
@@ -299,6 +363,14 @@ LenetRecord = {
   "seconds": 1.9, "examples_per_s": 2700.0,   timed steps x batch / seconds
   "first_loss": 2.30, "last_loss": 1.90,      training loss at the first and last timed step
   "data": "Fashion-MNIST train ..."          where the batches came from
+}
+
+PeerStatus = {
+  "peer": "pytorch",
+  "command": "python3 -c <harness/peers/torch_ops.py>",   how it was started (--python / KERNELS_PYTHON)
+  "info": null or { "peer", "version": "2.15.0", "threads": 2, "python": "3.11.7",
+                    "detail": "PyTorch 2.15.0 CPU, 2 threads, ISA AVX512" },
+  "skipped": null or "torch is not importable by ...: No module named 'torch'"
 }
 ```
 "#;

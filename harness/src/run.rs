@@ -10,12 +10,13 @@ use kernels_naive::Naive;
 
 use crate::backends::{BackendKind, Backends, ClProfile, opencl_gemm_ceiling};
 use crate::ceilings;
-use crate::cli::{Args, Selection};
+use crate::cli::{Args, PeerMode, Selection};
 use crate::error::{HarnessError, Result};
 use crate::machine::{Machine, Revision, utc_now};
 use crate::markdown::{self, sig};
 use crate::measure::{DeviceProfile, Job, NoProfile};
 use crate::ops::{Op, Shape};
+use crate::peers::{PeerStatus, TORCH, TorchPeer, Unavailable, python_or_default};
 use crate::problem::{Inputs, Oracle, upload};
 use crate::progress::Progress;
 use crate::results::{Ceilings, Record, Report, SCHEMA_MD};
@@ -31,6 +32,8 @@ struct Context<'a> {
     policy: Policy,
     progress: &'a mut Progress,
     records: Vec<Record>,
+    /// The PyTorch peer, when it started.
+    torch: Option<TorchPeer>,
 }
 
 fn summary(r: &Record) -> String {
@@ -124,6 +127,14 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
                 }
             }
         }
+        if let Some(peer) = ctx.torch.as_mut() {
+            ctx.progress.start(&format!("{} on {} (ops {})", TORCH, shape.name(), ops.len()));
+            let records = peer.measure_shape(shape, &ops, &inputs, &oracle, &ctx.policy)?;
+            for record in records {
+                ctx.progress.finish_one(&summary(&record));
+                ctx.records.push(record);
+            }
+        }
         oracle.clear();
     }
     Ok(())
@@ -145,6 +156,33 @@ fn setup(what: &str) -> impl Fn(String) -> HarnessError + '_ {
     move |e| HarnessError::Setup(format!("{what}: {e}"))
 }
 
+/// Starts the PyTorch peer as `selection.peers` asks; its status for the
+/// report either way.
+fn start_torch(args: &Args, selection: &Selection) -> Result<(Option<TorchPeer>, PeerStatus)> {
+    let python = python_or_default(args.python.as_deref());
+    let skipped = |why: String| PeerStatus {
+        peer: TORCH.into(),
+        command: python.display().to_string(),
+        info: None,
+        skipped: Some(why),
+    };
+    if selection.peers == PeerMode::Off {
+        return Ok((None, skipped("--peers none".into())));
+    }
+    match TorchPeer::start(&python, args.peer_script.as_deref(), args.threads)? {
+        Ok(peer) => {
+            eprintln!("peer: {} ({})", peer.info.detail, peer.command);
+            let status = peer.status();
+            Ok((Some(peer), status))
+        }
+        Err(Unavailable(why)) if selection.peers == PeerMode::Auto => {
+            eprintln!("peer: PyTorch not measured: {why}");
+            Ok((None, skipped(why)))
+        }
+        Err(Unavailable(why)) => Err(HarnessError::Setup(format!("--peers pytorch: the peer cannot start: {why}"))),
+    }
+}
+
 /// Measures what `args` selects and returns the report (nothing written yet).
 pub fn run(args: &Args, command: String) -> Result<Report> {
     let selection = args.selection()?;
@@ -152,24 +190,37 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     let mut notes = Vec::new();
     let backends = Backends::build(&selection, args.threads, args.opencl_device.as_deref(), &mut notes)?;
     let selection = Selection { backends: backends.kinds(), ..selection };
+    let (torch, peer_status) = start_torch(args, &selection)?;
+    if let Some(why) = &peer_status.skipped {
+        notes.push(format!("PyTorch peer not measured (its columns are empty): {why}"));
+    }
+    let timed_kinds = selection.backends.len() + usize::from(torch.is_some());
     let total: usize = selection
         .shapes
         .iter()
-        .map(|s| selection.ops.iter().filter(|o| o.family() == s.family()).count() * selection.backends.len())
+        .map(|s| selection.ops.iter().filter(|o| o.family() == s.family()).count() * timed_kinds)
         .sum();
     let mut progress = Progress::new(total as u64);
 
     let before = measure_ceilings(args, &backends, &progress)?;
     let ctx_policy = if args.quick { Policy::quick() } else { Policy::full() };
-    let mut ctx = Context { policy: ctx_policy, progress: &mut progress, records: Vec::new() };
+    let mut ctx = Context { policy: ctx_policy, progress: &mut progress, records: Vec::new(), torch };
     measure_all(&mut ctx, &backends, &selection)?;
     let records = std::mem::take(&mut ctx.records);
+    let mut torch = ctx.torch.take();
     let ceilings = before.best_of(measure_ceilings(args, &backends, &progress)?);
 
     progress.finish();
     let lenet = if args.lenet {
         eprintln!("LeNet training throughput");
-        lenet_throughput::measure_all(&backends, &selection.backends, args.lenet_steps, args.quick, &mut notes)?
+        lenet_throughput::measure_all(
+            &backends,
+            &selection.backends,
+            torch.as_mut(),
+            args.lenet_steps,
+            args.quick,
+            &mut notes,
+        )?
     } else {
         Vec::new()
     };
@@ -187,6 +238,7 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         ceilings,
         records,
         lenet,
+        peers: vec![peer_status],
         notes,
     };
     report.fill_speedups();
@@ -195,13 +247,44 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
 }
 
 fn write(path: &Path, text: &str) -> Result<()> {
-    std::fs::write(path, text).map_err(|source| HarnessError::Io { path: path.to_path_buf(), source })
+    std::fs::write(path, text).map_err(|source| HarnessError::Io {
+        action: "writing",
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
-/// Reads a results.json written by an earlier run (for `--replot`).
+/// Makes sure `dir` exists and a file can be created in it, before anything
+/// is measured: a run that finds out only at the end loses its results.
+pub fn check_out_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
+        action: "creating the output directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let probe = dir.join(format!(".harness-write-probe-{}", std::process::id()));
+    let created = std::fs::OpenOptions::new().write(true).create_new(true).open(&probe);
+    match created {
+        Ok(_) => std::fs::remove_file(&probe).map_err(|source| HarnessError::Io {
+            action: "removing the write probe",
+            path: probe.clone(),
+            source,
+        }),
+        Err(source) => Err(HarnessError::Io { action: "writing into the output directory", path: probe, source }),
+    }
+}
+
+/// Reads a results.json written by an earlier run (for `--replot`); every
+/// error names `path`. Values no run can produce (1e308 GFLOP/s, a negative
+/// time) are refused here, before a chart tries to draw them.
 pub fn read_report(path: &Path) -> Result<Report> {
-    let text = std::fs::read_to_string(path).map_err(|source| HarnessError::Io { path: path.to_path_buf(), source })?;
-    let report: Report = serde_json::from_str(&text)?;
+    let text = std::fs::read_to_string(path).map_err(|source| HarnessError::Io {
+        action: "reading",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let report: Report =
+        serde_json::from_str(&text).map_err(|source| HarnessError::Parse { path: path.to_path_buf(), source })?;
     if report.schema != Report::SCHEMA {
         return Err(HarnessError::Usage(format!(
             "{} has schema {}, this harness writes schema {}",
@@ -210,12 +293,17 @@ pub fn read_report(path: &Path) -> Result<Report> {
             Report::SCHEMA
         )));
     }
+    report.check_values().map_err(|detail| HarnessError::BadValue { path: path.to_path_buf(), detail })?;
     Ok(report)
 }
 
 /// Writes results.json, SCHEMA.md, README.md and the charts into `dir`.
 pub fn write_report(report: &Report, dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io { path: dir.to_path_buf(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| HarnessError::Io {
+        action: "creating the output directory",
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let json = serde_json::to_string_pretty(report)?;
     let mut written = Vec::new();
     for (name, text) in [("results.json", json.as_str()), ("SCHEMA.md", SCHEMA_MD)] {
@@ -226,4 +314,94 @@ pub fn write_report(report: &Report, dir: &Path) -> Result<Vec<std::path::PathBu
     write(&dir.join("README.md"), &markdown::render(report))?;
     written.push(dir.join("README.md"));
     Ok(written)
+}
+
+/// Where [`keep_results`] puts a report that could not be written to --out.
+pub fn fallback_path(in_dir: &Path) -> std::path::PathBuf {
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    in_dir.join(format!("harness-results-{}-{stamp}.json", std::process::id()))
+}
+
+/// After a failed [`write_report`] of a measured run: saves results.json to
+/// a fresh file in `in_dir` (the system's temporary directory in the binary)
+/// so the measurements are not lost; `--replot` renders it later.
+pub fn keep_results(report: &Report, in_dir: &Path) -> Result<std::path::PathBuf> {
+    let path = fallback_path(in_dir);
+    let json = serde_json::to_string_pretty(report)?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|source| HarnessError::Io { action: "writing", path: path.clone(), source })?;
+    std::io::Write::write_all(&mut file, json.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| HarnessError::Io { action: "writing", path: path.clone(), source })?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::sample_report;
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("harness-run-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_output_directory_under_a_file_is_refused_up_front() {
+        let dir = scratch("out-under-file");
+        let file = dir.join("plain-file");
+        std::fs::write(&file, "x").unwrap();
+        let err = check_out_dir(&file.join("reports")).unwrap_err().to_string();
+        assert!(err.contains("creating the output directory") && err.contains("plain-file"), "{err}");
+        check_out_dir(&dir.join("fresh")).unwrap();
+        assert_eq!(std::fs::read_dir(dir.join("fresh")).unwrap().count(), 0, "the probe is removed");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_late_write_failure_keeps_the_results_elsewhere() {
+        let dir = scratch("late-failure");
+        // results.json is a directory: the output directory passes the
+        // probe, the write of results.json itself fails.
+        std::fs::create_dir_all(dir.join("out/results.json")).unwrap();
+        let report = sample_report(&[("naive", 40.0)]);
+        check_out_dir(&dir.join("out")).unwrap();
+        let err = write_report(&report, &dir.join("out")).unwrap_err().to_string();
+        assert!(err.starts_with("writing ") && err.contains("results.json"), "{err}");
+        let kept = keep_results(&report, &dir).unwrap();
+        let back = read_report(&kept).unwrap();
+        assert_eq!(back.records.len(), 1);
+        assert_eq!(back.records[0].median_ms, 40.0);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn replot_errors_say_reading_and_name_the_given_file() {
+        let dir = scratch("replot-messages");
+        let missing = dir.join("no-such-run.json");
+        let err = read_report(&missing).unwrap_err().to_string();
+        assert!(err.starts_with("reading ") && err.contains("no-such-run.json"), "{err}");
+        let garbled = dir.join("garbled-run.json");
+        std::fs::write(&garbled, "{ not json").unwrap();
+        let err = read_report(&garbled).unwrap_err().to_string();
+        assert!(err.contains("garbled-run.json") && !err.contains("results.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn replot_refuses_values_no_run_produces_naming_the_file() {
+        let dir = scratch("replot-absurd");
+        let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0)]);
+        report.records[1].gflops = 1e308;
+        let path = dir.join("edited.json");
+        std::fs::write(&path, serde_json::to_string(&report).unwrap()).unwrap();
+        let err = read_report(&path).unwrap_err().to_string();
+        assert!(err.contains("edited.json") && err.contains("gflops") && err.contains("1e308"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -129,9 +129,43 @@ fn timed_call<T, E>(call: &mut impl FnMut() -> Result<T, E>, samples: &mut Vec<f
     Ok(out)
 }
 
+/// Criterion's throughput scaling for a FLOP count (benches/ops.rs): the
+/// unit for `flops` per call at a typical `typical_ns` per call, with
+/// `values` (ns per call) rewritten in that unit. Criterion's own formatter
+/// would print "Gelem/s", which a reader takes for elements.
+pub fn scale_flop_rate(flops: f64, typical_ns: f64, values: &mut [f64]) -> &'static str {
+    let rate = flops * 1e9 / typical_ns;
+    let (denominator, unit) = if rate < 1e3 {
+        (1.0, "FLOP/s")
+    } else if rate < 1e6 {
+        (1e3, "KFLOP/s")
+    } else if rate < 1e9 {
+        (1e6, "MFLOP/s")
+    } else if rate < 1e12 {
+        (1e9, "GFLOP/s")
+    } else {
+        (1e12, "TFLOP/s")
+    };
+    for v in values {
+        *v = flops * 1e9 / *v / denominator;
+    }
+    unit
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flop_rates_are_named_flop_rates() {
+        // 2 GFLOP in 10 ms: 200 GFLOP/s.
+        let mut values = [1e7, 2e7];
+        assert_eq!(scale_flop_rate(2e9, 1e7, &mut values), "GFLOP/s");
+        assert_eq!(values, [200.0, 100.0]);
+        let mut values = [1e9];
+        assert_eq!(scale_flop_rate(5e5, 1e9, &mut values), "KFLOP/s");
+        assert_eq!(values, [500.0]);
+    }
 
     #[test]
     fn stats_take_median_min_max() {

@@ -1,0 +1,271 @@
+"""PyTorch CPU peer of the harness: times PyTorch's own kernels on the inputs
+the harness sends, and writes back their outputs so the harness can validate
+them against its f64 reference before it uses any time.
+
+Protocol (one JSON object per line; requests on stdin, replies on stdout;
+nothing else is ever printed to stdout):
+
+  {"cmd": "hello", "threads": 2}
+      -> {"ok": true, "peer": "pytorch", "version": "2.15.0", "threads": 2,
+          "python": "3.11.7", "detail": "..."}
+      -> {"ok": false, "error": "torch is not importable: ..."}   (then exit)
+  {"cmd": "compute" | "time", "family": "conv" | "pool" | "linear",
+   "params": {"stride": 1, "padding": 0} | {"window": 2, "stride": 2, "padding": 0, "kind": "max"} | {},
+   "inputs": {"x": {"path": "...", "shape": [..]}, "w": ..., "b": ..., "dy": ...},
+   "op": "conv-fwd", "policy": {"warmup_s", "min_repeats", "min_time_s", "time_cap_s", "max_repeats"},
+   "out_dir": "..."}
+      -> {"ok": true, "outputs": {"y": {"path": "...", "shape": [..]}},
+          "stats": {"repeats", "median_s", "min_s", "max_s"}}   (stats only for "time")
+  {"cmd": "lenet", "x": {"path", "shape": [steps_total * batch, 1, 28, 28]},
+   "labels": {"path", "shape": [steps_total * batch]}   (labels as f32 values 0..9)
+   "params": [{"path", "shape"}, ...]   conv1.weight, conv1.bias, ..., fc3.bias: lenet's own initial weights
+   "batch": 256, "warmup_steps": 3, "steps": 20, "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8}
+      -> {"ok": true, "seconds": 1.2, "examples_per_s": 4000.0, "initial_loss": 2.31 (step 0, before any
+          update: the harness checks it against its f64 reference), "first_loss": 2.2, "last_loss": 1.9}
+          (first and last timed step)
+  {"cmd": "quit"}
+
+Inputs and outputs are raw little-endian float32 files (C order), so large
+tensors never pass through JSON. "compute" runs the op once and writes its
+outputs (validated before any timing); "time" warms up, times the op under
+the harness's repeat policy and writes the outputs of the last timed call.
+
+Ops: conv-fwd, conv-bwd (dx, dw, db in one call), conv-dx, conv-dw, conv-db
+(each alone, through aten.convolution_backward's output mask, what autograd
+calls), pool-fwd, pool-bwd (max pooling; the backward reuses the forward's
+indices, as autograd does), linear-fwd, linear-bwd (the three matmuls
+autograd runs for F.linear).
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def read_tensor(torch, spec):
+    count = 1
+    for d in spec["shape"]:
+        count *= d
+    with open(spec["path"], "rb") as f:
+        raw = bytearray(f.read())
+    if len(raw) != 4 * count:
+        raise ValueError(f"{spec['path']}: {len(raw)} bytes, expected {4 * count} for shape {spec['shape']}")
+    t = torch.frombuffer(raw, dtype=torch.float32)
+    if sys.byteorder != "little":
+        t = t.view(torch.int32).byteswap().view(torch.float32)
+    return t.reshape(spec["shape"]).clone()
+
+
+def write_tensor(torch, t, path):
+    t = t.detach().to(torch.float32).contiguous()
+    with open(path, "wb") as f:
+        f.write(t.view(torch.uint8).numpy().tobytes() if _has_numpy() else bytes(t.view(torch.uint8).tolist()))
+    return {"path": path, "shape": list(t.shape)}
+
+
+_NUMPY = None
+
+
+def _has_numpy():
+    global _NUMPY
+    if _NUMPY is None:
+        try:
+            import numpy  # noqa: F401
+
+            _NUMPY = True
+        except Exception:
+            _NUMPY = False
+    return _NUMPY
+
+
+def make_call(torch, req):
+    """Returns (call, names): call() runs the op once and returns its outputs
+    in the harness's order (names)."""
+    F = torch.nn.functional
+    aten = torch.ops.aten
+    op, params = req["op"], req.get("params", {})
+    ins = {k: read_tensor(torch, v) for k, v in req["inputs"].items()}
+    x, w, b, dy = ins.get("x"), ins.get("w"), ins.get("b"), ins.get("dy")
+    family = req["family"]
+    if family == "conv":
+        stride, padding = [params["stride"]] * 2, [params["padding"]] * 2
+        if op == "conv-fwd":
+            return (lambda: [F.conv2d(x, w, b, stride, padding)]), ["y"]
+        masks = {
+            "conv-bwd": ([True, True, True], ["dx", "dw", "db"]),
+            "conv-dx": ([True, False, False], ["dx"]),
+            "conv-dw": ([False, True, False], ["dw"]),
+            "conv-db": ([False, False, True], ["db"]),
+        }
+        if op not in masks:
+            raise ValueError(f"unknown conv op {op}")
+        mask, names = masks[op]
+        bias_sizes = [w.shape[0]]
+
+        def conv_bwd():
+            grads = aten.convolution_backward(dy, x, w, bias_sizes, stride, padding, [1, 1], False, [0, 0], 1, mask)
+            return [g for g, wanted in zip(grads, mask) if wanted]
+
+        return conv_bwd, names
+    if family == "pool":
+        k, s, p = params["window"], params["stride"], params["padding"]
+        if params.get("kind", "max") == "avg":
+            if op == "pool-fwd":
+                return (lambda: [F.avg_pool2d(x, k, s, p)]), ["y"]
+            return (lambda: [aten.avg_pool2d_backward(dy, x, [k, k], [s, s], [p, p], False, True, None)]), ["dx"]
+        if op == "pool-fwd":
+            return (lambda: [F.max_pool2d(x, k, s, p)]), ["y"]
+        if op == "pool-bwd":
+            _, indices = aten.max_pool2d_with_indices(x, [k, k], [s, s], [p, p])
+            return (
+                lambda: [aten.max_pool2d_with_indices_backward(dy, x, [k, k], [s, s], [p, p], [1, 1], False, indices)]
+            ), ["dx"]
+        raise ValueError(f"unknown pool op {op}")
+    if family == "linear":
+        if op == "linear-fwd":
+            return (lambda: [F.linear(x, w, b)]), ["y"]
+        if op == "linear-bwd":
+            return (lambda: [dy.mm(w), dy.t().mm(x), dy.sum(0)]), ["dx", "dw", "db"]
+        raise ValueError(f"unknown linear op {op}")
+    raise ValueError(f"unknown family {family}")
+
+
+def time_call(call, policy):
+    """The harness's repeat policy (harness/src/timing.rs): warm up, repeat
+    at least min_repeats times and min_time_s, stop at time_cap_s or
+    max_repeats. Returns (stats, last outputs)."""
+    warm = 0.0
+    while warm < policy["warmup_s"]:
+        start = time.perf_counter()
+        call()
+        warm += time.perf_counter() - start
+    samples = []
+    while True:
+        start = time.perf_counter()
+        last = call()
+        samples.append(time.perf_counter() - start)
+        total = sum(samples)
+        enough = len(samples) >= policy["min_repeats"] and total >= policy["min_time_s"]
+        if enough or total >= policy["time_cap_s"] or len(samples) >= policy["max_repeats"]:
+            break
+    ordered = sorted(samples)
+    n = len(ordered)
+    median = ordered[n // 2] if n % 2 else 0.5 * (ordered[n // 2 - 1] + ordered[n // 2])
+    return {"repeats": n, "median_s": median, "min_s": ordered[0], "max_s": ordered[-1]}, last
+
+
+def lenet(torch, req):
+    """LeNet-5 training steps with lenet's recipe (ReLU, max pooling, Xavier
+    weights given by the harness, Adam, softmax cross-entropy, batch of the
+    harness's data): warm-up steps, then timed steps. The harness compares
+    the losses with its own backends' on the same weights and batches."""
+    nn, F = torch.nn, torch.nn.functional
+    torch.set_grad_enabled(True)
+    try:
+        model = nn.Sequential(
+            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
+            nn.Flatten(),
+            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+        )
+        params = list(model.parameters())
+        if len(params) != len(req["params"]):
+            raise ValueError(f"{len(req['params'])} parameters sent, the model has {len(params)}")
+        with torch.no_grad():
+            for p, spec in zip(params, req["params"]):
+                p.copy_(read_tensor(torch, spec))
+        x = read_tensor(torch, req["x"])
+        labels = read_tensor(torch, req["labels"]).to(torch.int64)
+        batch, warmup, steps = req["batch"], req["warmup_steps"], req["steps"]
+        opt = torch.optim.Adam(model.parameters(), lr=req["lr"], betas=tuple(req["betas"]), eps=req["eps"])
+
+        def step(i):
+            xb, yb = x[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch]
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        initial_loss = None
+        for i in range(warmup):
+            loss = step(i)
+            initial_loss = loss if initial_loss is None else initial_loss
+        losses = []
+        start = time.perf_counter()
+        for i in range(steps):
+            losses.append(step(warmup + i))
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "examples_per_s": steps * batch / seconds,
+                "initial_loss": losses[0] if initial_loss is None else initial_loss,
+                "first_loss": losses[0], "last_loss": losses[-1]}
+    finally:
+        torch.set_grad_enabled(False)
+
+
+def main():
+    torch = None
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            cmd = req.get("cmd")
+            if cmd == "quit":
+                return
+            if cmd == "hello":
+                try:
+                    import torch as torch_module
+                except Exception as e:  # the harness notes why and goes on without this peer
+                    reply({"ok": False, "error": f"torch is not importable by {sys.executable}: {e}"})
+                    return
+                torch = torch_module
+                torch.set_num_threads(int(req["threads"]))
+                torch.set_grad_enabled(False)
+                detail = f"PyTorch {torch.__version__} CPU, {torch.get_num_threads()} threads"
+                try:
+                    detail += f", ISA {torch.backends.cpu.get_cpu_capability()}"
+                except Exception:
+                    pass
+                reply(
+                    {
+                        "ok": True,
+                        "peer": "pytorch",
+                        "version": torch.__version__,
+                        "threads": torch.get_num_threads(),
+                        "python": platform.python_version(),
+                        "detail": detail,
+                    }
+                )
+                continue
+            if torch is None:
+                raise RuntimeError("'hello' must come first")
+            if cmd == "lenet":
+                reply(dict(ok=True, **lenet(torch, req)))
+                continue
+            call, names = make_call(torch, req)
+            stats = None
+            if cmd == "compute":
+                outputs = call()
+            elif cmd == "time":
+                stats, outputs = time_call(call, req["policy"])
+            else:
+                raise ValueError(f"unknown command {cmd}")
+            written = {
+                name: write_tensor(torch, t, os.path.join(req["out_dir"], f"{name}.f32"))
+                for name, t in zip(names, outputs)
+            }
+            reply({"ok": True, "outputs": written, "stats": stats})
+        except Exception as e:
+            reply({"ok": False, "error": f"{type(e).__name__}: {e}"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+//! The harness binary as a user runs it: bad output paths found before
+//! anything is measured, `--replot` messages that name the file and the
+//! action, and a whole quick run with a (fake) peer beside our backends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn harness(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .env_remove("KERNELS_PYTHON")
+        .output()
+        .expect("the harness binary runs")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("harness-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn an_unwritable_out_fails_before_measuring_anything() {
+    let dir = scratch("unwritable-out");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out_dir = file.join("reports");
+    let out = harness(&["--quick", "--backends", "naive", "--peers", "none", "--out", out_dir.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("creating the output directory") && err.contains("a-file"), "{err}");
+    // The ceilings are the first thing a run measures: they never started.
+    assert!(!err.contains("ceilings"), "measured before checking --out:\n{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn replot_names_the_action_and_the_file_given() {
+    let dir = scratch("replot");
+    let out_dir = dir.join("out");
+    let missing = dir.join("missing-run.json");
+    let out = harness(&["--replot", missing.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("reading") && err.contains("missing-run.json") && !err.contains("writing"), "{err}");
+    let garbled = dir.join("garbled-run.json");
+    std::fs::write(&garbled, "[1, 2").unwrap();
+    let out = harness(&["--replot", garbled.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    let err = stderr(&out);
+    assert!(!out.status.success());
+    assert!(err.contains("garbled-run.json") && !err.contains("results.json"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn fake_peer() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fake_peer.py")
+}
+
+#[test]
+fn a_quick_run_puts_the_peer_beside_our_backends_and_replots() {
+    let dir = scratch("peer-run");
+    let out_dir = dir.join("out");
+    let peer = fake_peer();
+    let out = harness(&[
+        "--quick",
+        "--backends",
+        "naive",
+        "--shapes",
+        "lenet-fc3",
+        "--ops",
+        "linear",
+        "--peers",
+        "pytorch",
+        "--python",
+        "python3",
+        "--peer-script",
+        peer.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["schema"], 2);
+    assert_eq!(json["peers"][0]["info"]["version"], "0.0-fake");
+    let peer_records: Vec<&serde_json::Value> =
+        json["records"].as_array().unwrap().iter().filter(|r| r["backend"] == "pytorch").collect();
+    assert_eq!(peer_records.len(), 2, "linear-fwd and linear-bwd");
+    assert!(peer_records.iter().all(|r| r["peer_version"] == "0.0-fake" && r["max_rel_err"].as_f64() < Some(1e-5)));
+    let readme = std::fs::read_to_string(out_dir.join("README.md")).unwrap();
+    assert!(readme.contains("| naive / pytorch time |"), "{readme}");
+    assert!(readme.contains("Peer pytorch: fake peer, 2 threads"), "{readme}");
+
+    // The same results re-render without measuring.
+    let replotted = dir.join("replotted");
+    let json_path = out_dir.join("results.json");
+    let out = harness(&["--replot", json_path.to_str().unwrap(), "--out", replotted.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(replotted.join("README.md")).unwrap(), readme);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn without_torch_the_report_says_so_and_has_no_peer_column() {
+    let dir = scratch("no-torch");
+    let out_dir = dir.join("out");
+    let no_torch = dir.join("fake_peer_no-torch.py");
+    std::fs::copy(fake_peer(), &no_torch).unwrap();
+    let out = harness(&[
+        "--quick",
+        "--backends",
+        "naive",
+        "--shapes",
+        "lenet-fc3",
+        "--ops",
+        "linear-fwd",
+        "--python",
+        "python3",
+        "--peer-script",
+        no_torch.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let readme = std::fs::read_to_string(out_dir.join("README.md")).unwrap();
+    assert!(readme.contains("Peer pytorch: **not measured**: torch is not importable"), "{readme}");
+    assert!(readme.contains("PyTorch peer not measured"), "{readme}");
+    assert!(!readme.contains("pytorch ms"), "{readme}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

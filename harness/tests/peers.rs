@@ -1,0 +1,91 @@
+//! The same-run peer plumbing, against a fake PyTorch peer
+//! (tests/peers/fake_peer.py: plain python3, no torch) that speaks the
+//! protocol of harness/peers/torch_ops.py: start, hello, compute, validate
+//! against the f64 oracle, time, validate again, records; and the three
+//! ways a peer can fail (computes something else, torch missing, an op it
+//! refuses). No torch needed: `make test` and CI run it everywhere.
+
+use std::path::{Path, PathBuf};
+
+use harness::error::HarnessError;
+use harness::ops::{Op, Shape};
+use harness::peers::{TorchPeer, Unavailable};
+use harness::problem::{Inputs, Oracle};
+use harness::timing::Policy;
+use kernels_naive::Naive;
+
+/// The fake peer, copied to a file whose name selects its mode.
+fn fake_peer(mode: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/fake_peer.py");
+    let dir = std::env::temp_dir().join(format!("harness-fake-peer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let name = if mode.is_empty() { "fake_peer.py".to_string() } else { format!("fake_peer_{mode}.py") };
+    let path = dir.join(name);
+    std::fs::copy(&source, &path).unwrap();
+    path
+}
+
+fn python3() -> &'static Path {
+    Path::new("python3")
+}
+
+fn start(mode: &str) -> Result<TorchPeer, Unavailable> {
+    TorchPeer::start(python3(), Some(&fake_peer(mode)), 2).expect("the harness side of the peer failed")
+}
+
+fn measure(peer: &mut TorchPeer, shape: &str, ops: &[Op]) -> harness::error::Result<Vec<harness::results::Record>> {
+    let shape = Shape::parse(shape).unwrap();
+    let inputs = Inputs::generate(&shape).unwrap();
+    let mut oracle = Oracle::new(Naive::<f64>::new());
+    for &op in ops {
+        oracle.prepare(op, &shape, &inputs).unwrap();
+    }
+    peer.measure_shape(&shape, ops, &inputs, &oracle, &Policy::quick())
+}
+
+#[test]
+fn a_correct_peer_is_validated_timed_and_recorded() {
+    let mut peer = match start("") {
+        Ok(peer) => peer,
+        Err(Unavailable(why)) => panic!("the fake peer needs python3 on PATH: {why}"),
+    };
+    assert_eq!((peer.info.peer.as_str(), peer.info.version.as_str(), peer.info.threads), ("pytorch", "0.0-fake", 2));
+    let records = measure(&mut peer, "lenet-fc3", &[Op::LinearForward, Op::LinearBackward]).unwrap();
+    let ops: Vec<&str> = records.iter().map(|r| r.op.as_str()).collect();
+    assert_eq!(ops, ["linear-fwd", "linear-bwd"]);
+    for r in &records {
+        assert_eq!((r.backend.as_str(), r.shape.as_str(), r.threads), ("pytorch", "lenet-fc3", 2));
+        assert_eq!(r.peer_version.as_deref(), Some("0.0-fake"));
+        assert!(r.median_ms > 0.0 && r.repeats >= 1 && r.gflops > 0.0, "{r:?}");
+        // The fake sums in f64 and rounds once: well inside the f32 tolerance.
+        assert!(r.max_rel_err < 1e-5, "{r:?}");
+    }
+    assert_eq!(records[1].tolerances.len(), 3, "dx, dw and db were each validated");
+}
+
+#[test]
+fn a_peer_that_computes_something_else_is_never_timed() {
+    let mut peer = start("wrong").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
+    match measure(&mut peer, "lenet-fc3", &[Op::LinearForward]) {
+        Err(HarnessError::Validation { stage, op, backend, detail, .. }) => {
+            assert_eq!((stage, op.as_str(), backend.as_str()), ("before timing", "linear-fwd", "pytorch"));
+            assert!(detail.contains("y: 1 of"), "{detail}");
+        }
+        other => panic!("expected a validation failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_peer_without_torch_is_unavailable_with_its_reason() {
+    match start("no-torch") {
+        Err(Unavailable(why)) => assert!(why.contains("torch is not importable"), "{why}"),
+        Ok(_) => panic!("a peer without torch started"),
+    }
+}
+
+#[test]
+fn a_peer_error_fails_loudly_with_the_peer_s_message() {
+    let mut peer = start("").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
+    let err = measure(&mut peer, "lenet-p1", &[Op::PoolForward]).unwrap_err().to_string();
+    assert!(err.contains("pool-fwd failed") && err.contains("linear ops only"), "{err}");
+}
