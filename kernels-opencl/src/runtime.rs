@@ -62,6 +62,12 @@ pub(crate) struct Runtime {
     /// One scratch buffer (im2col columns), grown on demand and reused: the
     /// queue is in order, so the next call's use follows this one's.
     scratch: Mutex<Option<DeviceBuffer<f32>>>,
+    /// Kept alive for as long as the queue, programs and buffers (declared
+    /// last, so dropped last): later allocations ask the queue for its
+    /// context, and a strict runtime (Intel's CPU runtime) answers
+    /// CL_INVALID_CONTEXT once the context was released, where PoCL
+    /// tolerates it.
+    _context: Context,
 }
 
 fn dev(what: &str, e: impl std::fmt::Display) -> Error {
@@ -122,6 +128,7 @@ impl Runtime {
             events: Mutex::new(EventLog::default()),
             live: Arc::new(LiveBytes::default()),
             scratch: Mutex::new(None),
+            _context: context,
         })
     }
 
