@@ -9,6 +9,7 @@
 use kernels_core::{Error, Result};
 use ocl::Buffer;
 
+use crate::kernel_names;
 use crate::runtime::{Arg, Runtime};
 use crate::tiles::round_up;
 
@@ -123,16 +124,16 @@ pub(crate) fn run(rt: &Runtime, g: &Gemm) -> Result<()> {
             if tiles.use_local {
                 args.push(Arg::LocalF32(tiles.tile_k * ly * tiles.nn_mr));
                 args.push(Arg::LocalF32(tiles.tile_k * lx * tiles.nn_nr));
-                rt.launch("gemm_nn_local", &args, &global, Some(&[lx, ly, 1]))
+                rt.launch(kernel_names::GEMM_NN_LOCAL, &args, &global, Some(&[lx, ly, 1]))
             } else {
-                rt.launch("gemm_nn", &args, &global, Some(&[lx, ly, 1]))
+                rt.launch(kernel_names::GEMM_NN, &args, &global, Some(&[lx, ly, 1]))
             }
         }
         Form::Nt => {
             let (gx, gy) = (g.n.div_ceil(tiles.nt_nr), g.m.div_ceil(tiles.nt_mr));
             let [lx, ly] = tiles.group_2d(gx, gy);
             let global = [round_up(gx, lx), round_up(gy, ly), depth];
-            rt.launch("gemm_nt", &args, &global, Some(&[lx, ly, 1]))
+            rt.launch(kernel_names::GEMM_NT, &args, &global, Some(&[lx, ly, 1]))
         }
     }
 }

@@ -64,6 +64,7 @@ mod conv;
 mod conv_direct;
 mod device;
 mod gemm;
+mod kernel_names;
 mod ops;
 mod profile;
 mod runtime;

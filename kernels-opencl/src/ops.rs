@@ -10,6 +10,7 @@ use ocl::Buffer;
 
 use crate::ClTensor;
 use crate::gemm::{self, Bias, Form, Gemm, Operand};
+use crate::kernel_names::{self, Kernel};
 use crate::runtime::{Arg, Runtime};
 
 pub(crate) fn i32_arg(op: &'static str, v: usize) -> Result<Arg<'static>> {
@@ -31,9 +32,9 @@ pub(crate) fn bias_grad(rt: &Runtime, dy: &Buffer<f32>, n: usize, k: usize, p: u
     ];
     i32_arg("bias_grad", n * k * p)?;
     if rt.tiles.reduce_rows {
-        rt.launch("bias_grad_rows", &args, &[k], Some(&[1]))?;
+        rt.launch(kernel_names::BIAS_GRAD_ROWS, &args, &[k], Some(&[1]))?;
     } else {
-        rt.launch("bias_grad", &args, &[k * wg], Some(&[wg]))?;
+        rt.launch(kernel_names::BIAS_GRAD, &args, &[k * wg], Some(&[wg]))?;
     }
     Ok(db)
 }
@@ -54,7 +55,7 @@ pub(crate) fn pool_forward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor) -> Resu
     let mut args = vec![Arg::F32Buf(x.buf())];
     args.extend(pool_args(g)?);
     args.push(Arg::F32Buf(y.buf()));
-    rt.launch_lines("pool_forward", &args, &[g.oh, g.n * g.c])?;
+    rt.launch_lines(kernel_names::POOL_FORWARD, &args, &[g.oh, g.n * g.c])?;
     Ok(y)
 }
 
@@ -71,14 +72,14 @@ pub(crate) fn pool_backward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor, dy: &C
         }
         args.extend([Arg::I32(i32::from(p.kind == PoolKind::Max)), Arg::F32Buf(dx.buf())]);
         if rt.tiles.pool_bands {
-            rt.launch_lines("pool_backward_band", &args, &[g.oh, g.n * g.c])?;
+            rt.launch_lines(kernel_names::POOL_BACKWARD_BAND, &args, &[g.oh, g.n * g.c])?;
         } else {
-            rt.launch_lines("pool_backward_tiled", &args, &[g.h, g.n * g.c])?;
+            rt.launch_lines(kernel_names::POOL_BACKWARD_TILED, &args, &[g.h, g.n * g.c])?;
         }
     } else {
         args.extend(pool_args(g)?);
         args.push(Arg::F32Buf(dx.buf()));
-        rt.launch_lines("pool_backward", &args, &[g.h, g.n * g.c])?;
+        rt.launch_lines(kernel_names::POOL_BACKWARD, &args, &[g.h, g.n * g.c])?;
     }
     Ok(dx)
 }
@@ -157,19 +158,19 @@ pub(crate) fn linear_backward(
 }
 
 /// y = f(x) for relu_forward / sigmoid_forward.
-pub(crate) fn unary(rt: &Runtime, kernel: &'static str, x: &ClTensor) -> Result<ClTensor> {
+pub(crate) fn unary(rt: &Runtime, kernel: Kernel, x: &ClTensor) -> Result<ClTensor> {
     let n = x.len();
     let y = ClTensor::new(rt.alloc(n)?, x.shape());
-    let args = [Arg::F32Buf(x.buf()), i32_arg(kernel, n)?, Arg::F32Buf(y.buf())];
+    let args = [Arg::F32Buf(x.buf()), i32_arg(kernel.name(), n)?, Arg::F32Buf(y.buf())];
     rt.launch_lines(kernel, &args, &[n])?;
     Ok(y)
 }
 
 /// dx = f'(a, dy) for relu_backward (a = x) / sigmoid_backward (a = y).
-pub(crate) fn binary(rt: &Runtime, kernel: &'static str, a: &ClTensor, dy: &ClTensor) -> Result<ClTensor> {
+pub(crate) fn binary(rt: &Runtime, kernel: Kernel, a: &ClTensor, dy: &ClTensor) -> Result<ClTensor> {
     let n = a.len();
     let dx = ClTensor::new(rt.alloc(n)?, a.shape());
-    let args = [Arg::F32Buf(a.buf()), Arg::F32Buf(dy.buf()), i32_arg(kernel, n)?, Arg::F32Buf(dx.buf())];
+    let args = [Arg::F32Buf(a.buf()), Arg::F32Buf(dy.buf()), i32_arg(kernel.name(), n)?, Arg::F32Buf(dx.buf())];
     rt.launch_lines(kernel, &args, &[n])?;
     Ok(dx)
 }
@@ -191,7 +192,7 @@ pub(crate) fn softmax_cross_entropy(rt: &Runtime, logits: &ClTensor, labels: &[u
         Arg::F32Buf(&loss.buffer),
     ];
     i32_arg("softmax_cross_entropy", n * classes)?;
-    rt.launch("softmax_xent", &args, &[wg], Some(&[wg]))?;
+    rt.launch(kernel_names::SOFTMAX_XENT, &args, &[wg], Some(&[wg]))?;
     let value = rt.download(&loss.buffer, 1)?;
     Ok((f64::from(value[0]), dlogits))
 }
@@ -212,7 +213,7 @@ pub(crate) fn optimizer_step(
     let missing = || Error::param("optimizer_step", format!("{} state buffers missing", optimizer.name()));
     match optimizer {
         Optimizer::Sgd { .. } => {
-            rt.launch_lines("sgd_step", &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &[n])
+            rt.launch_lines(kernel_names::SGD_STEP, &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &[n])
         }
         Optimizer::Momentum { .. } | Optimizer::Nesterov { .. } => {
             let v = slots.first().ok_or_else(missing)?;
@@ -227,12 +228,12 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.weight_decay),
                 Arg::I32(nesterov),
             ];
-            rt.launch_lines("momentum_step", &args, &[n])
+            rt.launch_lines(kernel_names::MOMENTUM_STEP, &args, &[n])
         }
         Optimizer::AdaGrad { .. } => {
             let acc = slots.first().ok_or_else(missing)?;
             let args = [p, g, Arg::F32Buf(acc.buf()), count, Arg::F32(s.lr), Arg::F32(s.eps), Arg::F32(s.weight_decay)];
-            rt.launch_lines("adagrad_step", &args, &[n])
+            rt.launch_lines(kernel_names::ADAGRAD_STEP, &args, &[n])
         }
         Optimizer::RmsProp { .. } => {
             let acc = slots.first().ok_or_else(missing)?;
@@ -247,7 +248,7 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.eps),
                 Arg::F32(s.weight_decay),
             ];
-            rt.launch_lines("rmsprop_step", &args, &[n])
+            rt.launch_lines(kernel_names::RMSPROP_STEP, &args, &[n])
         }
         Optimizer::Adam { .. } => {
             let [m, v] = slots else { return Err(missing()) };
@@ -267,7 +268,7 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.correction1),
                 Arg::F32(s.correction2),
             ];
-            rt.launch_lines("adam_step", &args, &[n])
+            rt.launch_lines(kernel_names::ADAM_STEP, &args, &[n])
         }
     }
 }

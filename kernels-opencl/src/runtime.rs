@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kernels_core::{Error, Result};
-use ocl::core::{ArgVal, Kernel as KernelCore};
+use ocl::core::{ArgVal, Kernel as KernelCore, ProgramInfo, ProgramInfoResult};
 use ocl::flags::CommandQueueProperties;
 use ocl::{Buffer, Context, Event, Program, Queue};
 
 use crate::device::{Chosen, Limits};
+use crate::kernel_names::Kernel;
 use crate::profile::{EventLog, Profile};
 use crate::tiles::Tiles;
 
@@ -41,6 +42,25 @@ pub(crate) struct DeviceBuffer<T: ocl::OclPrm> {
     _guard: LiveGuard,
 }
 
+/// The locked scratch buffer (see [`Runtime::scratch`]); derefs to the
+/// buffer.
+pub(crate) struct ScratchGuard<'a> {
+    slot: MutexGuard<'a, Option<DeviceBuffer<f32>>>,
+}
+
+impl std::ops::Deref for ScratchGuard<'_> {
+    type Target = Buffer<f32>;
+
+    fn deref(&self) -> &Buffer<f32> {
+        match self.slot.as_ref() {
+            Some(buf) => &buf.buffer,
+            // `Runtime::scratch` fills the slot before making a guard and
+            // nothing empties it while the guard holds the lock.
+            None => unreachable!("a scratch guard always holds a buffer"),
+        }
+    }
+}
+
 /// One kernel argument.
 pub(crate) enum Arg<'a> {
     F32Buf(&'a Buffer<f32>),
@@ -55,8 +75,13 @@ pub(crate) struct Runtime {
     pub queue: Queue,
     pub chosen: Chosen,
     pub tiles: Tiles,
-    programs: Vec<(&'static str, Program)>,
-    kernels: Mutex<HashMap<&'static str, KernelCore>>,
+    /// Every kernel of every program, by name, created once in `new`: a
+    /// launch looks its kernel up instead of trying each program in turn
+    /// (whose CL_INVALID_KERNEL_NAME failures buried real errors under an
+    /// API checker). The lock covers setting arguments and enqueueing.
+    kernels: Mutex<HashMap<String, KernelCore>>,
+    /// Kept alive for the kernels made from them.
+    _programs: Vec<Program>,
     events: Mutex<EventLog>,
     live: Arc<LiveBytes>,
     /// One scratch buffer (im2col columns), grown on demand and reused: the
@@ -104,6 +129,47 @@ fn build_program(context: &Context, chosen: &Chosen, file: &str, src: &str, opti
         .map_err(|e| Error::Device(format!("building {file} with `{options}` failed:\n{e}")))
 }
 
+/// Which program defines each kernel name, from the programs' own lists
+/// (`(file, "name;name;...")`, CL_PROGRAM_KERNEL_NAMES). A name defined
+/// twice is an error: a launch could not tell which one it means.
+fn index_kernel_names(listings: &[(&str, String)]) -> Result<HashMap<String, usize>> {
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for (i, (file, names)) in listings.iter().enumerate() {
+        for name in names.split(';').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Some(&first) = index.get(name) {
+                return Err(Error::Device(format!(
+                    "kernel {name} is defined by both {} and {file}",
+                    listings[first].0
+                )));
+            }
+            index.insert(name.to_owned(), i);
+        }
+    }
+    Ok(index)
+}
+
+/// Every kernel of `programs` by name, each created once from the one
+/// program that defines it.
+fn kernel_table(programs: &[(&'static str, Program)]) -> Result<HashMap<String, KernelCore>> {
+    let mut listings = Vec::with_capacity(programs.len());
+    for (file, program) in programs {
+        let names = match ocl::core::get_program_info(program.as_core(), ProgramInfo::KernelNames) {
+            Ok(ProgramInfoResult::KernelNames(names)) => names,
+            Ok(other) => return Err(Error::Device(format!("{file}: kernel names read as {other:?}"))),
+            Err(e) => return Err(dev(&format!("{file}: listing its kernels"), e)),
+        };
+        listings.push((*file, names));
+    }
+    let index = index_kernel_names(&listings)?;
+    let mut table = HashMap::with_capacity(index.len());
+    for (name, i) in index {
+        let kernel = ocl::core::create_kernel(programs[i].1.as_core(), &name)
+            .map_err(|e| dev(&format!("creating kernel {name} from {}", programs[i].0), e))?;
+        table.insert(name, kernel);
+    }
+    Ok(table)
+}
+
 impl Runtime {
     pub fn new(chosen: Chosen, config: &crate::Config) -> Result<Self> {
         let context = Context::builder()
@@ -119,12 +185,13 @@ impl Runtime {
         for (file, src) in SOURCES {
             programs.push((file, build_program(&context, &chosen, file, src, &options)?));
         }
+        let kernels = kernel_table(&programs)?;
         Ok(Self {
             queue,
             chosen,
             tiles,
-            programs,
-            kernels: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(kernels),
+            _programs: programs.into_iter().map(|(_, p)| p).collect(),
             events: Mutex::new(EventLog::default()),
             live: Arc::new(LiveBytes::default()),
             scratch: Mutex::new(None),
@@ -162,25 +229,26 @@ impl Runtime {
         Ok(DeviceBuffer { buffer, _guard: self.guard(bytes) })
     }
 
-    /// The scratch buffer with room for at least `len` floats.
-    pub fn scratch(&self, op: &'static str, len: usize) -> Result<Buffer<f32>> {
+    /// The scratch buffer with room for at least `len` floats, locked for
+    /// as long as the guard lives. Hold the guard until every launch that
+    /// writes or reads it is enqueued: the queue is in order, so another
+    /// thread's next use (which waits for the lock) runs after them; a
+    /// handle used after the lock was released would let two convolutions
+    /// interleave their writes to it.
+    pub fn scratch(&self, op: &'static str, len: usize) -> Result<ScratchGuard<'_>> {
         let limit = self.scratch_limit();
         let bytes = len.saturating_mul(4);
         if bytes > limit {
             return Err(Error::Scratch { op, bytes, limit });
         }
         let mut slot = lock(&self.scratch);
-        if let Some(buf) = slot.as_ref()
-            && buf.buffer.len() >= len
-        {
-            return Ok(buf.buffer.clone());
+        if slot.as_ref().is_none_or(|buf| buf.buffer.len() < len) {
+            // Drop the old one first so the two never coexist (commands
+            // already enqueued on it keep it alive on the device).
+            *slot = None;
+            *slot = Some(self.alloc::<f32>(len)?);
         }
-        // Drop the old one first so the two never coexist.
-        *slot = None;
-        let fresh = self.alloc::<f32>(len)?;
-        let handle = fresh.buffer.clone();
-        *slot = Some(fresh);
-        Ok(handle)
+        Ok(ScratchGuard { slot })
     }
 
     /// Largest scratch allocation: 512 MiB or the device's largest buffer.
@@ -219,7 +287,8 @@ impl Runtime {
 
     /// Enqueues kernel `name` over `global` work-items (`local` per group,
     /// or the driver's choice). `global` must be a multiple of `local`.
-    pub fn launch(&self, name: &'static str, args: &[Arg], global: &[usize], local: Option<&[usize]>) -> Result<()> {
+    pub fn launch(&self, kernel: Kernel, args: &[Arg], global: &[usize], local: Option<&[usize]>) -> Result<()> {
+        let name = kernel.name();
         let dims = global.len();
         if dims == 0 || dims > 3 || local.is_some_and(|l| l.len() != dims) {
             return Err(Error::Device(format!("{name}: bad launch dimensions {global:?} / {local:?}")));
@@ -240,27 +309,9 @@ impl Runtime {
         {
             return Err(Error::Device(format!("{name}: global size {global:?} is not a multiple of {l:?}")));
         }
-        let mut kernels = lock(&self.kernels);
-        if !kernels.contains_key(name) {
-            let mut last_err = None;
-            let mut made = None;
-            // Kernel names are unique across the files: take the program
-            // that has it.
-            for (_, program) in &self.programs {
-                match ocl::core::create_kernel(program.as_core(), name) {
-                    Ok(k) => {
-                        made = Some(k);
-                        break;
-                    }
-                    Err(e) => last_err = Some(e),
-                }
-            }
-            let kernel = made.ok_or_else(|| {
-                dev(&format!("creating kernel {name}"), last_err.map(|e| e.to_string()).unwrap_or_default())
-            })?;
-            kernels.insert(name, kernel);
-        }
-        let kernel = kernels.get(name).ok_or_else(|| Error::Device(format!("kernel {name} missing")))?;
+        let kernels = lock(&self.kernels);
+        let kernel =
+            kernels.get(name).ok_or_else(|| Error::Device(format!("no program defines a kernel named {name}")))?;
         for (i, arg) in args.iter().enumerate() {
             let idx = i as u32;
             let set = match arg {
@@ -299,7 +350,7 @@ impl Runtime {
     /// these kernels guard their first two ids; dimension 2 stays exact).
     /// Large groups matter on a CPU device, where each group has a fixed
     /// scheduling cost.
-    pub fn launch_lines(&self, name: &'static str, args: &[Arg], global: &[usize]) -> Result<()> {
+    pub fn launch_lines(&self, kernel: Kernel, args: &[Arg], global: &[usize]) -> Result<()> {
         let wg = self.tiles.line_wg.max(1);
         let mut local = vec![1; global.len()];
         local[0] = wg.min(global[0].next_power_of_two()).max(1);
@@ -307,7 +358,7 @@ impl Runtime {
             local[1] = (wg / local[0]).min(global[1].next_power_of_two()).max(1);
         }
         let rounded: Vec<usize> = global.iter().zip(&local).map(|(g, l)| crate::tiles::round_up(*g, *l)).collect();
-        self.launch(name, args, &rounded, Some(&local))
+        self.launch(kernel, args, &rounded, Some(&local))
     }
 
     fn record(&self, kernel: Option<&'static str>, event: Event) -> Result<()> {
@@ -345,12 +396,40 @@ mod tests {
 
     #[test]
     fn a_build_failure_carries_the_build_log() {
-        let chosen = crate::device::default_device().expect("an OpenCL device");
+        let chosen = crate::OpenCl::serialised(crate::device::default_device).expect("an OpenCL device");
         let context = Context::builder().platform(chosen.platform).devices(chosen.device).build().unwrap();
         let broken = "__kernel void broken(__global float* x) { x[0] = undefined_name; }";
         let err = build_program(&context, &chosen, "broken.cl", broken, "-D X=1").unwrap_err().to_string();
         assert!(err.contains("broken.cl") && err.contains("undefined_name"), "{err}");
         let fine = "__kernel void fine(__global float* x) { x[0] = X; }";
         build_program(&context, &chosen, "fine.cl", fine, "-D X=1").unwrap();
+    }
+
+    #[test]
+    fn kernel_names_index_to_their_program_and_a_duplicate_is_an_error() {
+        let listings = [("a.cl", "k1;k2".to_owned()), ("b.cl", "k3".to_owned()), ("c.cl", String::new())];
+        let index = index_kernel_names(&listings).unwrap();
+        assert_eq!((index["k1"], index["k2"], index["k3"], index.len()), (0, 0, 1, 3));
+        let twice = [("a.cl", "k1;k2".to_owned()), ("b.cl", "k2".to_owned())];
+        let err = index_kernel_names(&twice).unwrap_err().to_string();
+        assert!(err.contains("k2") && err.contains("a.cl") && err.contains("b.cl"), "{err}");
+    }
+
+    /// Every name a launcher can use resolves, in every configuration the
+    /// tests run (the GPU variants forced on a CPU included).
+    #[test]
+    fn every_kernel_a_launcher_names_is_in_the_table() {
+        let configs = [
+            crate::Config::default(),
+            crate::Config { local_gemm: Some(true), im2col_rows: Some(true), ..crate::Config::default() },
+        ];
+        for config in configs {
+            let rt = crate::OpenCl::with_config(None, &config).expect("an OpenCL device").rt;
+            let table = lock(&rt.kernels);
+            for kernel in crate::kernel_names::ALL {
+                assert!(table.contains_key(kernel.name()), "{} is not in {:?}", kernel.name(), table.keys());
+            }
+            assert_eq!(table.len(), crate::kernel_names::ALL.len(), "a kernel no launcher names: {:?}", table.keys());
+        }
     }
 }
