@@ -39,6 +39,9 @@
 //! - `KERNELS_OPENCL_CONV=direct|im2col`: send every stride-1 conv to the
 //!   direct kernel, or none (A/B runs; unset: the size predicate decides).
 //!   `Config::direct_conv` does the same from code.
+//! - `KERNELS_OPENCL_BUILD_LOG=1`: print each program's build log to stderr
+//!   (otherwise programs build with `-w`, so no compiler diagnostic reaches
+//!   the terminal; a failed build's log is always in its error).
 //!
 //! ## Profiling
 //! The queue has profiling on. [`OpenCl::profile`] sums kernel time and
@@ -75,6 +78,7 @@ use kernels_core::Result;
 
 pub use device::DEVICE_ENV;
 pub use profile::Profile;
+pub use runtime::BUILD_LOG_ENV;
 pub use tensor::ClTensor;
 pub use tiles::{CONV_PATH_ENV, GEMM_TILE_ENV};
 

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use kernels_core::{Error, Result};
 use ocl::core::{ArgVal, Kernel as KernelCore, ProgramInfo, ProgramInfoResult};
+use ocl::enums::ProgramBuildInfo;
 use ocl::flags::CommandQueueProperties;
 use ocl::{Buffer, Context, Event, Program, Queue};
 
@@ -118,15 +119,42 @@ const SOURCES: [(&str, &str); 9] = [
     ("optim.cl", include_str!("cl/optim.cl")),
 ];
 
+/// Environment variable: "1" prints each program's build log to stderr
+/// after a successful build (a failed build's log is always in its error).
+pub const BUILD_LOG_ENV: &str = "KERNELS_OPENCL_BUILD_LOG";
+
+fn build_log_requested() -> bool {
+    std::env::var(BUILD_LOG_ENV).is_ok_and(|v| v.trim() == "1")
+}
+
+/// The options a program is built with: `options`, plus `-w` unless the
+/// build log was asked for. Compilers print their diagnostics' summary
+/// ("22 warnings generated.") straight to the process's stderr (PoCL's
+/// clang does), which no caller can catch; `-w`, an OpenCL standard
+/// option, silences warnings at the source. Errors are unaffected.
+fn effective_options(options: &str) -> String {
+    if build_log_requested() { options.to_owned() } else { format!("{options} -w") }
+}
+
 /// Builds one program; a failure is `Error::Device` with the compiler's
-/// build log (ocl's build error carries it).
+/// build log (ocl's build error carries it). With KERNELS_OPENCL_BUILD_LOG=1
+/// a successful build's log goes to stderr.
 fn build_program(context: &Context, chosen: &Chosen, file: &str, src: &str, options: &str) -> Result<Program> {
-    Program::builder()
+    let options = effective_options(options);
+    let program = Program::builder()
         .src(src)
         .devices(chosen.device)
-        .cmplr_opt(options)
+        .cmplr_opt(&options)
         .build(context)
-        .map_err(|e| Error::Device(format!("building {file} with `{options}` failed:\n{e}")))
+        .map_err(|e| Error::Device(format!("building {file} with `{options}` failed:\n{e}")))?;
+    if build_log_requested() {
+        let log = program
+            .build_info(chosen.device, ProgramBuildInfo::BuildLog)
+            .map(|l| l.to_string())
+            .unwrap_or_else(|e| format!("(unreadable: {e})"));
+        eprintln!("kernels-opencl: build log of {file} (`{options}`):\n{}", log.trim());
+    }
+    Ok(program)
 }
 
 /// Which program defines each kernel name, from the programs' own lists
@@ -431,5 +459,44 @@ mod tests {
             }
             assert_eq!(table.len(), crate::kernel_names::ALL.len(), "a kernel no launcher names: {:?}", table.keys());
         }
+    }
+
+    const QUIET_CHILD: &str = "KERNELS_OPENCL_TEST_QUIET_BUILD_CHILD";
+
+    /// Child half of the test below: builds a program whose source warns.
+    #[test]
+    fn quiet_build_child() {
+        if std::env::var_os(QUIET_CHILD).is_none() {
+            return;
+        }
+        let chosen = crate::OpenCl::serialised(crate::device::default_device).expect("an OpenCL device");
+        let context = Context::builder().platform(chosen.platform).devices(chosen.device).build().unwrap();
+        let warns = "#warning kernels_opencl_probe\n__kernel void fine(__global float* x) { x[0] = X; }";
+        build_program(&context, &chosen, "warns.cl", warns, "-D X=1").unwrap();
+    }
+
+    /// A build that warns prints nothing to stderr, unless
+    /// KERNELS_OPENCL_BUILD_LOG=1 asks for the log. Runs in a child process
+    /// (compilers write to the process's stderr, which libtest does not
+    /// capture) with PoCL's own kernel cache off, so the program compiles.
+    #[test]
+    fn build_warnings_stay_off_stderr_unless_the_log_is_asked_for() {
+        let run = |log: Option<&str>| {
+            let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+            cmd.args(["--exact", "runtime::tests::quiet_build_child", "--nocapture", "--test-threads=1"])
+                .env(QUIET_CHILD, "1")
+                .env("POCL_KERNEL_CACHE", "0")
+                .env_remove(BUILD_LOG_ENV);
+            if let Some(v) = log {
+                cmd.env(BUILD_LOG_ENV, v);
+            }
+            let out = cmd.output().unwrap();
+            assert!(out.status.success(), "child failed: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        };
+        let quiet = run(None);
+        assert!(!quiet.contains("warning"), "a default build printed: {quiet}");
+        let verbose = run(Some("1"));
+        assert!(verbose.contains("kernels_opencl_probe") && verbose.contains("warns.cl"), "{verbose}");
     }
 }
