@@ -51,6 +51,14 @@
 //! not serialise the queue. [`OpenCl::live_bytes`] counts the device bytes
 //! this backend holds (tensors and its one reused scratch buffer).
 //!
+//! ## Devices
+//! The backend needs OpenCL 1.2 (`zeros` is `clEnqueueFillBuffer`, the
+//! kernel table reads CL_PROGRAM_KERNEL_NAMES): selection skips older
+//! devices and names the reason ([`SelectError::TooOld`]) when only those
+//! match. [`list_devices`] lists every platform's devices with the limits
+//! that shape launches (for a `--list-devices` flag); [`select_device`]
+//! says which device a selector picks, or why none fits.
+//!
 //! With no OpenCL platform at all, [`OpenCl::new`] returns
 //! `Error::Device` saying so and how to install one (Debian:
 //! pocl-opencl-icd and ocl-icd-opencl-dev, or `make setup`).
@@ -76,7 +84,7 @@ mod tiles;
 
 use kernels_core::Result;
 
-pub use device::DEVICE_ENV;
+pub use device::{DEVICE_ENV, DeviceSummary, MIN_OPENCL, SelectError, list_devices, select_device};
 pub use profile::Profile;
 pub use runtime::BUILD_LOG_ENV;
 pub use tensor::ClTensor;
