@@ -76,6 +76,8 @@ mod conv_direct;
 mod device;
 mod gemm;
 mod kernel_names;
+#[cfg(test)]
+mod limits_tests;
 mod ops;
 mod profile;
 mod runtime;
@@ -135,6 +137,17 @@ impl OpenCl {
                 Some(s) => device::select(s)?,
                 None => device::default_device()?,
             };
+            Ok(Self { rt: runtime::Runtime::new(chosen, config)? })
+        })
+    }
+
+    /// The default device with its limits changed by `adjust` (tests
+    /// simulating a smaller device).
+    #[cfg(test)]
+    fn with_limits(config: &Config, adjust: impl FnOnce(&mut device::Limits)) -> Result<Self> {
+        Self::serialised(|| {
+            let mut chosen = device::default_device()?;
+            adjust(&mut chosen.limits);
             Ok(Self { rt: runtime::Runtime::new(chosen, config)? })
         })
     }

@@ -19,10 +19,19 @@ pub(crate) fn i32_arg(op: &'static str, v: usize) -> Result<Arg<'static>> {
         .map_err(|_| Error::Device(format!("{op}: size {v} exceeds the kernels' 32-bit index range")))
 }
 
+/// The work-group of a tree reduction (`bias_grad`, `softmax_xent`): the
+/// compiled REDUCE_WG (the size of their `__local` array), lowered to a
+/// power of two the kernel may launch with on this device.
+fn tree_group(rt: &Runtime, kernel: Kernel) -> usize {
+    let (max_wg, items) = rt.max_group(kernel);
+    let cap = rt.tiles.reduce_wg.min(max_wg).min(items[0]).max(1);
+    1 << (usize::BITS - 1 - cap.leading_zeros())
+}
+
 /// db [k] = Σ_n Σ_p dy[n, k, p].
 pub(crate) fn bias_grad(rt: &Runtime, dy: &Buffer<f32>, n: usize, k: usize, p: usize) -> Result<ClTensor> {
     let db = ClTensor::new(rt.alloc(k)?, &[k]);
-    let wg = rt.tiles.reduce_wg;
+    let wg = tree_group(rt, kernel_names::BIAS_GRAD);
     let args = [
         Arg::F32Buf(dy),
         i32_arg("bias_grad", n)?,
@@ -31,7 +40,9 @@ pub(crate) fn bias_grad(rt: &Runtime, dy: &Buffer<f32>, n: usize, k: usize, p: u
         Arg::F32Buf(db.buf()),
     ];
     i32_arg("bias_grad", n * k * p)?;
-    if rt.tiles.reduce_rows {
+    // The tree needs a group of at least a few work-items to pay; where
+    // the device allows fewer for it, the streaming kernel needs none.
+    if rt.tiles.reduce_rows || wg < 16 {
         rt.launch(kernel_names::BIAS_GRAD_ROWS, &args, &[k], Some(&[1]))?;
     } else {
         rt.launch(kernel_names::BIAS_GRAD, &args, &[k * wg], Some(&[wg]))?;
@@ -182,7 +193,7 @@ pub(crate) fn softmax_cross_entropy(rt: &Runtime, logits: &ClTensor, labels: &[u
     let labels = rt.upload(&labels)?;
     let dlogits = ClTensor::new(rt.alloc(n * classes)?, logits.shape());
     let loss = rt.alloc::<f32>(1)?;
-    let wg = rt.tiles.reduce_wg;
+    let wg = tree_group(rt, kernel_names::SOFTMAX_XENT);
     let args = [
         Arg::F32Buf(logits.buf()),
         Arg::I32Buf(&labels.buffer),

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use kernels_core::{Error, Result};
-use ocl::core::{ArgVal, Kernel as KernelCore, ProgramInfo, ProgramInfoResult};
+use ocl::core::{
+    ArgVal, Kernel as KernelCore, KernelWorkGroupInfo, KernelWorkGroupInfoResult, ProgramInfo, ProgramInfoResult,
+};
 use ocl::enums::ProgramBuildInfo;
 use ocl::flags::CommandQueueProperties;
 use ocl::{Buffer, Context, Event, Program, Queue};
@@ -62,6 +64,17 @@ impl std::ops::Deref for ScratchGuard<'_> {
     }
 }
 
+/// A kernel object and the limits its launches are checked against.
+struct KernelEntry {
+    kernel: KernelCore,
+    /// CL_KERNEL_WORK_GROUP_SIZE, capped by the device's maximum: heavy
+    /// kernels on a GPU may allow fewer work-items than the device.
+    max_group: usize,
+    /// CL_KERNEL_LOCAL_MEM_SIZE before any `__local` argument is set: the
+    /// kernel's own `__local` arrays.
+    static_local_bytes: u64,
+}
+
 /// One kernel argument.
 pub(crate) enum Arg<'a> {
     F32Buf(&'a Buffer<f32>),
@@ -80,7 +93,7 @@ pub(crate) struct Runtime {
     /// launch looks its kernel up instead of trying each program in turn
     /// (whose CL_INVALID_KERNEL_NAME failures buried real errors under an
     /// API checker). The lock covers setting arguments and enqueueing.
-    kernels: Mutex<HashMap<String, KernelCore>>,
+    kernels: Mutex<HashMap<String, KernelEntry>>,
     /// Kept alive for the kernels made from them.
     _programs: Vec<Program>,
     events: Mutex<EventLog>,
@@ -177,8 +190,8 @@ fn index_kernel_names(listings: &[(&str, String)]) -> Result<HashMap<String, usi
 }
 
 /// Every kernel of `programs` by name, each created once from the one
-/// program that defines it.
-fn kernel_table(programs: &[(&'static str, Program)]) -> Result<HashMap<String, KernelCore>> {
+/// program that defines it, with its work-group limits on `chosen`.
+fn kernel_table(programs: &[(&'static str, Program)], chosen: &Chosen) -> Result<HashMap<String, KernelEntry>> {
     let mut listings = Vec::with_capacity(programs.len());
     for (file, program) in programs {
         let names = match ocl::core::get_program_info(program.as_core(), ProgramInfo::KernelNames) {
@@ -193,7 +206,19 @@ fn kernel_table(programs: &[(&'static str, Program)]) -> Result<HashMap<String, 
     for (name, i) in index {
         let kernel = ocl::core::create_kernel(programs[i].1.as_core(), &name)
             .map_err(|e| dev(&format!("creating kernel {name} from {}", programs[i].0), e))?;
-        table.insert(name, kernel);
+        let info = |what| ocl::core::get_kernel_work_group_info(&kernel, chosen.device, what);
+        let max_group = match info(KernelWorkGroupInfo::WorkGroupSize) {
+            Ok(KernelWorkGroupInfoResult::WorkGroupSize(n)) => n.max(1),
+            // Unreadable: assume the device's limit; the driver still
+            // refuses a launch that does not fit.
+            _ => chosen.limits.max_work_group,
+        };
+        let static_local_bytes = match info(KernelWorkGroupInfo::LocalMemSize) {
+            Ok(KernelWorkGroupInfoResult::LocalMemSize(n)) => n,
+            _ => 0,
+        };
+        let max_group = max_group.min(chosen.limits.max_work_group);
+        table.insert(name, KernelEntry { kernel, max_group, static_local_bytes });
     }
     Ok(table)
 }
@@ -213,7 +238,7 @@ impl Runtime {
         for (file, src) in SOURCES {
             programs.push((file, build_program(&context, &chosen, file, src, &options)?));
         }
-        let kernels = kernel_table(&programs)?;
+        let kernels = kernel_table(&programs, &chosen)?;
         Ok(Self {
             queue,
             chosen,
@@ -338,8 +363,13 @@ impl Runtime {
             return Err(Error::Device(format!("{name}: global size {global:?} is not a multiple of {l:?}")));
         }
         let kernels = lock(&self.kernels);
-        let kernel =
+        let entry =
             kernels.get(name).ok_or_else(|| Error::Device(format!("no program defines a kernel named {name}")))?;
+        if let Some(l) = lws {
+            let local_bytes = args.iter().map(|a| if let Arg::LocalF32(n) = a { 4 * *n as u64 } else { 0 }).sum();
+            self.check_fit(name, entry, &l, local_bytes)?;
+        }
+        let kernel = &entry.kernel;
         for (i, arg) in args.iter().enumerate() {
             let idx = i as u32;
             let set = match arg {
@@ -373,17 +403,56 @@ impl Runtime {
         self.record(Some(name), event)
     }
 
+    /// Why a launch of `entry` with work-groups `local` and `local_bytes` of
+    /// `__local` arguments would not fit the device, as an error (the
+    /// driver's answer would be CL_INVALID_WORK_GROUP_SIZE or
+    /// CL_OUT_OF_RESOURCES, or on some drivers a crash).
+    fn check_fit(&self, name: &str, entry: &KernelEntry, local: &[usize; 3], local_bytes: u64) -> Result<()> {
+        let limits = self.limits();
+        let items: usize = local.iter().product();
+        let total_local = entry.static_local_bytes + local_bytes;
+        if items > entry.max_group
+            || local.iter().zip(&limits.max_work_items).any(|(l, m)| l > m)
+            || total_local > limits.local_mem_bytes
+        {
+            return Err(Error::Device(format!(
+                "{name}: a work-group of {local:?} ({items} work-items, {total_local} bytes of local memory) \
+                 exceeds this kernel's limits here ({} work-items, {:?} per dimension, {} bytes of local memory)",
+                entry.max_group, limits.max_work_items, limits.local_mem_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether `kernel` can launch with work-groups `local` and
+    /// `local_bytes` of `__local` arguments on this device.
+    pub fn fits(&self, kernel: Kernel, local: &[usize], local_bytes: u64) -> bool {
+        let mut l = [1usize; 3];
+        l[..local.len().min(3)].copy_from_slice(&local[..local.len().min(3)]);
+        lock(&self.kernels)
+            .get(kernel.name())
+            .is_some_and(|e| self.check_fit(kernel.name(), e, &l, local_bytes).is_ok())
+    }
+
+    /// The largest work-group `kernel` may launch with here, and the
+    /// per-dimension limits.
+    pub fn max_group(&self, kernel: Kernel) -> (usize, [usize; 3]) {
+        let max = lock(&self.kernels).get(kernel.name()).map_or(self.limits().max_work_group, |e| e.max_group);
+        (max, self.limits().max_work_items)
+    }
+
     /// Launches over `global` (1 to 3 dims) with work-groups of up to
     /// `line_wg` work-items spread over dimensions 0 and 1 (both rounded up:
     /// these kernels guard their first two ids; dimension 2 stays exact).
     /// Large groups matter on a CPU device, where each group has a fixed
     /// scheduling cost.
     pub fn launch_lines(&self, kernel: Kernel, args: &[Arg], global: &[usize]) -> Result<()> {
-        let wg = self.tiles.line_wg.max(1);
+        let (max_group, max_items) = self.max_group(kernel);
+        let wg = self.tiles.line_wg.min(max_group).max(1);
         let mut local = vec![1; global.len()];
-        local[0] = wg.min(global[0].next_power_of_two()).max(1);
+        local[0] = wg.min(global[0].next_power_of_two()).min(max_items[0]).max(1);
         if global.len() > 1 {
-            local[1] = (wg / local[0]).min(global[1].next_power_of_two()).max(1);
+            local[1] = (wg / local[0]).min(global[1].next_power_of_two()).min(max_items[1]).max(1);
         }
         let rounded: Vec<usize> = global.iter().zip(&local).map(|(g, l)| crate::tiles::round_up(*g, *l)).collect();
         self.launch(kernel, args, &rounded, Some(&local))
@@ -454,6 +523,7 @@ mod tests {
         for config in configs {
             let rt = crate::OpenCl::with_config(None, &config).expect("an OpenCL device").rt;
             let table = lock(&rt.kernels);
+            assert!(table.values().all(|e| e.max_group >= 1));
             for kernel in crate::kernel_names::ALL {
                 assert!(table.contains_key(kernel.name()), "{} is not in {:?}", kernel.name(), table.keys());
             }
