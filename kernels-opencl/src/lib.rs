@@ -39,6 +39,9 @@
 //! - `KERNELS_OPENCL_CONV=direct|im2col`: send every stride-1 conv to the
 //!   direct kernel, or none (A/B runs; unset: the size predicate decides).
 //!   `Config::direct_conv` does the same from code.
+//! - `KERNELS_OPENCL_CACHE=DIR|off`: where built program binaries are
+//!   cached (default `$XDG_CACHE_HOME/kernels-opencl`, else
+//!   `~/.cache/kernels-opencl`), or no cache; see `cache.rs`.
 //! - `KERNELS_OPENCL_BUILD_LOG=1`: print each program's build log to stderr
 //!   (otherwise programs build with `-w`, so no compiler diagnostic reaches
 //!   the terminal; a failed build's log is always in its error).
@@ -71,6 +74,7 @@
 //! `OPTIMISATION.md` for the figures and how they were reached).
 
 mod backend;
+mod cache;
 mod conv;
 mod conv_direct;
 mod device;
@@ -86,6 +90,7 @@ mod tiles;
 
 use kernels_core::Result;
 
+pub use cache::{CACHE_ENV, CacheStats};
 pub use device::{DEVICE_ENV, DeviceSummary, MIN_OPENCL, SelectError, list_devices, select_device};
 pub use profile::Profile;
 pub use runtime::BUILD_LOG_ENV;
@@ -159,6 +164,12 @@ impl OpenCl {
         static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f()
+    }
+
+    /// What the on-disk program binary cache did while this backend was
+    /// created (hits, misses, rejected files, writes).
+    pub fn program_cache_stats(&self) -> CacheStats {
+        self.rt.cache_stats
     }
 
     /// "platform / device" of the device in use.

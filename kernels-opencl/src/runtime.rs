@@ -15,6 +15,7 @@ use ocl::enums::ProgramBuildInfo;
 use ocl::flags::CommandQueueProperties;
 use ocl::{Buffer, Context, Event, Program, Queue};
 
+use crate::cache::{self, CacheStats};
 use crate::device::{Chosen, Limits};
 use crate::kernel_names::Kernel;
 use crate::profile::{EventLog, Profile};
@@ -89,6 +90,8 @@ pub(crate) struct Runtime {
     pub queue: Queue,
     pub chosen: Chosen,
     pub tiles: Tiles,
+    /// What the program binary cache did while this runtime was built.
+    pub cache_stats: CacheStats,
     /// Every kernel of every program, by name, created once in `new`: a
     /// launch looks its kernel up instead of trying each program in turn
     /// (whose CL_INVALID_KERNEL_NAME failures buried real errors under an
@@ -170,6 +173,60 @@ fn build_program(context: &Context, chosen: &Chosen, file: &str, src: &str, opti
     Ok(program)
 }
 
+/// Where the program cache is for this backend: its directory and the
+/// device's part of the keys (None: cache off).
+type CacheAt<'a> = Option<(&'a std::path::Path, &'a str)>;
+
+/// A program from the binary cache when it holds one the driver accepts,
+/// else built from source and its binary written to the cache.
+fn build_cached(
+    context: &Context,
+    chosen: &Chosen,
+    (file, src): (&str, &str),
+    options: &str,
+    cache: CacheAt,
+    stats: &mut CacheStats,
+) -> Result<Program> {
+    let Some((dir, device_key)) = cache else {
+        stats.misses += 1;
+        return build_program(context, chosen, file, src, options);
+    };
+    let entry = cache::Entry::new(dir, device_key, file, src, &effective_options(options));
+    match entry.load() {
+        Ok(Some(binary)) => {
+            let binaries = [binary.as_slice()];
+            let built = Program::builder()
+                .binaries(&binaries)
+                .devices(chosen.device)
+                .cmplr_opt(effective_options(options))
+                .build(context);
+            match built {
+                Ok(program) => {
+                    stats.hits += 1;
+                    return Ok(program);
+                }
+                // A binary from another driver build or damaged in a way
+                // the checksum cannot see: rebuild and overwrite it.
+                Err(_) => stats.rejected += 1,
+            }
+        }
+        Ok(None) => stats.misses += 1,
+        Err(()) => stats.rejected += 1,
+    }
+    let program = build_program(context, chosen, file, src, options)?;
+    let binary = match ocl::core::get_program_info(program.as_core(), ProgramInfo::Binaries) {
+        Ok(ProgramInfoResult::Binaries(mut bins)) if bins.len() == 1 && !bins[0].is_empty() => bins.pop(),
+        _ => None,
+    };
+    match binary.map(|b| entry.store(&b)) {
+        Some(Ok(())) => stats.written += 1,
+        // The cache is an optimisation: a read-only or full disk costs the
+        // next process a rebuild, nothing more.
+        _ => stats.write_errors += 1,
+    }
+    Ok(program)
+}
+
 /// Which program defines each kernel name, from the programs' own lists
 /// (`(file, "name;name;...")`, CL_PROGRAM_KERNEL_NAMES). A name defined
 /// twice is an error: a launch could not tell which one it means.
@@ -234,14 +291,19 @@ impl Runtime {
             .map_err(|e| dev("creating queue", e))?;
         let tiles = Tiles::for_device(&chosen.limits, config);
         let options = tiles.build_options();
+        let cache_dir = cache::cache_dir();
+        let device_key = cache::device_key(&chosen);
+        let cache_at = cache_dir.as_deref().map(|dir| (dir, device_key.as_str()));
+        let mut cache_stats = CacheStats::default();
         let mut programs = Vec::with_capacity(SOURCES.len());
         for (file, src) in SOURCES {
-            programs.push((file, build_program(&context, &chosen, file, src, &options)?));
+            programs.push((file, build_cached(&context, &chosen, (file, src), &options, cache_at, &mut cache_stats)?));
         }
         let kernels = kernel_table(&programs, &chosen)?;
         Ok(Self {
             queue,
             chosen,
+            cache_stats,
             tiles,
             kernels: Mutex::new(kernels),
             _programs: programs.into_iter().map(|(_, p)| p).collect(),
