@@ -299,7 +299,7 @@ pub struct DeviceSummary {
     pub name: String,
     /// "GPU", "CPU", "ACCELERATOR", ...
     pub kind: String,
-    /// CL_DEVICE_VERSION, e.g. "OpenCL 3.0 PoCL ...".
+    /// The OpenCL version from CL_DEVICE_VERSION, e.g. "3.0".
     pub version: String,
     pub driver_version: String,
     /// Whether the backend can run on it (OpenCL 1.2 or later).
