@@ -42,6 +42,8 @@
 //! - `KERNELS_OPENCL_CACHE=DIR|off`: where built program binaries are
 //!   cached (default `$XDG_CACHE_HOME/kernels-opencl`, else
 //!   `~/.cache/kernels-opencl`), or no cache; see `cache.rs`.
+//! - `KERNELS_OPENCL_BUILD_OPTIONS="..."`: options appended to every build
+//!   (`-cl-opt-disable` for Oclgrind's uninitialised-value checks).
 //! - `KERNELS_OPENCL_BUILD_LOG=1`: print each program's build log to stderr
 //!   (otherwise programs build with `-w`, so no compiler diagnostic reaches
 //!   the terminal; a failed build's log is always in its error).
@@ -93,7 +95,7 @@ use kernels_core::Result;
 pub use cache::{CACHE_ENV, CacheStats};
 pub use device::{DEVICE_ENV, DeviceSummary, MIN_OPENCL, SelectError, list_devices, select_device};
 pub use profile::Profile;
-pub use runtime::BUILD_LOG_ENV;
+pub use runtime::{BUILD_LOG_ENV, EXTRA_BUILD_OPTIONS_ENV};
 pub use tensor::ClTensor;
 pub use tiles::{CONV_PATH_ENV, GEMM_TILE_ENV};
 

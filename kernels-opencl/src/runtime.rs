@@ -143,13 +143,26 @@ fn build_log_requested() -> bool {
     std::env::var(BUILD_LOG_ENV).is_ok_and(|v| v.trim() == "1")
 }
 
-/// The options a program is built with: `options`, plus `-w` unless the
-/// build log was asked for. Compilers print their diagnostics' summary
-/// ("22 warnings generated.") straight to the process's stderr (PoCL's
-/// clang does), which no caller can catch; `-w`, an OpenCL standard
-/// option, silences warnings at the source. Errors are unaffected.
+/// Environment variable: options appended to every program build, e.g.
+/// `-cl-opt-disable` for Oclgrind's uninitialised-value checks (its 21.10
+/// plugin aborts on LLVM's `freeze` in optimised code). Part of the
+/// program cache key like every option.
+pub const EXTRA_BUILD_OPTIONS_ENV: &str = "KERNELS_OPENCL_BUILD_OPTIONS";
+
+/// The options a program is built with: `options`, the extra options from
+/// KERNELS_OPENCL_BUILD_OPTIONS, and `-w` unless the build log was asked
+/// for. Compilers print their diagnostics' summary ("22 warnings
+/// generated.") straight to the process's stderr (PoCL's clang does),
+/// which no caller can catch; `-w`, an OpenCL standard option, silences
+/// warnings at the source. Errors are unaffected.
 fn effective_options(options: &str) -> String {
-    if build_log_requested() { options.to_owned() } else { format!("{options} -w") }
+    let mut all = options.to_owned();
+    if let Ok(extra) = std::env::var(EXTRA_BUILD_OPTIONS_ENV)
+        && !extra.trim().is_empty()
+    {
+        all = format!("{all} {}", extra.trim());
+    }
+    if build_log_requested() { all } else { format!("{all} -w") }
 }
 
 /// Builds one program; a failure is `Error::Device` with the compiler's
