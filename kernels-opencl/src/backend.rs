@@ -5,7 +5,7 @@ use kernels_core::{
     Optimizer, PoolGeometry, Result, Shaped, Tensor,
 };
 
-use crate::{ClTensor, OpenCl, conv, norm, ops};
+use crate::{ClTensor, OpenCl, conv, kernel_names, norm, ops};
 
 impl Backend for OpenCl {
     type Elem = f32;
@@ -105,19 +105,19 @@ impl Backend for OpenCl {
     }
 
     fn exec_relu_forward(&self, x: &ClTensor) -> Result<ClTensor> {
-        ops::unary(&self.rt, "relu_forward", x)
+        ops::unary(&self.rt, kernel_names::RELU_FORWARD, x)
     }
 
     fn exec_relu_backward(&self, x: &ClTensor, dy: &ClTensor) -> Result<ClTensor> {
-        ops::binary(&self.rt, "relu_backward", x, dy)
+        ops::binary(&self.rt, kernel_names::RELU_BACKWARD, x, dy)
     }
 
     fn exec_sigmoid_forward(&self, x: &ClTensor) -> Result<ClTensor> {
-        ops::unary(&self.rt, "sigmoid_forward", x)
+        ops::unary(&self.rt, kernel_names::SIGMOID_FORWARD, x)
     }
 
     fn exec_sigmoid_backward(&self, y: &ClTensor, dy: &ClTensor) -> Result<ClTensor> {
-        ops::binary(&self.rt, "sigmoid_backward", y, dy)
+        ops::binary(&self.rt, kernel_names::SIGMOID_BACKWARD, y, dy)
     }
 
     fn exec_softmax_cross_entropy(&self, logits: &ClTensor, labels: &[usize]) -> Result<(f64, ClTensor)> {

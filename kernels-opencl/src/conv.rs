@@ -20,6 +20,7 @@ use ocl::Buffer;
 use crate::ClTensor;
 use crate::conv_direct::{self, ConvPath, Pass};
 use crate::gemm::{self, Bias, Form, Gemm, Operand};
+use crate::kernel_names;
 use crate::ops::{bias_grad, i32_arg};
 use crate::runtime::{Arg, Runtime};
 
@@ -69,9 +70,9 @@ fn im2col(
     args.push(Arg::F32Buf(col));
     if !rt.tiles.im2col_rows {
         args.push(i32_arg("conv2d", images)?);
-        return rt.launch_lines("im2col_plane", &args, &[g.c * g.r * g.s, images]);
+        return rt.launch_lines(kernel_names::IM2COL_PLANE, &args, &[g.c * g.r * g.s, images]);
     }
-    rt.launch_lines("im2col", &args, &[g.oh, g.c * g.r * g.s, images])
+    rt.launch_lines(kernel_names::IM2COL, &args, &[g.oh, g.c * g.r * g.s, images])
 }
 
 fn col2im(
@@ -85,7 +86,7 @@ fn col2im(
     let mut args = vec![Arg::F32Buf(col)];
     args.extend(geometry_args(g)?);
     args.extend([Arg::F32Buf(dx), i32_arg("conv2d", first * g.c * g.h * g.w)?]);
-    rt.launch_lines("col2im", &args, &[g.h, g.c, images])
+    rt.launch_lines(kernel_names::COL2IM, &args, &[g.h, g.c, images])
 }
 
 pub(crate) fn forward(

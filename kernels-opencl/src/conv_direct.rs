@@ -14,8 +14,9 @@
 use kernels_core::{ConvGeometry, Result};
 use ocl::Buffer;
 
+use crate::kernel_names;
 use crate::ops::i32_arg;
-use crate::runtime::{Arg, Runtime};
+use crate::runtime::{Arg, Runtime, ScratchGuard};
 
 /// Largest reduction (taps summed per output: C·R·S forward, K·R·S for dX)
 /// the automatic choice sends to the direct kernel. Past it the GEMM's
@@ -156,12 +157,13 @@ impl Pad {
             args.push(i32_arg(op, v)?);
         }
         args.extend([Arg::F32Buf(dst), i32_arg(op, self.offset)?, i32_arg(op, self.slack)?]);
-        rt.launch_lines("pad_planes", &args, &[self.hp, self.planes])
+        rt.launch_lines(kernel_names::PAD_PLANES, &args, &[self.hp, self.planes])
     }
 }
 
-/// Copies the input of `pass` into zero-padded planes in scratch.
-fn pad(rt: &Runtime, g: &ConvGeometry, pass: Pass, src: &Buffer<f32>) -> Result<Buffer<f32>> {
+/// Copies the input of `pass` into zero-padded planes in scratch; the
+/// caller enqueues the launches reading them before dropping the guard.
+fn pad<'r>(rt: &'r Runtime, g: &ConvGeometry, pass: Pass, src: &Buffer<f32>) -> Result<ScratchGuard<'r>> {
     let spec = Pad::of(rt, g, pass);
     let xp = rt.scratch("conv2d_direct", spec.end())?;
     spec.run(rt, src, &xp)?;
@@ -211,9 +213,9 @@ fn launch(rt: &Runtime, g: &ConvGeometry, l: &Launch) -> Result<()> {
     // larger block): 16 filters take 2 x 8, 6 take 1 x 6 rather than 1 x 8.
     let (kb, alt) = (rt.tiles.conv_kb, rt.tiles.conv_kb_alt);
     let (name, block) = if l.outputs.div_ceil(alt) * alt < l.outputs.div_ceil(kb) * kb {
-        ("conv_direct_alt", alt)
+        (kernel_names::CONV_DIRECT_ALT, alt)
     } else {
-        ("conv_direct", kb)
+        (kernel_names::CONV_DIRECT, kb)
     };
     rt.launch_lines(name, &args, &[chunks, l.outputs.div_ceil(block), g.n])
 }
@@ -337,5 +339,5 @@ pub(crate) fn weight_grad(
     // Few, long work-items (K·C·R: 30 for lenet-c1): one per work-group,
     // so the device spreads them over every compute unit (launch_lines
     // would pack them into one or two groups, i.e. one or two cores).
-    rt.launch("conv_dw", &args, &[g.k.div_ceil(DW_KF), g.c * g.r], Some(&[1, 1]))
+    rt.launch(kernel_names::CONV_DW, &args, &[g.k.div_ceil(DW_KF), g.c * g.r], Some(&[1, 1]))
 }

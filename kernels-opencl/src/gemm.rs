@@ -9,6 +9,7 @@
 use kernels_core::{Error, Result};
 use ocl::Buffer;
 
+use crate::kernel_names;
 use crate::runtime::{Arg, Runtime};
 use crate::tiles::round_up;
 
@@ -118,21 +119,31 @@ pub(crate) fn run(rt: &Runtime, g: &Gemm) -> Result<()> {
     match g.form {
         Form::Nn => {
             let (gx, gy) = (g.n.div_ceil(tiles.nn_nr), g.m.div_ceil(tiles.nn_mr));
-            let [lx, ly] = tiles.group_2d(gx, gy);
-            let global = [round_up(gx, lx), round_up(gy, ly), depth];
             if tiles.use_local {
-                args.push(Arg::LocalF32(tiles.tile_k * ly * tiles.nn_mr));
-                args.push(Arg::LocalF32(tiles.tile_k * lx * tiles.nn_nr));
-                rt.launch("gemm_nn_local", &args, &global, Some(&[lx, ly, 1]))
-            } else {
-                rt.launch("gemm_nn", &args, &global, Some(&[lx, ly, 1]))
+                let (max_wg, items) = rt.max_group(kernel_names::GEMM_NN_LOCAL);
+                let [lx, ly] = tiles.group_2d(gx, gy, true, max_wg, [items[0], items[1]]);
+                let (a_tile, b_tile) = (tiles.tile_k * ly * tiles.nn_mr, tiles.tile_k * lx * tiles.nn_nr);
+                // The staged tiles must fit the device's local memory with
+                // the group the kernel allows; otherwise the plain kernel
+                // computes the same product from global memory.
+                if rt.fits(kernel_names::GEMM_NN_LOCAL, &[lx, ly, 1], 4 * (a_tile + b_tile) as u64) {
+                    let global = [round_up(gx, lx), round_up(gy, ly), depth];
+                    args.push(Arg::LocalF32(a_tile));
+                    args.push(Arg::LocalF32(b_tile));
+                    return rt.launch(kernel_names::GEMM_NN_LOCAL, &args, &global, Some(&[lx, ly, 1]));
+                }
             }
+            let (max_wg, items) = rt.max_group(kernel_names::GEMM_NN);
+            let [lx, ly] = tiles.group_2d(gx, gy, false, max_wg, [items[0], items[1]]);
+            let global = [round_up(gx, lx), round_up(gy, ly), depth];
+            rt.launch(kernel_names::GEMM_NN, &args, &global, Some(&[lx, ly, 1]))
         }
         Form::Nt => {
             let (gx, gy) = (g.n.div_ceil(tiles.nt_nr), g.m.div_ceil(tiles.nt_mr));
-            let [lx, ly] = tiles.group_2d(gx, gy);
+            let (max_wg, items) = rt.max_group(kernel_names::GEMM_NT);
+            let [lx, ly] = tiles.group_2d(gx, gy, tiles.use_local, max_wg, [items[0], items[1]]);
             let global = [round_up(gx, lx), round_up(gy, ly), depth];
-            rt.launch("gemm_nt", &args, &global, Some(&[lx, ly, 1]))
+            rt.launch(kernel_names::GEMM_NT, &args, &global, Some(&[lx, ly, 1]))
         }
     }
 }

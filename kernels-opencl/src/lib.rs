@@ -39,6 +39,14 @@
 //! - `KERNELS_OPENCL_CONV=direct|im2col`: send every stride-1 conv to the
 //!   direct kernel, or none (A/B runs; unset: the size predicate decides).
 //!   `Config::direct_conv` does the same from code.
+//! - `KERNELS_OPENCL_CACHE=DIR|off`: where built program binaries are
+//!   cached (default `$XDG_CACHE_HOME/kernels-opencl`, else
+//!   `~/.cache/kernels-opencl`), or no cache; see `cache.rs`.
+//! - `KERNELS_OPENCL_BUILD_OPTIONS="..."`: options appended to every build
+//!   (`-cl-opt-disable` for Oclgrind's uninitialised-value checks).
+//! - `KERNELS_OPENCL_BUILD_LOG=1`: print each program's build log to stderr
+//!   (otherwise programs build with `-w`, so no compiler diagnostic reaches
+//!   the terminal; a failed build's log is always in its error).
 //!
 //! ## Profiling
 //! The queue has profiling on. [`OpenCl::profile`] sums kernel time and
@@ -47,6 +55,14 @@
 //! splits kernel time by kernel. Events are read lazily, so profiling does
 //! not serialise the queue. [`OpenCl::live_bytes`] counts the device bytes
 //! this backend holds (tensors and its one reused scratch buffer).
+//!
+//! ## Devices
+//! The backend needs OpenCL 1.2 (`zeros` is `clEnqueueFillBuffer`, the
+//! kernel table reads CL_PROGRAM_KERNEL_NAMES): selection skips older
+//! devices and names the reason ([`SelectError::TooOld`]) when only those
+//! match. [`list_devices`] lists every platform's devices with the limits
+//! that shape launches (for a `--list-devices` flag); [`select_device`]
+//! says which device a selector picks, or why none fits.
 //!
 //! With no OpenCL platform at all, [`OpenCl::new`] returns
 //! `Error::Device` saying so and how to install one (Debian:
@@ -60,10 +76,14 @@
 //! `OPTIMISATION.md` for the figures and how they were reached).
 
 mod backend;
+mod cache;
 mod conv;
 mod conv_direct;
 mod device;
 mod gemm;
+mod kernel_names;
+#[cfg(test)]
+mod limits_tests;
 mod norm;
 mod ops;
 mod profile;
@@ -73,8 +93,10 @@ mod tiles;
 
 use kernels_core::Result;
 
-pub use device::DEVICE_ENV;
+pub use cache::{CACHE_ENV, CacheStats};
+pub use device::{DEVICE_ENV, DeviceSummary, MIN_OPENCL, SelectError, list_devices, select_device};
 pub use profile::Profile;
+pub use runtime::{BUILD_LOG_ENV, EXTRA_BUILD_OPTIONS_ENV};
 pub use tensor::ClTensor;
 pub use tiles::{CONV_PATH_ENV, GEMM_TILE_ENV};
 
@@ -127,6 +149,17 @@ impl OpenCl {
         })
     }
 
+    /// The default device with its limits changed by `adjust` (tests
+    /// simulating a smaller device).
+    #[cfg(test)]
+    fn with_limits(config: &Config, adjust: impl FnOnce(&mut device::Limits)) -> Result<Self> {
+        Self::serialised(|| {
+            let mut chosen = device::default_device()?;
+            adjust(&mut chosen.limits);
+            Ok(Self { rt: runtime::Runtime::new(chosen, config)? })
+        })
+    }
+
     /// Runs device discovery and setup one thread at a time: PoCL's lazy
     /// initialisation can report no device to a second thread racing the
     /// first.
@@ -134,6 +167,12 @@ impl OpenCl {
         static SETUP: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _turn = SETUP.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         f()
+    }
+
+    /// What the on-disk program binary cache did while this backend was
+    /// created (hits, misses, rejected files, writes).
+    pub fn program_cache_stats(&self) -> CacheStats {
+        self.rt.cache_stats
     }
 
     /// "platform / device" of the device in use.

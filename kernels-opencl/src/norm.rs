@@ -9,7 +9,8 @@
 use kernels_core::{BatchNormGeometry, BatchStats, DropoutMask, Error, GradRequest, Grads, Result, Shaped};
 
 use crate::ClTensor;
-use crate::ops::i32_arg;
+use crate::kernel_names;
+use crate::ops::{i32_arg, tree_group};
 use crate::runtime::{Arg, Runtime};
 
 const OP: &str = "batch_norm";
@@ -57,8 +58,8 @@ pub(crate) fn train(
         Arg::F32Buf(running_mean.buf()),
         Arg::F32Buf(running_var.buf()),
     ];
-    let wg = rt.tiles.reduce_wg;
-    rt.launch("bn_stats", &args, &[g.c * wg], Some(&[wg]))?;
+    let wg = tree_group(rt, kernel_names::BN_STATS);
+    rt.launch(kernel_names::BN_STATS, &args, &[g.c * wg], Some(&[wg]))?;
     let y = ClTensor::new(rt.alloc(g.len())?, x.shape());
     let [_, c, sp] = dims(g)?;
     let args = [
@@ -72,7 +73,7 @@ pub(crate) fn train(
         Arg::F32Buf(beta.buf()),
         Arg::F32Buf(y.buf()),
     ];
-    rt.launch_lines("bn_apply", &args, &[g.len()])?;
+    rt.launch_lines(kernel_names::BN_APPLY, &args, &[g.len()])?;
     Ok((y, BatchStats { mean, inv_std }))
 }
 
@@ -100,7 +101,7 @@ pub(crate) fn eval(
         Arg::F32Buf(beta.buf()),
         Arg::F32Buf(y.buf()),
     ];
-    rt.launch_lines("bn_apply_eval", &args, &[g.len()])?;
+    rt.launch_lines(kernel_names::BN_APPLY_EVAL, &args, &[g.len()])?;
     Ok(y)
 }
 
@@ -129,8 +130,8 @@ pub(crate) fn backward(
         Arg::F32Buf(dgamma.buf()),
         Arg::F32Buf(dbeta.buf()),
     ];
-    let wg = rt.tiles.reduce_wg;
-    rt.launch("bn_backward_sums", &args, &[g.c * wg], Some(&[wg]))?;
+    let wg = tree_group(rt, kernel_names::BN_BACKWARD_SUMS);
+    rt.launch(kernel_names::BN_BACKWARD_SUMS, &args, &[g.c * wg], Some(&[wg]))?;
     let dx = if need.dx {
         let dx = ClTensor::new(rt.alloc(g.len())?, x.shape());
         let [_, c, sp] = dims(g)?;
@@ -148,7 +149,7 @@ pub(crate) fn backward(
             Arg::F32Buf(dbeta.buf()),
             Arg::F32Buf(dx.buf()),
         ];
-        rt.launch_lines("bn_backward_dx", &args, &[g.len()])?;
+        rt.launch_lines(kernel_names::BN_BACKWARD_DX, &args, &[g.len()])?;
         Some(dx)
     } else {
         None
@@ -174,6 +175,6 @@ pub(crate) fn dropout(rt: &Runtime, mask: &DropoutMask, v: &ClTensor) -> Result<
         Arg::F32(mask.scale as f32),
         Arg::F32Buf(out.buf()),
     ];
-    rt.launch_lines("dropout_apply", &args, &[mask.len])?;
+    rt.launch_lines(kernel_names::DROPOUT_APPLY, &args, &[mask.len])?;
     Ok(out)
 }

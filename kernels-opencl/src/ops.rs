@@ -10,6 +10,7 @@ use ocl::Buffer;
 
 use crate::ClTensor;
 use crate::gemm::{self, Bias, Form, Gemm, Operand};
+use crate::kernel_names::{self, Kernel};
 use crate::runtime::{Arg, Runtime};
 
 pub(crate) fn i32_arg(op: &'static str, v: usize) -> Result<Arg<'static>> {
@@ -18,10 +19,19 @@ pub(crate) fn i32_arg(op: &'static str, v: usize) -> Result<Arg<'static>> {
         .map_err(|_| Error::Device(format!("{op}: size {v} exceeds the kernels' 32-bit index range")))
 }
 
+/// The work-group of a tree reduction (`bias_grad`, `softmax_xent`): the
+/// compiled REDUCE_WG (the size of their `__local` array), lowered to a
+/// power of two the kernel may launch with on this device.
+pub(crate) fn tree_group(rt: &Runtime, kernel: Kernel) -> usize {
+    let (max_wg, items) = rt.max_group(kernel);
+    let cap = rt.tiles.reduce_wg.min(max_wg).min(items[0]).max(1);
+    1 << (usize::BITS - 1 - cap.leading_zeros())
+}
+
 /// db [k] = Σ_n Σ_p dy[n, k, p].
 pub(crate) fn bias_grad(rt: &Runtime, dy: &Buffer<f32>, n: usize, k: usize, p: usize) -> Result<ClTensor> {
     let db = ClTensor::new(rt.alloc(k)?, &[k]);
-    let wg = rt.tiles.reduce_wg;
+    let wg = tree_group(rt, kernel_names::BIAS_GRAD);
     let args = [
         Arg::F32Buf(dy),
         i32_arg("bias_grad", n)?,
@@ -30,10 +40,12 @@ pub(crate) fn bias_grad(rt: &Runtime, dy: &Buffer<f32>, n: usize, k: usize, p: u
         Arg::F32Buf(db.buf()),
     ];
     i32_arg("bias_grad", n * k * p)?;
-    if rt.tiles.reduce_rows {
-        rt.launch("bias_grad_rows", &args, &[k], Some(&[1]))?;
+    // The tree needs a group of at least a few work-items to pay; where
+    // the device allows fewer for it, the streaming kernel needs none.
+    if rt.tiles.reduce_rows || wg < 16 {
+        rt.launch(kernel_names::BIAS_GRAD_ROWS, &args, &[k], Some(&[1]))?;
     } else {
-        rt.launch("bias_grad", &args, &[k * wg], Some(&[wg]))?;
+        rt.launch(kernel_names::BIAS_GRAD, &args, &[k * wg], Some(&[wg]))?;
     }
     Ok(db)
 }
@@ -54,7 +66,7 @@ pub(crate) fn pool_forward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor) -> Resu
     let mut args = vec![Arg::F32Buf(x.buf())];
     args.extend(pool_args(g)?);
     args.push(Arg::F32Buf(y.buf()));
-    rt.launch_lines("pool_forward", &args, &[g.oh, g.n * g.c])?;
+    rt.launch_lines(kernel_names::POOL_FORWARD, &args, &[g.oh, g.n * g.c])?;
     Ok(y)
 }
 
@@ -71,14 +83,14 @@ pub(crate) fn pool_backward(rt: &Runtime, g: &PoolGeometry, x: &ClTensor, dy: &C
         }
         args.extend([Arg::I32(i32::from(p.kind == PoolKind::Max)), Arg::F32Buf(dx.buf())]);
         if rt.tiles.pool_bands {
-            rt.launch_lines("pool_backward_band", &args, &[g.oh, g.n * g.c])?;
+            rt.launch_lines(kernel_names::POOL_BACKWARD_BAND, &args, &[g.oh, g.n * g.c])?;
         } else {
-            rt.launch_lines("pool_backward_tiled", &args, &[g.h, g.n * g.c])?;
+            rt.launch_lines(kernel_names::POOL_BACKWARD_TILED, &args, &[g.h, g.n * g.c])?;
         }
     } else {
         args.extend(pool_args(g)?);
         args.push(Arg::F32Buf(dx.buf()));
-        rt.launch_lines("pool_backward", &args, &[g.h, g.n * g.c])?;
+        rt.launch_lines(kernel_names::POOL_BACKWARD, &args, &[g.h, g.n * g.c])?;
     }
     Ok(dx)
 }
@@ -157,19 +169,19 @@ pub(crate) fn linear_backward(
 }
 
 /// y = f(x) for relu_forward / sigmoid_forward.
-pub(crate) fn unary(rt: &Runtime, kernel: &'static str, x: &ClTensor) -> Result<ClTensor> {
+pub(crate) fn unary(rt: &Runtime, kernel: Kernel, x: &ClTensor) -> Result<ClTensor> {
     let n = x.len();
     let y = ClTensor::new(rt.alloc(n)?, x.shape());
-    let args = [Arg::F32Buf(x.buf()), i32_arg(kernel, n)?, Arg::F32Buf(y.buf())];
+    let args = [Arg::F32Buf(x.buf()), i32_arg(kernel.name(), n)?, Arg::F32Buf(y.buf())];
     rt.launch_lines(kernel, &args, &[n])?;
     Ok(y)
 }
 
 /// dx = f'(a, dy) for relu_backward (a = x) / sigmoid_backward (a = y).
-pub(crate) fn binary(rt: &Runtime, kernel: &'static str, a: &ClTensor, dy: &ClTensor) -> Result<ClTensor> {
+pub(crate) fn binary(rt: &Runtime, kernel: Kernel, a: &ClTensor, dy: &ClTensor) -> Result<ClTensor> {
     let n = a.len();
     let dx = ClTensor::new(rt.alloc(n)?, a.shape());
-    let args = [Arg::F32Buf(a.buf()), Arg::F32Buf(dy.buf()), i32_arg(kernel, n)?, Arg::F32Buf(dx.buf())];
+    let args = [Arg::F32Buf(a.buf()), Arg::F32Buf(dy.buf()), i32_arg(kernel.name(), n)?, Arg::F32Buf(dx.buf())];
     rt.launch_lines(kernel, &args, &[n])?;
     Ok(dx)
 }
@@ -181,7 +193,7 @@ pub(crate) fn softmax_cross_entropy(rt: &Runtime, logits: &ClTensor, labels: &[u
     let labels = rt.upload(&labels)?;
     let dlogits = ClTensor::new(rt.alloc(n * classes)?, logits.shape());
     let loss = rt.alloc::<f32>(1)?;
-    let wg = rt.tiles.reduce_wg;
+    let wg = tree_group(rt, kernel_names::SOFTMAX_XENT);
     let args = [
         Arg::F32Buf(logits.buf()),
         Arg::I32Buf(&labels.buffer),
@@ -191,7 +203,7 @@ pub(crate) fn softmax_cross_entropy(rt: &Runtime, logits: &ClTensor, labels: &[u
         Arg::F32Buf(&loss.buffer),
     ];
     i32_arg("softmax_cross_entropy", n * classes)?;
-    rt.launch("softmax_xent", &args, &[wg], Some(&[wg]))?;
+    rt.launch(kernel_names::SOFTMAX_XENT, &args, &[wg], Some(&[wg]))?;
     let value = rt.download(&loss.buffer, 1)?;
     Ok((f64::from(value[0]), dlogits))
 }
@@ -212,7 +224,7 @@ pub(crate) fn optimizer_step(
     let missing = || Error::param("optimizer_step", format!("{} state buffers missing", optimizer.name()));
     match optimizer {
         Optimizer::Sgd { .. } => {
-            rt.launch_lines("sgd_step", &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &[n])
+            rt.launch_lines(kernel_names::SGD_STEP, &[p, g, count, Arg::F32(s.lr), Arg::F32(s.weight_decay)], &[n])
         }
         Optimizer::Momentum { .. } | Optimizer::Nesterov { .. } => {
             let v = slots.first().ok_or_else(missing)?;
@@ -227,12 +239,12 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.weight_decay),
                 Arg::I32(nesterov),
             ];
-            rt.launch_lines("momentum_step", &args, &[n])
+            rt.launch_lines(kernel_names::MOMENTUM_STEP, &args, &[n])
         }
         Optimizer::AdaGrad { .. } => {
             let acc = slots.first().ok_or_else(missing)?;
             let args = [p, g, Arg::F32Buf(acc.buf()), count, Arg::F32(s.lr), Arg::F32(s.eps), Arg::F32(s.weight_decay)];
-            rt.launch_lines("adagrad_step", &args, &[n])
+            rt.launch_lines(kernel_names::ADAGRAD_STEP, &args, &[n])
         }
         Optimizer::RmsProp { .. } => {
             let acc = slots.first().ok_or_else(missing)?;
@@ -247,7 +259,7 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.eps),
                 Arg::F32(s.weight_decay),
             ];
-            rt.launch_lines("rmsprop_step", &args, &[n])
+            rt.launch_lines(kernel_names::RMSPROP_STEP, &args, &[n])
         }
         Optimizer::Adam { .. } => {
             let [m, v] = slots else { return Err(missing()) };
@@ -267,7 +279,7 @@ pub(crate) fn optimizer_step(
                 Arg::F32(s.correction1),
                 Arg::F32(s.correction2),
             ];
-            rt.launch_lines("adam_step", &args, &[n])
+            rt.launch_lines(kernel_names::ADAM_STEP, &args, &[n])
         }
     }
 }

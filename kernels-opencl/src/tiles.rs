@@ -91,10 +91,12 @@ impl Tiles {
             _ => None,
         };
         let use_local = config.local_gemm.or(env_local).unwrap_or(use_local);
-        // The local B tile is tile_k x (nn_nr · group width) floats; keep it
-        // within a quarter of local memory.
+        // The local tiles are tile_k x (nn_mr · group height) floats of A
+        // and tile_k x (nn_nr · group width) of B, groups at most 16 x 16:
+        // keep both within half of local memory. Launches check the actual
+        // group against the device and fall back to the plain GEMM (gemm.rs).
         let mut tile_k = 16;
-        while tile_k > 4 && (tile_k * nn_nr * 16 * 4) as u64 > limits.local_mem_bytes / 4 {
+        while tile_k > 1 && (tile_k * (nn_mr + nn_nr) * 16 * 4) as u64 > limits.local_mem_bytes / 2 {
             tile_k /= 2;
         }
         let env_conv = match std::env::var(CONV_PATH_ENV).as_deref().map(str::trim) {
@@ -154,33 +156,37 @@ impl Tiles {
     }
 
     /// Work-group shape for a 2-D grid of `gx` (column tiles) x `gy` (row
-    /// tiles) work-items, within the device limit.
+    /// tiles) work-items, for the local-memory GEMM (`local`) or the plain
+    /// ones, within `max_wg` work-items (the kernel's limit) and `max_items`
+    /// per dimension.
     ///
     /// CPU: a work-group runs on one core, work-item x fastest, so its B
     /// footprint is lx column panels of K x NN_NR floats; keep lx small and
     /// ly tall (up to 64 row tiles) so those panels stay in L2 while every
     /// row tile streams past them; then shrink until there are a few groups
     /// per compute unit. GPU: 16 x 16 work-items sharing local tiles.
-    pub fn group_2d(&self, gx: usize, gy: usize) -> [usize; 2] {
+    pub fn group_2d(&self, gx: usize, gy: usize, local: bool, max_wg: usize, max_items: [usize; 2]) -> [usize; 2] {
+        let max_wg = max_wg.min(self.max_wg).max(1);
+        let within = |mut l: [usize; 2]| {
+            l = [l[0].min(max_items[0]).max(1), l[1].min(max_items[1]).max(1)];
+            while l[0] * l[1] > max_wg {
+                if l[0] >= l[1] { l[0] /= 2 } else { l[1] /= 2 }
+            }
+            l
+        };
         if let Some((x, y)) = std::env::var("KERNELS_OPENCL_GROUP").ok().and_then(|v| {
             let (a, b) = v.split_once('x')?;
             Some((a.parse::<usize>().ok()?, b.parse::<usize>().ok()?))
         }) {
-            let l = [x.min(gx.next_power_of_two()).max(1), y.min(gy.next_power_of_two()).max(1)];
-            if l[0] * l[1] <= self.max_wg {
-                return l;
-            }
+            return within([x.min(gx.next_power_of_two()).max(1), y.min(gy.next_power_of_two()).max(1)]);
         }
-        let mut l = if self.use_local {
+        let mut l = within(if local {
             [gx.next_power_of_two().min(16), gy.next_power_of_two().min(16)]
         } else {
             let ly = gy.next_power_of_two().min(64);
             [gx.next_power_of_two().min((64 / ly).clamp(1, 8)), ly]
-        };
-        while l[0] * l[1] > self.max_wg {
-            if l[0] >= l[1] { l[0] /= 2 } else { l[1] /= 2 }
-        }
-        if !self.use_local {
+        });
+        if !local {
             let want = 4 * self.compute_units;
             while gx.div_ceil(l[0]) * gy.div_ceil(l[1]) < want && l[0] * l[1] > 1 {
                 if l[0] >= l[1] { l[0] /= 2 } else { l[1] /= 2 }

@@ -12,8 +12,9 @@
 //   dropout_apply: out = keep(i) ? v·scale : 0 with keep(i) = the high 32
 //     bits of SplitMix64 output i of `key` ≥ threshold, bit for bit the
 //     host's DropoutMask::keeps.
-// Launch: the per-channel kernels run one work-group of REDUCE_WG work-items
-//   per channel (global C·REDUCE_WG), each striding over the channel's
+// Launch: the per-channel kernels run one work-group of WG work-items per
+//   channel (global C·WG; WG a power of two <= REDUCE_WG, smaller where the
+//   device allows fewer), each striding over the channel's
 //   planes, then a tree sum in local memory; the element-wise kernels one
 //   work-item per element over a range rounded up (n guards).
 // Check: cargo test -p harness --test opencl batch_norm dropout.
@@ -22,14 +23,14 @@
     for (int n = 0; n < N; ++n) {                                            \
         __global const float* xp = x + ((size_t)n * C + c) * S;              \
         const size_t base = ((size_t)n * C + c) * S;                         \
-        for (int s = lid; s < S; s += REDUCE_WG) { BODY; }                   \
+        for (int s = lid; s < S; s += wg) { BODY; }                   \
     }
 
-// Tree sum of `partial` (REDUCE_WG floats, one per work-item); the total
-// ends in partial[0].
-static void tree_sum(__local float* partial, const int lid) {
+// Tree sum of `partial` (one float per work-item of a power-of-two group
+// of wg <= REDUCE_WG); the total ends in partial[0].
+static void tree_sum(__local float* partial, const int lid, const int wg) {
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int step = REDUCE_WG / 2; step > 0; step /= 2) {
+    for (int step = wg / 2; step > 0; step /= 2) {
         if (lid < step) partial[lid] += partial[lid + step];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
@@ -42,17 +43,18 @@ __kernel void bn_stats(__global const float* restrict x, const int N, const int 
     __local float partial[REDUCE_WG];
     const int c = get_group_id(0);
     const int lid = get_local_id(0);
+    const int wg = get_local_size(0);
     const float m = (float)N * (float)S;
     float acc = 0.0f;
     BN_LOOP(acc += xp[s]);
     partial[lid] = acc;
-    tree_sum(partial, lid);
+    tree_sum(partial, lid, wg);
     const float mu = partial[0] / m;
     barrier(CLK_LOCAL_MEM_FENCE);
     acc = 0.0f;
     BN_LOOP(const float d = xp[s] - mu; acc += d * d);
     partial[lid] = acc;
-    tree_sum(partial, lid);
+    tree_sum(partial, lid, wg);
     if (lid == 0) {
         const float var = partial[0] / m;
         mean[c] = mu;
@@ -89,17 +91,18 @@ __kernel void bn_backward_sums(__global const float* restrict x, __global const 
     __local float partial[REDUCE_WG];
     const int c = get_group_id(0);
     const int lid = get_local_id(0);
+    const int wg = get_local_size(0);
     const float mu = mean[c], inv = inv_std[c];
     float acc = 0.0f;
     BN_LOOP(acc += dy[base + s]);
     partial[lid] = acc;
-    tree_sum(partial, lid);
+    tree_sum(partial, lid, wg);
     const float sum_dy = partial[0];
     barrier(CLK_LOCAL_MEM_FENCE);
     acc = 0.0f;
     BN_LOOP(acc += dy[base + s] * ((xp[s] - mu) * inv));
     partial[lid] = acc;
-    tree_sum(partial, lid);
+    tree_sum(partial, lid, wg);
     if (lid == 0) {
         dbeta[c] = sum_dy;
         dgamma[c] = partial[0];

@@ -2,7 +2,8 @@
 //
 // What: db[k] = Σ_n Σ_p dy[(n·K + k)·P + p] for dy [N, K, P]: conv db with
 //   P = OH·OW, linear db with P = 1 (dy [N, O]).
-// Launch: one work-group of REDUCE_WG work-items per k (global K·REDUCE_WG);
+// Launch: one work-group of WG work-items per k (global K·WG; WG a power
+//   of two <= REDUCE_WG, smaller where the device allows fewer);
 //   each strides over p within every image (no index division per term),
 //   then a tree sum in local memory (GPUs). bias_grad_rows (CPUs): one
 //   work-item per k streams its N contiguous planes with 16-wide vector
@@ -15,14 +16,15 @@ __kernel void bias_grad(__global const float* restrict dy, const int N, const in
     __local float partial[REDUCE_WG];
     const int k = get_group_id(0);
     const int lid = get_local_id(0);
+    const int wg = get_local_size(0);
     float acc = 0.0f;
     for (int n = 0; n < N; ++n) {
         __global const float* plane = dy + ((size_t)n * K + k) * P;
-        for (int p = lid; p < P; p += REDUCE_WG) acc += plane[p];
+        for (int p = lid; p < P; p += wg) acc += plane[p];
     }
     partial[lid] = acc;
     barrier(CLK_LOCAL_MEM_FENCE);
-    for (int step = REDUCE_WG / 2; step > 0; step /= 2) {
+    for (int step = wg / 2; step > 0; step /= 2) {
         if (lid < step) partial[lid] += partial[lid + step];
         barrier(CLK_LOCAL_MEM_FENCE);
     }
