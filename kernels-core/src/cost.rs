@@ -5,6 +5,7 @@
 //! element (4 for f32). Throughput and arithmetic intensity in the reports
 //! come from these, never from what a kernel happens to do.
 
+use crate::norm::BatchNormGeometry;
 use crate::params::{ConvGeometry, LinearGeometry, PoolGeometry};
 
 /// FLOPs and bytes of one op call.
@@ -104,6 +105,38 @@ pub fn elementwise(len: usize, inputs: usize, elem: usize) -> Cost {
     Cost { flops: len as u64, bytes: (len * (inputs + 1) * elem) as u64 }
 }
 
+/// Batch norm, training forward: 7 FLOPs per element — the mean's add, the
+/// variance's subtract, multiply and add, and y's subtract, multiply and
+/// add (per-channel scalars are not counted); reads x, γ, β and the running
+/// statistics, writes y, the running statistics and the saved μ, 1/σ.
+pub fn batch_norm_train(g: &BatchNormGeometry, elem: usize) -> Cost {
+    let len = g.len() as u64;
+    Cost { flops: 7 * len, bytes: (2 * len + 8 * g.c as u64) * elem as u64 }
+}
+
+/// Batch norm, evaluation forward: 3 FLOPs per element (subtract, multiply,
+/// add); reads x, γ, β and the running statistics, writes y.
+pub fn batch_norm_eval(g: &BatchNormGeometry, elem: usize) -> Cost {
+    let len = g.len() as u64;
+    Cost { flops: 3 * len, bytes: (2 * len + 4 * g.c as u64) * elem as u64 }
+}
+
+/// Batch norm backward (dx, dγ, dβ): 11 FLOPs per element — Σdy (add),
+/// Σdy·x̂ (subtract, two multiplies, add), dx (x̂'s subtract and multiply,
+/// then a multiply, two subtracts and the scale's multiply); reads x, dy, γ
+/// and the saved statistics, writes dx, dγ, dβ.
+pub fn batch_norm_backward(g: &BatchNormGeometry, elem: usize) -> Cost {
+    let len = g.len() as u64;
+    Cost { flops: 11 * len, bytes: (3 * len + 5 * g.c as u64) * elem as u64 }
+}
+
+/// Dropout, forward or backward: one multiply per element (the mask's
+/// integer hashing is not floating point and is not counted); reads one
+/// operand, writes one.
+pub fn dropout(len: usize, elem: usize) -> Cost {
+    Cost { flops: len as u64, bytes: (2 * len * elem) as u64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -125,5 +158,15 @@ mod tests {
         assert_eq!(pool2d_forward(&g, 4).flops, 256 * 6 * 14 * 14 * 4);
         let l = LinearGeometry::new(&[256, 400], &[120, 400], None).unwrap();
         assert_eq!(linear_forward(&l, false, 4).flops, 2 * 256 * 400 * 120);
+    }
+
+    #[test]
+    fn batch_norm_and_dropout_counts() {
+        let g = BatchNormGeometry::new(&[256, 6, 28, 28], &crate::norm::BatchNorm::default()).unwrap();
+        let len = 256 * 6 * 28 * 28;
+        assert_eq!(batch_norm_train(&g, 4), Cost { flops: 7 * len, bytes: 4 * (2 * len + 48) });
+        assert_eq!(batch_norm_eval(&g, 4).flops, 3 * len);
+        assert_eq!(batch_norm_backward(&g, 4), Cost { flops: 11 * len, bytes: 4 * (3 * len + 30) });
+        assert_eq!(dropout(1000, 4), Cost { flops: 1000, bytes: 8000 });
     }
 }
