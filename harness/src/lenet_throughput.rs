@@ -73,7 +73,7 @@ fn measure<B: Backend>(be: &B, kind: &str, data: &Dataset, source: &str, steps: 
     })
 }
 
-const ARCH: Architecture = Architecture { activation: Activation::Relu, pool: Pooling::Max };
+const ARCH: Architecture = Architecture::lenet5(Activation::Relu, Pooling::Max);
 
 /// Relative tolerance of the peer's step-0 loss against the f64 reference:
 /// a mean of 256 f32 cross-entropies after a LeNet forward in f32.
@@ -91,11 +91,11 @@ fn batch_indices(order: &[usize], i: usize) -> &[usize] {
 fn reference_initial_loss(params: &[Tensor<f32>], data: &Dataset, indices: &[usize]) -> Result<f64> {
     let be = Naive::<f64>::new();
     let host: Vec<Tensor<f64>> = params.iter().map(|p| p.cast::<f64>()).collect();
-    let model = LeNet::from_host(&be, ARCH, &host).map_err(|e| lenet_error("f64 reference", e))?;
+    let model = LeNet::from_host(&be, ARCH, &host, &[], SEED).map_err(|e| lenet_error("f64 reference", e))?;
     let (mut xs, mut ys) = (Vec::new(), Vec::new());
     data.gather::<f64>(indices, &mut xs, &mut ys);
     let x = be.upload(&Tensor::new(&[indices.len(), 1, SIDE, SIDE], xs)?)?;
-    let (logits, _) = model.forward(&be, x).map_err(|e| lenet_error("f64 reference", e))?;
+    let logits = model.forward_eval(&be, x).map_err(|e| lenet_error("f64 reference", e))?;
     Ok(be.softmax_cross_entropy(&logits, &ys)?.0)
 }
 

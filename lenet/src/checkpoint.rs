@@ -1,11 +1,16 @@
 //! Checkpoints in safetensors, loadable by PyTorch.
 //!
-//! Tensors (all F32): the parameters under PyTorch's names and shapes
-//! (`conv1.weight [6, 1, 5, 5]`, ..., `fc3.bias [10]`) and the optimiser's
-//! buffers as `optim.<param>.<slot>` (slot 0 is momentum, AdaGrad's or
-//! RMSprop's square sum, or Adam's first moment; slot 1 Adam's second).
-//! `__metadata__` holds `format`, `epoch`, `step`, `seed`, `activation`,
-//! `pool`, `optimizer` and its hyper-parameters.
+//! Tensors: the parameters under PyTorch's `state_dict` names and shapes
+//! (`conv1.weight [6, 1, 5, 5]`, ..., `fc3.bias [10]`; batch norm's
+//! `bn1.weight`, `bn1.bias`, `bn1.running_mean`, `bn1.running_var` and, as
+//! I64 scalars, `bn1.num_batches_tracked`, so `load_state_dict` is strict)
+//! and the optimiser's buffers as `optim.<param>.<slot>` (slot 0 is
+//! momentum, AdaGrad's or RMSprop's square sum, or Adam's first moment;
+//! slot 1 Adam's second), all F32 but the batch counts.
+//! `__metadata__` holds `format`, `model`, `epoch`, `step`, `seed`,
+//! `activation`, `pool`, `dropout` (when the model has dropout layers),
+//! `optimizer` and its hyper-parameters. A checkpoint without `model` is
+//! LeNet-5's (written before there was a choice).
 //!
 //! A save writes a uniquely named temporary file beside `FILE` (created
 //! exclusively, so a planted file or symlink is never written through),
@@ -21,7 +26,7 @@ use kernels_core::{Backend, Float, Optimizer, Shaped, Tensor};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{LenetError, Result};
-use crate::model::{Activation, Architecture, LeNet, PARAM_NAMES, PARAM_SHAPES, Pooling};
+use crate::model::{Activation, Architecture, LeNet, Model, Pooling};
 use crate::train::Trainer;
 
 const FORMAT: &str = "lenet-safetensors-1";
@@ -34,8 +39,10 @@ pub struct Checkpoint<T> {
     pub epoch: usize,
     pub step: u64,
     pub seed: u64,
-    /// Parameters in `PARAM_NAMES` order.
+    /// Parameters in the model's `state_dict` order.
     pub params: Vec<Tensor<T>>,
+    /// Batch norm's running statistics, in the model's order.
+    pub running: Vec<Tensor<T>>,
     /// Optimiser buffers per parameter.
     pub slots: Vec<Vec<Tensor<T>>>,
 }
@@ -74,19 +81,34 @@ pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()>
         Some(bytes) => Ok((name, t.shape().to_vec(), bytes)),
         None => Err(LenetError::NonFiniteState { path: path.to_path_buf(), tensor: name, kept: String::new() }),
     };
-    for (name, t) in PARAM_NAMES.iter().zip(&params) {
-        named.push(finite_bytes(name.to_string(), t)?);
+    let spec = trainer.model.spec();
+    for (p, t) in spec.params.iter().zip(&params) {
+        named.push(finite_bytes(p.name.clone(), t)?);
     }
-    for (name, state) in PARAM_NAMES.iter().zip(&trainer.states) {
+    for ((name, _), t) in spec.running.iter().zip(&trainer.model.running_to_host(be)?) {
+        named.push(finite_bytes(name.clone(), t)?);
+    }
+    for (p, state) in spec.params.iter().zip(&trainer.states) {
         for (i, slot) in state.slots.iter().enumerate() {
-            named.push(finite_bytes(format!("optim.{name}.{i}"), &be.download(slot)?)?);
+            named.push(finite_bytes(format!("optim.{}.{i}", p.name), &be.download(slot)?)?);
         }
     }
+    // PyTorch counts the training batches each batch norm has seen; here
+    // every step passes every layer once.
+    let batches = i64::try_from(trainer.step).unwrap_or(i64::MAX).to_le_bytes().to_vec();
+    let counts: Vec<(String, Vec<u8>)> = batch_norm_prefixes(&trainer.model.arch)
+        .into_iter()
+        .map(|prefix| (format!("{prefix}.num_batches_tracked"), batches.clone()))
+        .collect();
     let mut meta = HashMap::new();
     meta.insert("format".to_string(), FORMAT.to_string());
     meta.insert("epoch".into(), trainer.epoch.to_string());
     meta.insert("step".into(), trainer.step.to_string());
     meta.insert("seed".into(), trainer.seed.to_string());
+    meta.insert("model".into(), trainer.model.arch.model.name().into());
+    if let Some(p) = trainer.model.arch.dropout {
+        meta.insert("dropout".into(), format!("{p:e}"));
+    }
     meta.insert("activation".into(), trainer.model.arch.activation.name().into());
     meta.insert("pool".into(), trainer.model.arch.pool.name().into());
     optimizer_metadata(&trainer.optimizer, &mut meta);
@@ -94,6 +116,7 @@ pub fn save<B: Backend>(be: &B, trainer: &Trainer<B>, path: &Path) -> Result<()>
     let views = named
         .iter()
         .map(|(name, shape, bytes)| Ok((name.clone(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .chain(counts.iter().map(|(name, bytes)| Ok((name.clone(), TensorView::new(Dtype::I64, vec![], bytes)?))))
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| LenetError::checkpoint(path, e.to_string()))?;
     let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| LenetError::checkpoint(path, e.to_string()))?;
@@ -163,11 +186,26 @@ const HEADER_ALLOWANCE: u64 = 1 << 20;
 /// counts stay exact as the f64 the metrics and bias corrections use.
 pub const MAX_COUNT: u64 = 1 << 53;
 
-/// The largest checkpoint file LeNet can need: every parameter as F32 with
-/// the most state buffers any optimiser keeps, plus 1 MiB for the header.
-/// A larger file is refused before it is read.
+/// The batch-norm layers' name prefixes (`bn1`, ...), from the running
+/// statistics' names.
+fn batch_norm_prefixes(arch: &Architecture) -> Vec<String> {
+    arch.spec().running.iter().filter_map(|(name, _)| name.strip_suffix(".running_mean").map(str::to_string)).collect()
+}
+
+/// The largest checkpoint file any model can need: the largest model's
+/// parameters and running statistics as F32 with the most state buffers any
+/// optimiser keeps, plus 1 MiB for the header. A larger file is refused
+/// before it is read (the model is only known once the header is read).
 pub fn max_file_size() -> u64 {
-    let params: usize = PARAM_SHAPES.iter().map(|s| s.iter().product::<usize>()).sum();
+    let params: usize = Model::ALL
+        .iter()
+        .map(|&model| {
+            let spec = Architecture { model, ..Architecture::lenet5(Activation::Relu, Pooling::Max) }.spec();
+            spec.params.iter().map(|p| p.shape.iter().product::<usize>()).sum::<usize>()
+                + spec.running.iter().map(|(_, c)| c).sum::<usize>()
+        })
+        .max()
+        .unwrap_or(0);
     let slots = [
         Optimizer::sgd(0.1),
         Optimizer::momentum(0.1, 0.9),
@@ -194,7 +232,10 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>> {
     }
     let limit = max_file_size();
     let too_big = |len: u64| {
-        LenetError::checkpoint(path, format!("{len} bytes is larger than any LeNet checkpoint ({limit} bytes at most)"))
+        LenetError::checkpoint(
+            path,
+            format!("{len} bytes is larger than any model's checkpoint ({limit} bytes at most)"),
+        )
     };
     if meta.len() > limit {
         return Err(too_big(meta.len()));
@@ -224,6 +265,16 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
     }
     let activation = Activation::parse(get("activation")?).ok_or_else(|| bad("unknown activation".into()))?;
     let pool = Pooling::parse(get("pool")?).ok_or_else(|| bad("unknown pool".into()))?;
+    let model = match meta.get("model") {
+        None => Model::Lenet5,
+        Some(name) => Model::parse(name).ok_or_else(|| bad(format!("unknown model `{name}`")))?,
+    };
+    let dropout = match meta.get("dropout") {
+        None => None,
+        Some(_) => Some(num("dropout")?),
+    };
+    let arch = Architecture { model, activation, pool, dropout };
+    arch.validate().map_err(|e| bad(e.to_string()))?;
     let (lr, wd) = (num("lr")?, num("weight_decay")?);
     let optimizer = match get("optimizer")?.as_str() {
         "sgd" => Optimizer::Sgd { lr, weight_decay: wd },
@@ -256,7 +307,7 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
             return Err(bad(format!("tensor `{name}` is {:?}, expected F32", view.dtype())));
         }
         if view.shape() != shape {
-            return Err(bad(format!("tensor `{name}` has shape {:?}, LeNet needs {shape:?}", view.shape())));
+            return Err(bad(format!("tensor `{name}` has shape {:?}, {} needs {shape:?}", view.shape(), model.name())));
         }
         let mut data = Vec::with_capacity(view.data().len() / 4);
         for (i, b) in view.data().chunks_exact(4).enumerate() {
@@ -271,30 +322,52 @@ pub fn load<T: Float>(path: &Path) -> Result<Checkpoint<T>> {
         }
         Ok(Tensor::new(shape, data)?)
     };
+    let spec = arch.spec();
     let mut expected: Vec<String> = Vec::new();
     let mut params = Vec::new();
     let mut slots = Vec::new();
-    for (name, shape) in PARAM_NAMES.iter().zip(PARAM_SHAPES) {
-        params.push(read(name, shape)?);
-        expected.push(name.to_string());
+    for p in &spec.params {
+        params.push(read(&p.name, &p.shape)?);
+        expected.push(p.name.clone());
         let mut mine = Vec::new();
         for i in 0..optimizer.state_slots() {
-            let slot_name = format!("optim.{name}.{i}");
-            mine.push(read(&slot_name, shape)?);
+            let slot_name = format!("optim.{}.{i}", p.name);
+            mine.push(read(&slot_name, &p.shape)?);
             expected.push(slot_name);
         }
         slots.push(mine);
     }
-    if let Some(extra) = st.names().into_iter().find(|n| !expected.iter().any(|e| e == n)) {
-        return Err(bad(format!("unexpected tensor `{extra}` (not a LeNet parameter or {} state)", optimizer.name())));
+    let mut running = Vec::new();
+    for (name, c) in &spec.running {
+        running.push(read(name, &[*c])?);
+        expected.push(name.clone());
     }
-    Ok(Checkpoint { arch: Architecture { activation, pool }, optimizer, epoch, step, seed, params, slots })
+    // Batch counts: PyTorch's bookkeeping, carried for a strict
+    // load_state_dict; an I64 scalar that must not be negative.
+    for prefix in batch_norm_prefixes(&arch) {
+        let name = format!("{prefix}.num_batches_tracked");
+        let view = st.tensor(&name).map_err(|_| bad(format!("tensor `{name}` is missing")))?;
+        let bytes: Option<[u8; 8]> = view.data().try_into().ok();
+        match (view.dtype(), view.shape().is_empty(), bytes.map(i64::from_le_bytes)) {
+            (Dtype::I64, true, Some(v)) if v >= 0 => {}
+            _ => return Err(bad(format!("tensor `{name}` must be a non-negative I64 scalar"))),
+        }
+        expected.push(name);
+    }
+    if let Some(extra) = st.names().into_iter().find(|n| !expected.iter().any(|e| e == n)) {
+        return Err(bad(format!(
+            "unexpected tensor `{extra}` (not a {} tensor or {} state)",
+            model.name(),
+            optimizer.name()
+        )));
+    }
+    Ok(Checkpoint { arch, optimizer, epoch, step, seed, params, running, slots })
 }
 
 impl<T: Float> Checkpoint<T> {
     /// Uploads the checkpoint into a trainer on `be`, ready to continue.
     pub fn into_trainer<B: Backend<Elem = T>>(self, be: &B) -> Result<Trainer<B>> {
-        let model = LeNet::from_host(be, self.arch, &self.params)?;
+        let model = LeNet::from_host(be, self.arch, &self.params, &self.running, self.seed)?;
         let slots = self
             .slots
             .iter()

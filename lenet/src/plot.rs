@@ -70,14 +70,21 @@ pub fn curves(path: &Path, title: &str, epochs: &[EpochMetrics]) -> Result<()> {
     root.present().map_err(|e| err(e.to_string()))
 }
 
-/// conv1's filters ([6, 1, 5, 5], flattened) before and after training as
-/// grey-scale tiles, one row each; each row is scaled to its own range.
+/// conv1's filters ([K, 1, 5, 5] flattened: 6 in LeNet-5, 20 and 30 in the
+/// other models) before and after training as grey-scale tiles, one row
+/// each; each row is scaled to its own range.
 pub fn filters(path: &Path, before: &[f32], after: &[f32]) -> Result<()> {
     let err = plot_err(path);
-    const K: usize = 6;
     const SIDE: usize = 5;
-    if before.len() != K * SIDE * SIDE || after.len() != K * SIDE * SIDE {
-        return Err(err(format!("expected {} filter weights per row", K * SIDE * SIDE)));
+    const MAX_K: usize = 64;
+    #[allow(non_snake_case)] // K: the filter count, as in the shape [K, 1, 5, 5]
+    let K = before.len() / (SIDE * SIDE);
+    if K == 0 || K > MAX_K || before.len() != K * SIDE * SIDE || after.len() != before.len() {
+        return Err(err(format!(
+            "expected the same whole number of 5x5 filters (1 to {MAX_K}) before and after, got {} and {} weights",
+            before.len(),
+            after.len()
+        )));
     }
     let root = SVGBackend::new(path, (K as u32 * 110 + 120, 2 * 110 + 40)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;

@@ -18,6 +18,8 @@ use crate::train::{EpochMetrics, Observer, Trainer};
 /// The settings a run used, resolved (defaults and checkpoint applied).
 #[derive(Debug, Clone, Serialize)]
 pub struct RunConfig {
+    pub model: &'static str,
+    pub dropout: Option<f64>,
     pub activation: &'static str,
     pub pool: &'static str,
     pub optimizer: serde_json::Value,
@@ -35,6 +37,8 @@ pub struct RunConfig {
 impl RunConfig {
     pub fn new<B: Backend>(args: &Args, t: &Trainer<B>, files: &DataFiles, train: usize, test: usize) -> Self {
         Self {
+            model: t.model.arch.model.name(),
+            dropout: t.model.arch.dropout,
             activation: t.model.arch.activation.name(),
             pool: t.model.arch.pool.name(),
             optimizer: optimizer_json(&t.optimizer),
@@ -127,8 +131,10 @@ pub fn write_outputs(report: &RunReport, args: &Args, saved: Option<&(usize, Pat
             crate::note!("note: no epoch finished, so no plot was drawn");
         } else {
             let c = &report.config;
-            let title =
-                format!("LeNet ({} + {} pool, {}) on {}", c.activation, c.pool, c.optimizer["name"], report.device);
+            let title = format!(
+                "{} ({} + {} pool, {}) on {}",
+                c.model, c.activation, c.pool, c.optimizer["name"], report.device
+            );
             match plot::curves(path, &title.replace('"', ""), &report.epochs) {
                 Ok(()) => crate::say!("plot: {}", path.display()),
                 Err(e) => fail(e),

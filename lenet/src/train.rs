@@ -72,7 +72,7 @@ pub struct FitPlan<'a> {
 pub struct Trainer<B: Backend> {
     pub model: LeNet<B>,
     pub optimizer: Optimizer,
-    /// One state per parameter, in `PARAM_NAMES` order.
+    /// One state per parameter, in the model's `state_dict` order.
     pub states: Vec<OptimizerState<B::Tensor>>,
     /// Epochs completed.
     pub epoch: usize,
@@ -130,7 +130,7 @@ impl<B: Backend> Trainer<B> {
         let x = be.upload(&host)?;
         self.x_buf = host.into_data();
 
-        let (logits, acts) = self.model.forward(be, x)?;
+        let (logits, acts) = self.model.forward_train(be, x, next_step)?;
         let (loss, dlogits) = be.softmax_cross_entropy(&logits, &self.y_buf)?;
         if !loss.is_finite() {
             return Err(LenetError::NonFinite {
@@ -309,7 +309,7 @@ pub fn evaluate<B: Backend>(be: &B, model: &LeNet<B>, data: &Dataset, batch_size
         let host = Tensor::new(&[batch.len(), 1, SIDE, SIDE], std::mem::take(&mut x_buf))?;
         let x = be.upload(&host)?;
         x_buf = host.into_data();
-        let (logits, _) = model.forward(be, x)?;
+        let logits = model.forward_eval(be, x)?;
         let (loss, _) = be.softmax_cross_entropy(&logits, &y_buf)?;
         loss_sum += loss * batch.len() as f64;
         correct += count_correct(&be.download(&logits)?, &y_buf);

@@ -16,7 +16,7 @@ use lenet::model::{Activation, Architecture, Pooling};
 use lenet::train::{FitPlan, Quiet, Trainer, evaluate};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
-const ARCH: Architecture = Architecture { activation: Activation::Relu, pool: Pooling::Max };
+const ARCH: Architecture = Architecture::lenet5(Activation::Relu, Pooling::Max);
 
 #[test]
 fn save_load_evaluate_gives_the_same_accuracy() {
@@ -220,7 +220,7 @@ fn save_refuses_non_finite_parameters_and_state() {
     let mut data = params[4].data().to_vec();
     data[17] = f32::NAN;
     params[4] = kernels_core::Tensor::new(params[4].shape(), data).unwrap();
-    let model = lenet::model::LeNet::from_host(&be, ARCH, &params).unwrap();
+    let model = lenet::model::LeNet::from_host(&be, ARCH, &params, &[], 0).unwrap();
     let bad = Trainer::resume(&be, model, Optimizer::adam(1e-3), Vec::new(), 3, 30, 0).unwrap();
     let msg = checkpoint::save(&be, &bad, &path).unwrap_err().to_string();
     assert!(msg.contains("fc1.weight") && msg.contains(&path.display().to_string()), "{msg}");
@@ -320,4 +320,43 @@ fn epoch_and_step_counts_that_would_overflow_are_refused() {
     let plan = FitPlan { epochs: 1, batch_size: 8, save: None };
     let err = at_max.fit(&be, &train, &test, &plan, &mut Quiet).unwrap_err();
     assert!(matches!(err, LenetError::Config(_)), "{err}");
+}
+
+/// Issue 16: every model saves and loads with its batch-norm running
+/// statistics and PyTorch's batch counts, and evaluates the same after the
+/// round trip (evaluation uses the running statistics, so they must survive).
+#[test]
+fn every_model_round_trips_with_running_statistics_and_batch_counts() {
+    use lenet::model::Model;
+    let dir = scratch_dir("ckpt-models");
+    let (train, test) = (synthetic(48, 11), synthetic(30, 12));
+    let be = Im2col::with_threads(2).unwrap();
+    for model in Model::ALL {
+        let path = dir.join(format!("{}.safetensors", model.name()));
+        let arch = Architecture { model, dropout: Some(0.25), ..ARCH };
+        let mut trainer = Trainer::new(&be, arch, Optimizer::adam(1e-3), 5).unwrap();
+        let plan = FitPlan { epochs: 1, batch_size: 16, save: Some(&path) };
+        trainer.fit(&be, &train, &test, &plan, &mut Quiet).unwrap();
+        let trained = evaluate(&be, &trainer.model, &test, 50).unwrap();
+
+        let loaded = checkpoint::load::<f32>(&path).unwrap();
+        assert_eq!(loaded.arch, arch, "{model:?}");
+        let restored = loaded.into_trainer(&be).unwrap();
+        assert_eq!(evaluate(&be, &restored.model, &test, 50).unwrap(), trained, "{model:?}");
+
+        let bytes = std::fs::read(&path).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        if model == Model::Lenet5Bn {
+            let mean = st.tensor("bn1.running_mean").unwrap();
+            assert_eq!(mean.shape(), [6]);
+            // Three steps of momentum 0.1 moved the mean off its zero start.
+            assert!(mean.data().chunks_exact(4).any(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) != 0.0));
+            let count = st.tensor("bn4.num_batches_tracked").unwrap();
+            assert_eq!((count.dtype(), count.shape()), (Dtype::I64, &[][..]));
+            assert_eq!(i64::from_le_bytes(count.data().try_into().unwrap()), 3);
+            assert_eq!(st.tensor("bn3.running_var").unwrap().shape(), [120]);
+        } else {
+            assert!(st.names().iter().all(|n| !n.contains("running")), "{model:?}");
+        }
+    }
 }

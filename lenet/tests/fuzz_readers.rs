@@ -59,7 +59,7 @@ fn valid_idx() -> Vec<u8> {
 fn valid_checkpoint(dir: &Path) -> Vec<u8> {
     let path = dir.join("valid.safetensors");
     let be = Naive::<f32>::new();
-    let arch = Architecture { activation: Activation::Relu, pool: Pooling::Max };
+    let arch = Architecture::lenet5(Activation::Relu, Pooling::Max);
     let trainer = Trainer::new(&be, arch, Optimizer::adam(1e-3), 1).expect("trainer");
     checkpoint::save(&be, &trainer, &path).expect("save");
     checkpoint::load::<f32>(&path).expect("the uncorrupted checkpoint loads");

@@ -12,8 +12,8 @@ use lenet::data::Dataset;
 use lenet::model::{Activation, Architecture, Pooling};
 use lenet::train::{EpochMetrics, FitPlan, Quiet, Trainer, evaluate};
 
-const RELU_MAX: Architecture = Architecture { activation: Activation::Relu, pool: Pooling::Max };
-const SIGMOID_AVG: Architecture = Architecture { activation: Activation::Sigmoid, pool: Pooling::Avg };
+const RELU_MAX: Architecture = Architecture::lenet5(Activation::Relu, Pooling::Max);
+const SIGMOID_AVG: Architecture = Architecture::lenet5(Activation::Sigmoid, Pooling::Avg);
 
 /// Two epochs; the metrics without the timings.
 fn two_epochs<B: Backend>(be: &B, train: &Dataset, test: &Dataset) -> Vec<(usize, f64, f64, f64)> {
