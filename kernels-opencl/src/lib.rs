@@ -96,7 +96,7 @@ use kernels_core::Result;
 pub use cache::{CACHE_ENV, CacheStats};
 pub use device::{DEVICE_ENV, DeviceSummary, MIN_OPENCL, SelectError, list_devices, select_device};
 pub use profile::Profile;
-pub use runtime::{BUILD_LOG_ENV, EXTRA_BUILD_OPTIONS_ENV};
+pub use runtime::{BUILD_LOG_ENV, EXTRA_BUILD_OPTIONS_ENV, PROGRAM_COUNT};
 pub use tensor::ClTensor;
 pub use tiles::{CONV_PATH_ENV, GEMM_TILE_ENV};
 

@@ -122,6 +122,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// The kernel sources, one file per op family, and which kernels each holds.
+/// How many programs a backend builds (and caches): one per entry of the
+/// source table.
+pub const PROGRAM_COUNT: usize = SOURCES.len();
+
 const SOURCES: [(&str, &str); 10] = [
     ("gemm.cl", include_str!("cl/gemm.cl")),
     ("conv.cl", include_str!("cl/conv.cl")),

@@ -15,7 +15,7 @@ use kernels_naive::Naive;
 use kernels_opencl::{CACHE_ENV, OpenCl};
 
 const CHILD: &str = "KERNELS_OPENCL_TEST_CACHE_CHILD";
-const PROGRAMS: u32 = 9;
+const PROGRAMS: u32 = kernels_opencl::PROGRAM_COUNT as u32;
 
 /// Child: one backend, one checked conv forward and backward, then the
 /// statistics as "hits misses rejected written write_errors".
