@@ -115,9 +115,9 @@ fn winograd_matches_the_reference() {
 fn unpacked_gemms_matches_the_reference() {
     let mut rng = SplitMix64::new(31);
     // Tiles of about 8 channels x 81 pixels: channel splits rounded to
-    // 8-row blocks (with a ragged last tile: small_gemm's padded remainder
+    // 8-row blocks (with a ragged last tile: the unpacked GEMM's padded remainder
     // block), pixel tiles, grouped images, stride-2 dX by phase
-    // (subpixel_dx.rs); 1 to 3 threads.
+    // (subpixel.rs); 1 to 3 threads.
     let small = TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, ..TileTargets::default() };
     // Every ISA this CPU has: below AVX-512 the same plans keep
     // matrixmultiply (and col2im for dX).

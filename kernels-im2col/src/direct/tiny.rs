@@ -1,6 +1,6 @@
 //! Direct conv2d forward for tiny reductions (the im2col path's exception).
 //!
-//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv.rs, for stride 1,
+//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv/mod.rs, for stride 1,
 //!   dilation 1, OW ≥ 16 and C·R·S ≤ [`DIRECT_MAX_TAPS`]: lenet-c1
 //!   (1x28x28, 6 5x5 filters) and simplecnn-c1. There the GEMM's reduction
 //!   (k = C·R·S = 25) is too short to amortise sgemm's packing and C

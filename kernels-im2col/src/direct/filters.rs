@@ -1,7 +1,7 @@
 //! Direct conv2d forward vectorised across filters (implicit GEMM), for few
 //! filters on small images.
 //!
-//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv.rs when K ≤ 16, the
+//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv/mod.rs when K ≤ 16, the
 //!   image has fewer output pixels than a GEMM tile wants (so im2col would
 //!   group images) and C·R·S ≥ 64: lenet-c2 (6x14x14, 16 5x5 filters). Any
 //!   stride, padding and dilation.

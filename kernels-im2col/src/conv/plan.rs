@@ -15,15 +15,12 @@
 
 use kernels_core::{ConvGeometry, Error, Result};
 
+use super::workers::{Scratch, TILE_FLOATS, dyt_stride};
 use crate::simd::{Isa, Simd};
 use crate::unfold::{Tile, phased_floats};
 
 /// No call may plan more scratch than this (64 MiB), whatever the batch.
 pub const SCRATCH_LIMIT_BYTES: usize = 64 << 20;
-
-/// Default target col tile size in floats: 512 KiB, half of this machine's
-/// 1 MiB L2, so the tile survives until sgemm packs it.
-pub const TILE_FLOATS: usize = 1 << 17;
 
 /// Default fewest GEMM columns (output pixels, over several images if
 /// need be) a tile should have: below this, per-call overheads (packing,
@@ -49,16 +46,16 @@ pub enum ConvPath {
     /// im2col tile by tile, then GEMM.
     Unfold,
     /// Forward only: stride 1, dilation 1, C·R·S ≤ 64, OW ≥ 16 runs the
-    /// direct register-blocked kernel of direct.rs (backward unfolds).
+    /// direct register-blocked kernel of direct/tiny.rs (backward unfolds).
     Direct,
     /// Forward only: K ≤ 16 filters on images smaller than a GEMM tile,
-    /// C·R·S ≥ 64, runs direct_filters.rs (backward unfolds).
+    /// C·R·S ≥ 64, runs direct/filters.rs (backward unfolds).
     DirectFilters,
     /// Forward only: K > 16 filters over C ≤ 4 channels, C·R·S ≥ 64
-    /// (alexnet-c1), runs direct_wide.rs (backward unfolds).
+    /// (alexnet-c1), runs direct/wide.rs (backward unfolds).
     DirectWide,
     /// 3x3, stride 1, undilated, C and K ≥ 32, at least one image per
-    /// thread: Winograd F(2x2, 3x3) both ways (winograd.rs), 16 GEMMs of
+    /// thread: Winograd F(2x2, 3x3) both ways (winograd/mod.rs), 16 GEMMs of
     /// 2.25x fewer FLOPs in all than im2col's one.
     Winograd,
 }
@@ -76,7 +73,7 @@ pub struct TileTargets {
     pub winograd: bool,
     /// Likewise for [`ConvPath::DirectWide`].
     pub direct_wide: bool,
-    /// Whether the unfold path may run its GEMMs through small_gemm.rs on
+    /// Whether the unfold path may run its GEMMs through gemm/unpacked.rs on
     /// operands laid out for it (see [`ConvPlan::unpacked_gemms`]); off to
     /// compare with matrixmultiply.
     pub unpacked_gemms: bool,
@@ -115,13 +112,13 @@ pub struct ConvPlan {
     /// Target floats of a tile (of a Winograd block's V and M each).
     pub tile_floats: usize,
     /// Unfold path (and direct_wide's backward, which unfolds): the GEMMs
-    /// run through small_gemm.rs (AVX-512, no packing) rather than
+    /// run through gemm/unpacked.rs (AVX-512, no packing) rather than
     /// matrixmultiply, the forward's on W and col as they are, the
     /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken with AVX-512 and at least 32
     /// filters (a full 32-column register block for the backward's dW).
     pub unpacked_gemms: bool,
-    /// Backward on the small_gemm plan for stride-2 convs with H = 2·OH
-    /// and W = 2·OW (resnet-s2): dX by input phase (subpixel_dx.rs), GEMMs
+    /// Backward on the unpacked-GEMM plan for stride-2 convs with H = 2·OH
+    /// and W = 2·OW (resnet-s2): dX by input phase (subpixel.rs), GEMMs
     /// accumulating straight into the four phase planes, instead of
     /// col = Wᵀ·dY and col2im. Off where its scratch would pass the limit.
     pub subpixel_dx: bool,
@@ -132,7 +129,7 @@ pub struct ConvPlan {
 
 /// Channels per tile, rounded down so a tile's C·R·S rows fill whole
 /// 8-row GEMM blocks when the channels are split anyway (resnet-s2: 37 ->
-/// 32 channels, 288 rows), so small_gemm needs no padded remainder block
+/// 32 channels, 288 rows), so the unpacked GEMM needs no padded remainder block
 /// for them; an unsplit channel range stays whole (one tile beats an
 /// aligned one and a ragged rest).
 fn row_block_channels(channels: usize, all: usize, taps: usize) -> usize {
@@ -153,7 +150,7 @@ impl ConvPlan {
     /// The plan for `g` run by `threads` workers.
     pub fn new(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Self {
         let mut plan = Self::layout(g, threads, targets);
-        if plan.unpacked_gemms && crate::subpixel_dx::applies(g) {
+        if plan.unpacked_gemms && crate::subpixel::applies(g) {
             // Its phase planes and shifted dY are extra scratch: where they
             // would pass the limit, dX keeps col2im (whose scratch is bounded).
             plan.subpixel_dx = true;
@@ -204,11 +201,11 @@ impl ConvPlan {
         // The direct kernel pads one image per worker; beyond a tile's worth
         // of floats the unfold path, whose scratch is bounded, takes over.
         let fits = padded_floats(g) <= floats;
-        let path = if crate::direct::applies(g) && fits {
+        let path = if crate::direct::tiny::applies(g) && fits {
             ConvPath::Direct
-        } else if crate::direct_filters::applies(g, targets.columns) && fits {
+        } else if crate::direct::filters::applies(g, targets.columns) && fits {
             ConvPath::DirectFilters
-        } else if targets.direct_wide && crate::direct_wide::applies(g) {
+        } else if targets.direct_wide && crate::direct::wide::applies(g) {
             ConvPath::DirectWide
         } else {
             ConvPath::Unfold
@@ -258,6 +255,12 @@ impl ConvPlan {
         Simd::new(self.isa)
     }
 
+    /// One worker's scratch for this plan (the backward-only buffers start
+    /// empty).
+    pub(crate) fn scratch(&self, g: &ConvGeometry) -> Scratch {
+        Scratch::new(self.col_floats(g), self.gather_floats(g), self.phased_floats(g))
+    }
+
     /// GEMM columns of a full tile: images x pixels.
     pub fn columns(&self) -> usize {
         self.images_per_tile * self.pixels_per_tile
@@ -294,12 +297,11 @@ impl ConvPlan {
             (_, ConvPath::Winograd) => crate::winograd::scratch_floats(g, self.tile_floats, backward),
             // Phased x for im2col and phased dx for col2im.
             (true, _) => {
-                // A pixel block's dYᵀ for small_gemm.
-                let unpacked =
-                    if self.unpacked_gemms { crate::conv_backward::dyt_stride(g.k) * self.columns() } else { 0 };
-                // The phased dx for col2im, or subpixel_dx.rs's buffers.
+                // A pixel block's dYᵀ for the unpacked GEMM.
+                let unpacked = if self.unpacked_gemms { dyt_stride(g.k) * self.columns() } else { 0 };
+                // The phased dx for col2im, or subpixel.rs's buffers.
                 let dx = if self.subpixel_dx {
-                    crate::subpixel_dx::scratch_floats(g, self.images_per_tile)
+                    crate::subpixel::scratch_floats(g, self.images_per_tile)
                 } else {
                     self.phased_floats(g)
                 };
@@ -311,10 +313,10 @@ impl ConvPlan {
                     + unpacked
             }
             (false, ConvPath::Direct | ConvPath::DirectFilters) => padded_floats(g),
-            (false, ConvPath::DirectWide) => crate::direct_wide::scratch_floats(g),
+            (false, ConvPath::DirectWide) => crate::direct::wide::scratch_floats(g),
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
-        // Once per call: small_gemm's Wᵀ and dWᵀ.
+        // Once per call: the unpacked GEMM's Wᵀ and dWᵀ.
         let shared = if backward && self.unpacked_gemms { 2 * g.k * g.c * g.r * g.s } else { 0 };
         workers.saturating_mul(per_worker).saturating_add(shared).saturating_mul(size_of::<f32>())
     }
