@@ -344,7 +344,7 @@ fn run(options: &Options) -> Result<(), String> {
     let mut rows = Vec::new();
     for case in CONV_SUITE.iter().filter(|c| wanted(c.name)) {
         let g = case.geometry().map_err(|e| e.to_string())?;
-        println!("{}: {:?}", case.name, backend.conv_plan(&g));
+        println!("{}: {:?}", case.name, backend.conv_plan(&g).map_err(|e| e.to_string())?);
         rows.extend(bench_conv(&backend, case, secs)?);
     }
     for case in POOL_SUITE.iter().filter(|c| wanted(c.name)) {

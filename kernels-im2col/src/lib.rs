@@ -66,9 +66,13 @@
 //!   2·OW takes its dX by input phase (`subpixel.rs`,
 //!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
 //!   planes, no col2im.
-//! - [`TileTargets`] can switch the last three off, to compare with the
-//!   unfold path and matrixmultiply; [`Im2col::conv_plan`] tells which
-//!   path and tiling a geometry takes.
+//! - One planner (conv/plan.rs) decides every pass: [`Im2col::conv_plan`]
+//!   names the forward ([`ConvPath`]), dX ([`DxPath`]), dW ([`DwPath`]) and
+//!   db ([`DbPath`]) algorithms, the tiling and the ISA of a geometry.
+//!   [`TileTargets`] can switch Winograd, DirectWide and the unpacked GEMMs
+//!   off, or force any path per pass where it applies ([`Forced`]: one
+//!   that does not is refused with `Error::Param`), for tests and
+//!   comparisons.
 //!
 //! ## Tiling and scratch
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is
@@ -153,7 +157,9 @@ use kernels_core::{
     Backend, ConvGeometry, Error, GradRequest, Grads, LinearGeometry, Optimizer, PoolGeometry, Result, Shaped, Tensor,
 };
 
-pub use conv::plan::{ConvPath, ConvPlan, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TileTargets};
+pub use conv::plan::{
+    ConvPath, ConvPlan, DbPath, DwPath, DxPath, Forced, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TileTargets,
+};
 pub use conv::workers::TILE_FLOATS;
 pub use simd::{ISA_ENV, Isa, UnknownIsa, dispatch_counts};
 
@@ -252,8 +258,12 @@ impl Im2col {
         Self { targets, ..self }
     }
 
-    /// The path and tiling a conv geometry takes on this backend.
-    pub fn conv_plan(&self, g: &ConvGeometry) -> ConvPlan {
+    /// What runs for a conv geometry on this backend: the forward, dX, dW
+    /// and db algorithms, the tiling and the ISA (`Error::Param` when the
+    /// options force a path that does not apply, or `KERNELS_ISA` was
+    /// invalid).
+    pub fn conv_plan(&self, g: &ConvGeometry) -> Result<ConvPlan> {
+        self.check_env()?;
         ConvPlan::new(g, self.threads(), self.targets)
     }
 
@@ -428,7 +438,7 @@ mod tests {
         let (x, w, dy) = (data(&g.x_shape()), data(&g.w_shape()), data(&g.y_shape()));
         backend.exec_conv2d_forward(&g, &x, &w, None).unwrap();
         backend.exec_conv2d_backward(&g, &x, &w, &dy, GradRequest::ALL).unwrap();
-        backend.conv_plan(&g)
+        backend.conv_plan(&g).unwrap()
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! conv2d backward through im2col / col2im + sgemm.
+//! conv2d backward: runs the dX, dW and db algorithms the plan names
+//! (conv/plan.rs decides; nothing here re-decides), and holds the unfold
+//! path's own: im2col / col2im + sgemm.
 //!
 //! - Per image: dW += dY [K, P] · colᵀ [P, C·R·S]; dX = col2im(Wᵀ
 //!   [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same pass while dY
@@ -12,9 +14,9 @@
 //!   -> 6.4-6.5 ms (OPTIMISATION.md step 35). There, stride-2 convs with
 //!   H = 2·OH, W = 2·OW take dX from subpixel.rs (by input phase, no
 //!   col2im; step 39).
-//! - Few filters on small images (the filter-vectorised path) take dW from
-//!   direct/filters_grad.rs, tiny reductions (the direct path) dW and db
-//!   from direct/tiny_grad.rs; only their dX comes from here.
+//! - Other algorithms run where the plan names them: dW (and db) from
+//!   direct/tiny_grad.rs or direct/filters_grad.rs, dX from direct/dx.rs,
+//!   all three passes from winograd/; the pointwise GEMMs (1x1 convs) here.
 //! - Parallelism: each worker takes a contiguous run of images with its own
 //!   partial dW and db, summed at the end.
 //! - Checked by tests/against_naive.rs and harness/tests/im2col.rs (proptest
@@ -23,7 +25,7 @@
 use kernels_core::{ConvGeometry, GradRequest, Result};
 use rayon::prelude::*;
 
-use super::plan::{ConvPath, ConvPlan, TileTargets};
+use super::plan::{ConvPlan, DbPath, DwPath, DxPath, TileTargets};
 use super::workers::{HostGrads, Partial, Scratch, add_row_sums, dyt_stride, inputs, over_image_runs};
 use crate::direct::{dx as direct_dx, filters_grad as direct_filters_grad, tiny_grad as direct_grad};
 use crate::gemm::unpacked;
@@ -42,45 +44,59 @@ pub(crate) fn backward(
     need: GradRequest,
 ) -> Result<HostGrads> {
     let threads = rayon::current_num_threads();
-    let plan = ConvPlan::new(g, threads, targets);
+    let plan = ConvPlan::new(g, threads, targets)?;
     plan.check_scratch(g, threads.min(g.n), true)?;
-    if plan.path == ConvPath::Winograd {
-        return Ok(crate::winograd::backward(plan.simd(), g, plan.tile_floats, x, w, dy, need));
+    // Each pass runs the algorithm the plan names; passes that share one
+    // (the unfold/GEMM driver, Winograd) run in one call of it, with db
+    // fused into the first of those that reads dY whole.
+    let shared = |algorithm: fn(DxPath, DwPath) -> (bool, bool)| {
+        let (dx, dw) = algorithm(plan.dx, plan.dw);
+        GradRequest { dx: need.dx && dx, dw: need.dw && dw, db: false }
+    };
+    let mut winograd = shared(|dx, dw| (dx == DxPath::Winograd, dw == DwPath::Winograd));
+    let mut unfold = shared(|dx, dw| {
+        (matches!(dx, DxPath::Gemm | DxPath::Col2im | DxPath::Subpixel), matches!(dw, DwPath::Gemm | DwPath::Unfold))
+    });
+    let tiny_dw = need.dw && plan.dw == DwPath::DirectTiny;
+    let mut db_separately = false;
+    if need.db {
+        match plan.db {
+            DbPath::Fused if winograd.dx || winograd.dw => winograd.db = true,
+            // direct/tiny_grad.rs sums db beside dW.
+            DbPath::Fused if tiny_dw => {}
+            DbPath::Fused if unfold.dx || unfold.dw => unfold.db = true,
+            // db alone, or beside a dW kernel that does not read dY whole:
+            // one pass over dY (lenet-c1's db alone: 0.39 -> 0.11 ms
+            // against computing dW beside it only to discard it).
+            DbPath::Fused | DbPath::Separate => db_separately = true,
+        }
     }
-    if plan.path == ConvPath::Direct && !need.dx && !need.dw {
-        // db alone: one pass over dy, rather than the direct dW kernel
-        // computing dW beside it only to discard it (lenet-c1 0.39 -> 0.11 ms).
-        return Ok(HostGrads { dx: None, dw: None, db: need.db.then(|| bias_gradient(g, dy)) });
+    let mut grads = HostGrads { dx: None, dw: None, db: None };
+    let mut take = |part: HostGrads| {
+        grads.dx = grads.dx.take().or(part.dx);
+        grads.dw = grads.dw.take().or(part.dw);
+        grads.db = grads.db.take().or(part.db);
+    };
+    if winograd.dx || winograd.dw || winograd.db {
+        take(crate::winograd::backward(plan.simd(), g, plan.tile_floats, x, w, dy, winograd));
     }
-    if plan.path == ConvPath::Direct && direct_grad::applies(g) && need.dw {
-        // Tiny reductions: dW and db streamed from each image once; dX (if
-        // requested) unfolds. Direct geometries whose scratch would exceed
-        // a tile fall through to the unfold path for everything.
+    if unfold.dx || unfold.dw || unfold.db {
+        take(backward_unfold(g, &plan, x, w, dy, unfold));
+    }
+    if tiny_dw {
         let (dw, db) = direct_grad::backward_dw_db(plan.simd(), g, x, dy);
-        let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
-        return Ok(HostGrads { dx, dw: need.dw.then_some(dw), db: need.db.then_some(db) });
+        take(HostGrads { dx: None, dw: Some(dw), db: (need.db && !db_separately).then_some(db) });
     }
-    if plan.path != ConvPath::DirectFilters {
-        return Ok(backward_unfold(g, &plan, x, w, dy, need));
+    if need.dw && plan.dw == DwPath::DirectFilters {
+        take(HostGrads { dx: None, dw: Some(direct_filters_grad::backward_dw(plan.simd(), g, x, dy)), db: None });
     }
-    // Few filters on small images: dW and db without im2col; dX by col2im
-    // (as the transposed conv's forward it measured 1.3x slower: its 6
-    // "filters" fill 6 of 16 lanes and half its taps meet padding).
-    let dw = need.dw.then(|| direct_filters_grad::backward_dw(plan.simd(), g, x, dy));
-    let db = need.db.then(|| bias_gradient(g, dy));
-    let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
-    Ok(HostGrads { dx, dw, db })
-}
-
-/// dX of the direct paths: direct/dx.rs on narrow images (lenet-c2: 1.06 ->
-/// 0.78 ms, OPTIMISATION.md step 26), else col2im.
-fn dx_small(g: &ConvGeometry, plan: &ConvPlan, x: &[f32], w: &[f32], dy: &[f32]) -> Vec<f32> {
-    if direct_dx::applies(g) {
-        return direct_dx::backward_dx(plan.simd(), g, w, dy);
+    if need.dx && plan.dx == DxPath::Direct {
+        take(HostGrads { dx: Some(direct_dx::backward_dx(plan.simd(), g, w, dy)), dw: None, db: None });
     }
-    let dx_only = GradRequest { dx: true, dw: false, db: false };
-    let dx = backward_unfold(g, plan, x, w, dy, dx_only).dx;
-    dx.unwrap_or_else(|| unreachable!("backward_unfold returns dx when asked"))
+    if db_separately {
+        take(HostGrads { dx: None, dw: None, db: Some(bias_gradient(g, dy)) });
+    }
+    Ok(grads)
 }
 
 /// db [k] = Σ dy over images and pixels (f32 row sums, f64 across rows).
@@ -178,15 +194,16 @@ fn backward_images(
                 add_row_sums(&mut db, dy_image, pixels);
             }
         }
-        match plan.path {
-            ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
-            ConvPath::Unfold
-            | ConvPath::Direct
-            | ConvPath::DirectFilters
-            | ConvPath::DirectWide
-            | ConvPath::Winograd => {
-                backward_group(g, plan, x_group, operands, dy_group, dx_group, need, &mut dw, &mut s)
-            }
+        // Each pass by its own algorithm: the pointwise GEMMs, or the tiles.
+        let gemm =
+            GradRequest { dx: need.dx && plan.dx == DxPath::Gemm, dw: need.dw && plan.dw == DwPath::Gemm, db: false };
+        let tiles = GradRequest { dx: need.dx && !gemm.dx, dw: need.dw && !gemm.dw, db: false };
+        let (dx_gemm, dx_tiles) = if gemm.dx { (dx_group, None) } else { (None, dx_group) };
+        if gemm.dx || gemm.dw {
+            backward_pointwise(g, x_group, w, dy_group, dx_gemm, gemm, &mut dw);
+        }
+        if tiles.dx || tiles.dw {
+            backward_group(g, plan, x_group, operands, dy_group, dx_tiles, tiles, &mut dw, &mut s);
         }
         first = last;
     }

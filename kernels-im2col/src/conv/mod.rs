@@ -48,7 +48,7 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
     let threads = rayon::current_num_threads();
-    let plan = ConvPlan::new(g, threads, targets);
+    let plan = ConvPlan::new(g, threads, targets)?;
     plan.check_scratch(g, threads, false)?;
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
     let image_out = g.k * pixels;
