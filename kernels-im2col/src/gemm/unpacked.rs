@@ -136,7 +136,7 @@ unsafe fn tile<const V: usize>(
     let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
     let mut acc: [[__m512; V]; ROWS] = [[_mm512_setzero_ps(); V]; ROWS];
     for kk in 0..k {
-        // SAFETY (whole block): element (i, kk) of A for i < m, (kk, j) of B
+        // SAFETY: (whole block) element (i, kk) of A for i < m, (kk, j) of B
         // and (i, j) of C for j < n lie inside their slices
         // (`check_product`); lanes past n are masked off.
         unsafe {

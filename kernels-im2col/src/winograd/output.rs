@@ -75,6 +75,7 @@ unsafe fn transform_avx512(
                 // m (asserted); the rest are masked off, never read, so the
                 // pointer may pass the slice (wrapping arithmetic).
                 let at: [[__m512; 4]; 4] = std::array::from_fn(|xi| {
+                    // SAFETY: as stated above this array.
                     std::array::from_fn(|nu| unsafe {
                         let p = m.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
                         _mm512_maskz_loadu_ps(mask, p)
