@@ -96,12 +96,16 @@ fn select_kernel(simd: Simd) -> DwKernel {
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn dw_avx512(o: &Operands<'_>, acc: &mut [f32]) {
     dw_image(o, acc, f32::mul_add)
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dw_avx2(o: &Operands<'_>, acc: &mut [f32]) {

@@ -127,6 +127,9 @@ fn select_kernel(simd: Simd) -> ImageKernel {
 /// one is, LLVM vectorised the 8-pixel loop with gathers instead of
 /// keeping 16 accumulators in registers (60x slower), and spilled them at
 /// 12 pixels.
+///
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [MaybeUninit<f32>]) {
@@ -184,6 +187,8 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
     }
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [MaybeUninit<f32>]) {

@@ -88,6 +88,9 @@ fn remainder_rows(_token: Avx512Token, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, fu
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn gemm_avx512(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
@@ -115,6 +118,10 @@ unsafe fn gemm_avx512(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
 }
 
 /// One 8 x (16·V) block of C at (i0, j0).
+///
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)] // the block's coordinates and its operands
@@ -202,6 +209,9 @@ pub(crate) fn transpose_strided(
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32], out_stride: usize) {

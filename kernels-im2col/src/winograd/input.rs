@@ -47,6 +47,9 @@ pub(crate) fn transform_input(
     unsafe { transform_avx512(g, n, tiles, x_image, block, v) };
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transform_avx512(
