@@ -19,7 +19,7 @@ use common::problems::{ConvProblem, random};
 use kernels_core::{
     Backend, Conv2d, ConvGeometry, GradRequest, Pool2d, PoolKind, SplitMix64, Tensor, gradcheck, weighted_sum,
 };
-use kernels_im2col::{ConvPath, Im2col, Isa, TileTargets};
+use kernels_im2col::{ConvPath, DwPath, DxPath, Forced, Im2col, Isa, TileTargets};
 use proptest::prelude::*;
 
 fn im2col() -> Im2col {
@@ -34,6 +34,14 @@ fn isas() -> Vec<Isa> {
     let isas = Isa::supported();
     println!("im2col: ISAs exercised on this CPU: {isas:?}");
     isas
+}
+
+/// A 2-thread backend at `isa` with the given paths forced, so each
+/// property below stays on its path whatever the planner's thresholds
+/// become (a forced path that does not apply is an error, not a fallback).
+fn forced(isa: Isa, forward: Option<ConvPath>, dx: Option<DxPath>, dw: Option<DwPath>) -> Im2col {
+    let targets = TileTargets { force: Forced { forward, dx, dw }, isa: Some(isa), ..TileTargets::default() };
+    im2col().with_tile_targets(targets)
 }
 
 /// One thread (so groups of images form even at batch 3) and tile targets
@@ -76,7 +84,7 @@ fn conv_tiling_branches_match_naive_f64() {
         ];
         for (label, p) in &edges {
             let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-            let plan = backend.conv_plan(&g);
+            let plan = backend.conv_plan(&g).unwrap();
             let tiled = plan.pixels_per_tile < g.oh * g.ow || plan.channels_per_tile < g.c || plan.images_per_tile > 1;
             assert!(tiled, "{label}: {plan:?} does not tile");
         }
@@ -106,9 +114,9 @@ fn direct_problem() -> impl Strategy<Value = ConvProblem> {
 }
 
 #[test]
-fn conv_direct_forward_matches_naive_f64() {
+fn conv_direct_forward_and_backward_match_naive_f64() {
     for isa in isas() {
-        let backend = im2col().with_isa(isa);
+        let backend = forced(isa, Some(ConvPath::Direct), None, Some(DwPath::DirectTiny));
         let lenet_c1 =
             ConvProblem { input: [3, 1, 28, 28], filters: [6, 5, 5], params: Conv2d::new(1, 2), bias: true, seed: 5 };
         let wide =
@@ -116,13 +124,16 @@ fn conv_direct_forward_matches_naive_f64() {
         let edges = vec![("lenet-c1 geometry", lenet_c1), ("13 filters, one output row pair", wide)];
         let direct = |p: &ConvProblem| {
             let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-            let plan = backend.conv_plan(&g);
-            plan.path == ConvPath::Direct && plan.isa == isa
+            backend.conv_plan(&g).is_ok_and(|plan| plan.path == ConvPath::Direct && plan.isa == isa)
         };
         assert!(edges.iter().all(|(_, p)| direct(p)));
-        common::run(&format!("conv2d forward, direct kernel, {isa}"), edges, direct_problem(), |p| {
+        common::run(&format!("conv2d forward, direct kernel, {isa}"), edges.clone(), direct_problem(), |p| {
             prop_assert!(direct(p), "not on the direct path: {p:?}");
             conv_forward(&backend, p)
+        });
+        // dW and db by direct/tiny_grad.rs, dX as planned.
+        common::run(&format!("conv2d backward, direct dW kernel, {isa}"), edges, direct_problem(), |p| {
+            conv_backward(&backend, p, GradRequest::ALL)
         });
     }
 }
@@ -147,14 +158,13 @@ fn direct_filters_problem() -> impl Strategy<Value = ConvProblem> {
 #[test]
 fn conv_direct_filters_forward_and_backward_match_naive_f64() {
     for isa in isas() {
-        let backend = im2col().with_isa(isa);
+        let backend = forced(isa, Some(ConvPath::DirectFilters), None, Some(DwPath::DirectFilters));
         let lenet_c2 =
             ConvProblem { input: [3, 6, 14, 14], filters: [16, 5, 5], params: Conv2d::new(1, 0), bias: true, seed: 8 };
         let edges = vec![("lenet-c2 geometry", lenet_c2)];
         let on_path = |p: &ConvProblem| {
             let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-            let plan = backend.conv_plan(&g);
-            plan.path == ConvPath::DirectFilters && plan.isa == isa
+            backend.conv_plan(&g).is_ok_and(|plan| plan.path == ConvPath::DirectFilters && plan.isa == isa)
         };
         assert!(edges.iter().all(|(_, p)| on_path(p)));
         common::run(
@@ -173,6 +183,48 @@ fn conv_direct_filters_forward_and_backward_match_naive_f64() {
             direct_filters_problem(),
             |p| conv_backward(&backend, p, GradRequest::ALL),
         );
+    }
+}
+
+/// The filter-vectorised kernel's geometries that the direct dX also
+/// takes: stride 1, undilated, inputs at most 16 columns wide.
+fn narrow_direct_filters_problem() -> impl Strategy<Value = ConvProblem> {
+    let dims = (1..=3usize, 1..=8usize, 1..=16usize, 3..=5usize, 3..=5usize);
+    (dims, 0..=2usize, 0..=2usize, 0..=6usize, 0..=6usize, any::<bool>(), any::<u64>()).prop_map(
+        |((n, c, k, r, s), ph, pw, eh, ew, bias, seed)| {
+            // C·R·S ≥ 64; at least 4x4 outputs; W ≤ 5 + 3 + 6 = 14.
+            let c = c.max(64usize.div_ceil(r * s));
+            let params = Conv2d { stride: [1, 1], padding: [ph, pw], dilation: [1, 1] };
+            ConvProblem { input: [n, c, r + 3 + eh, s + 3 + ew], filters: [k, r, s], params, bias, seed }
+        },
+    )
+}
+
+#[test]
+fn conv_backward_every_dx_and_dw_algorithm_matches_naive_f64() {
+    // Each dX and dW algorithm that applies to the filter-vectorised
+    // geometries (stride 1 and W ≤ 16 for the direct dX), forced in every
+    // pairing, at every ISA: a pass must not depend on which algorithm ran
+    // the other.
+    let lenet_c2 =
+        ConvProblem { input: [3, 6, 14, 14], filters: [16, 5, 5], params: Conv2d::new(1, 0), bias: true, seed: 13 };
+    for isa in isas() {
+        for dx in [DxPath::Col2im, DxPath::Direct] {
+            for dw in [DwPath::Unfold, DwPath::DirectFilters] {
+                let backend = forced(isa, Some(ConvPath::DirectFilters), Some(dx), Some(dw));
+                let applies = |p: &ConvProblem| {
+                    let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
+                    backend.conv_plan(&g).is_ok_and(|plan| (plan.dx, plan.dw) == (dx, dw))
+                };
+                assert!(applies(&lenet_c2), "{dx:?} {dw:?}");
+                let edges = vec![("lenet-c2 geometry", lenet_c2.clone())];
+                let property = format!("conv2d backward, dX {dx:?}, dW {dw:?}, {isa}");
+                common::run(&property, edges, narrow_direct_filters_problem(), |p| {
+                    prop_assert!(applies(p), "{dx:?} {dw:?} do not apply to {p:?}");
+                    conv_backward(&backend, p, GradRequest::ALL)
+                });
+            }
+        }
     }
 }
 
@@ -197,7 +249,7 @@ fn direct_wide_problem() -> impl Strategy<Value = ConvProblem> {
 #[test]
 fn conv_direct_wide_forward_matches_naive_f64() {
     for isa in isas() {
-        let backend = im2col().with_isa(isa);
+        let backend = forced(isa, Some(ConvPath::DirectWide), None, None);
         let alexnet_like = ConvProblem {
             input: [2, 3, 40, 40],
             filters: [40, 11, 11],
@@ -208,8 +260,7 @@ fn conv_direct_wide_forward_matches_naive_f64() {
         let edges = vec![("alexnet-c1-like, a partial filter block", alexnet_like)];
         let on_path = |p: &ConvProblem| {
             let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-            let plan = backend.conv_plan(&g);
-            plan.path == ConvPath::DirectWide && plan.isa == isa
+            backend.conv_plan(&g).is_ok_and(|plan| plan.path == ConvPath::DirectWide && plan.isa == isa)
         };
         assert!(edges.iter().all(|(_, p)| on_path(p)));
         common::run(&format!("conv2d forward, wide direct kernel, {isa}"), edges.clone(), direct_wide_problem(), |p| {
@@ -256,8 +307,8 @@ fn unpacked_problem() -> impl Strategy<Value = ConvProblem> {
 #[test]
 fn conv_unpacked_gemms_match_naive_f64() {
     for isa in isas() {
-        let targets =
-            TileTargets { floats: 2048, columns: 40, winograd: false, isa: Some(isa), ..TileTargets::default() };
+        let force = Forced { forward: Some(ConvPath::Unfold), ..Forced::default() };
+        let targets = TileTargets { floats: 2048, columns: 40, force, isa: Some(isa), ..TileTargets::default() };
         let backend = Im2col::with_threads(2).expect("a 2-thread pool").with_tile_targets(targets);
         let resnet_s2_like = ConvProblem {
             input: [2, 12, 10, 10],
@@ -267,8 +318,9 @@ fn conv_unpacked_gemms_match_naive_f64() {
             seed: 12,
         };
         let edges = vec![("resnet-s2-like, dX by phase", resnet_s2_like)];
-        let plan =
-            |p: &ConvProblem| backend.conv_plan(&ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap());
+        let plan = |p: &ConvProblem| {
+            backend.conv_plan(&ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap()).unwrap()
+        };
         // Only AVX-512 takes this path; below it these are plain unfold
         // problems, still checked.
         let avx512 = isa == Isa::Avx512;
@@ -304,7 +356,7 @@ fn winograd_problem() -> impl Strategy<Value = ConvProblem> {
 #[test]
 fn conv_winograd_forward_and_backward_match_naive_f64() {
     for isa in isas() {
-        let backend = im2col().with_isa(isa);
+        let backend = forced(isa, Some(ConvPath::Winograd), None, None);
         let resnet_like =
             ConvProblem { input: [2, 32, 14, 14], filters: [32, 3, 3], params: Conv2d::new(1, 1), bias: true, seed: 9 };
         let odd =
@@ -312,8 +364,7 @@ fn conv_winograd_forward_and_backward_match_naive_f64() {
         let edges = vec![("resnet-3x3-like", resnet_like), ("odd output, unpadded", odd)];
         let on_path = |p: &ConvProblem| {
             let g = ConvGeometry::from_dims(p.input, p.filters, &p.params).unwrap();
-            let plan = backend.conv_plan(&g);
-            plan.path == ConvPath::Winograd && plan.isa == isa
+            backend.conv_plan(&g).is_ok_and(|plan| plan.path == ConvPath::Winograd && plan.isa == isa)
         };
         assert!(edges.iter().all(|(_, p)| on_path(p)));
         common::run(&format!("conv2d forward, Winograd, {isa}"), edges.clone(), winograd_problem(), |p| {

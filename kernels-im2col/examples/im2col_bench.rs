@@ -1,6 +1,6 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [--isa portable|avx2|avx512] [filters...]`
+//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [--isa portable|avx2|avx512] [--forward P] [--dx P] [--dw P] [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
@@ -12,6 +12,9 @@
 //! - ISA: `--isa`, else the `KERNELS_ISA` environment variable, caps the
 //!   crate's own kernels (not matrixmultiply's, which picks its own); the
 //!   header line prints the ISA they run at.
+//! - `--forward`, `--dx`, `--dw` force a pass's algorithm (names as in
+//!   `ConvPath`, `DxPath`, `DwPath`, e.g. `--forward Unfold --dx Col2im`);
+//!   a case the forced path does not apply to fails with the plan's error.
 //! - `--only fwd` or `--only bwd` times one direction (for profiling).
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
@@ -32,7 +35,7 @@ use std::time::Instant;
 use kernels_core::{
     Backend, CONV_SUITE, Cost, GradRequest, POOL_SUITE, PoolKind, Shaped, SplitMix64, Tensor, Tolerance, compare, cost,
 };
-use kernels_im2col::{Im2col, TileTargets};
+use kernels_im2col::{ConvPath, DwPath, DxPath, Im2col, TileTargets};
 use kernels_naive::Naive;
 
 struct Options {
@@ -42,6 +45,38 @@ struct Options {
     /// Time only forward ("fwd") or only backward ("bwd") calls.
     only: Option<String>,
     filters: Vec<String>,
+}
+
+const FORWARD: &[(&str, ConvPath)] = &[
+    ("Pointwise", ConvPath::Pointwise),
+    ("Unfold", ConvPath::Unfold),
+    ("Direct", ConvPath::Direct),
+    ("DirectFilters", ConvPath::DirectFilters),
+    ("DirectWide", ConvPath::DirectWide),
+    ("Winograd", ConvPath::Winograd),
+];
+const DX: &[(&str, DxPath)] = &[
+    ("Gemm", DxPath::Gemm),
+    ("Col2im", DxPath::Col2im),
+    ("Subpixel", DxPath::Subpixel),
+    ("Direct", DxPath::Direct),
+    ("Winograd", DxPath::Winograd),
+];
+const DW: &[(&str, DwPath)] = &[
+    ("Gemm", DwPath::Gemm),
+    ("Unfold", DwPath::Unfold),
+    ("DirectTiny", DwPath::DirectTiny),
+    ("DirectFilters", DwPath::DirectFilters),
+    ("Winograd", DwPath::Winograd),
+];
+
+/// The path named `name` (case-insensitive) in `table`.
+fn parse_path<T: Copy>(name: &str, table: &[(&str, T)]) -> Result<T, String> {
+    let found = table.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, p)| p);
+    found.ok_or_else(|| {
+        let names: Vec<&str> = table.iter().map(|&(n, _)| n).collect();
+        format!("unknown path {name:?}: expected one of {}", names.join(", "))
+    })
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -67,6 +102,9 @@ fn parse_options() -> Result<Options, String> {
             "--no-winograd" => options.targets.winograd = false,
             "--no-direct-wide" => options.targets.direct_wide = false,
             "--packed" => options.targets.unpacked_gemms = false,
+            "--forward" => options.targets.force.forward = Some(parse_path(&value("--forward")?, FORWARD)?),
+            "--dx" => options.targets.force.dx = Some(parse_path(&value("--dx")?, DX)?),
+            "--dw" => options.targets.force.dw = Some(parse_path(&value("--dw")?, DW)?),
             "--isa" => options.targets.isa = Some(value("--isa")?.parse().map_err(|e| format!("--isa: {e}"))?),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),
@@ -344,7 +382,7 @@ fn run(options: &Options) -> Result<(), String> {
     let mut rows = Vec::new();
     for case in CONV_SUITE.iter().filter(|c| wanted(c.name)) {
         let g = case.geometry().map_err(|e| e.to_string())?;
-        println!("{}: {:?}", case.name, backend.conv_plan(&g));
+        println!("{}: {:?}", case.name, backend.conv_plan(&g).map_err(|e| e.to_string())?);
         rows.extend(bench_conv(&backend, case, secs)?);
     }
     for case in POOL_SUITE.iter().filter(|c| wanted(c.name)) {

@@ -1,6 +1,6 @@
 //! Lane masks for the 16-lane AVX-512 loads and stores of the Winograd
-//! transforms (winograd_input.rs, winograd_output.rs, winograd_dm.rs,
-//! winograd_dx.rs): which lanes of a vector lie inside a row, the rest
+//! transforms (winograd/input.rs, winograd/output.rs, winograd/dm.rs,
+//! winograd/dx.rs): which lanes of a vector lie inside a row, the rest
 //! neither read nor written.
 
 /// A mask of lanes l in [lo, hi) of 16 (empty when hi ≤ lo); lo and hi may

@@ -4,23 +4,31 @@
 //! f32 on host `Vec`s ([`Tensor<f32>`]).
 //!
 //! ## Layout
-//! - `conv.rs`: conv2d forward (im2col + sgemm + bias); `conv_backward.rs`
-//!   its backward (dW = dY·colᵀ, dX = col2im(Wᵀ·dY), db = Σ dY); `unfold.rs` holds
-//!   im2col / col2im of one tile; `plan.rs` the tiling ([`ConvPlan`]) and its
-//!   scratch bound; `gemm.rs` the one bounds-checked door to
-//!   `matrixmultiply::sgemm`.
-//! - `direct.rs`: the direct forward kernel for tiny reductions;
-//!   `direct_filters.rs`: the filter-vectorised one for few filters;
-//!   `direct_wide.rs`: the same idea for many filters over few channels;
-//!   `direct_grad.rs`, `direct_filters_grad.rs`, `direct_dx.rs`: their
-//!   backward pieces; `winograd.rs`: F(2x2, 3x3) both ways, with its tile
-//!   transforms in `winograd_transforms.rs` (in AVX-512 registers in
-//!   `winograd_input.rs`, `winograd_output.rs`, `winograd_dm.rs` and
-//!   `winograd_dx.rs`) and its GEMMs in `small_gemm.rs` (an unpacked
-//!   AVX-512 kernel).
+//! Dependencies point one way: the backend (this file) → `conv/` (entry
+//! and planner) → the algorithm families → `conv/workers.rs`, `gemm/` and
+//! `simd.rs`. No module imports one that imports it back
+//! (`scripts/import_cycles.py` checks).
+//! - `conv/mod.rs`: conv2d forward (im2col + sgemm + bias) and the dispatch
+//!   to the other algorithms; `conv/backward.rs` its backward (dW = dY·colᵀ,
+//!   dX = col2im(Wᵀ·dY), db = Σ dY); `conv/plan.rs` the planner ([`ConvPlan`]:
+//!   path, tiling, ISA, scratch bound); `conv/workers.rs` what every
+//!   algorithm's workers share (scratch, per-worker image runs and partial
+//!   sums, row sums, [`TILE_FLOATS`]).
+//! - `unfold.rs`: im2col / col2im of one tile.
+//! - `direct/`: the implicit-GEMM kernels — `tiny.rs` (tiny reductions) and
+//!   `tiny_grad.rs` (their dW, db), `filters.rs` (few filters) and
+//!   `filters_grad.rs` (its dW), `wide.rs` (many filters over few
+//!   channels), `dx.rs` (dX on narrow images).
+//! - `winograd/`: F(2x2, 3x3) both ways (`mod.rs`), its blocking
+//!   (`blocking.rs`), its tile transforms (`transforms.rs`, in AVX-512
+//!   registers in `input.rs`, `output.rs`, `dm.rs` and `dx.rs`).
+//! - `subpixel.rs`: dX of stride-2 convs by input phase.
+//! - `gemm/mod.rs`: the one bounds-checked door to `matrixmultiply::sgemm`;
+//!   `gemm/unpacked.rs`: this crate's AVX-512 GEMM on unpacked operands.
+//! - `simd.rs`: the CPU-feature layer (see below); `lanes.rs`: lane masks.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
-//! - `linear.rs`: linear layers through sgemm. `pointwise.rs`: relu,
+//! - `linear.rs`: linear layers through sgemm. `elementwise.rs`: relu,
 //!   sigmoid, softmax cross-entropy, optimiser steps.
 //!
 //! ## Special cases (they fall back visibly)
@@ -28,39 +36,43 @@
 //!   ([`ConvPath::Pointwise`]).
 //! - A forward with a tiny reduction (stride 1, dilation 1, C·R·S ≤ 64,
 //!   OW ≥ 16: the C = 1 first layers lenet-c1 and simplecnn-c1) runs a
-//!   direct register-blocked kernel ([`ConvPath::Direct`], `direct.rs`,
+//!   direct register-blocked kernel ([`ConvPath::Direct`], `direct/tiny.rs`,
 //!   compiled for AVX-512 / AVX2 and picked at run time); its backward
-//!   computes dW and db directly (`direct_grad.rs`, vectorised over output
+//!   computes dW and db directly (`direct/tiny_grad.rs`, vectorised over output
 //!   columns, when its padded image and dy fit a tile, else unfolding) and
 //!   dX by col2im.
 //! - A forward with at most 16 filters on images smaller than a GEMM tile
 //!   and C·R·S ≥ 64 (lenet-c2) runs an implicit-GEMM kernel vectorised
-//!   across filters ([`ConvPath::DirectFilters`], `direct_filters.rs`),
+//!   across filters ([`ConvPath::DirectFilters`], `direct/filters.rs`),
 //!   reading the input where im2col would have copied it. Its backward
-//!   computes dW the same way (`direct_filters_grad.rs`) and dX by col2im.
+//!   computes dW the same way (`direct/filters_grad.rs`) and dX by col2im.
 //! - A forward with more than 16 filters over at most 4 input channels and
 //!   C·R·S ≥ 64 (alexnet-c1) runs the same implicit GEMM with blocks of 32
-//!   filters ([`ConvPath::DirectWide`], `direct_wide.rs`, AVX-512
+//!   filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512
 //!   intrinsics); its backward unfolds.
 //! - The dX of the direct paths on images at most 16 columns wide
-//!   (lenet-c2) is computed directly (`direct_dx.rs`), not by col2im.
+//!   (lenet-c2) is computed directly (`direct/dx.rs`), not by col2im.
 //! - A 3x3, stride-1, undilated conv with C and K ≥ 32 and at least one
 //!   image per thread (resnet-3x3) runs Winograd F(2x2, 3x3) forward and
-//!   backward ([`ConvPath::Winograd`], `winograd.rs`): 16 GEMMs of 2.25x
+//!   backward ([`ConvPath::Winograd`], `winograd/mod.rs`): 16 GEMMs of 2.25x
 //!   fewer FLOPs in all than im2col's.
 //! - On the unfold path (and direct_wide's backward, which unfolds) with
 //!   AVX-512 and at least 32 filters (resnet-s2, mxnet-c2, alexnet-c1's
-//!   backward), both directions' GEMMs run through `small_gemm.rs` instead
+//!   backward), both directions' GEMMs run through `gemm/unpacked.rs` instead
 //!   of matrixmultiply ([`ConvPlan::unpacked_gemms`]): it reads its
 //!   operands where they lie, where matrixmultiply packs both on every
 //!   call; 6-22% off those ops here. Every other CPU and shape keeps
 //!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
-//!   2·OW takes its dX by input phase (`subpixel_dx.rs`,
+//!   2·OW takes its dX by input phase (`subpixel.rs`,
 //!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
 //!   planes, no col2im.
-//! - [`TileTargets`] can switch the last three off, to compare with the
-//!   unfold path and matrixmultiply; [`Im2col::conv_plan`] tells which
-//!   path and tiling a geometry takes.
+//! - One planner (conv/plan.rs) decides every pass: [`Im2col::conv_plan`]
+//!   names the forward ([`ConvPath`]), dX ([`DxPath`]), dW ([`DwPath`]) and
+//!   db ([`DbPath`]) algorithms, the tiling and the ISA of a geometry.
+//!   [`TileTargets`] can switch Winograd, DirectWide and the unpacked GEMMs
+//!   off, or force any path per pass where it applies ([`Forced`]: one
+//!   that does not is refused with `Error::Param`), for tests and
+//!   comparisons.
 //!
 //! ## Tiling and scratch
 //! - The im2col buffer is never a whole batch, nor even a whole image: it is
@@ -130,38 +142,28 @@
 //!   not reach it.
 
 mod conv;
-mod conv_backward;
 mod direct;
-mod direct_dx;
-mod direct_filters;
-mod direct_filters_grad;
-mod direct_grad;
-mod direct_wide;
 mod dropout;
+mod elementwise;
 mod gemm;
 mod lanes;
 mod linear;
 mod norm;
-mod plan;
-mod pointwise;
 mod pool;
 mod simd;
-mod small_gemm;
-mod subpixel_dx;
+mod subpixel;
 mod unfold;
 mod winograd;
-mod winograd_dm;
-mod winograd_dx;
-mod winograd_input;
-mod winograd_output;
-mod winograd_transforms;
 
 use kernels_core::{
     Backend, BatchNormGeometry, BatchStats, ConvGeometry, DropoutMask, Error, GradRequest, Grads, LinearGeometry,
     Optimizer, PoolGeometry, Result, Shaped, Tensor,
 };
 
-pub use plan::{ConvPath, ConvPlan, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TILE_FLOATS, TileTargets};
+pub use conv::plan::{
+    ConvPath, ConvPlan, DbPath, DwPath, DxPath, Forced, SCRATCH_LIMIT_BYTES, TILE_COLUMNS, TileTargets,
+};
+pub use conv::workers::TILE_FLOATS;
 pub use simd::{ISA_ENV, Isa, UnknownIsa, dispatch_counts};
 
 /// The im2col + GEMM CPU backend (f32). Clones share the thread pool.
@@ -259,8 +261,12 @@ impl Im2col {
         Self { targets, ..self }
     }
 
-    /// The path and tiling a conv geometry takes on this backend.
-    pub fn conv_plan(&self, g: &ConvGeometry) -> ConvPlan {
+    /// What runs for a conv geometry on this backend: the forward, dX, dW
+    /// and db algorithms, the tiling and the ISA (`Error::Param` when the
+    /// options force a path that does not apply, or `KERNELS_ISA` was
+    /// invalid).
+    pub fn conv_plan(&self, g: &ConvGeometry) -> Result<ConvPlan> {
+        self.check_env()?;
         ConvPlan::new(g, self.threads(), self.targets)
     }
 
@@ -271,13 +277,6 @@ impl Im2col {
             None => op(),
         }
     }
-}
-
-/// Gradients computed on the host, each present when requested.
-pub(crate) struct HostGrads {
-    pub dx: Option<Vec<f32>>,
-    pub dw: Option<Vec<f32>>,
-    pub db: Option<Vec<f32>>,
 }
 
 /// The `exec_*` methods are public: a geometry that does not match the
@@ -363,7 +362,7 @@ impl Backend for Im2col {
         need: GradRequest,
     ) -> Result<Grads<Tensor<f32>>> {
         self.check_env()?;
-        let grads = self.run(|| conv_backward::backward(g, self.targets, x.data(), w.data(), dy.data(), need))?;
+        let grads = self.run(|| conv::backward::backward(g, self.targets, x.data(), w.data(), dy.data(), need))?;
         Ok(Grads {
             dx: maybe(&g.x_shape(), grads.dx)?,
             dw: maybe(&g.w_shape(), grads.dw)?,
@@ -406,24 +405,24 @@ impl Backend for Im2col {
     }
 
     fn exec_relu_forward(&self, x: &Tensor<f32>) -> Result<Tensor<f32>> {
-        tensor(x.shape(), self.run(|| pointwise::relu_forward(x.data())))
+        tensor(x.shape(), self.run(|| elementwise::relu_forward(x.data())))
     }
 
     fn exec_relu_backward(&self, x: &Tensor<f32>, dy: &Tensor<f32>) -> Result<Tensor<f32>> {
-        tensor(x.shape(), self.run(|| pointwise::relu_backward(x.data(), dy.data())))
+        tensor(x.shape(), self.run(|| elementwise::relu_backward(x.data(), dy.data())))
     }
 
     fn exec_sigmoid_forward(&self, x: &Tensor<f32>) -> Result<Tensor<f32>> {
-        tensor(x.shape(), self.run(|| pointwise::sigmoid_forward(x.data())))
+        tensor(x.shape(), self.run(|| elementwise::sigmoid_forward(x.data())))
     }
 
     fn exec_sigmoid_backward(&self, y: &Tensor<f32>, dy: &Tensor<f32>) -> Result<Tensor<f32>> {
-        tensor(y.shape(), self.run(|| pointwise::sigmoid_backward(y.data(), dy.data())))
+        tensor(y.shape(), self.run(|| elementwise::sigmoid_backward(y.data(), dy.data())))
     }
 
     fn exec_softmax_cross_entropy(&self, logits: &Tensor<f32>, labels: &[usize]) -> Result<(f64, Tensor<f32>)> {
         let classes = logits.shape()[1];
-        let (loss, dlogits) = self.run(|| pointwise::softmax_cross_entropy(logits.data(), classes, labels));
+        let (loss, dlogits) = self.run(|| elementwise::softmax_cross_entropy(logits.data(), classes, labels));
         Ok((loss, tensor(logits.shape(), dlogits)?))
     }
 
@@ -497,12 +496,12 @@ impl Backend for Im2col {
         t: u64,
     ) -> Result<()> {
         let mut views: Vec<&mut [f32]> = slots.iter_mut().map(|s| s.data_mut()).collect();
-        if pointwise::runs_inline(param.data().len()) {
+        if elementwise::runs_inline(param.data().len()) {
             // One block: handing it to the pool would cost more than the
             // update. update_slice checks every length before writing.
             return optimizer.update_slice(param.data_mut(), grad.data(), &mut views, t);
         }
-        self.run(|| pointwise::optimizer_step(optimizer, param.data_mut(), grad.data(), &mut views, t))
+        self.run(|| elementwise::optimizer_step(optimizer, param.data_mut(), grad.data(), &mut views, t))
     }
 }
 
@@ -522,13 +521,13 @@ mod tests {
         let (x, w, dy) = (data(&g.x_shape()), data(&g.w_shape()), data(&g.y_shape()));
         backend.exec_conv2d_forward(&g, &x, &w, None).unwrap();
         backend.exec_conv2d_backward(&g, &x, &w, &dy, GradRequest::ALL).unwrap();
-        backend.conv_plan(&g)
+        backend.conv_plan(&g).unwrap()
     }
 
     #[test]
     fn a_capped_backend_runs_the_kernels_of_its_isa() {
         // Every ISA this CPU has, on the direct path (its three variants),
-        // the Winograd path (AVX-512 transforms and small_gemm, or their
+        // the Winograd path (AVX-512 transforms and the unpacked GEMM, or their
         // portable stand-ins) and the unfold path's unpacked GEMMs.
         println!("ISAs exercised: {:?}", Isa::supported());
         for isa in Isa::supported() {

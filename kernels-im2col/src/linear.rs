@@ -12,7 +12,7 @@
 use kernels_core::{GradRequest, LinearGeometry};
 use rayon::prelude::*;
 
-use crate::HostGrads;
+use crate::conv::workers::HostGrads;
 use crate::gemm::{View, mat, mat_mut, sgemm};
 
 /// Rows per parallel block: one block per thread, at least one row.

@@ -25,7 +25,7 @@
 //!   the tests and the AVX2 measurements need. Both would add a dependency
 //!   for the ~20 lines of detection below. The tokens cost nothing at run
 //!   time: one `match` per kernel call on a value chosen once per op.
-//! - matrixmultiply (gemm.rs) picks its own micro-kernel (AVX-512 when the
+//! - matrixmultiply (gemm/mod.rs) picks its own micro-kernel (AVX-512 when the
 //!   CPU has AVX-512F, built with the `avx512` feature); it offers no
 //!   run-time cap, so under `KERNELS_ISA=avx2` its GEMMs still run its
 //!   AVX-512 kernel. Only this crate's own kernels follow the cap.

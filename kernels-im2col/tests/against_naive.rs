@@ -99,25 +99,25 @@ fn winograd_matches_the_reference() {
     for (x, f, params) in cases {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
         for backend in &backends {
-            assert_eq!(backend.conv_plan(&g).path, ConvPath::Winograd, "{x:?} {f:?}");
+            assert_eq!(backend.conv_plan(&g).unwrap().path, ConvPath::Winograd, "{x:?} {f:?}");
             conv_case(backend, &mut rng, x, f, params);
         }
     }
     // Fewer images than threads, or too few channels: the unfold path.
     let three = Im2col::with_threads(3).unwrap();
     let g = kernels_core::ConvGeometry::from_dims([2, 32, 8, 8], [32, 3, 3], &Conv2d::new(1, 1)).unwrap();
-    assert_eq!(three.conv_plan(&g).path, ConvPath::Unfold);
+    assert_eq!(three.conv_plan(&g).unwrap().path, ConvPath::Unfold);
     let g = kernels_core::ConvGeometry::from_dims([4, 16, 8, 8], [32, 3, 3], &Conv2d::new(1, 1)).unwrap();
-    assert_eq!(three.conv_plan(&g).path, ConvPath::Unfold);
+    assert_eq!(three.conv_plan(&g).unwrap().path, ConvPath::Unfold);
 }
 
 #[test]
 fn unpacked_gemms_matches_the_reference() {
     let mut rng = SplitMix64::new(31);
     // Tiles of about 8 channels x 81 pixels: channel splits rounded to
-    // 8-row blocks (with a ragged last tile: small_gemm's padded remainder
+    // 8-row blocks (with a ragged last tile: the unpacked GEMM's padded remainder
     // block), pixel tiles, grouped images, stride-2 dX by phase
-    // (subpixel_dx.rs); 1 to 3 threads.
+    // (subpixel.rs); 1 to 3 threads.
     let small = TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, ..TileTargets::default() };
     // Every ISA this CPU has: below AVX-512 the same plans keep
     // matrixmultiply (and col2im for dX).
@@ -138,7 +138,7 @@ fn unpacked_gemms_matches_the_reference() {
     for (x, f, params) in cases {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
         for backend in &backends {
-            let plan = backend.conv_plan(&g);
+            let plan = backend.conv_plan(&g).unwrap();
             let avx512 = plan.isa == Isa::Avx512;
             assert_eq!(plan.unpacked_gemms, avx512, "{x:?} {f:?}: {plan:?}");
             let by_phase = params.stride == [2, 2] && x[2] == 2 * g.oh && x[3] == 2 * g.ow;
@@ -160,7 +160,7 @@ fn direct_wide_matches_the_reference() {
     for (x, f, params) in cases {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();
         for backend in &backends {
-            assert_eq!(backend.conv_plan(&g).path, ConvPath::DirectWide, "{x:?} {f:?}");
+            assert_eq!(backend.conv_plan(&g).unwrap().path, ConvPath::DirectWide, "{x:?} {f:?}");
             conv_case(backend, &mut rng, x, f, params);
         }
     }
@@ -169,7 +169,7 @@ fn direct_wide_matches_the_reference() {
 #[test]
 fn pointwise_conv_skips_im2col() {
     let g = kernels_core::ConvGeometry::from_dims([2, 3, 7, 9], [4, 1, 1], &Conv2d::default()).unwrap();
-    assert_eq!(Im2col::new().conv_plan(&g).path, ConvPath::Pointwise);
+    assert_eq!(Im2col::new().conv_plan(&g).unwrap().path, ConvPath::Pointwise);
 }
 
 #[test]

@@ -7,6 +7,10 @@
 //!   slice and that the shapes agree, which is the invariant `sgemm` needs.
 //! - Checked through every conv and linear test; timed by examples/im2col_bench.rs
 //!   (its sgemm n=2048 line is the ceiling every figure is compared with).
+//! - `unpacked.rs`: this crate's own AVX-512 GEMM, which reads its operands
+//!   where they lie (no packing), on the same views.
+
+pub(crate) mod unpacked;
 
 /// A strided matrix view: element (i, j) sits at `i·row_stride + j·col_stride`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +79,7 @@ fn stride(s: usize) -> isize {
 }
 
 /// Panics (an internal bug) unless A·B fits C and every view lies inside
-/// its slice: the invariant every GEMM here (this one and small_gemm.rs)
+/// its slice: the invariant every GEMM here (this one and gemm/unpacked.rs)
 /// reads and writes by.
 pub(crate) fn check_product(a: &Mat<'_>, b: &Mat<'_>, c: &MatMut<'_>) {
     let (va, vb, vc) = (a.view, b.view, c.view);

@@ -1,17 +1,17 @@
-//! conv2d forward through im2col + sgemm (backward: conv_backward.rs).
+//! conv2d forward through im2col + sgemm (backward: conv/backward.rs).
 //!
 //! - Forward, per image: y [K, P] = b + W [K, C·R·S] · col [C·R·S, P]
-//!   (P = OH·OW), one col tile at a time (see plan.rs), accumulating over
+//!   (P = OH·OW), one col tile at a time (see conv/plan.rs), accumulating over
 //!   channel blocks into the output tile. The 1x1 stride-1 unpadded conv
 //!   ([`ConvPath::Pointwise`]) multiplies W by the image directly.
-//! - Variants (plan.rs picks): images with few output pixels are grouped so
+//! - Variants (conv/plan.rs picks): images with few output pixels are grouped so
 //!   one GEMM covers several (y and dy go through a [K, images·P] buffer);
 //!   column-strided convs unfold from, and col2im into, phased copies
-//!   (unfold.rs); the direct forward kernels (direct.rs, direct_filters.rs)
+//!   (unfold.rs); the direct forward kernels (direct/tiny.rs, direct/filters.rs)
 //!   take tiny reductions and few-filter small images, and the latter's dW
-//!   (direct_filters_grad.rs).
+//!   (direct/filters_grad.rs).
 //! - The GEMM is matrixmultiply's sgemm, or with AVX-512 and a plan that
-//!   allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2) small_gemm.rs,
+//!   allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2) gemm/unpacked.rs,
 //!   which reads W and the col tile where they lie instead of packing both
 //!   on every call (resnet-s2 forward 3.05-3.85 -> 2.62-2.71 ms,
 //!   OPTIMISATION.md step 38).
@@ -19,7 +19,7 @@
 //!   when there are fewer images than threads. sgemm itself stays
 //!   single-threaded (lib.rs says why).
 //! - The worker scratch (`Scratch`) and phased inputs (`inputs`) are shared
-//!   with conv_backward.rs.
+//!   with conv/backward.rs.
 //! - Checked by tests/against_naive.rs and harness/tests/im2col.rs (proptest
 //!   against the f64 reference, gradcheck); timed by examples/im2col_bench.rs.
 
@@ -28,57 +28,16 @@ use std::mem::MaybeUninit;
 use kernels_core::{ConvGeometry, Result};
 use rayon::prelude::*;
 
+pub(crate) mod backward;
+pub(crate) mod plan;
+pub(crate) mod workers;
+
+use plan::{ConvPath, ConvPlan, TileTargets};
+use workers::{Scratch, inputs};
+
+use crate::gemm::unpacked;
 use crate::gemm::{View, mat, mat_mut, sgemm};
-use crate::plan::{ConvPath, ConvPlan, TileTargets};
-use crate::small_gemm;
-use crate::unfold::{Input, im2col, phase, phased_floats};
-
-/// One worker's buffers: a col tile, for multi-image tiles the gathered
-/// [k, images x pixels] output or output gradient, and phased images.
-pub(crate) struct Scratch {
-    pub col: Vec<f32>,
-    pub gather: Vec<f32>,
-    pub phased: Vec<f32>,
-    /// Backward: the group's dx, phased, when the plan phases.
-    pub phased_dx: Vec<f32>,
-    /// Backward through small_gemm: one pixel block's dYᵀ [columns, K].
-    pub dy_transposed: Vec<f32>,
-    /// Backward: subpixel_dx.rs's shifted dY and phase planes.
-    pub subpixel: crate::subpixel_dx::Buffers,
-}
-
-impl Scratch {
-    pub fn new(g: &ConvGeometry, plan: &ConvPlan) -> Self {
-        Self {
-            col: vec![0.0; plan.col_floats(g)],
-            gather: vec![0.0; plan.gather_floats(g)],
-            phased: vec![0.0; plan.phased_floats(g)],
-            phased_dx: Vec::new(),
-            dy_transposed: Vec::new(),
-            subpixel: Default::default(),
-        }
-    }
-}
-
-/// The inputs im2col reads for a group of images: phased copies of them,
-/// made once here for all their tiles, when the plan says so.
-pub(crate) fn inputs<'a>(
-    g: &ConvGeometry,
-    plan: &ConvPlan,
-    x_group: &'a [f32],
-    phased: &'a mut [f32],
-) -> Vec<Input<'a>> {
-    let image_in = g.c * g.h * g.w;
-    if !plan.phased {
-        return x_group.chunks_exact(image_in).map(Input::Plain).collect();
-    }
-    let per_image = phased_floats(g);
-    let phased = &mut phased[..x_group.len() / image_in * per_image];
-    for (x_image, out) in x_group.chunks_exact(image_in).zip(phased.chunks_exact_mut(per_image)) {
-        phase(g, x_image, out);
-    }
-    phased.chunks_exact(per_image).map(Input::Phased).collect()
-}
+use crate::unfold::im2col;
 
 /// y [n, k, oh, ow] = x ⋆ w + b.
 pub(crate) fn forward(
@@ -89,18 +48,18 @@ pub(crate) fn forward(
     bias: Option<&[f32]>,
 ) -> Result<Vec<f32>> {
     let threads = rayon::current_num_threads();
-    let plan = ConvPlan::new(g, threads, targets);
+    let plan = ConvPlan::new(g, threads, targets)?;
     plan.check_scratch(g, threads, false)?;
     let (image_in, pixels) = (g.c * g.h * g.w, g.oh * g.ow);
     let image_out = g.k * pixels;
     let crs = g.c * g.r * g.s;
-    let scratch = || Scratch::new(g, &plan);
+    let scratch = || plan.scratch(g);
     let images = plan.images_per_tile;
     match plan.path {
-        ConvPath::Direct => return Ok(crate::direct::forward(plan.simd(), g, x, w, bias)),
-        ConvPath::DirectFilters => return Ok(crate::direct_filters::forward(plan.simd(), g, x, w, bias)),
+        ConvPath::Direct => return Ok(crate::direct::tiny::forward(plan.simd(), g, x, w, bias)),
+        ConvPath::DirectFilters => return Ok(crate::direct::filters::forward(plan.simd(), g, x, w, bias)),
         ConvPath::Winograd => return Ok(crate::winograd::forward(plan.simd(), g, plan.tile_floats, x, w, bias)),
-        ConvPath::DirectWide => return Ok(crate::direct_wide::forward(plan.simd(), g, x, w, bias)),
+        ConvPath::DirectWide => return Ok(crate::direct::wide::forward(plan.simd(), g, x, w, bias)),
         ConvPath::Pointwise | ConvPath::Unfold => {}
     }
     let total = g.n * image_out;
@@ -161,7 +120,7 @@ fn forward_group(
     let images = x_group.len() / image_in;
     let columns = images * pixels;
     let gather = &mut s.gather[..g.k * columns];
-    let sources = inputs(g, plan, x_group, &mut s.phased);
+    let sources = inputs(g, plan.phased, x_group, &mut s.phased);
     for tile in plan.tiles(g) {
         let rows = tile.rows(g);
         let col = &mut s.col[..rows * columns];
@@ -171,7 +130,7 @@ fn forward_group(
         let w_tile = mat(&w[tile.c0 * taps..], View::strided(g.k, rows, crs));
         let (col, gather) = (mat(col, View::row_major(rows, columns)), mat_mut(gather, View::row_major(g.k, columns)));
         if plan.unpacked_gemms {
-            small_gemm::gemm(plan.simd(), w_tile, col, gather, tile.c0 > 0);
+            unpacked::gemm(plan.simd(), w_tile, col, gather, tile.c0 > 0);
         } else {
             sgemm(1.0, w_tile, col, if tile.c0 == 0 { 0.0 } else { 1.0 }, gather);
         }
@@ -228,7 +187,7 @@ fn forward_rows(
         }
         ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide | ConvPath::Winograd => {
             let taps = g.r * g.s;
-            let sources = inputs(g, plan, x_image, &mut s.phased);
+            let sources = inputs(g, plan.phased, x_image, &mut s.phased);
             for tile in plan.tiles(g) {
                 let (rows, pb) = (tile.rows(g), tile.pixels());
                 let col = &mut s.col[..rows * pb];
@@ -238,7 +197,7 @@ fn forward_rows(
                 let (w_tile, y_tile) = (&w_rows[tile.c0 * taps..], &mut y_rows[tile.p0..]);
                 let (w_tile, col, y_tile) = (mat(w_tile, vw), mat(col, View::row_major(rows, pb)), mat_mut(y_tile, vy));
                 if plan.unpacked_gemms {
-                    small_gemm::gemm(plan.simd(), w_tile, col, y_tile, true);
+                    unpacked::gemm(plan.simd(), w_tile, col, y_tile, true);
                 } else {
                     sgemm(1.0, w_tile, col, 1.0, y_tile);
                 }

@@ -1,20 +1,22 @@
-//! conv2d backward through im2col / col2im + sgemm.
+//! conv2d backward: runs the dX, dW and db algorithms the plan names
+//! (conv/plan.rs decides; nothing here re-decides), and holds the unfold
+//! path's own: im2col / col2im + sgemm.
 //!
 //! - Per image: dW += dY [K, P] · colᵀ [P, C·R·S]; dX = col2im(Wᵀ
 //!   [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same pass while dY
 //!   is in cache. Tiles, image groups and phased inputs as in the forward
-//!   (conv.rs, plan.rs); phased convs also accumulate dX phased.
+//!   (conv/mod.rs, conv/plan.rs); phased convs also accumulate dX phased.
 //! - With AVX-512 and at least 32 filters (`ConvPlan::unpacked_gemms`)
-//!   the two GEMMs run through small_gemm.rs, which reads its operands
+//!   the two GEMMs run through gemm/unpacked.rs, which reads its operands
 //!   where they lie instead of packing them on every call: dWᵀ [C·R·S, K]
 //!   += col · dYᵀ (dY transposed once per pixel block, dWᵀ once per call)
 //!   and col = Wᵀ · dY (Wᵀ transposed once per call). resnet-s2: 6.8-7.6
 //!   -> 6.4-6.5 ms (OPTIMISATION.md step 35). There, stride-2 convs with
-//!   H = 2·OH, W = 2·OW take dX from subpixel_dx.rs (by input phase, no
+//!   H = 2·OH, W = 2·OW take dX from subpixel.rs (by input phase, no
 //!   col2im; step 39).
-//! - Few filters on small images (the filter-vectorised path) take dW from
-//!   direct_filters_grad.rs, tiny reductions (the direct path) dW and db
-//!   from direct_grad.rs; only their dX comes from here.
+//! - Other algorithms run where the plan names them: dW (and db) from
+//!   direct/tiny_grad.rs or direct/filters_grad.rs, dX from direct/dx.rs,
+//!   all three passes from winograd/; the pointwise GEMMs (1x1 convs) here.
 //! - Parallelism: each worker takes a contiguous run of images with its own
 //!   partial dW and db, summed at the end.
 //! - Checked by tests/against_naive.rs and harness/tests/im2col.rs (proptest
@@ -23,13 +25,14 @@
 use kernels_core::{ConvGeometry, GradRequest, Result};
 use rayon::prelude::*;
 
-use crate::HostGrads;
-use crate::conv::{Scratch, inputs};
+use super::plan::{ConvPlan, DbPath, DwPath, DxPath, TileTargets};
+use super::workers::{HostGrads, Partial, Scratch, add_row_sums, dyt_stride, inputs, over_image_runs};
+use crate::direct::{dx as direct_dx, filters_grad as direct_filters_grad, tiny_grad as direct_grad};
+use crate::gemm::unpacked;
 use crate::gemm::{View, mat, mat_mut, sgemm};
-use crate::plan::{ConvPath, ConvPlan, TileTargets};
 use crate::simd::Simd;
+use crate::subpixel;
 use crate::unfold::{Output, col2im, im2col, phased_floats, unphase};
-use crate::{direct_dx, direct_filters_grad, direct_grad, small_gemm, subpixel_dx};
 
 /// dx [n, c, h, w], dw [k, c, r, s], db [k] from dy [n, k, oh, ow].
 pub(crate) fn backward(
@@ -41,45 +44,59 @@ pub(crate) fn backward(
     need: GradRequest,
 ) -> Result<HostGrads> {
     let threads = rayon::current_num_threads();
-    let plan = ConvPlan::new(g, threads, targets);
+    let plan = ConvPlan::new(g, threads, targets)?;
     plan.check_scratch(g, threads.min(g.n), true)?;
-    if plan.path == ConvPath::Winograd {
-        return Ok(crate::winograd::backward(plan.simd(), g, plan.tile_floats, x, w, dy, need));
+    // Each pass runs the algorithm the plan names; passes that share one
+    // (the unfold/GEMM driver, Winograd) run in one call of it, with db
+    // fused into the first of those that reads dY whole.
+    let shared = |algorithm: fn(DxPath, DwPath) -> (bool, bool)| {
+        let (dx, dw) = algorithm(plan.dx, plan.dw);
+        GradRequest { dx: need.dx && dx, dw: need.dw && dw, db: false }
+    };
+    let mut winograd = shared(|dx, dw| (dx == DxPath::Winograd, dw == DwPath::Winograd));
+    let mut unfold = shared(|dx, dw| {
+        (matches!(dx, DxPath::Gemm | DxPath::Col2im | DxPath::Subpixel), matches!(dw, DwPath::Gemm | DwPath::Unfold))
+    });
+    let tiny_dw = need.dw && plan.dw == DwPath::DirectTiny;
+    let mut db_separately = false;
+    if need.db {
+        match plan.db {
+            DbPath::Fused if winograd.dx || winograd.dw => winograd.db = true,
+            // direct/tiny_grad.rs sums db beside dW.
+            DbPath::Fused if tiny_dw => {}
+            DbPath::Fused if unfold.dx || unfold.dw => unfold.db = true,
+            // db alone, or beside a dW kernel that does not read dY whole:
+            // one pass over dY (lenet-c1's db alone: 0.39 -> 0.11 ms
+            // against computing dW beside it only to discard it).
+            DbPath::Fused | DbPath::Separate => db_separately = true,
+        }
     }
-    if plan.path == ConvPath::Direct && !need.dx && !need.dw {
-        // db alone: one pass over dy, rather than the direct dW kernel
-        // computing dW beside it only to discard it (lenet-c1 0.39 -> 0.11 ms).
-        return Ok(HostGrads { dx: None, dw: None, db: need.db.then(|| bias_gradient(g, dy)) });
+    let mut grads = HostGrads { dx: None, dw: None, db: None };
+    let mut take = |part: HostGrads| {
+        grads.dx = grads.dx.take().or(part.dx);
+        grads.dw = grads.dw.take().or(part.dw);
+        grads.db = grads.db.take().or(part.db);
+    };
+    if winograd.dx || winograd.dw || winograd.db {
+        take(crate::winograd::backward(plan.simd(), g, plan.tile_floats, x, w, dy, winograd));
     }
-    if plan.path == ConvPath::Direct && direct_grad::applies(g) && need.dw {
-        // Tiny reductions: dW and db streamed from each image once; dX (if
-        // requested) unfolds. Direct geometries whose scratch would exceed
-        // a tile fall through to the unfold path for everything.
+    if unfold.dx || unfold.dw || unfold.db {
+        take(backward_unfold(g, &plan, x, w, dy, unfold));
+    }
+    if tiny_dw {
         let (dw, db) = direct_grad::backward_dw_db(plan.simd(), g, x, dy);
-        let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
-        return Ok(HostGrads { dx, dw: need.dw.then_some(dw), db: need.db.then_some(db) });
+        take(HostGrads { dx: None, dw: Some(dw), db: (need.db && !db_separately).then_some(db) });
     }
-    if plan.path != ConvPath::DirectFilters {
-        return Ok(backward_unfold(g, &plan, x, w, dy, need));
+    if need.dw && plan.dw == DwPath::DirectFilters {
+        take(HostGrads { dx: None, dw: Some(direct_filters_grad::backward_dw(plan.simd(), g, x, dy)), db: None });
     }
-    // Few filters on small images: dW and db without im2col; dX by col2im
-    // (as the transposed conv's forward it measured 1.3x slower: its 6
-    // "filters" fill 6 of 16 lanes and half its taps meet padding).
-    let dw = need.dw.then(|| direct_filters_grad::backward_dw(plan.simd(), g, x, dy));
-    let db = need.db.then(|| bias_gradient(g, dy));
-    let dx = need.dx.then(|| dx_small(g, &plan, x, w, dy));
-    Ok(HostGrads { dx, dw, db })
-}
-
-/// dX of the direct paths: direct_dx.rs on narrow images (lenet-c2: 1.06 ->
-/// 0.78 ms, OPTIMISATION.md step 26), else col2im.
-fn dx_small(g: &ConvGeometry, plan: &ConvPlan, x: &[f32], w: &[f32], dy: &[f32]) -> Vec<f32> {
-    if direct_dx::applies(g) {
-        return direct_dx::backward_dx(plan.simd(), g, w, dy);
+    if need.dx && plan.dx == DxPath::Direct {
+        take(HostGrads { dx: Some(direct_dx::backward_dx(plan.simd(), g, w, dy)), dw: None, db: None });
     }
-    let dx_only = GradRequest { dx: true, dw: false, db: false };
-    let dx = backward_unfold(g, plan, x, w, dy, dx_only).dx;
-    dx.unwrap_or_else(|| unreachable!("backward_unfold returns dx when asked"))
+    if db_separately {
+        take(HostGrads { dx: None, dw: None, db: Some(bias_gradient(g, dy)) });
+    }
+    Ok(grads)
 }
 
 /// db [k] = Σ dy over images and pixels (f32 row sums, f64 across rows).
@@ -90,13 +107,6 @@ fn bias_gradient(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
         add_row_sums(&mut db, dy_image, pixels);
     }
     db.iter().map(|&v| v as f32).collect()
-}
-
-/// db [k] += the sum of each of one image's K planes of dy.
-pub(crate) fn add_row_sums(db: &mut [f64], dy_image: &[f32], pixels: usize) {
-    for (total, row) in db.iter_mut().zip(dy_image.chunks_exact(pixels)) {
-        *total += sum(row) as f64;
-    }
 }
 
 /// Backward through im2col / col2im and sgemm, every worker over a run of
@@ -112,7 +122,7 @@ fn backward_unfold(
     let crs = g.c * g.r * g.s;
     let dw_len = if need.dw { g.k * crs } else { 0 };
     let unpacked = plan.unpacked_gemms;
-    // Wᵀ [C·R·S, K] row-major, once per call, for small_gemm's dX.
+    // Wᵀ [C·R·S, K] row-major, once per call, for the unpacked GEMM's dX.
     let wt = if unpacked && need.dx { transposed(plan.simd(), w, g.k, crs) } else { Vec::new() };
     let operands = Operands { w, wt: &wt };
     let (dx, dw, db) = over_image_runs(g, need.dx, dw_len, |images, dx_run| {
@@ -137,68 +147,16 @@ fn transposed(simd: Simd, m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let per_chunk = cols.div_ceil(rayon::current_num_threads()).next_multiple_of(16).max(16);
     out.par_chunks_mut(per_chunk * rows).enumerate().for_each(|(i, chunk)| {
         let c0 = i * per_chunk;
-        small_gemm::transpose(simd, &m[c0..], rows, chunk.len() / rows, cols, chunk);
+        unpacked::transpose(simd, &m[c0..], rows, chunk.len() / rows, cols, chunk);
     });
     out
 }
 
 /// The weights as the backward GEMMs read them: W [K, C·R·S] for
-/// matrixmultiply, Wᵀ [C·R·S, K] (empty unless dX is wanted) for small_gemm.
+/// matrixmultiply, Wᵀ [C·R·S, K] (empty unless dX is wanted) for the unpacked GEMM.
 struct Operands<'a> {
     w: &'a [f32],
     wt: &'a [f32],
-}
-
-/// One worker's share of dW (empty when not requested; winograd.rs puts
-/// its dU here) and db.
-pub(crate) struct Partial {
-    pub dw: Vec<f32>,
-    pub db: Vec<f64>,
-}
-
-/// Splits the batch into one contiguous run of images per worker, runs
-/// `work(images, dx_run)` on each in parallel (`dx_run`: the run's part of
-/// a zeroed dx, when `need_dx`), and sums the partials: returns dx, the sum
-/// of the partial dW (`dw_len` floats) and the sum of the partial db.
-pub(crate) fn over_image_runs(
-    g: &ConvGeometry,
-    need_dx: bool,
-    dw_len: usize,
-    work: impl Fn(std::ops::Range<usize>, Option<&mut [f32]>) -> Partial + Sync,
-) -> (Option<Vec<f32>>, Vec<f32>, Vec<f64>) {
-    let workers = rayon::current_num_threads().min(g.n);
-    let images_per_worker = g.n.div_ceil(workers);
-    let workers = g.n.div_ceil(images_per_worker);
-    let image_in = g.c * g.h * g.w;
-    let mut dx = need_dx.then(|| vec![0.0f32; g.n * image_in]);
-    let dx_runs: Vec<Option<&mut [f32]>> = match dx.as_mut() {
-        Some(dx) => dx.chunks_mut(images_per_worker * image_in).map(Some).collect(),
-        None => (0..workers).map(|_| None).collect(),
-    };
-    let partials: Vec<Partial> = dx_runs
-        .into_par_iter()
-        .enumerate()
-        .map(|(worker, dx_run)| {
-            let first = worker * images_per_worker;
-            work(first..(first + images_per_worker).min(g.n), dx_run)
-        })
-        .collect();
-    let mut dw = vec![0.0f32; dw_len];
-    let mut db = vec![0.0f64; g.k];
-    for partial in &partials {
-        dw.iter_mut().zip(&partial.dw).for_each(|(total, part)| *total += part);
-        db.iter_mut().zip(&partial.db).for_each(|(total, part)| *total += part);
-    }
-    (dx, dw, db)
-}
-
-/// Row stride of dYᵀ [columns, K], the dW GEMM's B: K rounded up to an
-/// odd number of cache lines, so consecutive rows fall in different L1
-/// sets (K = 256 as 1 KiB rows put a 32-column panel of B into 8 of the 64
-/// sets; OPTIMISATION.md step 46).
-pub(crate) fn dyt_stride(k: usize) -> usize {
-    let lines = k.div_ceil(16);
-    16 * if lines.is_multiple_of(2) { lines + 1 } else { lines }
 }
 
 /// Backward over a run of images, a group of `plan.images_per_tile` at a
@@ -219,7 +177,7 @@ fn backward_images(
     let image_out = g.k * pixels;
     let mut dw = if need.dw { vec![0.0f32; g.k * g.c * g.r * g.s] } else { Vec::new() };
     let mut db = vec![0.0f64; g.k];
-    let mut s = Scratch::new(g, plan);
+    let mut s = plan.scratch(g);
     if plan.unpacked_gemms && need.dw {
         s.dy_transposed = vec![0.0; dyt_stride(g.k) * plan.columns()];
     }
@@ -236,15 +194,16 @@ fn backward_images(
                 add_row_sums(&mut db, dy_image, pixels);
             }
         }
-        match plan.path {
-            ConvPath::Pointwise => backward_pointwise(g, x_group, w, dy_group, dx_group, need, &mut dw),
-            ConvPath::Unfold
-            | ConvPath::Direct
-            | ConvPath::DirectFilters
-            | ConvPath::DirectWide
-            | ConvPath::Winograd => {
-                backward_group(g, plan, x_group, operands, dy_group, dx_group, need, &mut dw, &mut s)
-            }
+        // Each pass by its own algorithm: the pointwise GEMMs, or the tiles.
+        let gemm =
+            GradRequest { dx: need.dx && plan.dx == DxPath::Gemm, dw: need.dw && plan.dw == DwPath::Gemm, db: false };
+        let tiles = GradRequest { dx: need.dx && !gemm.dx, dw: need.dw && !gemm.dw, db: false };
+        let (dx_gemm, dx_tiles) = if gemm.dx { (dx_group, None) } else { (None, dx_group) };
+        if gemm.dx || gemm.dw {
+            backward_pointwise(g, x_group, w, dy_group, dx_gemm, gemm, &mut dw);
+        }
+        if tiles.dx || tiles.dw {
+            backward_group(g, plan, x_group, operands, dy_group, dx_tiles, tiles, &mut dw, &mut s);
         }
         first = last;
     }
@@ -307,13 +266,13 @@ fn backward_group(
         }
         (gather, columns)
     };
-    let sources = if need.dw { inputs(g, plan, x_group, &mut s.phased) } else { Vec::new() };
+    let sources = if need.dw { inputs(g, plan.phased, x_group, &mut s.phased) } else { Vec::new() };
     let per_phased = phased_floats(g);
     if plan.subpixel_dx {
-        // dX by input phase (subpixel_dx.rs, on Wᵀ), for the whole group at
+        // dX by input phase (subpixel.rs, on Wᵀ), for the whole group at
         // once; the tiles below then only compute dW.
         if let Some(dx_group) = dx_group.take() {
-            subpixel_dx::backward_dx(plan.simd(), g, operands.wt, dy_source, dy_stride, dx_group, &mut s.subpixel);
+            subpixel::backward_dx(plan.simd(), g, operands.wt, dy_source, dy_stride, dx_group, &mut s.subpixel);
         }
     }
     if plan.phased && dx_group.is_some() {
@@ -338,12 +297,12 @@ fn backward_group(
                 let ld = dyt_stride(g.k);
                 let dyt = &mut s.dy_transposed[..columns * ld];
                 if transposed_at != Some(tile.p0) {
-                    small_gemm::transpose_strided(plan.simd(), &dy_source[tile.p0..], g.k, columns, dy_stride, dyt, ld);
+                    unpacked::transpose_strided(plan.simd(), &dy_source[tile.p0..], g.k, columns, dy_stride, dyt, ld);
                     transposed_at = Some(tile.p0);
                 }
                 let dwt = &mut dw[tile.c0 * taps * g.k..];
                 let product = mat_mut(dwt, View::row_major(rows, g.k));
-                small_gemm::gemm(plan.simd(), mat(col, vcol), mat(dyt, View::strided(columns, g.k, ld)), product, true);
+                unpacked::gemm(plan.simd(), mat(col, vcol), mat(dyt, View::strided(columns, g.k, ld)), product, true);
             } else {
                 sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
             }
@@ -351,7 +310,7 @@ fn backward_group(
         if let Some(dx_group) = dx_group.as_deref_mut() {
             if plan.unpacked_gemms {
                 let wt = mat(&operands.wt[tile.c0 * taps * g.k..], View::row_major(rows, g.k));
-                small_gemm::gemm(plan.simd(), wt, dy_tile, mat_mut(col, vcol), false);
+                unpacked::gemm(plan.simd(), wt, dy_tile, mat_mut(col, vcol), false);
             } else {
                 sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
             }
@@ -372,18 +331,4 @@ fn backward_group(
             unphase(g, phased, dx_image);
         }
     }
-}
-
-/// Sum of a row with 16 independent accumulators, so it vectorises (a single
-/// f32 chain would be both slow and less accurate).
-pub(crate) fn sum(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = values.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane += v;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
 }

@@ -15,11 +15,11 @@
 //! - Blocks are whole rows of tiles of one image, sized so a block's V and
 //!   M stay in L2; rayon runs one image per worker (the plan takes this path
 //!   only when there are at least as many images as threads), each with its
-//!   own V, M and partial dU. The GEMMs run through small_gemm.rs (no
+//!   own V, M and partial dU. The GEMMs run through gemm/unpacked.rs (no
 //!   packing: matrixmultiply's per-call packing was their bottleneck); the
-//!   tile transforms live in winograd_transforms.rs, each dispatching to an
-//!   AVX-512 version (winograd_input.rs, winograd_output.rs,
-//!   winograd_dm.rs, winograd_dx.rs) where the CPU has it. V's and M's 16
+//!   tile transforms live in winograd/transforms.rs, each dispatching to an
+//!   AVX-512 version (winograd/input.rs, winograd/output.rs,
+//!   winograd/dm.rs, winograd/dx.rs) where the CPU has it. V's and M's 16
 //!   position planes are each padded by a cache line (`plane_floats`).
 //! - Accuracy: the transforms only add, subtract and halve, so the error
 //!   stays at f32-reduction level. tests/against_naive.rs checks every
@@ -30,17 +30,22 @@
 use kernels_core::{ConvGeometry, GradRequest};
 use rayon::prelude::*;
 
-use crate::HostGrads;
-use crate::conv_backward::{Partial, add_row_sums, over_image_runs};
+mod blocking;
+mod dm;
+mod dx;
+mod input;
+mod output;
+mod transforms;
+
+pub(crate) use blocking::{Blocking, POSITIONS, plane_floats};
+
+use crate::conv::workers::{HostGrads, Partial, add_row_sums, over_image_runs};
+use crate::gemm::unpacked;
 use crate::gemm::{View, mat, mat_mut};
 use crate::simd::Simd;
-use crate::small_gemm;
-use crate::winograd_transforms::{
+use transforms::{
     ROW_BUFFERS, RowBuffers, transform_input, transform_input_gradient, transform_output, transform_output_gradient,
 };
-
-/// Transform positions per tile (4x4).
-pub(crate) const POSITIONS: usize = 16;
 
 /// Fewest input channels and filters for this path: below them the 16
 /// small GEMMs (k = C for forward, K for dX) run too far below sgemm's rate
@@ -61,45 +66,6 @@ pub(crate) fn applies(g: &ConvGeometry, threads: usize) -> bool {
         && g.n >= threads.max(1)
 }
 
-/// The blocking of one geometry: tiles per image row and column, and tile
-/// rows per block.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Blocking {
-    pub(crate) tiles_h: usize,
-    pub(crate) tiles_w: usize,
-    pub(crate) rows_per_block: usize,
-}
-
-impl Blocking {
-    fn new(g: &ConvGeometry, tile_floats: usize) -> Self {
-        let (tiles_h, tiles_w) = (g.oh.div_ceil(2), g.ow.div_ceil(2));
-        // V [16, C, T] and M [16, K, T] each near `tile_floats`.
-        let tiles = tile_floats / (POSITIONS * g.c.max(g.k));
-        let rows_per_block = (tiles / tiles_w).clamp(1, tiles_h);
-        Self { tiles_h, tiles_w, rows_per_block }
-    }
-
-    /// Most tiles a block holds (the row stride of V and M).
-    pub(crate) fn block_tiles(&self) -> usize {
-        self.rows_per_block * self.tiles_w
-    }
-
-    /// Tile-row ranges of the blocks of one image.
-    fn blocks(&self) -> impl Iterator<Item = std::ops::Range<usize>> + use<> {
-        let (rows, per) = (self.tiles_h, self.rows_per_block);
-        (0..rows).step_by(per).map(move |r0| r0..(r0 + per).min(rows))
-    }
-}
-
-/// Floats of one transform position's plane in V or M ([rows, block
-/// tiles]), plus one cache line: without it the 16 planes lie a multiple of
-/// 4 KiB apart for resnet-3x3 (64 x 112 floats), and a transform's 16
-/// stores (or loads) per tile all fall into one L1 set, more than its ways
-/// (OPTIMISATION.md step 49).
-pub(crate) fn plane_floats(rows: usize, tiles: usize) -> usize {
-    rows * tiles + 16
-}
-
 /// Scratch floats per worker: V and M blocks, row buffers, and in backward
 /// a partial dU and a transposed V (U and Uᵀ are per call, like the
 /// weights).
@@ -107,7 +73,7 @@ pub(crate) fn scratch_floats(g: &ConvGeometry, tile_floats: usize, backward: boo
     let b = Blocking::new(g, tile_floats);
     let blocks = POSITIONS * (plane_floats(g.c, b.block_tiles()) + plane_floats(g.k, b.block_tiles()))
         + ROW_BUFFERS * (b.tiles_w + 1)
-        + crate::winograd_dx::pending_floats(b.tiles_w);
+        + dx::pending_floats(b.tiles_w);
     // Backward: the partial dU, and one position's Vᵀ for dW's GEMM.
     let grads = if backward { POSITIONS * g.k * g.c + b.block_tiles() * g.c } else { 0 };
     blocks + grads
@@ -169,7 +135,7 @@ pub(crate) fn forward(
                     let u_xi = mat(&u[xi * g.k * g.c..][..g.k * g.c], View::row_major(g.k, g.c));
                     let v_xi = mat(&v[xi * pc..][..g.c * tiles], View::strided(g.c, t, tiles));
                     let m_xi = mat_mut(&mut m[xi * pk..][..g.k * tiles], View::strided(g.k, t, tiles));
-                    small_gemm::gemm(simd, u_xi, v_xi, m_xi, false);
+                    unpacked::gemm(simd, u_xi, v_xi, m_xi, false);
                 }
                 transform_output(simd, g, &b, m, block, bias, y_image, rows);
             }
@@ -224,11 +190,11 @@ pub(crate) fn backward(
                     for xi in 0..POSITIONS {
                         // V_ξᵀ [t, C] first, so the GEMM reads both operands
                         // by rows.
-                        small_gemm::transpose(simd, &v[xi * pc..][..g.c * tiles], g.c, t, tiles, &mut vt);
+                        unpacked::transpose(simd, &v[xi * pc..][..g.c * tiles], g.c, t, tiles, &mut vt);
                         let dm_xi = mat(&dm[xi * pk..][..g.k * tiles], block_view(g.k, t));
                         let vt_xi = mat(&vt[..t * g.c], View::row_major(t, g.c));
                         let du_xi = mat_mut(&mut du[xi * kc..][..kc], View::row_major(g.k, g.c));
-                        small_gemm::gemm(simd, dm_xi, vt_xi, du_xi, true);
+                        unpacked::gemm(simd, dm_xi, vt_xi, du_xi, true);
                     }
                 }
                 if let Some(dx_run) = dx_run.as_deref_mut() {
@@ -237,7 +203,7 @@ pub(crate) fn backward(
                         let ut_xi = mat(&ut[xi * kc..][..kc], View::row_major(g.c, g.k));
                         let dm_xi = mat(&dm[xi * pk..][..g.k * tiles], block_view(g.k, t));
                         let dv_xi = mat_mut(&mut v[xi * pc..][..g.c * tiles], block_view(g.c, t));
-                        small_gemm::gemm(simd, ut_xi, dm_xi, dv_xi, false);
+                        unpacked::gemm(simd, ut_xi, dm_xi, dv_xi, false);
                     }
                     let dx_image = &mut dx_run[i * image_in..][..image_in];
                     transform_input_gradient(simd, g, &b, &v, block, dx_image, &mut rows);
@@ -255,7 +221,7 @@ pub(crate) fn backward(
 fn transpose_positions(simd: Simd, m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut t = vec![0.0f32; m.len()];
     for (from, to) in m.chunks_exact(rows * cols).zip(t.chunks_exact_mut(rows * cols)) {
-        small_gemm::transpose(simd, from, rows, cols, cols, to);
+        unpacked::transpose(simd, from, rows, cols, cols, to);
     }
     t
 }

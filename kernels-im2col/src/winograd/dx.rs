@@ -1,4 +1,4 @@
-//! dx += B dV Bᵀ per tile (winograd.rs's dX transform), in AVX-512
+//! dx += B dV Bᵀ per tile (winograd/mod.rs's dX transform), in AVX-512
 //! registers, 16 tiles of a tile row at a time.
 //!
 //! - The same arithmetic, in the same order, as
@@ -15,7 +15,7 @@
 //! - Rows 2 and 3 of a tile row's patches are rows 0 and 1 of the next
 //!   one's: kept pending (per chunk, in a small buffer) and added before
 //!   the one write of each dx row, as the scalar version does.
-//! - Checked through winograd.rs's tests (against the f64 reference on
+//! - Checked through winograd/mod.rs's tests (against the f64 reference on
 //!   odd, padded and one-row-block shapes, and by central differences);
 //!   timed by examples/im2col_bench.rs (resnet-3x3 bwd).
 
@@ -24,8 +24,8 @@ use kernels_core::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 
+use super::blocking::{Blocking, plane_floats};
 use crate::lanes::lane_range;
-use crate::winograd::{Blocking, plane_floats};
 
 /// Floats of the pending-rows buffer for a tile row of `tiles_w` tiles:
 /// rows 2 and 3, even and odd padded columns, 16 lanes per chunk.
@@ -39,7 +39,7 @@ fn chunks(tiles_w: usize) -> usize {
 }
 
 /// Runs the transform on the AVX-512F its token proves
-/// (winograd_transforms.rs dispatches). `pending` holds at least
+/// (winograd/transforms.rs dispatches). `pending` holds at least
 /// [`pending_floats`]`(b.tiles_w)` floats.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_input_gradient(
@@ -64,6 +64,9 @@ pub(crate) fn transform_input_gradient(
     unsafe { transform_avx512(g, n, tiles, dv, block, dx_image, pending) };
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transform_avx512(
@@ -132,6 +135,7 @@ unsafe fn transform_avx512(
                 // dv (asserted); the rest are masked off, so the pointer
                 // may pass the slice (wrapping arithmetic) untouched.
                 let u: [[__m512; 4]; 4] = std::array::from_fn(|xi| {
+                    // SAFETY: as stated above this array.
                     std::array::from_fn(|nu| unsafe {
                         let at = dv.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
                         _mm512_maskz_loadu_ps(mask, at)
@@ -198,7 +202,7 @@ unsafe fn transform_avx512(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::winograd_transforms::{RowBuffers, transform_input_gradient_portable};
+    use crate::winograd::transforms::{RowBuffers, transform_input_gradient_portable};
     use kernels_core::{Conv2d, SplitMix64};
 
     #[test]

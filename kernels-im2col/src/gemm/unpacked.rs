@@ -1,11 +1,11 @@
 //! C = A·B or C += A·B without packing: the many small GEMMs of
-//! winograd.rs, and with `ConvPlan::unpacked_gemms` the unfold path's
-//! GEMMs both ways (conv.rs, conv_backward.rs, subpixel_dx.rs).
+//! winograd/mod.rs, and with `ConvPlan::unpacked_gemms` the unfold path's
+//! GEMMs both ways (conv/mod.rs, conv/backward.rs, subpixel.rs).
 //!
-//! - winograd.rs runs 16 GEMMs per block of tiles, each [64 x 64] · [64 x
+//! - winograd/mod.rs runs 16 GEMMs per block of tiles, each [64 x 64] · [64 x
 //!   112] for resnet-3x3. matrixmultiply packs both operands on every call
 //!   and ran them at about 90 GFLOP/s per core in place. Here A, B and C are
-//!   gemm.rs's strided views (`Mat`, checked by the same `check_product` as
+//!   gemm/mod.rs's strided views (`Mat`, checked by the same `check_product` as
 //!   `sgemm`), read where they lie when their columns are contiguous:
 //!   a B row segment of 32 floats is two vector loads, an A element one
 //!   broadcast; operands this small sit in L1/L2 anyway.
@@ -14,7 +14,7 @@
 //!   in L1 while every row block passes over it. The last column step is
 //!   masked (masked loads and stores touch no memory past the mask).
 //! - AVX-512 only (intrinsics); a view with a column stride other than 1,
-//!   or a CPU without AVX-512F, goes to matrixmultiply through gemm.rs. The
+//!   or a CPU without AVX-512F, goes to matrixmultiply through gemm/mod.rs. The
 //!   last m mod 8 rows run as one zero-padded 8-row block.
 //! - [`transpose`] turns V into Vᵀ for dW's product (16 x 16 blocks in
 //!   registers), since this kernel reads B by rows.
@@ -31,7 +31,7 @@ use crate::simd::{Isa, Simd};
 /// Rows per register block.
 const ROWS: usize = 8;
 
-/// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`), on gemm.rs's
+/// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`), on gemm/mod.rs's
 /// views. Panics (an internal bug) when the views disagree or run past
 /// their slices (`check_product`).
 pub(crate) fn gemm(simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
@@ -88,6 +88,9 @@ fn remainder_rows(_token: Avx512Token, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, fu
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn gemm_avx512(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
@@ -115,6 +118,10 @@ unsafe fn gemm_avx512(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
 }
 
 /// One 8 x (16·V) block of C at (i0, j0).
+///
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)] // the block's coordinates and its operands
@@ -136,7 +143,7 @@ unsafe fn tile<const V: usize>(
     let (ap, bp, cp) = (a.data.as_ptr(), b.data.as_ptr(), c.as_mut_ptr());
     let mut acc: [[__m512; V]; ROWS] = [[_mm512_setzero_ps(); V]; ROWS];
     for kk in 0..k {
-        // SAFETY (whole block): element (i, kk) of A for i < m, (kk, j) of B
+        // SAFETY: (whole block) element (i, kk) of A for i < m, (kk, j) of B
         // and (i, j) of C for j < n lie inside their slices
         // (`check_product`); lanes past n are masked off.
         unsafe {
@@ -163,7 +170,7 @@ unsafe fn tile<const V: usize>(
 }
 
 /// out [cols, rows] (row stride `rows`) = the [rows, cols] matrix in `m`
-/// (row stride `stride`), transposed: the B operand of winograd.rs's dW
+/// (row stride `stride`), transposed: the B operand of winograd/mod.rs's dW
 /// GEMMs. 16 x 16 blocks in registers with AVX-512 (a scalar loop took as
 /// long as the GEMM it feeds), else a scalar loop.
 pub(crate) fn transpose(simd: Simd, m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
@@ -202,6 +209,9 @@ pub(crate) fn transpose_strided(
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32], out_stride: usize) {

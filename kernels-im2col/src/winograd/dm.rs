@@ -1,4 +1,4 @@
-//! dM = A dy Aᵀ per tile (winograd.rs's output-gradient transform, the
+//! dM = A dy Aᵀ per tile (winograd/mod.rs's output-gradient transform, the
 //! first step of its backward), in AVX-512 registers, 16 tiles of a tile
 //! row at a time.
 //!
@@ -8,11 +8,11 @@
 //!   (columns past OW, where a tile overhangs, read as zero) split into
 //!   even and odd columns by two-source permutes, then the 16 dM values per
 //!   tile are formed in registers and stored once.
-//! - As in winograd_input.rs, the next filter's dy rows are prefetched
+//! - As in winograd/input.rs, the next filter's dy rows are prefetched
 //!   while this one computes: a block reads only 2·rows of each plane, too
 //!   short a stream for the hardware prefetcher.
 //! - Checked bit for bit against the portable loops by the unit test below,
-//!   and through winograd.rs's tests against the f64 reference and by
+//!   and through winograd/mod.rs's tests against the f64 reference and by
 //!   central differences; timed by examples/im2col_bench.rs (resnet-3x3
 //!   bwd).
 
@@ -21,11 +21,11 @@ use kernels_core::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 
+use super::blocking::{Blocking, plane_floats};
 use crate::lanes::lane_range;
-use crate::winograd::{Blocking, plane_floats};
 
 /// Runs the transform into `dm` [16, K, block tiles] on the AVX-512F its
-/// token proves (winograd_transforms.rs dispatches).
+/// token proves (winograd/transforms.rs dispatches).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_output_gradient(
     _token: Avx512Token,
@@ -47,6 +47,9 @@ pub(crate) fn transform_output_gradient(
     unsafe { transform_avx512(g, n, tiles, dy_image, block, dm) };
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transform_avx512(
@@ -131,7 +134,7 @@ unsafe fn transform_avx512(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::winograd_transforms::{RowBuffers, transform_output_gradient_portable};
+    use crate::winograd::transforms::{RowBuffers, transform_output_gradient_portable};
     use kernels_core::{Conv2d, SplitMix64};
 
     #[test]

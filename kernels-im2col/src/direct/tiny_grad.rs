@@ -1,4 +1,4 @@
-//! dW and db of the direct path (direct.rs) without im2col: lenet-c1's
+//! dW and db of the direct path (direct/tiny.rs) without im2col: lenet-c1's
 //! backward with GradRequest::PARAMS.
 //!
 //! - dW [k, c·r·s] = Σₙ Σ_{oh, ow} dy[n, k, oh, ow] · x_pad[n, c, oh + r,
@@ -14,7 +14,7 @@
 //!   loads of dy, 6 of x and 18 fused multiply-adds; the lanes are added
 //!   lane-wise to the worker's partial and summed once per worker.
 //! - Workers take runs of images with their own partial dW and db, summed
-//!   at the end. dX (when requested) stays with conv_backward.rs.
+//!   at the end. dX (when requested) stays with conv/backward.rs.
 //! - Variants: AVX-512F + FMA, AVX2 + FMA (picked at run time), portable.
 //! - Checked against the reference by tests/against_naive.rs and
 //!   harness/tests/im2col.rs (any geometry meeting `applies`); timed by
@@ -25,7 +25,7 @@ use rayon::prelude::*;
 
 use crate::simd::Simd;
 
-use crate::plan::TILE_FLOATS;
+use crate::conv::workers::TILE_FLOATS;
 
 /// Lanes of one accumulator (an AVX-512 register of f32).
 const LANES: usize = 16;
@@ -48,9 +48,9 @@ fn scratch_floats(g: &ConvGeometry) -> usize {
 }
 
 /// Whether this kernel computes dW for `g`: the direct forward's geometries
-/// (`crate::direct::applies`) whose per-worker scratch stays within a tile.
+/// (`crate::direct::tiny::applies`) whose per-worker scratch stays within a tile.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    crate::direct::applies(g) && scratch_floats(g) <= TILE_FLOATS
+    crate::direct::tiny::applies(g) && scratch_floats(g) <= TILE_FLOATS
 }
 
 /// One image's operands, laid out by [`widths`].
@@ -86,7 +86,7 @@ pub(crate) fn backward_dw_db(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]
                 let rows = dy_image.chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(dy_width));
                 for (index, (row, padded)) in rows.enumerate() {
                     padded[..g.ow].copy_from_slice(row);
-                    db[index / g.oh] += crate::conv_backward::sum(row) as f64;
+                    db[index / g.oh] += crate::conv::workers::sum(row) as f64;
                 }
                 kernel(&Operands { g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at }, &mut dw_lanes);
             }
@@ -144,12 +144,16 @@ fn select_kernel(simd: Simd) -> DwKernel {
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn dw_avx512(o: &Operands<'_>, dw: &mut [f32]) {
     dw_image(o, dw, f32::mul_add)
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dw_avx2(o: &Operands<'_>, dw: &mut [f32]) {

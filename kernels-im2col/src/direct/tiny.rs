@@ -1,6 +1,6 @@
 //! Direct conv2d forward for tiny reductions (the im2col path's exception).
 //!
-//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv.rs, for stride 1,
+//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv/mod.rs, for stride 1,
 //!   dilation 1, OW ≥ 16 and C·R·S ≤ [`DIRECT_MAX_TAPS`]: lenet-c1
 //!   (1x28x28, 6 5x5 filters) and simplecnn-c1. There the GEMM's reduction
 //!   (k = C·R·S = 25) is too short to amortise sgemm's packing and C
@@ -101,6 +101,8 @@ fn select_kernel(simd: Simd) -> ImageKernel {
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn image_avx512(
@@ -114,6 +116,8 @@ unsafe fn image_avx512(
     image(g, x, w, b, y, p, f32::mul_add)
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn image_avx2(

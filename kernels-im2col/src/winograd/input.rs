@@ -1,4 +1,4 @@
-//! V = Bᵀ d B per tile (winograd.rs's input transform), in AVX-512
+//! V = Bᵀ d B per tile (winograd/mod.rs's input transform), in AVX-512
 //! registers, 16 tiles of a tile row at a time.
 //!
 //! - The same arithmetic, in the same order, as the portable
@@ -13,7 +13,7 @@
 //!   2tx + 2 and 2tx + 3 are the same vectors shifted by one lane.
 //! - Checked bit for bit against the portable loops by the unit test below
 //!   (odd widths, padding 0 to 2, several chunks, one-row blocks), and
-//!   through winograd.rs's tests against the f64 reference; timed by
+//!   through winograd/mod.rs's tests against the f64 reference; timed by
 //!   examples/im2col_bench.rs (resnet-3x3).
 
 use kernels_core::ConvGeometry;
@@ -21,11 +21,11 @@ use kernels_core::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 
+use super::blocking::{Blocking, plane_floats};
 use crate::lanes::lane_range;
-use crate::winograd::{Blocking, plane_floats};
 
 /// Runs the transform into `v` [16, C, block tiles]; the token is the
-/// proof of AVX-512F (the caller, winograd_transforms.rs, dispatches).
+/// proof of AVX-512F (the caller, winograd/transforms.rs, dispatches).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_input(
     _token: Avx512Token,
@@ -47,6 +47,9 @@ pub(crate) fn transform_input(
     unsafe { transform_avx512(g, n, tiles, x_image, block, v) };
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transform_avx512(
@@ -146,7 +149,7 @@ unsafe fn transform_avx512(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::winograd_transforms::{RowBuffers, transform_input_portable};
+    use crate::winograd::transforms::{RowBuffers, transform_input_portable};
     use kernels_core::{Conv2d, SplitMix64};
 
     #[test]

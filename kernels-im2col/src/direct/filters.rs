@@ -1,7 +1,7 @@
 //! Direct conv2d forward vectorised across filters (implicit GEMM), for few
 //! filters on small images.
 //!
-//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv.rs when K ≤ 16, the
+//! - Computes y [n, k, oh, ow] = x ⋆ w + b like conv/mod.rs when K ≤ 16, the
 //!   image has fewer output pixels than a GEMM tile wants (so im2col would
 //!   group images) and C·R·S ≥ 64: lenet-c2 (6x14x14, 16 5x5 filters). Any
 //!   stride, padding and dilation.
@@ -131,12 +131,16 @@ fn select_kernel(simd: Simd) -> ImageKernel {
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {
     image(g, l, padded, y, f32::mul_add)
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {

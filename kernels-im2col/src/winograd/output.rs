@@ -1,4 +1,4 @@
-//! y = Aᵀ M A + b per tile (winograd.rs's output transform, the last step
+//! y = Aᵀ M A + b per tile (winograd/mod.rs's output transform, the last step
 //! of its forward), in AVX-512 registers, 16 tiles of a tile row at a time.
 //!
 //! - The same arithmetic, in the same order, as the portable
@@ -9,7 +9,7 @@
 //!   two-source permutes into 32 output columns, stored with a mask that
 //!   drops the columns past OW where a tile overhangs.
 //! - Checked bit for bit against the portable loops by the unit test below,
-//!   and through winograd.rs's tests against the f64 reference; timed by
+//!   and through winograd/mod.rs's tests against the f64 reference; timed by
 //!   examples/im2col_bench.rs (resnet-3x3 fwd).
 
 use kernels_core::ConvGeometry;
@@ -17,11 +17,11 @@ use kernels_core::ConvGeometry;
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 
+use super::blocking::{Blocking, plane_floats};
 use crate::lanes::lane_range;
-use crate::winograd::{Blocking, plane_floats};
 
 /// Runs the transform into `y_image` [K, OH, OW] (the block's output rows)
-/// on the AVX-512F its token proves (winograd_transforms.rs dispatches).
+/// on the AVX-512F its token proves (winograd/transforms.rs dispatches).
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn transform_output(
     _token: Avx512Token,
@@ -45,6 +45,9 @@ pub(crate) fn transform_output(
     unsafe { transform_avx512(g, n, tiles, m, block, bias, y_image) };
 }
 
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn transform_avx512(
@@ -75,6 +78,7 @@ unsafe fn transform_avx512(
                 // m (asserted); the rest are masked off, never read, so the
                 // pointer may pass the slice (wrapping arithmetic).
                 let at: [[__m512; 4]; 4] = std::array::from_fn(|xi| {
+                    // SAFETY: as stated above this array.
                     std::array::from_fn(|nu| unsafe {
                         let p = m.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
                         _mm512_maskz_loadu_ps(mask, p)
@@ -117,7 +121,7 @@ unsafe fn transform_avx512(
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-    use crate::winograd_transforms::{RowBuffers, transform_output_portable};
+    use crate::winograd::transforms::{RowBuffers, transform_output_portable};
     use kernels_core::{Conv2d, SplitMix64};
 
     #[test]

@@ -1,4 +1,4 @@
-//! The four tile transforms of winograd.rs (F(2x2, 3x3)), each over one
+//! The four tile transforms of winograd/mod.rs (F(2x2, 3x3)), each over one
 //! block of whole tile rows of one image, vectorised across the tiles of a
 //! row: input (V = Bᵀ d B), output (y = Aᵀ M A + b), and the adjoints the
 //! backward needs (dM = A dy Aᵀ, dx += B dV Bᵀ).
@@ -7,18 +7,18 @@
 //!   rows are split by column parity first (`split`): patch column 2tx + j
 //!   is then even[tx + j / 2] or odd[tx + j / 2], a plain offset, and every
 //!   loop runs over contiguous arrays.
-//! - Each public transform runs its AVX-512 version (winograd_input.rs,
-//!   winograd_output.rs, winograd_dm.rs, winograd_dx.rs) where the CPU has
+//! - Each public transform runs its AVX-512 version (winograd/input.rs,
+//!   winograd/output.rs, winograd/dm.rs, winograd/dx.rs) where the CPU has
 //!   one, and these loops (the `_portable` functions) elsewhere; each
 //!   AVX-512 version is tested bit for bit against them.
-//! - Checked through winograd.rs's tests (against the f64 reference and by
+//! - Checked through winograd/mod.rs's tests (against the f64 reference and by
 //!   central differences).
 
 use kernels_core::ConvGeometry;
 
 use crate::simd::{Isa, Simd};
 
-use crate::winograd::{Blocking, POSITIONS, plane_floats};
+use super::blocking::{Blocking, POSITIONS, plane_floats};
 
 /// Arrays of tiles_w + 1 floats in a worker's [`RowBuffers`].
 pub(crate) const ROW_BUFFERS: usize = 4 + 4 + POSITIONS + 4 + 4;
@@ -36,7 +36,7 @@ pub(crate) struct RowBuffers {
     /// dx rows 2 and 3 of the previous tile row, split by parity.
     pending_even: [Vec<f32>; 2],
     pending_odd: [Vec<f32>; 2],
-    /// winograd_dx.rs's pending rows, by 16-lane chunk.
+    /// winograd/dx.rs's pending rows, by 16-lane chunk.
     pending_chunks: Vec<f32>,
 }
 
@@ -50,7 +50,7 @@ impl RowBuffers {
             patch: std::array::from_fn(|_| vec![0.0f32; half]),
             pending_even: std::array::from_fn(|_| vec![0.0f32; half]),
             pending_odd: std::array::from_fn(|_| vec![0.0f32; half]),
-            pending_chunks: vec![0.0f32; crate::winograd_dx::pending_floats(b.tiles_w)],
+            pending_chunks: vec![0.0f32; super::dx::pending_floats(b.tiles_w)],
         }
     }
 }
@@ -117,7 +117,7 @@ fn add_split(dst: &mut [f32], shift: usize, even: &[f32], odd: &[f32]) {
 }
 
 /// V [16, C, T] = Bᵀ d B for every channel and tile of a block: in
-/// AVX-512 registers where the CPU has them (winograd_input.rs).
+/// AVX-512 registers where the CPU has them (winograd/input.rs).
 pub(crate) fn transform_input(
     simd: Simd,
     g: &ConvGeometry,
@@ -130,14 +130,14 @@ pub(crate) fn transform_input(
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
-        return crate::winograd_input::transform_input(token, g, b, x_image, block, v);
+        return super::input::transform_input(token, g, b, x_image, block, v);
     }
     crate::simd::count(Isa::Portable);
     transform_input_portable(g, b, x_image, block, v, bufs);
 }
 
 /// [`transform_input`] in plain loops over tile-row arrays: any CPU
-/// without AVX-512F (and the definition winograd_input.rs is tested
+/// without AVX-512F (and the definition winograd/input.rs is tested
 /// against).
 pub(crate) fn transform_input_portable(
     g: &ConvGeometry,
@@ -193,7 +193,7 @@ pub(crate) fn transform_input_portable(
 }
 
 /// y tiles = Aᵀ M A (+ bias) for every filter and tile of a block: in
-/// AVX-512 registers where the CPU has them (winograd_output.rs).
+/// AVX-512 registers where the CPU has them (winograd/output.rs).
 #[allow(clippy::too_many_arguments)] // the ISA, the block and its operands; a struct would only rename them
 pub(crate) fn transform_output(
     simd: Simd,
@@ -208,14 +208,14 @@ pub(crate) fn transform_output(
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
-        return crate::winograd_output::transform_output(token, g, b, m, block, bias, y_image);
+        return super::output::transform_output(token, g, b, m, block, bias, y_image);
     }
     crate::simd::count(Isa::Portable);
     transform_output_portable(g, b, m, block, bias, y_image, bufs);
 }
 
 /// [`transform_output`] in plain loops over tile-row arrays: any CPU
-/// without AVX-512F (and the definition winograd_output.rs is tested
+/// without AVX-512F (and the definition winograd/output.rs is tested
 /// against).
 pub(crate) fn transform_output_portable(
     g: &ConvGeometry,
@@ -275,7 +275,7 @@ fn interleave(even: &[f32], odd: &[f32], out: &mut [f32]) {
 
 /// dM [16, K, T] = A dy Aᵀ for every filter and tile of a block (dy taken
 /// as zero past the last row and column, where a tile overhangs): in
-/// AVX-512 registers where the CPU has them (winograd_dm.rs).
+/// AVX-512 registers where the CPU has them (winograd/dm.rs).
 pub(crate) fn transform_output_gradient(
     simd: Simd,
     g: &ConvGeometry,
@@ -288,14 +288,14 @@ pub(crate) fn transform_output_gradient(
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
-        return crate::winograd_dm::transform_output_gradient(token, g, b, dy_image, block, dm);
+        return super::dm::transform_output_gradient(token, g, b, dy_image, block, dm);
     }
     crate::simd::count(Isa::Portable);
     transform_output_gradient_portable(g, b, dy_image, block, dm, bufs);
 }
 
 /// [`transform_output_gradient`] in plain loops over tile-row arrays: any
-/// CPU without AVX-512F (and the definition winograd_dm.rs is tested
+/// CPU without AVX-512F (and the definition winograd/dm.rs is tested
 /// against).
 pub(crate) fn transform_output_gradient_portable(
     g: &ConvGeometry,
@@ -353,7 +353,7 @@ pub(crate) fn transform_output_gradient_portable(
 }
 
 /// dx += B dV Bᵀ per tile, scatter-added (patches overlap by two pixels):
-/// in AVX-512 registers where the CPU has them (winograd_dx.rs).
+/// in AVX-512 registers where the CPU has them (winograd/dx.rs).
 pub(crate) fn transform_input_gradient(
     simd: Simd,
     g: &ConvGeometry,
@@ -366,22 +366,14 @@ pub(crate) fn transform_input_gradient(
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
-        return crate::winograd_dx::transform_input_gradient(
-            token,
-            g,
-            b,
-            dv,
-            block,
-            dx_image,
-            &mut bufs.pending_chunks,
-        );
+        return super::dx::transform_input_gradient(token, g, b, dv, block, dx_image, &mut bufs.pending_chunks);
     }
     crate::simd::count(Isa::Portable);
     transform_input_gradient_portable(g, b, dv, block, dx_image, bufs);
 }
 
 /// [`transform_input_gradient`] in plain loops over tile-row arrays: any
-/// CPU without AVX-512F (and the definition winograd_dx.rs is tested
+/// CPU without AVX-512F (and the definition winograd/dx.rs is tested
 /// against).
 pub(crate) fn transform_input_gradient_portable(
     g: &ConvGeometry,

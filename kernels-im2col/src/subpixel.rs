@@ -12,16 +12,16 @@
 //!   once per group (three for a 3x3 pad-1 conv) instead of the whole col
 //!   tile, and adds nothing element by element. Same FLOPs.
 //! - Taken for stride 2 in both directions, dilation 1, H = 2·OH and W =
-//!   2·OW (resnet-s2: 3x3, pad 1, 28 -> 14) on the small_gemm plan
-//!   (conv_backward.rs decides).
+//!   2·OW (resnet-s2: 3x3, pad 1, 28 -> 14) on the unpacked-GEMM plan
+//!   (conv/backward.rs decides).
 //! - Checked against the f64 reference in tests/against_naive.rs; timed by
 //!   examples/im2col_bench.rs (resnet-s2 bwd).
 
 use kernels_core::ConvGeometry;
 
+use crate::gemm::unpacked;
 use crate::gemm::{View, mat, mat_mut};
 use crate::simd::Simd;
-use crate::small_gemm;
 
 /// Whether `g` has the geometry this path handles.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
@@ -106,7 +106,7 @@ pub(crate) fn backward_dx(
                 // W_tapᵀ [C, K]: rows c·R·S + tap of Wᵀ.
                 let a = mat(&wt[(r * g.s + s) * g.k..], View::strided(g.c, g.k, taps * g.k));
                 let c = mat_mut(&mut bufs.phases[phase * plane..][..plane], View::row_major(g.c, columns));
-                small_gemm::gemm(simd, a, b, c, written[phase]);
+                unpacked::gemm(simd, a, b, c, written[phase]);
                 written[phase] = true;
             }
         }

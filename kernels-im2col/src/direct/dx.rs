@@ -108,12 +108,16 @@ fn select_kernel(simd: Simd) -> DxKernel {
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn dx_avx512(o: &Operands<'_>, dx: &mut [f32]) {
     dx_image(o, dx, f32::mul_add)
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dx_avx2(o: &Operands<'_>, dx: &mut [f32]) {

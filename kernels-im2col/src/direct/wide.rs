@@ -7,7 +7,7 @@
 //!   pixel at stride 4, and matrixmultiply then copies that col tile again
 //!   to pack it and splits the 363-long reduction into its 256-blocks; this
 //!   kernel reads each tap's input straight from a zero-padded copy of the
-//!   image (a few hundred KiB, L2-resident), as direct_filters.rs does for
+//!   image (a few hundred KiB, L2-resident), as direct/filters.rs does for
 //!   lenet-c2's 16 filters.
 //! - Register block: 32 filters (two 16-lane vectors) x 12 output pixels,
 //!   24 accumulators; per tap two loads of the tap's 32 weights and twelve
@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::simd::Simd;
 
-use crate::direct_filters::{offsets, pad, padded_floats};
+use crate::direct::filters::{offsets, pad, padded_floats};
 
 /// Filters per block: two 16-lane accumulators per pixel.
 const FILTERS: usize = 32;
@@ -36,10 +36,10 @@ const PIXELS: usize = 8;
 /// Most floats of the padded image each worker copies (4 MiB).
 const MAX_PADDED_FLOATS: usize = 1 << 20;
 
-/// Whether this kernel takes `g`: more filters than direct_filters.rs
+/// Whether this kernel takes `g`: more filters than direct/filters.rs
 /// takes, at most 4 input channels, a reduction of at least 64 taps.
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
-    g.k > crate::direct_filters::FILTERS
+    g.k > crate::direct::filters::FILTERS
         && g.c <= 4
         && g.c * g.r * g.s >= 64
         && g.oh * g.ow >= PIXELS
@@ -127,6 +127,9 @@ fn select_kernel(simd: Simd) -> ImageKernel {
 /// one is, LLVM vectorised the 8-pixel loop with gathers instead of
 /// keeping 16 accumulators in registers (60x slower), and spilled them at
 /// 12 pixels.
+///
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [MaybeUninit<f32>]) {
@@ -184,6 +187,8 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
     }
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [MaybeUninit<f32>]) {

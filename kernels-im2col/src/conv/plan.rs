@@ -1,8 +1,16 @@
-//! How a conv call is cut into tiles, and what scratch that costs.
+//! The planner: which algorithm runs each pass of a conv (forward, dX, dW,
+//! db), at which ISA, how the call is cut into tiles, and what scratch
+//! that costs. Nothing else decides a path: conv/mod.rs and
+//! conv/backward.rs run what the plan names.
 //!
+//! - [`ConvPath`] is the forward's algorithm; [`DxPath`], [`DwPath`] and
+//!   [`DbPath`] the backward's (chosen from the forward's, see
+//!   `ConvPlan::backward_paths`). [`TileTargets::force`] can force any of
+//!   them where it applies to the geometry; one that does not is refused
+//!   with `Error::Param` rather than run.
 //! - [`ConvPath::Pointwise`]: a 1x1, stride-1, unpadded conv needs no
 //!   unfolding at all (col would be the image itself), so it goes straight
-//!   to GEMM. Everything else takes [`ConvPath::Unfold`].
+//!   to GEMM.
 //! - The unfold path never builds the whole col matrix [C·R·S, OH·OW] of an
 //!   image: it walks tiles of `channels_per_tile` input channels by
 //!   `pixels_per_tile` output pixels, so a col tile stays near
@@ -15,15 +23,12 @@
 
 use kernels_core::{ConvGeometry, Error, Result};
 
+use super::workers::{Scratch, TILE_FLOATS, dyt_stride};
 use crate::simd::{Isa, Simd};
 use crate::unfold::{Tile, phased_floats};
 
 /// No call may plan more scratch than this (64 MiB), whatever the batch.
 pub const SCRATCH_LIMIT_BYTES: usize = 64 << 20;
-
-/// Default target col tile size in floats: 512 KiB, half of this machine's
-/// 1 MiB L2, so the tile survives until sgemm packs it.
-pub const TILE_FLOATS: usize = 1 << 17;
 
 /// Default fewest GEMM columns (output pixels, over several images if
 /// need be) a tile should have: below this, per-call overheads (packing,
@@ -41,26 +46,81 @@ const PHASED_MAX_FLOATS: usize = 1 << 18;
 /// a multiple of it.
 const PIXEL_ALIGN: usize = 16;
 
-/// Which algorithm a conv takes.
+/// The forward's algorithm (its name also says which tiling the backward's
+/// unfolding passes get: see [`DxPath`], [`DwPath`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConvPath {
     /// 1x1, stride 1, no padding: y = W·x per image, no im2col.
     Pointwise,
     /// im2col tile by tile, then GEMM.
     Unfold,
-    /// Forward only: stride 1, dilation 1, C·R·S ≤ 64, OW ≥ 16 runs the
-    /// direct register-blocked kernel of direct.rs (backward unfolds).
+    /// Stride 1, dilation 1, C·R·S ≤ 64, OW ≥ 16, padded image within a
+    /// tile: the direct register-blocked kernel of direct/tiny.rs.
     Direct,
-    /// Forward only: K ≤ 16 filters on images smaller than a GEMM tile,
-    /// C·R·S ≥ 64, runs direct_filters.rs (backward unfolds).
+    /// K ≤ 16 filters on images smaller than a GEMM tile, C·R·S ≥ 64,
+    /// padded image within a tile: direct/filters.rs.
     DirectFilters,
-    /// Forward only: K > 16 filters over C ≤ 4 channels, C·R·S ≥ 64
-    /// (alexnet-c1), runs direct_wide.rs (backward unfolds).
+    /// K > 16 filters over C ≤ 4 channels, C·R·S ≥ 64 (alexnet-c1):
+    /// direct/wide.rs.
     DirectWide,
     /// 3x3, stride 1, undilated, C and K ≥ 32, at least one image per
-    /// thread: Winograd F(2x2, 3x3) both ways (winograd.rs), 16 GEMMs of
-    /// 2.25x fewer FLOPs in all than im2col's one.
+    /// thread: Winograd F(2x2, 3x3) (winograd/), 16 GEMMs of 2.25x fewer
+    /// FLOPs in all than im2col's one. Its backward is Winograd too.
     Winograd,
+}
+
+/// The algorithm of dX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DxPath {
+    /// Pointwise forward: dX = Wᵀ·dY per image, one GEMM.
+    Gemm,
+    /// col = Wᵀ·dY per tile, then col2im (any unfold tiling).
+    Col2im,
+    /// Stride 2 with H = 2·OH, W = 2·OW on the unpacked-GEMM plan: by
+    /// input phase, no col2im (subpixel.rs).
+    Subpixel,
+    /// Stride 1, undilated, W ≤ 16: direct/dx.rs.
+    Direct,
+    /// The Winograd forward's adjoint (winograd/).
+    Winograd,
+}
+
+/// The algorithm of dW.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DwPath {
+    /// Pointwise forward: dW += dY·Xᵀ per image, one GEMM.
+    Gemm,
+    /// dW += dY·colᵀ per tile (any unfold tiling).
+    Unfold,
+    /// The direct forward's geometries with scratch within a tile:
+    /// direct/tiny_grad.rs, which sums db in the same pass.
+    DirectTiny,
+    /// The filter-vectorised forward's geometries: direct/filters_grad.rs.
+    DirectFilters,
+    /// The Winograd forward's adjoint (winograd/).
+    Winograd,
+}
+
+/// Where db = Σ dY is summed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbPath {
+    /// In the pass that already reads dY for dW (or dX): the unfold/GEMM
+    /// pass, the Winograd pass, or direct/tiny_grad.rs's kernel. When that
+    /// pass does not run (only db requested), one pass over dY alone.
+    Fused,
+    /// One pass over dY of its own (the dW kernel does not read dY whole).
+    Separate,
+}
+
+/// Paths forced per pass (None: the planner's choice). A forced path must
+/// apply to the geometry and to the forward's tiling (see each path's
+/// docs; dX and dW by Winograd go with a Winograd forward, and a Winograd
+/// forward with them); else the call fails with `Error::Param`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Forced {
+    pub forward: Option<ConvPath>,
+    pub dx: Option<DxPath>,
+    pub dw: Option<DwPath>,
 }
 
 /// The knobs of the tiling (the defaults are what the backend uses; the
@@ -76,10 +136,12 @@ pub struct TileTargets {
     pub winograd: bool,
     /// Likewise for [`ConvPath::DirectWide`].
     pub direct_wide: bool,
-    /// Whether the unfold path may run its GEMMs through small_gemm.rs on
+    /// Whether the unfold path may run its GEMMs through gemm/unpacked.rs on
     /// operands laid out for it (see [`ConvPlan::unpacked_gemms`]); off to
     /// compare with matrixmultiply.
     pub unpacked_gemms: bool,
+    /// Paths forced per pass, for tests and measurements.
+    pub force: Forced,
     /// Highest ISA the kernels may use (None: the best this CPU has); a
     /// cap above the CPU's is lowered to it. [`crate::Im2col`] also applies
     /// the `KERNELS_ISA` environment variable's cap.
@@ -94,6 +156,7 @@ impl Default for TileTargets {
             winograd: true,
             direct_wide: true,
             unpacked_gemms: true,
+            force: Forced::default(),
             isa: None,
         }
     }
@@ -115,24 +178,28 @@ pub struct ConvPlan {
     /// Target floats of a tile (of a Winograd block's V and M each).
     pub tile_floats: usize,
     /// Unfold path (and direct_wide's backward, which unfolds): the GEMMs
-    /// run through small_gemm.rs (AVX-512, no packing) rather than
+    /// run through gemm/unpacked.rs (AVX-512, no packing) rather than
     /// matrixmultiply, the forward's on W and col as they are, the
     /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken with AVX-512 and at least 32
     /// filters (a full 32-column register block for the backward's dW).
     pub unpacked_gemms: bool,
-    /// Backward on the small_gemm plan for stride-2 convs with H = 2·OH
-    /// and W = 2·OW (resnet-s2): dX by input phase (subpixel_dx.rs), GEMMs
+    /// Backward on the unpacked-GEMM plan for stride-2 convs with H = 2·OH
+    /// and W = 2·OW (resnet-s2): dX by input phase (subpixel.rs), GEMMs
     /// accumulating straight into the four phase planes, instead of
     /// col = Wᵀ·dY and col2im. Off where its scratch would pass the limit.
     pub subpixel_dx: bool,
     /// The ISA every kernel of the call runs at: the targets' cap, lowered
     /// to what this CPU has (simd.rs).
     pub isa: Isa,
+    /// The backward's algorithms.
+    pub dx: DxPath,
+    pub dw: DwPath,
+    pub db: DbPath,
 }
 
 /// Channels per tile, rounded down so a tile's C·R·S rows fill whole
 /// 8-row GEMM blocks when the channels are split anyway (resnet-s2: 37 ->
-/// 32 channels, 288 rows), so small_gemm needs no padded remainder block
+/// 32 channels, 288 rows), so the unpacked GEMM needs no padded remainder block
 /// for them; an unsplit channel range stays whole (one tile beats an
 /// aligned one and a ragged rest).
 fn row_block_channels(channels: usize, all: usize, taps: usize) -> usize {
@@ -144,28 +211,93 @@ fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
+/// Whether `g` is a 1x1, stride-1, unpadded conv (col is the image itself).
+fn pointwise_geometry(g: &ConvGeometry) -> bool {
+    g.r == 1 && g.s == 1 && g.params.stride == [1, 1] && g.params.padding == [0, 0]
+}
+
 /// Floats of one zero-padded input image, the direct kernel's scratch.
 fn padded_floats(g: &ConvGeometry) -> usize {
     g.c * (g.h + 2 * g.params.padding[0]) * (g.w + 2 * g.params.padding[1])
 }
 
 impl ConvPlan {
-    /// The plan for `g` run by `threads` workers.
-    pub fn new(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Self {
-        let mut plan = Self::layout(g, threads, targets);
-        if plan.unpacked_gemms && crate::subpixel_dx::applies(g) {
+    /// The plan for `g` run by `threads` workers; `Error::Param` when a
+    /// path forced by `targets.force` does not apply.
+    pub fn new(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Result<Self> {
+        let mut plan = Self::layout(g, threads, targets)?;
+        let subpixel_fits = plan.unpacked_gemms && crate::subpixel::applies(g) && {
             // Its phase planes and shifted dY are extra scratch: where they
             // would pass the limit, dX keeps col2im (whose scratch is bounded).
             plan.subpixel_dx = true;
             let workers = threads.min(g.n).max(1);
-            plan.subpixel_dx = plan.scratch_bytes(g, workers, true) <= SCRATCH_LIMIT_BYTES;
+            plan.scratch_bytes(g, workers, true) <= SCRATCH_LIMIT_BYTES
+        };
+        plan.subpixel_dx = false;
+        (plan.dx, plan.dw, plan.db) = plan.backward_paths(g, subpixel_fits);
+        let unfold_tiling =
+            matches!(plan.path, ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide);
+        let winograd = plan.path == ConvPath::Winograd;
+        if let Some(forced) = targets.force.dx {
+            let applies = match forced {
+                DxPath::Gemm => plan.path == ConvPath::Pointwise,
+                DxPath::Col2im => unfold_tiling,
+                DxPath::Subpixel => unfold_tiling && subpixel_fits,
+                DxPath::Direct => crate::direct::dx::applies(g) && !winograd,
+                DxPath::Winograd => winograd,
+            };
+            if !applies {
+                let what = format!("dX by {forced:?} does not apply to {g:?} with a {:?} forward", plan.path);
+                return Err(Error::param("conv2d plan", what));
+            }
+            plan.dx = forced;
         }
-        plan
+        if let Some(forced) = targets.force.dw {
+            let fits = padded_floats(g) <= targets.floats.max(1);
+            let applies = match forced {
+                DwPath::Gemm => plan.path == ConvPath::Pointwise,
+                DwPath::Unfold => unfold_tiling,
+                DwPath::DirectTiny => crate::direct::tiny_grad::applies(g) && !winograd,
+                DwPath::DirectFilters => crate::direct::filters::applies(g, targets.columns) && fits && !winograd,
+                DwPath::Winograd => winograd,
+            };
+            if !applies {
+                let what = format!("dW by {forced:?} does not apply to {g:?} with a {:?} forward", plan.path);
+                return Err(Error::param("conv2d plan", what));
+            }
+            plan.dw = forced;
+            plan.db = if forced == DwPath::DirectFilters { DbPath::Separate } else { DbPath::Fused };
+        }
+        plan.subpixel_dx = plan.dx == DxPath::Subpixel;
+        Ok(plan)
+    }
+
+    /// The backward's algorithms for this forward: the forward's own
+    /// family where it has one, else the unfold path's (whose tiling is the
+    /// forward's).
+    fn backward_paths(&self, g: &ConvGeometry, subpixel_fits: bool) -> (DxPath, DwPath, DbPath) {
+        let unfold_dx = if subpixel_fits { DxPath::Subpixel } else { DxPath::Col2im };
+        // dX of the direct paths on narrow images (lenet-c2: 1.06 -> 0.78
+        // ms, OPTIMISATION.md step 26), else col2im.
+        let direct_dx = if crate::direct::dx::applies(g) { DxPath::Direct } else { DxPath::Col2im };
+        match self.path {
+            ConvPath::Winograd => (DxPath::Winograd, DwPath::Winograd, DbPath::Fused),
+            ConvPath::Pointwise => (DxPath::Gemm, DwPath::Gemm, DbPath::Fused),
+            // Tiny reductions: dW and db streamed from each image once.
+            // Direct geometries whose scratch would pass a tile unfold.
+            ConvPath::Direct if crate::direct::tiny_grad::applies(g) => (direct_dx, DwPath::DirectTiny, DbPath::Fused),
+            // Few filters on small images: dW without im2col; dX directly
+            // or by col2im (as the transposed conv's forward it measured
+            // 1.3x slower: its 6 "filters" fill 6 of 16 lanes and half its
+            // taps meet padding).
+            ConvPath::DirectFilters => (direct_dx, DwPath::DirectFilters, DbPath::Separate),
+            ConvPath::Direct | ConvPath::DirectWide | ConvPath::Unfold => (unfold_dx, DwPath::Unfold, DbPath::Fused),
+        }
     }
 
     /// The path and tiling of [`ConvPlan::new`], before the subpixel dX
     /// choice.
-    fn layout(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Self {
+    fn layout(g: &ConvGeometry, threads: usize, targets: TileTargets) -> Result<Self> {
         let pixels = g.oh * g.ow;
         let taps = g.r * g.s;
         let floats = targets.floats.max(1);
@@ -173,9 +305,45 @@ impl ConvPlan {
         // Keep at least two groups per thread so rayon can balance them.
         let max_images = g.n.div_ceil(2 * threads.max(1)).max(1);
         let images = targets.columns.div_ceil(pixels).clamp(1, max_images).min((floats / (taps * pixels)).max(1));
-        let pointwise = g.r == 1 && g.s == 1 && g.params.stride == [1, 1] && g.params.padding == [0, 0];
-        if pointwise {
-            return Self {
+        // The direct kernels pad one image per worker; beyond a tile's worth
+        // of floats the unfold path, whose scratch is bounded, takes over.
+        let fits = padded_floats(g) <= floats;
+        let chosen = if pointwise_geometry(g) {
+            ConvPath::Pointwise
+        } else if targets.winograd && crate::winograd::applies(g, threads) {
+            ConvPath::Winograd
+        } else if crate::direct::tiny::applies(g) && fits {
+            ConvPath::Direct
+        } else if crate::direct::filters::applies(g, targets.columns) && fits {
+            ConvPath::DirectFilters
+        } else if targets.direct_wide && crate::direct::wide::applies(g) {
+            ConvPath::DirectWide
+        } else {
+            ConvPath::Unfold
+        };
+        let path = match targets.force.forward {
+            None => chosen,
+            Some(forced) => {
+                let applies = match forced {
+                    ConvPath::Pointwise => pointwise_geometry(g),
+                    ConvPath::Unfold => true,
+                    // Its thread condition is about speed, not correctness.
+                    ConvPath::Winograd => crate::winograd::applies(g, 1),
+                    ConvPath::Direct => crate::direct::tiny::applies(g) && fits,
+                    ConvPath::DirectFilters => crate::direct::filters::applies(g, targets.columns) && fits,
+                    ConvPath::DirectWide => crate::direct::wide::applies(g),
+                };
+                if !applies {
+                    let what = format!("forward by {forced:?} does not apply to {g:?}");
+                    return Err(Error::param("conv2d plan", what));
+                }
+                forced
+            }
+        };
+        // Placeholders until `new` plans the backward.
+        let (dx, dw, db) = (DxPath::Col2im, DwPath::Unfold, DbPath::Fused);
+        if path == ConvPath::Pointwise {
+            return Ok(Self {
                 path: ConvPath::Pointwise,
                 images_per_tile: 1,
                 channels_per_tile: g.c,
@@ -185,10 +353,13 @@ impl ConvPlan {
                 unpacked_gemms: false,
                 subpixel_dx: false,
                 isa,
-            };
+                dx,
+                dw,
+                db,
+            });
         }
-        if targets.winograd && crate::winograd::applies(g, threads) {
-            return Self {
+        if path == ConvPath::Winograd {
+            return Ok(Self {
                 path: ConvPath::Winograd,
                 images_per_tile: 1,
                 channels_per_tile: g.c,
@@ -198,28 +369,19 @@ impl ConvPlan {
                 unpacked_gemms: false,
                 subpixel_dx: false,
                 isa,
-            };
+                dx,
+                dw,
+                db,
+            });
         }
         let phased = g.params.stride[1] > 1 && images * phased_floats(g) <= PHASED_MAX_FLOATS;
-        // The direct kernel pads one image per worker; beyond a tile's worth
-        // of floats the unfold path, whose scratch is bounded, takes over.
-        let fits = padded_floats(g) <= floats;
-        let path = if crate::direct::applies(g) && fits {
-            ConvPath::Direct
-        } else if crate::direct_filters::applies(g, targets.columns) && fits {
-            ConvPath::DirectFilters
-        } else if targets.direct_wide && crate::direct_wide::applies(g) {
-            ConvPath::DirectWide
-        } else {
-            ConvPath::Unfold
-        };
         let unpacked = matches!(path, ConvPath::Unfold | ConvPath::DirectWide)
             && targets.unpacked_gemms
             && g.k >= 32
             && isa == Isa::Avx512;
         if images > 1 {
             let channels = row_block_channels((floats / (taps * pixels * images)).clamp(1, g.c), g.c, taps);
-            return Self {
+            return Ok(Self {
                 path,
                 images_per_tile: images,
                 channels_per_tile: channels,
@@ -229,7 +391,10 @@ impl ConvPlan {
                 unpacked_gemms: unpacked,
                 subpixel_dx: false,
                 isa,
-            };
+                dx,
+                dw,
+                db,
+            });
         }
         let min_pixels = pixels.min(MIN_TILE_PIXELS);
         let channels = row_block_channels((floats / (taps * min_pixels)).clamp(1, g.c), g.c, taps);
@@ -240,7 +405,7 @@ impl ConvPlan {
             let align = if g.ow <= pixels_per_tile { g.ow } else { PIXEL_ALIGN };
             pixels_per_tile = (pixels_per_tile / align * align).max(min_pixels);
         }
-        Self {
+        Ok(Self {
             path,
             images_per_tile: 1,
             channels_per_tile: channels,
@@ -250,12 +415,21 @@ impl ConvPlan {
             unpacked_gemms: unpacked,
             subpixel_dx: false,
             isa,
-        }
+            dx,
+            dw,
+            db,
+        })
     }
 
     /// The ISA of this plan with the proof of its features.
     pub(crate) fn simd(&self) -> Simd {
         Simd::new(self.isa)
+    }
+
+    /// One worker's scratch for this plan (the backward-only buffers start
+    /// empty).
+    pub(crate) fn scratch(&self, g: &ConvGeometry) -> Scratch {
+        Scratch::new(self.col_floats(g), self.gather_floats(g), self.phased_floats(g))
     }
 
     /// GEMM columns of a full tile: images x pixels.
@@ -294,12 +468,11 @@ impl ConvPlan {
             (_, ConvPath::Winograd) => crate::winograd::scratch_floats(g, self.tile_floats, backward),
             // Phased x for im2col and phased dx for col2im.
             (true, _) => {
-                // A pixel block's dYᵀ for small_gemm.
-                let unpacked =
-                    if self.unpacked_gemms { crate::conv_backward::dyt_stride(g.k) * self.columns() } else { 0 };
-                // The phased dx for col2im, or subpixel_dx.rs's buffers.
+                // A pixel block's dYᵀ for the unpacked GEMM.
+                let unpacked = if self.unpacked_gemms { dyt_stride(g.k) * self.columns() } else { 0 };
+                // The phased dx for col2im, or subpixel.rs's buffers.
                 let dx = if self.subpixel_dx {
-                    crate::subpixel_dx::scratch_floats(g, self.images_per_tile)
+                    crate::subpixel::scratch_floats(g, self.images_per_tile)
                 } else {
                     self.phased_floats(g)
                 };
@@ -311,10 +484,10 @@ impl ConvPlan {
                     + unpacked
             }
             (false, ConvPath::Direct | ConvPath::DirectFilters) => padded_floats(g),
-            (false, ConvPath::DirectWide) => crate::direct_wide::scratch_floats(g),
+            (false, ConvPath::DirectWide) => crate::direct::wide::scratch_floats(g),
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
-        // Once per call: small_gemm's Wᵀ and dWᵀ.
+        // Once per call: the unpacked GEMM's Wᵀ and dWᵀ.
         let shared = if backward && self.unpacked_gemms { 2 * g.k * g.c * g.r * g.s } else { 0 };
         workers.saturating_mul(per_worker).saturating_add(shared).saturating_mul(size_of::<f32>())
     }
@@ -348,6 +521,7 @@ impl ConvPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::simd::Isa;
     use kernels_core::{CONV_SUITE, Conv2d};
 
     #[test]
@@ -357,7 +531,7 @@ mod tests {
                 let [_, c, h, w] = case.input;
                 let g = ConvGeometry::from_dims([batch, c, h, w], case.filters, &case.params()).unwrap();
                 for workers in [1, 2, 16] {
-                    let plan = ConvPlan::new(&g, workers, TileTargets::default());
+                    let plan = ConvPlan::new(&g, workers, TileTargets::default()).unwrap();
                     let bytes = plan.scratch_bytes(&g, workers, true);
                     assert!(bytes <= SCRATCH_LIMIT_BYTES, "{} batch {batch}: {bytes} bytes", case.name);
                     plan.check_scratch(&g, workers, true).unwrap();
@@ -370,7 +544,7 @@ mod tests {
     #[test]
     fn tiles_cover_every_channel_and_pixel_once() {
         let g = ConvGeometry::from_dims([1, 300, 40, 40], [4, 7, 7], &Conv2d::new(1, 3)).unwrap();
-        let plan = ConvPlan::new(&g, 2, TileTargets::default());
+        let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
         assert!(plan.channels_per_tile < g.c && plan.pixels_per_tile < g.oh * g.ow, "{plan:?}");
         let mut seen = vec![0u8; g.c * g.oh * g.ow];
         for t in plan.tiles(&g) {
@@ -386,19 +560,21 @@ mod tests {
     #[test]
     fn small_images_are_grouped_and_large_ones_split() {
         let lenet_c2 = ConvGeometry::from_dims([256, 6, 14, 14], [16, 5, 5], &Conv2d::default()).unwrap();
-        let plan = ConvPlan::new(&lenet_c2, 2, TileTargets::default());
+        let plan = ConvPlan::new(&lenet_c2, 2, TileTargets::default()).unwrap();
         assert!(plan.images_per_tile > 1 && plan.columns() >= TILE_COLUMNS, "{plan:?}");
         let resnet = ConvGeometry::from_dims([8, 64, 56, 56], [64, 3, 3], &Conv2d::new(1, 1)).unwrap();
-        assert_eq!(ConvPlan::new(&resnet, 2, TileTargets::default()).path, ConvPath::Winograd);
+        assert_eq!(ConvPlan::new(&resnet, 2, TileTargets::default()).unwrap().path, ConvPath::Winograd);
         let unfold = TileTargets { winograd: false, ..TileTargets::default() };
-        let plan = ConvPlan::new(&resnet, 2, unfold);
+        let plan = ConvPlan::new(&resnet, 2, unfold).unwrap();
         assert!(plan.images_per_tile == 1 && plan.pixels_per_tile < 56 * 56, "{plan:?}");
     }
 
     #[test]
     fn direct_only_for_tiny_unit_stride_reductions() {
         let path = |input: [usize; 4], filters: [usize; 3], params: Conv2d| {
-            ConvPlan::new(&ConvGeometry::from_dims(input, filters, &params).unwrap(), 2, TileTargets::default()).path
+            ConvPlan::new(&ConvGeometry::from_dims(input, filters, &params).unwrap(), 2, TileTargets::default())
+                .unwrap()
+                .path
         };
         assert_eq!(path([256, 1, 28, 28], [6, 5, 5], Conv2d::new(1, 2)), ConvPath::Direct);
         assert_eq!(path([100, 1, 28, 28], [30, 5, 5], Conv2d::new(1, 0)), ConvPath::Direct);
@@ -415,7 +591,7 @@ mod tests {
     fn pointwise_only_for_1x1_stride_1_unpadded() {
         let plan = |r, stride, pad| {
             let g = ConvGeometry::from_dims([2, 3, 8, 8], [4, r, r], &Conv2d::new(stride, pad)).unwrap();
-            ConvPlan::new(&g, 2, TileTargets::default()).path
+            ConvPlan::new(&g, 2, TileTargets::default()).unwrap().path
         };
         assert_eq!(plan(1, 1, 0), ConvPath::Pointwise);
         assert_eq!(plan(1, 2, 0), ConvPath::Unfold);
@@ -424,10 +600,55 @@ mod tests {
     }
 
     #[test]
+    fn one_plan_names_every_pass_of_the_suite() {
+        // What conv/backward.rs used to decide in its own chain of ifs.
+        let expect = [
+            ("lenet-c1", ConvPath::Direct, DxPath::Col2im, DwPath::DirectTiny, DbPath::Fused),
+            ("lenet-c2", ConvPath::DirectFilters, DxPath::Direct, DwPath::DirectFilters, DbPath::Separate),
+            ("resnet-3x3", ConvPath::Winograd, DxPath::Winograd, DwPath::Winograd, DbPath::Fused),
+            ("alexnet-c1", ConvPath::DirectWide, DxPath::Col2im, DwPath::Unfold, DbPath::Fused),
+        ];
+        for (name, path, dx, dw, db) in expect {
+            let case = CONV_SUITE.iter().find(|c| c.name == name).unwrap();
+            let g = ConvGeometry::from_dims(case.input, case.filters, &case.params()).unwrap();
+            let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
+            assert_eq!((plan.path, plan.dx, plan.dw, plan.db), (path, dx, dw, db), "{name}: {plan:?}");
+        }
+        let s2 = CONV_SUITE.iter().find(|c| c.name == "resnet-s2").unwrap();
+        let g = ConvGeometry::from_dims(s2.input, s2.filters, &s2.params()).unwrap();
+        let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
+        let dx = if plan.isa == Isa::Avx512 { DxPath::Subpixel } else { DxPath::Col2im };
+        assert_eq!(
+            (plan.path, plan.dx, plan.dw, plan.subpixel_dx),
+            (ConvPath::Unfold, dx, DwPath::Unfold, dx == DxPath::Subpixel)
+        );
+    }
+
+    #[test]
+    fn forced_paths_are_taken_where_they_apply_and_refused_elsewhere() {
+        let lenet_c2 = ConvGeometry::from_dims([8, 6, 14, 14], [16, 5, 5], &Conv2d::default()).unwrap();
+        let force = |forward, dx, dw| TileTargets { force: Forced { forward, dx, dw }, ..TileTargets::default() };
+        let plan = ConvPlan::new(&lenet_c2, 2, force(Some(ConvPath::Unfold), Some(DxPath::Col2im), None)).unwrap();
+        assert_eq!((plan.path, plan.dx, plan.dw), (ConvPath::Unfold, DxPath::Col2im, DwPath::Unfold));
+        let plan = ConvPlan::new(&lenet_c2, 2, force(None, None, Some(DwPath::Unfold))).unwrap();
+        assert_eq!((plan.path, plan.dw, plan.db), (ConvPath::DirectFilters, DwPath::Unfold, DbPath::Fused));
+        // Not 3x3: no Winograd; a DirectFilters forward has no Winograd dW.
+        for targets in [
+            force(Some(ConvPath::Winograd), None, None),
+            force(None, None, Some(DwPath::Winograd)),
+            force(None, Some(DxPath::Gemm), None),
+            force(Some(ConvPath::Pointwise), None, None),
+        ] {
+            let err = ConvPlan::new(&lenet_c2, 2, targets).unwrap_err();
+            assert!(matches!(err, Error::Param { .. }), "{err}");
+        }
+    }
+
+    #[test]
     fn oversized_problems_are_refused_not_run() {
         // A 600x600 kernel cannot tile below 64 MiB with 64 pixels per tile.
         let g = ConvGeometry::from_dims([1, 1, 700, 700], [1, 600, 600], &Conv2d::default()).unwrap();
-        let err = ConvPlan::new(&g, 2, TileTargets::default()).check_scratch(&g, 2, false).unwrap_err();
+        let err = ConvPlan::new(&g, 2, TileTargets::default()).unwrap().check_scratch(&g, 2, false).unwrap_err();
         assert!(matches!(err, Error::Scratch { .. }), "{err}");
     }
 }

@@ -1,4 +1,4 @@
-//! Backward of the filter-vectorised path (direct_filters.rs): dW without
+//! Backward of the filter-vectorised path (direct/filters.rs): dW without
 //! im2col, for the same few-filter, small-image convs.
 //!
 //! - dW [k, c·r·s] = Σₙ Σₚ dy[n, k, p] · x_pad[pixel_at[p] + tap_at[t]]: the
@@ -6,7 +6,7 @@
 //!   pixel one load of its 16 filters' dy and 12 broadcast FMAs of the
 //!   input elements the taps meet there. Workers take runs of images and
 //!   sum their partial dW at the end.
-//! - dX stays with conv_backward.rs (col2im): computing it as the forward of the
+//! - dX stays with conv/backward.rs (col2im): computing it as the forward of the
 //!   transposed conv through direct_filters measured 1.3x slower on
 //!   lenet-c2 (OPTIMISATION.md, step 9).
 //! - Checked against the reference by harness/tests/im2col.rs (property on
@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::simd::Simd;
 
-use crate::direct_filters::{FILTERS, offsets, pad, padded_floats};
+use crate::direct::filters::{FILTERS, offsets, pad, padded_floats};
 
 /// Taps per register block.
 const TAPS: usize = 12;
@@ -96,12 +96,16 @@ fn select_kernel(simd: Simd) -> DwKernel {
     }
 }
 
+/// # Safety
+/// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn dw_avx512(o: &Operands<'_>, acc: &mut [f32]) {
     dw_image(o, acc, f32::mul_add)
 }
 
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dw_avx2(o: &Operands<'_>, acc: &mut [f32]) {
@@ -133,7 +137,7 @@ fn dw_block<const T: usize>(o: &Operands<'_>, t0: usize, total: &mut [f32], fma:
     let at: [usize; T] = std::array::from_fn(|t| o.tap_at[t0 + t]);
     let last_pixel = o.pixel_at.iter().copied().max().unwrap_or(0);
     let last_tap = at.iter().copied().max().unwrap_or(0);
-    // One check for every read below (see direct_filters.rs for why).
+    // One check for every read below (see direct/filters.rs for why).
     assert!(last_pixel + last_tap < o.padded.len(), "direct_filters_grad: offsets past the padded image");
     assert!(o.dy_t.len() >= o.pixel_at.len() * FILTERS, "direct_filters_grad: dy block too short");
     let mut acc = [[0.0f32; FILTERS]; T];
