@@ -1,12 +1,13 @@
 """Checks the README's PyTorch snippet against a lenet checkpoint.
 
-Runs the README's own ```python block (so the README stays true), loads the
-checkpoint into its LeNet with load_state_dict, evaluates it on the
-Fashion-MNIST test set and prints the accuracy, to compare with
-`lenet eval --load CHECKPOINT`. Needs torch, safetensors and numpy (not
-part of the build or CI):
+Runs the README's own ```python block (so the README stays true) with the
+model, activation, pooling and dropout the checkpoint's metadata names,
+loads the checkpoint with a strict load_state_dict, evaluates it on the
+Fashion-MNIST test set in evaluation mode and prints the accuracy, to
+compare with `lenet eval --load CHECKPOINT`. Needs torch, safetensors and
+numpy (not part of the build or CI; `make peers` makes a venv with torch):
 
-    python3 lenet/scripts/pytorch_load_check.py CHECKPOINT [relu|sigmoid] [max|avg] [DATA_DIR]
+    python3 lenet/scripts/pytorch_load_check.py CHECKPOINT [DATA_DIR]
 """
 
 import gzip
@@ -16,6 +17,7 @@ import sys
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from torch import nn
 
 here = os.path.dirname(os.path.abspath(__file__))
@@ -23,16 +25,21 @@ readme = open(os.path.join(here, "..", "..", "README.md"), encoding="utf-8").rea
 snippet = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
 
 checkpoint = sys.argv[1]
-act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[sys.argv[2] if len(sys.argv) > 2 else "relu"]
-pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[sys.argv[3] if len(sys.argv) > 3 else "max"]
-data = sys.argv[4] if len(sys.argv) > 4 else os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+data = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+with safe_open(checkpoint, "pt") as f:
+    meta = f.metadata()
+model_name = meta.get("model", "lenet5")
+act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[meta["activation"]]
+pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[meta["pool"]]
+dropout = float(meta.get("dropout", "0"))
 
-# The README's snippet, with its file name and default variant swapped for ours.
-snippet = snippet.replace('"lenet.safetensors"', repr(checkpoint)).replace("model = LeNet()", "model = LeNet(act, pool)")
-scope = {"act": act, "pool": pool}
+# The README's snippet, with its file name and default model swapped for the checkpoint's.
+snippet = snippet.replace('"lenet.safetensors"', repr(checkpoint))
+snippet = re.sub(r"^model = Net\(\).*$", "model = Net(model_name, act, pool, dropout)", snippet, flags=re.M)
+scope = {"model_name": model_name, "act": act, "pool": pool, "dropout": dropout}
 exec(snippet, scope)
 model = scope["model"]
-print("load_state_dict: missing", scope["missing"], "unexpected", len(scope["unexpected"]), "optimiser tensors")
+print(f"load_state_dict (strict): {model_name}, {meta['activation']} + {meta['pool']}, dropout {dropout}")
 
 
 def idx(name):
@@ -46,7 +53,7 @@ def idx(name):
 
 images = np.frombuffer(idx("t10k-images-idx3-ubyte"), np.uint8, offset=16).reshape(-1, 1, 28, 28)
 labels = np.frombuffer(idx("t10k-labels-idx1-ubyte"), np.uint8, offset=8)
-model.eval()
+assert not model.training, "the snippet leaves the model in evaluation mode"
 with torch.no_grad():
     logits = model(torch.from_numpy(images.astype(np.float32) / 255.0))
 accuracy = (logits.argmax(1).numpy() == labels).mean()
