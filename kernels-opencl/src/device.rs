@@ -73,7 +73,7 @@ pub enum SelectError {
     NoMatch { selector: String, available: String },
     #[error(
         "OpenCL device {label} supports OpenCL {version} only; this backend needs OpenCL 1.2 \
-         (clEnqueueFillBuffer, kernel name lists); other devices: {available}"
+         (CL_PROGRAM_KERNEL_NAMES, the kernel table); other devices: {available}"
     )]
     TooOld { label: String, version: String, available: String },
     #[error("{0}")]
