@@ -6,7 +6,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 SETUP_PACKAGES := ocl-icd-opencl-dev pocl-opencl-icd clinfo dataset-fashion-mnist
 
-.PHONY: setup test lenet bench report peers fmt clippy
+.PHONY: setup test test-oclgrind lenet bench report peers fmt clippy
 
 setup:
 	@missing=""; \
@@ -27,6 +27,13 @@ setup:
 test: setup
 	$(CARGO) test --workspace
 	$(CARGO) run --profile test -p harness -- --quick --out target/harness-quick
+
+# The kernels-opencl unit tests under Oclgrind (Debian package oclgrind, not
+# installed by setup): memory, API and data-race checks; fails on any
+# Oclgrind report. About 75 s on 2 cores; OCLGRIND_FULL=1 adds the ops suite
+# (5-10 min).
+test-oclgrind: setup
+	CARGO="$(CARGO)" kernels-opencl/scripts/oclgrind.sh
 
 # Criterion benches (harness/benches/ops.rs), 117 of them: about 6-8 minutes.
 # Filter with BENCH='conv-fwd/im2col' (criterion's regex over op/backend/shape).

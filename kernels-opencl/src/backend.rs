@@ -31,7 +31,7 @@ impl Backend for OpenCl {
     fn zeros(&self, shape: &[usize]) -> Result<ClTensor> {
         let len: usize = shape.iter().product();
         let storage = self.rt.alloc(len)?;
-        self.rt.fill(&storage.buffer, 0.0)?;
+        self.rt.fill(&storage.buffer, len, 0.0)?;
         Ok(ClTensor::new(storage, shape))
     }
 

@@ -36,6 +36,10 @@ pub(crate) struct Limits {
     pub max_alloc_bytes: u64,
     /// CL_DEVICE_PREFERRED_VECTOR_WIDTH_FLOAT.
     pub preferred_vector_width: u32,
+    /// CL_DEVICE_NATIVE_VECTOR_WIDTH_FLOAT: the SIMD width in floats
+    /// (Intel's CPU runtime prefers 1, vectorising across work-items, but
+    /// reports its native width here).
+    pub native_vector_width: u32,
     pub is_gpu: bool,
 }
 
@@ -73,7 +77,7 @@ pub enum SelectError {
     NoMatch { selector: String, available: String },
     #[error(
         "OpenCL device {label} supports OpenCL {version} only; this backend needs OpenCL 1.2 \
-         (clEnqueueFillBuffer, kernel name lists); other devices: {available}"
+         (CL_PROGRAM_KERNEL_NAMES, the kernel table); other devices: {available}"
     )]
     TooOld { label: String, version: String, available: String },
     #[error("{0}")]
@@ -229,7 +233,12 @@ fn limits(device: &Device) -> Result<Limits> {
         Ok(DeviceInfoResult::PreferredVectorWidthFloat(v)) => v.max(1),
         _ => 1,
     };
+    let native_vector_width = match device.info(DeviceInfo::NativeVectorWidthFloat) {
+        Ok(DeviceInfoResult::NativeVectorWidthFloat(v)) => v.max(1),
+        _ => 1,
+    };
     Ok(Limits {
+        native_vector_width,
         max_work_group: max_work_group.max(1),
         max_work_items,
         local_mem_bytes,
@@ -311,6 +320,7 @@ pub struct DeviceSummary {
     pub global_mem_bytes: u64,
     pub max_alloc_bytes: u64,
     pub preferred_vector_width_float: u32,
+    pub native_vector_width_float: u32,
 }
 
 impl std::fmt::Display for DeviceSummary {
@@ -319,7 +329,7 @@ impl std::fmt::Display for DeviceSummary {
         write!(
             f,
             "{} {} / {} [{}] {} (driver {}){}\n    compute units {}, work-group <= {}, work-items <= {:?}, \
-             local memory {} KiB, global memory {:.0} MiB, largest buffer {:.0} MiB, preferred float vector {}",
+             local memory {} KiB, global memory {:.0} MiB, largest buffer {:.0} MiB, float vector {} preferred / {} native",
             self.index,
             self.platform,
             self.name,
@@ -334,6 +344,7 @@ impl std::fmt::Display for DeviceSummary {
             mib(self.global_mem_bytes),
             mib(self.max_alloc_bytes),
             self.preferred_vector_width_float,
+            self.native_vector_width_float,
         )
     }
 }
@@ -366,6 +377,7 @@ pub fn list_devices() -> std::result::Result<Vec<DeviceSummary>, SelectError> {
             global_mem_bytes,
             max_alloc_bytes: limits.max_alloc_bytes,
             preferred_vector_width_float: limits.preferred_vector_width,
+            native_vector_width_float: limits.native_vector_width,
         });
     }
     Ok(out)

@@ -38,6 +38,7 @@ kernels! {
     CONV_DIRECT_ALT = "conv_direct_alt",
     CONV_DW = "conv_dw",
     DROPOUT_APPLY = "dropout_apply",
+    FILL_F32 = "fill_f32",
     GEMM_NN = "gemm_nn",
     GEMM_NN_LOCAL = "gemm_nn_local",
     GEMM_NT = "gemm_nt",

@@ -57,9 +57,10 @@
 //! this backend holds (tensors and its one reused scratch buffer).
 //!
 //! ## Devices
-//! The backend needs OpenCL 1.2 (`zeros` is `clEnqueueFillBuffer`, the
-//! kernel table reads CL_PROGRAM_KERNEL_NAMES): selection skips older
-//! devices and names the reason ([`SelectError::TooOld`]) when only those
+//! The backend needs OpenCL 1.2 (its kernel table reads
+//! CL_PROGRAM_KERNEL_NAMES; `zeros` is a kernel, `fill_f32`, not 1.2's
+//! clEnqueueFillBuffer): selection skips older devices and names the
+//! reason ([`SelectError::TooOld`]) when only those
 //! match. [`list_devices`] lists every platform's devices with the limits
 //! that shape launches (for a `--list-devices` flag); [`select_device`]
 //! says which device a selector picks, or why none fits.

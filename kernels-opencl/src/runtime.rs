@@ -411,11 +411,12 @@ impl Runtime {
         Ok(host)
     }
 
-    /// Sets every element of `buffer` to `value` on the device.
-    pub fn fill(&self, buffer: &Buffer<f32>, value: f32) -> Result<()> {
-        let mut event = Event::empty();
-        buffer.cmd().fill(value, None).enew(&mut event).enq().map_err(|e| dev("filling a buffer", e))?;
-        self.record(Some("fill"), event)
+    /// Sets the first `len` elements of `buffer` to `value` on the device
+    /// (`fill_f32`).
+    pub fn fill(&self, buffer: &Buffer<f32>, len: usize, value: f32) -> Result<()> {
+        let n = i32::try_from(len)
+            .map_err(|_| Error::Device(format!("fill: {len} elements exceed the kernels' 32-bit index range")))?;
+        self.launch_lines(crate::kernel_names::FILL_F32, &[Arg::F32Buf(buffer), Arg::I32(n), Arg::F32(value)], &[len])
     }
 
     /// Enqueues kernel `name` over `global` work-items (`local` per group,

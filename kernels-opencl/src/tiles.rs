@@ -82,7 +82,7 @@ impl Tiles {
         // keeps 16 accumulators, 2 B vectors and a broadcast in the 32
         // vector registers (see OPTIMISATION.md for the sweep). A GPU
         // gets small tiles and many work-items, with B staged in local memory.
-        let (nn_mr, nn_nr, vw, use_local) = if limits.is_gpu { (4, 4, 4, true) } else { (8, 32, 16, false) };
+        let (nn_mr, nn_nr, vw, use_local) = if limits.is_gpu { (4, 4, 4, true) } else { cpu_tile(limits) };
         let env_tile = std::env::var(GEMM_TILE_ENV).ok().and_then(|s| parse_tile(&s));
         let (nn_mr, nn_nr, vw) = config.gemm_tile.and_then(valid_tile).or(env_tile).unwrap_or((nn_mr, nn_nr, vw));
         let env_local = match std::env::var(crate::LOCAL_GEMM_ENV).as_deref().map(str::trim) {
@@ -196,6 +196,22 @@ impl Tiles {
     }
 }
 
+/// The NN register tile of a CPU device, from its SIMD width in floats
+/// (the larger of the preferred and native vector widths: Intel's runtime
+/// prefers 1 and vectorises across work-items, yet runs 16-wide tiles
+/// fastest, OPTIMISATION.md step 21): 16 (AVX-512) 8 x 32 (16
+/// accumulators of 32 registers, the sweep of step 3); 8 (AVX2, 16
+/// registers) 6 x 16 (12 accumulators; about 1.25x faster than 8 x 32 x 16
+/// on an AVX2 machine, issue 14, where 16-wide vectors are split in two);
+/// 4 or less (SSE, NEON) 4 x 8 with 4-wide vectors.
+fn cpu_tile(limits: &Limits) -> (usize, usize, usize, bool) {
+    match limits.preferred_vector_width.max(limits.native_vector_width) {
+        16.. => (8, 32, 16, false),
+        8..=15 => (6, 16, 8, false),
+        _ => (4, 8, 4, false),
+    }
+}
+
 fn prev_pow2(v: usize) -> usize {
     if v <= 1 { 1 } else { 1 << (usize::BITS - 1 - v.leading_zeros()) }
 }
@@ -208,6 +224,33 @@ pub(crate) fn round_up(v: usize, m: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cpu(preferred: u32, native: u32) -> Limits {
+        Limits {
+            max_work_group: 4096,
+            max_work_items: [4096; 3],
+            local_mem_bytes: 1 << 20,
+            compute_units: 2,
+            max_alloc_bytes: 1 << 30,
+            preferred_vector_width: preferred,
+            native_vector_width: native,
+            is_gpu: false,
+        }
+    }
+
+    #[test]
+    fn a_cpu_gets_the_tile_of_its_simd_width() {
+        let tile = |l: &Limits| {
+            let t = Tiles::for_device(l, &crate::Config { gemm_tile: None, ..crate::Config::default() });
+            (t.nn_mr, t.nn_nr, t.vw)
+        };
+        // PoCL on AVX-512, Intel's runtime on AVX-512 (prefers 1), AVX2, SSE.
+        assert_eq!(tile(&cpu(16, 16)), (8, 32, 16));
+        assert_eq!(tile(&cpu(1, 16)), (8, 32, 16));
+        assert_eq!(tile(&cpu(8, 8)), (6, 16, 8));
+        assert_eq!(tile(&cpu(4, 4)), (4, 8, 4));
+        assert!(valid_tile((6, 16, 8)).is_some() && valid_tile((4, 8, 4)).is_some());
+    }
 
     #[test]
     fn tile_override_is_parsed_and_checked() {
