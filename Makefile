@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-SETUP_PACKAGES := ocl-icd-opencl-dev pocl-opencl-icd clinfo dataset-fashion-mnist
+SETUP_PACKAGES := ocl-icd-opencl-dev pocl-opencl-icd clinfo dataset-fashion-mnist oclgrind
 
 .PHONY: setup test test-oclgrind lenet bench report peers fmt clippy
 
@@ -24,13 +24,17 @@ setup:
 	$$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
 
+# Every test on PoCL, the harness's quick run, and the OpenCL unit tests
+# under Oclgrind (a second OpenCL implementation, with memory, API and race
+# checks): portability is part of the suite.
 test: setup
 	$(CARGO) test --workspace
 	$(CARGO) run --profile test -p harness -- --quick --out target/harness-quick
+	CARGO="$(CARGO)" kernels-opencl/scripts/oclgrind.sh
 
-# The kernels-opencl unit tests under Oclgrind (Debian package oclgrind, not
+# The kernels-opencl unit tests under Oclgrind (Debian package oclgrind,
 # installed by setup): memory, API and data-race checks; fails on any
-# Oclgrind report. About 75 s on 2 cores; OCLGRIND_FULL=1 adds the ops suite
+# Oclgrind report; `make test` runs it too. About 75 s on 2 cores; OCLGRIND_FULL=1 adds the ops suite
 # (5-10 min).
 test-oclgrind: setup
 	CARGO="$(CARGO)" kernels-opencl/scripts/oclgrind.sh

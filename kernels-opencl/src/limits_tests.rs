@@ -6,7 +6,9 @@
 //! `Runtime::launch` refuses a launch past the limits it was given, as a
 //! real device would (CL_INVALID_WORK_GROUP_SIZE, CL_OUT_OF_RESOURCES).
 
-use kernels_core::{Backend, Conv2d, GradRequest, Pool2d, PoolKind, Shaped, SplitMix64, Tensor, Tolerance, compare};
+use kernels_core::{
+    Backend, BatchNorm, Conv2d, Dropout, GradRequest, Pool2d, PoolKind, Shaped, SplitMix64, Tensor, Tolerance, compare,
+};
 use kernels_naive::Naive;
 
 use crate::device::Limits;
@@ -25,7 +27,8 @@ fn check(what: &str, cl: &OpenCl, actual: &crate::ClTensor, expected: &Tensor<f6
     assert!(c.passed(), "{what}: {c}");
 }
 
-/// Conv forward/backward (im2col and direct), linear, pooling and the loss
+/// Conv forward/backward (im2col and direct), linear, pooling, the loss,
+/// batch norm (training forward, running statistics, backward) and dropout
 /// on `cl`, against the reference.
 fn every_op_matches(cl: &OpenCl) {
     let reference = Naive::<f64>::new();
@@ -54,6 +57,24 @@ fn every_op_matches(cl: &OpenCl) {
     let (loss_ref, dl_ref) = reference.softmax_cross_entropy(&logits, &labels).unwrap();
     assert!((loss - loss_ref).abs() < 1e-5 * loss_ref.abs().max(1.0), "loss {loss} vs {loss_ref}");
     check("softmax dlogits", cl, &dl, &dl_ref, 10);
+
+    let bn = BatchNorm::default();
+    let (xb, gamma, beta) = (random(&[4, 3, 5, 5], 9), random(&[3], 10), random(&[3], 11));
+    let (mut rm, mut rv) = (up(&Tensor::zeros(&[3])), up(&Tensor::full(&[3], 1.0)));
+    let (yb, stats) = cl.batch_norm_train(&up(&xb), &up(&gamma), &up(&beta), &mut rm, &mut rv, &bn).unwrap();
+    let (mut rm_ref, mut rv_ref) = (Tensor::zeros(&[3]), Tensor::full(&[3], 1.0));
+    let (yb_ref, stats_ref) = reference.batch_norm_train(&xb, &gamma, &beta, &mut rm_ref, &mut rv_ref, &bn).unwrap();
+    check("batch norm y", cl, &yb, &yb_ref, 100);
+    check("batch norm running_var", cl, &rv, &rv_ref, 100);
+    let dyb = random(&[4, 3, 5, 5], 12);
+    let gb = cl.batch_norm_backward(&up(&xb), &up(&gamma), &stats, &up(&dyb), &bn, GradRequest::ALL).unwrap();
+    let rb = reference.batch_norm_backward(&xb, &gamma, &stats_ref, &dyb, &bn, GradRequest::ALL).unwrap();
+    check("batch norm dx", cl, gb.dx.as_ref().unwrap(), rb.dx.as_ref().unwrap(), 100);
+    check("batch norm dgamma", cl, gb.dw.as_ref().unwrap(), rb.dw.as_ref().unwrap(), 100);
+    check("batch norm dbeta", cl, gb.db.as_ref().unwrap(), rb.db.as_ref().unwrap(), 100);
+    let drop = Dropout { p: 0.4, seed: 3, step: 8 };
+    let yd = cl.dropout_forward(&up(&xb), &drop).unwrap();
+    check("dropout", cl, &yd, &reference.dropout_forward(&xb, &drop).unwrap(), 1);
 }
 
 fn kernels_run(cl: &OpenCl) -> Vec<&'static str> {
