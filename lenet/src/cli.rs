@@ -68,6 +68,10 @@ pub struct Args {
     /// (default: KERNELS_OPENCL_DEVICE, else a GPU, else any device).
     #[arg(long)]
     pub device: Option<String>,
+    /// Print the OpenCL platforms and devices found, with the limits that
+    /// shape the kernels' launches and the index `--device` takes, and exit.
+    #[arg(long)]
+    pub list_devices: bool,
     /// Epochs to run, 1 to 100000 (numbered on from a loaded checkpoint's epoch).
     #[arg(long, default_value_t = 10)]
     pub epochs: usize,
@@ -185,6 +189,15 @@ impl Args {
     }
 }
 
+/// `--list-devices`: every OpenCL device, or why there is none.
+fn list_devices() -> Result<()> {
+    let devices = kernels_opencl::list_devices().map_err(|e| LenetError::Config(format!("--list-devices: {e}")))?;
+    for d in devices {
+        crate::say!("{d}");
+    }
+    Ok(())
+}
+
 /// Train or eval, as parsed.
 pub fn run(cli: Cli) -> Result<()> {
     let (eval, args) = match cli.command {
@@ -192,6 +205,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Train(args)) => (false, args),
         Some(Command::Eval(args)) => (true, args),
     };
+    if args.list_devices {
+        return list_devices();
+    }
     check_counts(&args, eval)?;
     if args.threads.is_some() && args.backend != BackendChoice::Im2col {
         crate::note!("note: --threads applies to the im2col backend only; ignored");

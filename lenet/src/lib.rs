@@ -1,7 +1,10 @@
-//! # lenet: LeNet-5 on Fashion-MNIST with any backend
+//! # lenet: LeNet-5 and the seeds' other networks on Fashion-MNIST with any backend
 //!
 //! Trains the seeds' LeNet-5 (conv 1→6 5x5 pad 2, pool 2x2/2, conv 6→16 5x5,
-//! pool 2x2/2, linear 400→120→84→10) with any backend of the workspace:
+//! pool 2x2/2, linear 400→120→84→10) by default, and with `--model` LeNet-5
+//! with batch norm (`lenet5-bn`), MXNet's LeNet (`mxnet-lenet`) or the
+//! SimpleConvNet (`simplecnn`), optionally with `--dropout P` before every
+//! dense layer ([`model::Model`]), with any backend of the workspace:
 //! `naive` (the reference loops), `im2col` (im2col + sgemm, rayon threads) or
 //! `opencl`. Every forward and backward step and every optimiser update is a
 //! backend op; parameters, gradients and optimiser state stay on the device,
@@ -44,6 +47,8 @@
 //! | `--seed N` | 0 | initial weights and every epoch's shuffle |
 //! | `--limit N`, `--test-limit N` | all | train / evaluate on the first N images |
 //! | `--data DIR` | `FASHION_MNIST_DIR`, else `/usr/share/datasets/fashion-mnist` | the four IDX files, raw or `.gz` |
+//! | `--model lenet5\|lenet5-bn\|mxnet-lenet\|simplecnn` | lenet5 (or the checkpoint's) | the network ([`model::Model`]) |
+//! | `--dropout P` | none (or the checkpoint's) | dropout with probability P in [0, 1) before every dense layer; evaluation skips it |
 //! | `--activation relu\|sigmoid`, `--pool max\|avg` | relu, max (or the checkpoint's) | the variant |
 //! | `--optimizer sgd\|momentum\|nesterov\|adagrad\|rmsprop\|adam` | adam (or the checkpoint's) | update rule |
 //! | `--lr X` | sgd 0.1; momentum, nesterov, adagrad 0.01; rmsprop, adam 0.001 | learning rate |
@@ -52,7 +57,8 @@
 //! | `--load FILE` | | resume training from, or evaluate, a checkpoint |
 //! | `--metrics FILE.json` | | config, backend, device, threads and per epoch loss, accuracies, examples/s, seconds |
 //! | `--plot FILE.svg` | | loss and accuracy curves (d2l's animator, as a file) |
-//! | `--filters FILE.svg` | | conv1's six filters before and after training |
+//! | `--filters FILE.svg` | | conv1's filters (6, 20 or 30) before and after training |
+//! | `--list-devices` | | print the OpenCL devices with their limits and `--device` index, and exit |
 //! | `--profile` | off | time every op (synchronised) and print where the time goes |
 //!
 //! Environment: `FASHION_MNIST_DIR` (data), `KERNELS_OPENCL_DEVICE` (OpenCL

@@ -250,7 +250,7 @@ pub enum Layer {
 }
 
 /// A network's layers, trainable parameters (in `state_dict` order) and
-/// running statistics (names, each [C]).
+/// running statistics (names, each of shape `[C]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub layers: Vec<Layer>,

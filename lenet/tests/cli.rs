@@ -346,3 +346,27 @@ fn a_late_write_failure_keeps_the_rest_and_says_where_the_checkpoint_is() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("not a regular file"), "{:?}", text(&out));
 }
+
+/// Issue 14: `--list-devices` prints each OpenCL device with its limits and
+/// the index `--device` takes; with no OpenCL platform it says so plainly
+/// and exits 1.
+#[test]
+fn list_devices_prints_the_devices_or_why_there_are_none() {
+    let out = lenet(&["--list-devices"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.starts_with("0:0 ") && stdout.contains("compute units") && stdout.contains("local memory"),
+        "{stdout}"
+    );
+
+    let empty = scratch_dir("no-icd");
+    let out = Command::new(env!("CARGO_BIN_EXE_lenet"))
+        .arg("--list-devices")
+        .env("OCL_ICD_VENDORS", &*empty)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stderr.contains("no OpenCL platform"), "{stderr}");
+}
