@@ -129,3 +129,15 @@ fn kernels_limited_to_narrow_work_groups_still_run() {
         every_op_matches(&cl);
     }
 }
+
+/// The vector width follows the device's SIMD width (16 on AVX-512, 8 on
+/// AVX2, 4 on SSE): every op, bias_grad_rows' VW-wide sums included, at the
+/// narrower widths an AVX2 or SSE CPU gets.
+#[test]
+fn every_op_matches_at_every_vector_width() {
+    for tile in [(6, 16, 8), (4, 8, 4)] {
+        let config = Config { gemm_tile: Some(tile), ..Config::default() };
+        let cl = OpenCl::with_limits(&config, |_| {}).unwrap();
+        every_op_matches(&cl);
+    }
+}

@@ -6,9 +6,11 @@
 //   of two <= REDUCE_WG, smaller where the device allows fewer);
 //   each strides over p within every image (no index division per term),
 //   then a tree sum in local memory (GPUs). bias_grad_rows (CPUs): one
-//   work-item per k streams its N contiguous planes with 16-wide vector
-//   adds; no local memory, no barriers (PoCL splits its work-item loop at
-//   each barrier of the tree).
+//   work-item per k streams its N contiguous planes with VW-wide vector
+//   adds (VW: the device's SIMD width in floats, as the GEMM tile uses;
+//   16-wide vectors on an AVX2 CPU cost PoCL an ABI warning and a split);
+//   no local memory, no barriers (PoCL splits its work-item loop at each
+//   barrier of the tree).
 // Check: cargo test -p kernels-opencl conv linear.
 
 __kernel void bias_grad(__global const float* restrict dy, const int N, const int K, const int P,
@@ -31,20 +33,34 @@ __kernel void bias_grad(__global const float* restrict dy, const int N, const in
     if (lid == 0) db[k] = partial[0];
 }
 
+#if VW > 1
+#define RED_CAT_(a, b) a##b
+#define RED_CAT(a, b) RED_CAT_(a, b)
+#define floatVW RED_CAT(float, VW)
+#define vloadVW RED_CAT(vload, VW)
+#define vstoreVW RED_CAT(vstore, VW)
+#endif
+
 __kernel void bias_grad_rows(__global const float* restrict dy, const int N, const int K, const int P,
                              __global float* restrict db) {
     const int k = get_global_id(0);
     if (k >= K) return;
-    float16 acc16 = (float16)(0.0f);
     float acc = 0.0f;
+#if VW > 1
+    floatVW accv = (floatVW)(0.0f);
+#endif
     for (int n = 0; n < N; ++n) {
         __global const float* plane = dy + ((size_t)n * K + k) * P;
         int p = 0;
-        for (; p + 16 <= P; p += 16) acc16 += vload16(0, plane + p);
+#if VW > 1
+        for (; p + VW <= P; p += VW) accv += vloadVW(0, plane + p);
+#endif
         for (; p < P; ++p) acc += plane[p];
     }
-    const float8 a8 = acc16.lo + acc16.hi;
-    const float4 a4 = a8.lo + a8.hi;
-    const float2 a2 = a4.lo + a4.hi;
-    db[k] = acc + a2.x + a2.y;
+#if VW > 1
+    float lanes[VW];
+    vstoreVW(accv, 0, lanes);
+    for (int i = 0; i < VW; ++i) acc += lanes[i];
+#endif
+    db[k] = acc;
 }
