@@ -52,5 +52,5 @@ pub use params::{
     check_same_shape, max_pool_takes, output_size,
 };
 pub use rng::SplitMix64;
-pub use suite::{CONV_SUITE, ConvCase, LINEAR_SUITE, LinearCase, POOL_SUITE, PoolCase};
+pub use suite::{CONV_SUITE, ConvCase, LINEAR_SUITE, LinearCase, NORM_SUITE, NormCase, POOL_SUITE, PoolCase};
 pub use tensor::{Shaped, Tensor};

@@ -4,6 +4,7 @@
 //! kind) ride along as the figures to beat.
 
 use crate::error::Result;
+use crate::norm::{BatchNorm, BatchNormGeometry};
 use crate::params::{Conv2d, ConvGeometry, LinearGeometry, Pool2d, PoolGeometry, PoolKind};
 
 /// One convolution problem of the suite.
@@ -107,6 +108,37 @@ pub const LINEAR_SUITE: [LinearCase; 3] = [
     LinearCase { name: "lenet-fc3", batch: 256, inputs: 84, outputs: 10 },
 ];
 
+/// One normalisation or dropout problem: the activation it applies to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NormCase {
+    pub name: &'static str,
+    /// [N, C, H, W] or [N, F] (the trailing dimensions are 1 for [N, F]:
+    /// see [`NormCase::shape`]).
+    pub input: [usize; 4],
+    /// Rank 2 ([N, F], a dense layer's output) or 4 (NCHW).
+    pub rank: usize,
+}
+
+impl NormCase {
+    /// The activation's shape: [N, C, H, W], or [N, F] when `rank` is 2.
+    pub fn shape(&self) -> Vec<usize> {
+        if self.rank == 2 { self.input[..2].to_vec() } else { self.input.to_vec() }
+    }
+
+    pub fn geometry(&self) -> Result<BatchNormGeometry> {
+        BatchNormGeometry::new(&self.shape(), &BatchNorm::default())
+    }
+}
+
+/// Batch norm of the networks `lenet --model` trains (lenet5-bn's bn1 after
+/// conv1 and bn3 after fc1, at batch 256) and of a ResNet block; dropout
+/// runs on the same activations.
+pub const NORM_SUITE: [NormCase; 3] = [
+    NormCase { name: "lenet-bn1", input: [256, 6, 28, 28], rank: 4 },
+    NormCase { name: "lenet-bn3", input: [256, 120, 1, 1], rank: 2 },
+    NormCase { name: "resnet-bn", input: [8, 64, 56, 56], rank: 4 },
+];
+
 pub fn conv_case(name: &str) -> Option<&'static ConvCase> {
     CONV_SUITE.iter().find(|c| c.name == name)
 }
@@ -137,5 +169,10 @@ mod tests {
         for l in &LINEAR_SUITE {
             l.geometry().unwrap();
         }
+        for b in &NORM_SUITE {
+            let g = b.geometry().unwrap();
+            g.check_trainable().unwrap();
+        }
+        assert_eq!(NORM_SUITE[1].shape(), [256, 120]);
     }
 }
