@@ -359,7 +359,10 @@ Record = {
 }
 
 LenetRecord = {
-  "backend", "backend_name", "batch": 256, "steps": 20, "warmup_steps": 3,
+  "backend", "backend_name",                 naive, im2col, opencl, or pytorch (the peer: same model,
+                                              initial weights, batches and Adam; its step-0 loss checked
+                                              against the f64 reference first)
+  "batch": 256, "steps": 20, "warmup_steps": 3,
   "seconds": 1.9, "examples_per_s": 2700.0,   timed steps x batch / seconds
   "first_loss": 2.30, "last_loss": 1.90,      training loss at the first and last timed step
   "data": "Fashion-MNIST train ..."          where the batches came from
