@@ -18,6 +18,7 @@ const IM2COL: RGBColor = RGBColor(31, 119, 180);
 const OPENCL: RGBColor = RGBColor(230, 120, 20);
 /// Same-run peers (PyTorch), beside our backends in every chart.
 const PYTORCH: RGBColor = RGBColor(44, 160, 44);
+const CANDLE: RGBColor = RGBColor(214, 39, 40);
 const OTHER: RGBColor = RGBColor(148, 103, 189);
 
 fn color(backend: &str) -> RGBColor {
@@ -26,6 +27,7 @@ fn color(backend: &str) -> RGBColor {
         "im2col" => IM2COL,
         "opencl" => OPENCL,
         "pytorch" => PYTORCH,
+        "candle" => CANDLE,
         _ => OTHER,
     }
 }

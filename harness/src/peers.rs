@@ -41,7 +41,7 @@ pub const TORCH: &str = "pytorch";
 
 /// Names of every peer's records (backend field): what the tables set
 /// beside our backends and divide by.
-pub const PEER_NAMES: [&str; 1] = [TORCH];
+pub const PEER_NAMES: [&str; 2] = [TORCH, "candle"];
 
 /// The longest the harness waits for one reply (a `time` request of the
 /// slowest shape under the full policy takes seconds).
