@@ -70,7 +70,7 @@ impl CandlePeer {
             python: String::new(),
             detail: format!(
                 "candle-core {CANDLE_VERSION} CPU, {threads} rayon threads (its gemm asks for {gemm_threads}), \
-                 avx {}",
+                 compiled with AVX: {} (its gemm picks its ISA at run time)",
                 candle_core::utils::with_avx()
             ),
         };

@@ -62,7 +62,8 @@ fn header(out: &mut String, report: &Report) {
     for p in &r.peers {
         match (&p.info, &p.skipped) {
             (Some(info), _) => {
-                let _ = writeln!(out, "- Peer {}: {} (Python {}; `{}`)", p.peer, info.detail, info.python, p.command);
+                let python = if info.python.is_empty() { String::new() } else { format!("Python {}; ", info.python) };
+                let _ = writeln!(out, "- Peer {}: {} ({python}`{}`)", p.peer, info.detail, p.command);
             }
             (None, why) => {
                 let why = why.as_deref().unwrap_or("not started");
