@@ -45,14 +45,15 @@ bench: setup
 	$(CARGO) bench -p harness --bench ops -- $(BENCH)
 
 # Regenerates reports/ (results.json, SCHEMA.md, README.md, SVG charts):
-# every backend, every suite shape, LeNet throughput, and the PyTorch peer
-# measured in the same run when target/peers-venv exists (`make peers`), or
-# KERNELS_PYTHON names a Python that imports torch; without it the report
-# says the peer was skipped. About 3-4 minutes.
+# every backend, every suite shape, LeNet throughput, and the same-run
+# peers: candle-core in process (cargo feature `candle`, compiled here only),
+# and PyTorch when target/peers-venv exists (`make peers`) or KERNELS_PYTHON
+# names a Python that imports torch; without it the report says the PyTorch
+# peer was skipped. About 3-4 minutes.
 PEERS_VENV := target/peers-venv
 report: setup
 	@if [ -z "$$KERNELS_PYTHON" ] && [ -x $(PEERS_VENV)/bin/python ]; then export KERNELS_PYTHON=$(PEERS_VENV)/bin/python; fi; \
-	$(CARGO) run --release -p harness -- --out reports --lenet
+	$(CARGO) run --release -p harness --features candle -- --out reports --lenet
 
 # The same-run peers' Python: a venv under target/ with torch (and numpy)
 # from PyPI. Idempotent: does nothing once torch imports. PyPI's Linux wheel
@@ -60,8 +61,9 @@ report: setup
 # several minutes); the peer runs on the CPU only.
 PEERS_PYTHON ?= python3
 peers:
-	@if [ -x $(PEERS_VENV)/bin/python ] && $(PEERS_VENV)/bin/python -c 'import torch, numpy' 2>/dev/null; then \
-	  echo "peers: $$($(PEERS_VENV)/bin/python -c 'import torch; print("torch", torch.__version__)') already in $(PEERS_VENV)"; \
+	@if [ -x $(PEERS_VENV)/bin/python ] && \
+	  have=$$($(PEERS_VENV)/bin/python -c 'import torch, numpy; print("torch", torch.__version__)' 2>/dev/null); then \
+	  echo "peers: $$have already in $(PEERS_VENV)"; \
 	  exit 0; \
 	fi; \
 	start=$$(date +%s); \

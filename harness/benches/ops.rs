@@ -14,6 +14,9 @@
 //!   The naive backend is benchmarked only where one call is at most
 //!   150 MFLOP (the lenet-* and simplecnn-c1 convs, every pool and linear
 //!   shape): it is the baseline, not the subject.
+//! - With `--features candle`, candle-core's CPU op runs in the same group
+//!   (id `candle/shape`) where candle can run it alone (see candle_peer).
+//!   PyTorch is not a criterion function: it runs in the harness binary.
 //! - Filter: `cargo bench -p harness --bench ops -- 'conv-fwd/im2col'`
 //!   (`make bench BENCH=...`); `HARNESS_BENCH_BACKENDS=im2col,opencl`
 //!   restricts the backends; `--threads` is fixed at 2 (im2col's pool).
@@ -143,6 +146,36 @@ fn bench_one<B: Backend<Elem = f32>>(
     });
 }
 
+/// candle's CPU op beside ours in the same group (cargo feature `candle`),
+/// validated once before it is timed; ops candle cannot run alone are left out.
+#[cfg(feature = "candle")]
+fn bench_candle(
+    group: &mut BenchmarkGroup<FlopTime>,
+    shared: &mut Shared,
+    peer: &harness::candle_peer::CandlePeer,
+    op: Op,
+    shape: &Shape,
+) {
+    if !harness::candle_peer::CandlePeer::supports(op, shape) {
+        return;
+    }
+    let id = format!("{}/candle/{}", op.name(), shape.name());
+    let inputs = shared.inputs(shape).clone();
+    shared.oracle.prepare(op, shape, &inputs).unwrap_or_else(|e| fail(&id, e));
+    let expected: Vec<kernels_core::Tensor<f64>> =
+        shared.oracle.expected(op, shape).unwrap_or_else(|e| fail(&id, e)).into_iter().cloned().collect();
+    let mut call = None;
+    group.bench_function(BenchmarkId::new("candle", shape.name()), |b| {
+        let call = call.get_or_insert_with(|| {
+            let expected: Vec<&kernels_core::Tensor<f64>> = expected.iter().collect();
+            peer.bench_call(op, shape, &inputs, &expected)
+                .unwrap_or_else(|e| fail(&id, e))
+                .unwrap_or_else(|| fail(&id, "candle cannot run it"))
+        });
+        b.iter(|| call().unwrap_or_else(|e| fail(&id, e)));
+    });
+}
+
 /// The backends to bench, and those named explicitly (which must start;
 /// without HARNESS_BENCH_BACKENDS, OpenCL is skipped with a message when it
 /// cannot start).
@@ -166,6 +199,8 @@ fn ops(c: &mut Criterion<FlopTime>) {
     let backends = Backends::build(&selection, THREADS, None, &mut notes).unwrap_or_else(|e| fail("setup", e));
     notes.iter().for_each(|n| eprintln!("bench: {n}"));
     let mut shared = Shared { oracle: Oracle::new(Naive::<f64>::new()), inputs: HashMap::new() };
+    #[cfg(feature = "candle")]
+    let candle = harness::candle_peer::CandlePeer::new(THREADS).unwrap_or_else(|e| fail("candle", e));
     for op in Op::ALL {
         let mut group = c.benchmark_group(op.name());
         group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
@@ -188,6 +223,8 @@ fn ops(c: &mut Criterion<FlopTime>) {
             if let Some(be) = &backends.opencl {
                 bench_one(&mut group, &mut shared, BackendKind::OpenCl, be, op, shape);
             }
+            #[cfg(feature = "candle")]
+            bench_candle(&mut group, &mut shared, &candle, op, shape);
         }
         group.finish();
     }

@@ -16,12 +16,19 @@ use crate::results::{Record, Report};
 const NAIVE: RGBColor = RGBColor(140, 140, 140);
 const IM2COL: RGBColor = RGBColor(31, 119, 180);
 const OPENCL: RGBColor = RGBColor(230, 120, 20);
+/// Same-run peers (PyTorch), beside our backends in every chart.
+const PYTORCH: RGBColor = RGBColor(44, 160, 44);
+const CANDLE: RGBColor = RGBColor(214, 39, 40);
+const OTHER: RGBColor = RGBColor(148, 103, 189);
 
 fn color(backend: &str) -> RGBColor {
     match backend {
         "naive" => NAIVE,
         "im2col" => IM2COL,
-        _ => OPENCL,
+        "opencl" => OPENCL,
+        "pytorch" => PYTORCH,
+        "candle" => CANDLE,
+        _ => OTHER,
     }
 }
 
@@ -317,7 +324,7 @@ mod tests {
     fn charts_are_written_with_labels() {
         let dir = std::env::temp_dir().join(format!("harness-charts-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let report = sample_report(&[("naive", 40.0), ("im2col", 2.0), ("opencl", 4.0)]);
+        let report = sample_report(&[("naive", 40.0), ("im2col", 2.0), ("opencl", 4.0), ("pytorch", 1.0)]);
         let files = write_all(&report, &dir).unwrap();
         let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
         assert_eq!(names, ["conv-fwd.svg", "roofline.svg"]);
@@ -325,6 +332,9 @@ mod tests {
         assert!(bars.contains("lenet-c2") && bars.contains("im2col") && bars.contains("61.4"), "{bars}");
         let roof = std::fs::read_to_string(dir.join("roofline.svg")).unwrap();
         assert!(roof.contains("CPU roof") && roof.contains("<circle"));
+        // The peer is marked in its own colour on the roofline and the bars.
+        assert!(roof.contains("pytorch: conv o, pool ^, linear x") && roof.contains("#2CA02C"), "{roof}");
+        assert!(bars.contains("#2CA02C"), "{bars}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

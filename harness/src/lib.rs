@@ -24,7 +24,9 @@
 //!    CPU kernels (harness/peers/torch_ops.py, a subprocess on `--python`,
 //!    the same threads and repeat policy), validated against the same
 //!    oracle before and after timing; skipped with a note when torch is not
-//!    importable.
+//!    importable. With the cargo feature `candle` (on in `make report`, off
+//!    by default and in CI), candle-core's CPU ops too, in process
+//!    (`candle_peer`).
 //! 3. **Costs** from `kernels_core::cost`: GFLOP/s, GB/s, arithmetic
 //!    intensity, % of the roofline bound, speed-up over naive f32, and our
 //!    time over each peer's.
@@ -53,6 +55,8 @@
 //! FLOPs; see that file for filtering and the time budget.
 
 pub mod backends;
+#[cfg(feature = "candle")]
+pub mod candle_peer;
 pub mod ceilings;
 pub mod charts;
 pub mod cli;

@@ -41,11 +41,15 @@ pub const TORCH: &str = "pytorch";
 
 /// Names of every peer's records (backend field): what the tables set
 /// beside our backends and divide by.
-pub const PEER_NAMES: [&str; 1] = [TORCH];
+pub const PEER_NAMES: [&str; 2] = [TORCH, "candle"];
 
 /// The longest the harness waits for one reply (a `time` request of the
 /// slowest shape under the full policy takes seconds).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The longest the harness waits for the peer to start (importing torch
+/// took 17 s on a loaded 2-core machine): a Python that hangs is skipped.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// The Python the PyTorch peer runs on: `--python`, else `KERNELS_PYTHON`
 /// (clap reads it into `--python`), else `python3`.
@@ -184,7 +188,7 @@ impl TorchPeer {
             detail: String::new(),
         };
         let mut peer = TorchPeer { child, stdin, lines, info: placeholder, command: described, scratch };
-        let hello = match peer.request(&json!({ "cmd": "hello", "threads": threads })) {
+        let hello = match peer.request(&json!({ "cmd": "hello", "threads": threads }), HELLO_TIMEOUT) {
             Ok(v) => v,
             Err(e) => return Ok(Err(Unavailable(e.to_string()))),
         };
@@ -197,16 +201,16 @@ impl TorchPeer {
     }
 
     /// Sends one request and waits for its reply line.
-    fn request(&mut self, request: &Value) -> Result<Value> {
+    fn request(&mut self, request: &Value, timeout: Duration) -> Result<Value> {
         let line = serde_json::to_string(request)?;
         writeln!(self.stdin, "{line}")
             .and_then(|()| self.stdin.flush())
             .map_err(|e| peer_error(format!("writing to the peer: {e}")))?;
-        let reply = match self.lines.recv_timeout(REPLY_TIMEOUT) {
+        let reply = match self.lines.recv_timeout(timeout) {
             Ok(Ok(reply)) => reply,
             Ok(Err(e)) => return Err(peer_error(format!("reading from the peer: {e}"))),
             Err(RecvTimeoutError::Timeout) => {
-                return Err(peer_error(format!("no reply within {} s", REPLY_TIMEOUT.as_secs())));
+                return Err(peer_error(format!("no reply within {} s", timeout.as_secs())));
             }
             Err(RecvTimeoutError::Disconnected) => {
                 let status = self.child.try_wait().ok().flatten();
@@ -221,7 +225,7 @@ impl TorchPeer {
 
     /// Sends a request that must succeed; the peer's error otherwise.
     fn checked(&mut self, request: &Value) -> Result<Value> {
-        let reply = self.request(request)?;
+        let reply = self.request(request, REPLY_TIMEOUT)?;
         if reply.get("ok") == Some(&Value::Bool(true)) {
             Ok(reply)
         } else {

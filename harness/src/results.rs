@@ -295,7 +295,7 @@ Every number was measured in the run that wrote the file, peers included: nothin
 comes from another run or machine. Units are in the field names.
 
 Version 2 (from 1): peers. Records of a peer measured in the same run (backend
-"pytorch") sit beside ours, validated against the same f64 oracle; `peer_version`
+"pytorch", or "candle" with the cargo feature `candle`) sit beside ours, validated against the same f64 oracle; `peer_version`
 replaces `pytorch_ms` (DESIGN.md's static figures, gone); `peers` says which peers
 ran (version, threads) or why they were skipped.
 
@@ -332,8 +332,8 @@ Record = {
   "op": "conv-fwd",            conv-fwd, conv-bwd (dx+dw+db in one call), conv-dx, conv-dw, conv-db,
                                pool-fwd, pool-bwd (max pooling), linear-fwd, linear-bwd (dx+dw+db)
   "shape": "lenet-c1",         a kernels_core::suite name
-  "backend": "im2col",         naive (f32), im2col, opencl; or a peer: pytorch (same inputs, same threads,
-                               same repeat policy, outputs validated before and after timing)
+  "backend": "im2col",         naive (f32), im2col, opencl; or a peer: pytorch, candle (same inputs, same
+                               threads, same repeat policy, outputs validated before and after timing)
   "backend_name": "...",       Backend::name()
   "threads": 2,                Backend::threads(): host threads, or OpenCL compute units; a peer's own
                                thread count (torch.get_num_threads())
@@ -347,7 +347,7 @@ Record = {
   "compute_ceiling": "sgemm",  sgemm for CPU backends, opencl_gemm for OpenCL
   "pct_of_bound": 18.5,        100 x gflops / bound_gflops
   "speedup_vs_naive": 40.2,    naive f32 median / this median; null without a naive record
-  "peer_version": "2.15.0",    a peer's library version; null for our backends
+  "peer_version": "2.15.0",    a peer's library version (torch.__version__, candle-core's pin); null for ours
   "max_abs_err": 1e-6,         worst |actual - expected| against the f64 oracle, both validations
   "max_rel_err": 1e-5,         worst relative error over elements with expected != 0
   "tolerances": ["y: f32 reduction over 26 terms ..."],  the named tolerance of each output
@@ -359,18 +359,23 @@ Record = {
 }
 
 LenetRecord = {
-  "backend", "backend_name", "batch": 256, "steps": 20, "warmup_steps": 3,
+  "backend", "backend_name",                 naive, im2col, opencl, or pytorch (the peer: same model,
+                                              initial weights, batches and Adam; its step-0 loss checked
+                                              against the f64 reference first)
+  "batch": 256, "steps": 20, "warmup_steps": 3,
   "seconds": 1.9, "examples_per_s": 2700.0,   timed steps x batch / seconds
   "first_loss": 2.30, "last_loss": 1.90,      training loss at the first and last timed step
   "data": "Fashion-MNIST train ..."          where the batches came from
 }
 
 PeerStatus = {
-  "peer": "pytorch",
-  "command": "python3 -c <harness/peers/torch_ops.py>",   how it was started (--python / KERNELS_PYTHON)
+  "peer": "pytorch" | "candle",
+  "command": "python3 -c <harness/peers/torch_ops.py>",   how it was started (--python / KERNELS_PYTHON);
+                                              "in process" for candle
   "info": null or { "peer", "version": "2.15.0", "threads": 2, "python": "3.11.7",
                     "detail": "PyTorch 2.15.0 CPU, 2 threads, ISA AVX512" },
   "skipped": null or "torch is not importable by ...: No module named 'torch'"
+             (candle: "this harness was built without the cargo feature `candle` ...")
 }
 ```
 "#;

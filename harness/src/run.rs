@@ -34,6 +34,10 @@ struct Context<'a> {
     records: Vec<Record>,
     /// The PyTorch peer, when it started.
     torch: Option<TorchPeer>,
+    /// The candle peer (cargo feature `candle`).
+    #[cfg(feature = "candle")]
+    candle: Option<crate::candle_peer::CandlePeer>,
+    notes: Vec<String>,
 }
 
 fn summary(r: &Record) -> String {
@@ -127,6 +131,24 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
                 }
             }
         }
+        #[cfg(feature = "candle")]
+        if let Some(peer) = &ctx.candle {
+            ctx.progress.start(&format!("candle on {}", shape.name()));
+            let (records, skipped) = peer.measure_shape(shape, &ops, &inputs, &oracle, &ctx.policy)?;
+            for record in records {
+                ctx.progress.finish_one(&summary(&record));
+                ctx.records.push(record);
+            }
+            if !skipped.is_empty() {
+                let names: Vec<&str> = skipped.iter().map(|o| o.name()).collect();
+                ctx.notes.push(format!(
+                    "candle: {} on {} not measured (candle computes neither conv dx, dw nor db alone, pools \
+                     without padding only, and its max-pool backward is wrong: see harness/src/candle_peer.rs)",
+                    names.join(", "),
+                    shape.name()
+                ));
+            }
+        }
         if let Some(peer) = ctx.torch.as_mut() {
             ctx.progress.start(&format!("{} on {} (ops {})", TORCH, shape.name(), ops.len()));
             let records = peer.measure_shape(shape, &ops, &inputs, &oracle, &ctx.policy)?;
@@ -194,6 +216,26 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     if let Some(why) = &peer_status.skipped {
         notes.push(format!("PyTorch peer not measured (its columns are empty): {why}"));
     }
+    #[cfg(feature = "candle")]
+    let candle = if selection.peers == PeerMode::Off {
+        None
+    } else {
+        let peer = crate::candle_peer::CandlePeer::new(args.threads)?;
+        eprintln!("peer: {}", peer.info.detail);
+        Some(peer)
+    };
+    #[cfg(feature = "candle")]
+    let candle_status = candle.as_ref().map(|c| c.status());
+    #[cfg(not(feature = "candle"))]
+    let candle_status: Option<PeerStatus> = (selection.peers != PeerMode::Off).then(|| PeerStatus {
+        peer: "candle".into(),
+        command: "in process".into(),
+        info: None,
+        skipped: Some("this harness was built without the cargo feature `candle` (make report turns it on)".into()),
+    });
+    #[cfg(feature = "candle")]
+    let timed_kinds = selection.backends.len() + usize::from(torch.is_some()) + usize::from(candle.is_some());
+    #[cfg(not(feature = "candle"))]
     let timed_kinds = selection.backends.len() + usize::from(torch.is_some());
     let total: usize = selection
         .shapes
@@ -204,9 +246,18 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
 
     let before = measure_ceilings(args, &backends, &progress)?;
     let ctx_policy = if args.quick { Policy::quick() } else { Policy::full() };
-    let mut ctx = Context { policy: ctx_policy, progress: &mut progress, records: Vec::new(), torch };
+    let mut ctx = Context {
+        policy: ctx_policy,
+        progress: &mut progress,
+        records: Vec::new(),
+        torch,
+        #[cfg(feature = "candle")]
+        candle,
+        notes: Vec::new(),
+    };
     measure_all(&mut ctx, &backends, &selection)?;
     let records = std::mem::take(&mut ctx.records);
+    notes.append(&mut ctx.notes);
     let mut torch = ctx.torch.take();
     let ceilings = before.best_of(measure_ceilings(args, &backends, &progress)?);
 
@@ -238,7 +289,7 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         ceilings,
         records,
         lenet,
-        peers: vec![peer_status],
+        peers: std::iter::once(peer_status).chain(candle_status).collect(),
         notes,
     };
     report.fill_speedups();
