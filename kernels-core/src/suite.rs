@@ -1,7 +1,7 @@
 //! The shape suite of DESIGN.md as data, so tests, the harness and the
 //! benches measure the same problems. The first four conv shapes are the
-//! seeds' own layers; PyTorch's CPU times (oneDNN, 2 threads, this machine
-//! kind) ride along as the figures to beat.
+//! seeds' own layers. No peer's time rides along: comparisons are measured
+//! in the same run (the harness's peers), never copied from another machine.
 
 use crate::error::Result;
 use crate::norm::{BatchNorm, BatchNormGeometry};
@@ -17,10 +17,6 @@ pub struct ConvCase {
     pub filters: [usize; 3],
     pub stride: usize,
     pub padding: usize,
-    /// PyTorch 2 CPU forward time in ms on this machine kind.
-    pub pytorch_forward_ms: f64,
-    /// PyTorch 2 CPU backward (dx + dw + db) time in ms.
-    pub pytorch_backward_ms: f64,
 }
 
 impl ConvCase {
@@ -40,8 +36,6 @@ pub struct PoolCase {
     pub window: usize,
     pub stride: usize,
     pub padding: usize,
-    /// PyTorch 2 CPU max-pool forward time in ms, where measured.
-    pub pytorch_max_ms: Option<f64>,
 }
 
 impl PoolCase {
@@ -68,38 +62,23 @@ impl LinearCase {
     }
 }
 
-const fn conv(
-    name: &'static str,
-    input: [usize; 4],
-    filters: [usize; 3],
-    stride: usize,
-    padding: usize,
-    fwd: f64,
-    bwd: f64,
-) -> ConvCase {
-    ConvCase { name, input, filters, stride, padding, pytorch_forward_ms: fwd, pytorch_backward_ms: bwd }
+const fn conv(name: &'static str, input: [usize; 4], filters: [usize; 3], stride: usize, padding: usize) -> ConvCase {
+    ConvCase { name, input, filters, stride, padding }
 }
 
 pub const CONV_SUITE: [ConvCase; 7] = [
-    conv("lenet-c1", [256, 1, 28, 28], [6, 5, 5], 1, 2, 1.07, 18.7),
-    conv("lenet-c2", [256, 6, 14, 14], [16, 5, 5], 1, 0, 0.41, 2.63),
-    conv("simplecnn-c1", [100, 1, 28, 28], [30, 5, 5], 1, 0, 0.60, 5.57),
-    conv("mxnet-c2", [256, 20, 12, 12], [50, 3, 3], 1, 0, 3.29, 7.88),
-    conv("resnet-3x3", [8, 64, 56, 56], [64, 3, 3], 1, 1, 4.89, 10.5),
-    conv("resnet-s2", [8, 128, 28, 28], [256, 3, 3], 2, 1, 3.94, 6.17),
-    conv("alexnet-c1", [8, 3, 224, 224], [64, 11, 11], 4, 2, 3.15, 21.6),
+    conv("lenet-c1", [256, 1, 28, 28], [6, 5, 5], 1, 2),
+    conv("lenet-c2", [256, 6, 14, 14], [16, 5, 5], 1, 0),
+    conv("simplecnn-c1", [100, 1, 28, 28], [30, 5, 5], 1, 0),
+    conv("mxnet-c2", [256, 20, 12, 12], [50, 3, 3], 1, 0),
+    conv("resnet-3x3", [8, 64, 56, 56], [64, 3, 3], 1, 1),
+    conv("resnet-s2", [8, 128, 28, 28], [256, 3, 3], 2, 1),
+    conv("alexnet-c1", [8, 3, 224, 224], [64, 11, 11], 4, 2),
 ];
 
 pub const POOL_SUITE: [PoolCase; 2] = [
-    PoolCase { name: "lenet-p1", input: [256, 6, 28, 28], window: 2, stride: 2, padding: 0, pytorch_max_ms: Some(2.8) },
-    PoolCase {
-        name: "resnet-p0",
-        input: [8, 64, 112, 112],
-        window: 3,
-        stride: 2,
-        padding: 1,
-        pytorch_max_ms: Some(21.7),
-    },
+    PoolCase { name: "lenet-p1", input: [256, 6, 28, 28], window: 2, stride: 2, padding: 0 },
+    PoolCase { name: "resnet-p0", input: [8, 64, 112, 112], window: 3, stride: 2, padding: 1 },
 ];
 
 pub const LINEAR_SUITE: [LinearCase; 3] = [

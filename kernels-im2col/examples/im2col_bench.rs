@@ -24,8 +24,8 @@
 //!   Pooling is validated whole.
 //! - Timing: 2 warm-up calls, then samples until `--secs` (default 1) or 5000
 //!   samples, at least 10; prints median, min and max in ms, GFLOP/s from
-//!   kernels-core's analytic counts, % of the same-run sgemm rate, and
-//!   PyTorch's time from the suite data with the speed-up (PyTorch / ours).
+//!   kernels-core's analytic counts and % of the same-run sgemm rate (peers
+//!   are the harness's, measured in the same run: `make report`).
 //!   "cpu ms" is the process CPU time per call over all threads: on a
 //!   machine others are loading, compare variants by it (and by min).
 
@@ -228,17 +228,12 @@ struct Row {
     name: String,
     stats: Stats,
     cost: Cost,
-    pytorch_ms: Option<f64>,
 }
 
 fn print_row(row: &Row, sgemm: f64) {
     let gflops = row.cost.flops as f64 / (row.stats.median * 1e-3) / 1e9;
-    let (torch, speedup) = match row.pytorch_ms {
-        Some(t) => (format!("{t:.2}"), format!("{:.2}x", t / row.stats.median)),
-        None => ("-".into(), "-".into()),
-    };
     println!(
-        "| {:<22} | {:>8.3} | {:>8.3} | {:>8.3} | {:>8.3} | {:>7.1} | {:>5.1}% | {:>7} | {:>7} |",
+        "| {:<22} | {:>8.3} | {:>8.3} | {:>8.3} | {:>8.3} | {:>7.1} | {:>5.1}% |",
         row.name,
         row.stats.median,
         row.stats.min,
@@ -246,8 +241,6 @@ fn print_row(row: &Row, sgemm: f64) {
         row.stats.cpu_per_call,
         gflops,
         100.0 * gflops / sgemm,
-        torch,
-        speedup
     );
 }
 
@@ -302,18 +295,8 @@ fn bench_conv(backend: &Im2col, case: &kernels_core::ConvCase, secs: [f64; 2]) -
     validate(&format!("{} timed dx", case.name), first_images(&dx, images), &pick(&g_ref.dx), kp)?;
 
     Ok(vec![
-        Row {
-            name: format!("{} fwd", case.name),
-            stats: forward,
-            cost: cost::conv2d_forward(&g, true, 4),
-            pytorch_ms: Some(case.pytorch_forward_ms),
-        },
-        Row {
-            name: format!("{} bwd", case.name),
-            stats: backward,
-            cost: cost::conv2d_backward(&g, 4),
-            pytorch_ms: Some(case.pytorch_backward_ms),
-        },
+        Row { name: format!("{} fwd", case.name), stats: forward, cost: cost::conv2d_forward(&g, true, 4) },
+        Row { name: format!("{} bwd", case.name), stats: backward, cost: cost::conv2d_backward(&g, 4) },
     ])
 }
 
@@ -349,13 +332,11 @@ fn bench_pool(backend: &Im2col, case: &kernels_core::PoolCase, secs: [f64; 2]) -
             name: format!("{} {label} fwd", case.name),
             stats: forward,
             cost: cost::pool2d_forward(&g, 4),
-            pytorch_ms: case.pytorch_max_ms,
         });
         rows.push(Row {
             name: format!("{} {label} bwd", case.name),
             stats: backward,
             cost: cost::pool2d_backward(&g, 4),
-            pytorch_ms: None,
         });
     }
     Ok(rows)
@@ -391,10 +372,8 @@ fn run(options: &Options) -> Result<(), String> {
     let sgemm_after = sgemm_rate(&backend, options.secs.min(1.0))?;
     let sgemm = sgemm_before.max(sgemm_after);
     println!("sgemm n=2048 again: {sgemm_after:.1} GFLOP/s; % below are of the better, {sgemm:.1} GFLOP/s\n");
-    println!(
-        "| op                     | median ms |  min ms  |  max ms  |  cpu ms  | GFLOP/s | %sgemm | torch ms | speedup |"
-    );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| op                     | median ms |  min ms  |  max ms  |  cpu ms  | GFLOP/s | %sgemm |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
     for row in &rows {
         print_row(row, sgemm);
     }
