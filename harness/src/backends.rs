@@ -53,6 +53,7 @@ impl Backends {
     pub fn build(
         selection: &Selection,
         threads: usize,
+        isa: Option<kernels_im2col::Isa>,
         opencl_device: Option<&str>,
         notes: &mut Vec<String>,
     ) -> Result<Backends> {
@@ -61,7 +62,11 @@ impl Backends {
         };
         let has = |k| selection.backends.contains(&k);
         let im2col = if has(BackendKind::Im2col) {
-            Some(Im2col::with_threads(threads).map_err(|e| setup(BackendKind::Im2col, e))?)
+            let im2col = Im2col::with_threads(threads).map_err(|e| setup(BackendKind::Im2col, e))?;
+            Some(match isa {
+                Some(isa) => im2col.with_isa(isa),
+                None => im2col,
+            })
         } else {
             None
         };

@@ -227,6 +227,7 @@ impl CandlePeer {
             max_rel_err: before.max_rel_err().max(after.max_rel_err()),
             tolerances: after.outputs.iter().map(|(name, c)| format!("{name}: {}", c.tolerance.name)).collect(),
             device_split: None,
+            plan: None,
         })
     }
 }

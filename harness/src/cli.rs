@@ -55,6 +55,12 @@ pub struct Args {
     #[arg(long)]
     pub force_threads: bool,
 
+    /// Cap the ISA of im2col's kernels: portable, avx2 or avx512 (default:
+    /// KERNELS_ISA, else the best this CPU has). A cap above the CPU's is
+    /// lowered to what it has; each conv row records the plan that ran.
+    #[arg(long, value_name = "ISA")]
+    pub isa: Option<kernels_im2col::Isa>,
+
     /// Few repeats and small shapes: checks every path (CI), not for reading.
     #[arg(long)]
     pub quick: bool,

@@ -150,6 +150,7 @@ impl<B: Backend<Elem = f32>> Job<'_, B> {
             max_rel_err: before.max_rel_err().max(after.max_rel_err()),
             tolerances: after.outputs.iter().map(|(name, c)| format!("{name}: {}", c.tolerance.name)).collect(),
             device_split,
+            plan: None,
         })
     }
 }

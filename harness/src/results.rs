@@ -110,6 +110,10 @@ pub struct Record {
     pub tolerances: Vec<String>,
     /// OpenCL only: kernel versus transfer time from event profiling.
     pub device_split: Option<DeviceSplit>,
+    /// im2col conv rows: the planner's choice for the shape (each pass's
+    /// algorithm and the ISA), from `Im2col::conv_plan`.
+    #[serde(default)]
+    pub plan: Option<String>,
 }
 
 /// The largest value [`Report::check_values`] accepts in any field: far
@@ -265,6 +269,7 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
         max_rel_err: 1e-5,
         tolerances: vec!["y: test".into()],
         device_split: None,
+        plan: None,
     };
     let stats = Stats { repeats: 3, median_s: 0.1, min_s: 0.09, max_s: 0.12 };
     let ceiling =
@@ -356,6 +361,9 @@ Record = {
                                OpenCL event profiling: kernel and transfer time per timed call (inputs and
                                outputs stay on the device, so transfer_ms is what an op moves by itself);
                                upload_ms: the shape's inputs uploaded once; download_ms: this op's outputs
+  "plan": null or "forward Unfold, dx Col2im, dw Unfold, db Sum, isa avx512"
+                               im2col conv rows: the planner's algorithm per pass and the ISA (Im2col::conv_plan;
+                               --isa or KERNELS_ISA cap it); null for other rows
 }
 
 LenetRecord = {

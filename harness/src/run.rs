@@ -120,7 +120,15 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
                 }
                 BackendKind::Im2col => {
                     if let Some(b) = &backends.im2col {
+                        let first = ctx.records.len();
                         measure_backend(ctx, b, *kind, &NoProfile, "sgemm", shape, &ops, &inputs, &oracle)?;
+                        if let Shape::Conv(case) = shape {
+                            let plan = b.conv_plan(&case.geometry()?)?;
+                            let text = describe_plan(&plan);
+                            for record in &mut ctx.records[first..] {
+                                record.plan = Some(text.clone());
+                            }
+                        }
                     }
                 }
                 BackendKind::OpenCl => {
@@ -160,6 +168,12 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
         oracle.clear();
     }
     Ok(())
+}
+
+/// What im2col's planner chose for a conv shape, for its rows: the
+/// algorithm of each pass and the ISA its kernels ran at.
+fn describe_plan(plan: &kernels_im2col::ConvPlan) -> String {
+    format!("forward {:?}, dx {:?}, dw {:?}, db {:?}, isa {}", plan.path, plan.dx, plan.dw, plan.db, plan.isa)
 }
 
 /// sgemm, copy and (with OpenCL) the OpenCL GEMM ceiling.
@@ -210,7 +224,15 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     let selection = args.selection()?;
     let date_utc = utc_now();
     let mut notes = Vec::new();
-    let backends = Backends::build(&selection, args.threads, args.opencl_device.as_deref(), &mut notes)?;
+    let backends = Backends::build(&selection, args.threads, args.isa, args.opencl_device.as_deref(), &mut notes)?;
+    if let Some(im2col) = &backends.im2col {
+        notes.push(format!(
+            "im2col's kernels ran at ISA {} (the CPU's best {}, capped by --isa or KERNELS_ISA when given; \
+             matrixmultiply's sgemm picks its own kernel); each conv row of results.json records the plan",
+            im2col.isa(),
+            kernels_im2col::Isa::detected()
+        ));
+    }
     let selection = Selection { backends: backends.kinds(), ..selection };
     let (torch, peer_status) = start_torch(args, &selection)?;
     if let Some(why) = &peer_status.skipped {

@@ -133,3 +133,40 @@ fn without_torch_the_report_says_so_and_has_no_peer_column() {
     assert!(!readme.contains("pytorch ms"), "{readme}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 13: `--isa` caps im2col's kernels and every im2col conv row of
+/// results.json records the plan that ran (each pass's algorithm and the
+/// ISA); other rows carry none.
+#[test]
+fn isa_cap_reaches_im2col_and_each_conv_row_records_its_plan() {
+    let dir = scratch("isa-plan");
+    let out = harness(&[
+        "--quick",
+        "--backends",
+        "im2col",
+        "--peers",
+        "none",
+        "--isa",
+        "portable",
+        "--shapes",
+        "lenet-c2,lenet-p1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let records = json["records"].as_array().unwrap();
+    let conv: Vec<_> = records.iter().filter(|r| r["shape"] == "lenet-c2").collect();
+    assert!(!conv.is_empty());
+    for r in conv {
+        let plan = r["plan"].as_str().unwrap_or_default();
+        assert!(plan.starts_with("forward ") && plan.ends_with("isa portable"), "{plan}");
+    }
+    assert!(records.iter().filter(|r| r["shape"] == "lenet-p1").all(|r| r["plan"].is_null()));
+    let notes = json["notes"].as_array().unwrap();
+    assert!(notes.iter().any(|n| n.as_str().unwrap_or_default().contains("ran at ISA portable")), "{notes:?}");
+    let bad = harness(&["--quick", "--isa", "sse9", "--out", dir.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
