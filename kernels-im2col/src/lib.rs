@@ -139,13 +139,23 @@
 //!   from the CPU alone, with no run-time cap for tests and measurements
 //!   (simd.rs says more).
 //! - matrixmultiply picks its own micro-kernel from the CPU; the cap does
-//!   not reach it.
+//!   not reach it (its compile-time `MMTEST_FEATURE` variable, a testing
+//!   hook, can; OPTIMISATION.md step 53 used it to emulate an AVX2 CPU).
+//! - Other architectures (aarch64: Apple silicon, Graviton) run at
+//!   [`Isa::Portable`]: every kernel's portable variant (plain Rust that
+//!   LLVM may auto-vectorise for NEON), the Winograd transforms and the
+//!   unfold path without the AVX-512-only pieces (no unpacked GEMM, no
+//!   subpixel dX), and matrixmultiply's own NEON micro-kernel for every
+//!   GEMM. `cargo clippy --target aarch64-unknown-linux-gnu -p
+//!   kernels-im2col --all-targets -- -D warnings` checks that it builds;
+//!   nothing there has been run or timed.
 
 mod conv;
 mod direct;
 mod dropout;
 mod elementwise;
 mod gemm;
+#[cfg(target_arch = "x86_64")]
 mod lanes;
 mod linear;
 mod norm;
