@@ -545,8 +545,12 @@ mod tests {
             assert_eq!(backend.isa(), isa);
             // The direct family is where every ISA has a variant (forward,
             // dW and dX kernels).
+            // (forced: at the portable level the planner prefers unfolding).
+            let force = Forced { forward: Some(ConvPath::Direct), ..Forced::default() };
+            let direct_backend =
+                backend.clone().with_tile_targets(TileTargets { force, isa: Some(isa), ..TileTargets::default() });
             let before = dispatch_counts().unwrap()[isa as usize];
-            let direct = run_conv(&backend, [2, 1, 12, 20], [6, 3, 3], Conv2d::new(1, 1));
+            let direct = run_conv(&direct_backend, [2, 1, 12, 20], [6, 3, 3], Conv2d::new(1, 1));
             assert_eq!((direct.path, direct.isa), (ConvPath::Direct, isa));
             // Counters are process-wide and other tests run beside this one,
             // but they only grow: at least this test's calls are counted.
