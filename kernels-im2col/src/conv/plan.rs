@@ -218,12 +218,13 @@ fn pointwise_geometry(g: &ConvGeometry) -> bool {
 
 /// Whether, at `isa`, the unfold path's forward beats the direct kernel
 /// `path` the geometry would take. At [`Isa::Portable`] the direct kernels
-/// are plain loops whose register blocks (24-64 vectors of accumulators)
+/// are plain loops whose register blocks (48-64 four-lane vectors of accumulators)
 /// spill wherever the compiler vectorises them, while the unfold path's
 /// GEMM is matrixmultiply's, which picks its own SIMD micro-kernel (NEON on
-/// aarch64): under the portable cap on Zen 5 the unfold forward took 0.14x
-/// (alexnet-c1), 0.26x (lenet-c2), 0.16x (simplecnn-c1) and 0.9-1.06x
-/// (lenet-c1) of the direct kernels' CPU time (OPTIMISATION.md step 53).
+/// aarch64): under the portable cap on Zen 5 the unfold forward took
+/// 0.13-0.20x (alexnet-c1), 0.28-0.34x (lenet-c2) and 0.25-0.33x
+/// (simplecnn-c1) of the direct kernels' CPU time, and tied on lenet-c1
+/// (1.02x), which moves with the rest (OPTIMISATION.md step 53).
 /// At AVX2 and AVX-512 the direct kernels have intrinsics variants and win
 /// on every suite shape, so nothing moves there.
 fn unfold_beats_direct_forward(isa: Isa, path: ConvPath) -> bool {

@@ -199,8 +199,8 @@ const AVX2_FILTERS: usize = 16;
 const AVX2_PIXELS: usize = 6;
 
 /// The AVX2 variant in intrinsics. The portable loop built for AVX2 (what
-/// ran here before, OPTIMISATION.md step 53) keeps 8 x 32 accumulators,
-/// four times the 16 ymm registers, and spilled them on every tap (7x
+/// ran here before, OPTIMISATION.md step 53) keeps 8 x 32 floats of accumulators,
+/// 32 ymm registers of the 16 there are, and spilled them on every tap (7x
 /// slower than AVX-512 under the cap). Each 32-filter block is swept as two
 /// halves of 16 filters by 6 pixels: per tap two weight loads and six
 /// broadcasts feed 12 multiply-adds.
