@@ -48,8 +48,13 @@
 //!   computes dW the same way (`direct/filters_grad.rs`) and dX by col2im.
 //! - A forward with more than 16 filters over at most 4 input channels and
 //!   C·R·S ≥ 64 (alexnet-c1) runs the same implicit GEMM with blocks of 32
-//!   filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512
-//!   intrinsics); its backward unfolds.
+//!   filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512 and
+//!   AVX2 intrinsics); its backward unfolds.
+//! - The three direct forwards above have AVX-512 and AVX2 + FMA variants;
+//!   at [`Isa::Portable`] (no AVX2, or any non-x86 CPU) their plain loops
+//!   lost 3-8x to unfolding (matrixmultiply's SIMD GEMM) and tied on
+//!   lenet-c1, so there the planner sends those forwards down the unfold
+//!   path and keeps their backward kernels (OPTIMISATION.md step 53).
 //! - The dX of the direct paths on images at most 16 columns wide
 //!   (lenet-c2) is computed directly (`direct/dx.rs`), not by col2im.
 //! - A 3x3, stride-1, undilated conv with C and K ≥ 32 and at least one
