@@ -48,8 +48,13 @@
 //!   computes dW the same way (`direct/filters_grad.rs`) and dX by col2im.
 //! - A forward with more than 16 filters over at most 4 input channels and
 //!   C·R·S ≥ 64 (alexnet-c1) runs the same implicit GEMM with blocks of 32
-//!   filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512
-//!   intrinsics); its backward unfolds.
+//!   filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512 and
+//!   AVX2 intrinsics); its backward unfolds.
+//! - The three direct forwards above have AVX-512 and AVX2 + FMA variants;
+//!   at [`Isa::Portable`] (no AVX2, or any non-x86 CPU) their plain loops
+//!   lost 3-8x to unfolding (matrixmultiply's SIMD GEMM) and tied on
+//!   lenet-c1, so there the planner sends those forwards down the unfold
+//!   path and keeps their backward kernels (OPTIMISATION.md step 53).
 //! - The dX of the direct paths on images at most 16 columns wide
 //!   (lenet-c2) is computed directly (`direct/dx.rs`), not by col2im.
 //! - A 3x3, stride-1, undilated conv with C and K ≥ 32 and at least one
@@ -139,13 +144,23 @@
 //!   from the CPU alone, with no run-time cap for tests and measurements
 //!   (simd.rs says more).
 //! - matrixmultiply picks its own micro-kernel from the CPU; the cap does
-//!   not reach it.
+//!   not reach it (its compile-time `MMTEST_FEATURE` variable, a testing
+//!   hook, can; OPTIMISATION.md step 53 used it to emulate an AVX2 CPU).
+//! - Other architectures (aarch64: Apple silicon, Graviton) run at
+//!   [`Isa::Portable`]: every kernel's portable variant (plain Rust that
+//!   LLVM may auto-vectorise for NEON), the Winograd transforms and the
+//!   unfold path without the AVX-512-only pieces (no unpacked GEMM, no
+//!   subpixel dX), and matrixmultiply's own NEON micro-kernel for every
+//!   GEMM. `cargo clippy --target aarch64-unknown-linux-gnu -p
+//!   kernels-im2col --all-targets -- -D warnings` checks that it builds;
+//!   nothing there has been run or timed.
 
 mod conv;
 mod direct;
 mod dropout;
 mod elementwise;
 mod gemm;
+#[cfg(target_arch = "x86_64")]
 mod lanes;
 mod linear;
 mod norm;
@@ -535,8 +550,12 @@ mod tests {
             assert_eq!(backend.isa(), isa);
             // The direct family is where every ISA has a variant (forward,
             // dW and dX kernels).
+            // (forced: at the portable level the planner prefers unfolding).
+            let force = Forced { forward: Some(ConvPath::Direct), ..Forced::default() };
+            let direct_backend =
+                backend.clone().with_tile_targets(TileTargets { force, isa: Some(isa), ..TileTargets::default() });
             let before = dispatch_counts().unwrap()[isa as usize];
-            let direct = run_conv(&backend, [2, 1, 12, 20], [6, 3, 3], Conv2d::new(1, 1));
+            let direct = run_conv(&direct_backend, [2, 1, 12, 20], [6, 3, 3], Conv2d::new(1, 1));
             assert_eq!((direct.path, direct.isa), (ConvPath::Direct, isa));
             // Counters are process-wide and other tests run beside this one,
             // but they only grow: at least this test's calls are counted.

@@ -178,6 +178,7 @@ impl Simd {
     }
 
     /// The AVX-512 proof, when running at that level.
+    #[cfg(target_arch = "x86_64")]
     pub fn avx512(self) -> Option<Avx512Token> {
         match self {
             Simd::Avx512(token) => Some(token),

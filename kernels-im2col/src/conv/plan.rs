@@ -216,6 +216,21 @@ fn pointwise_geometry(g: &ConvGeometry) -> bool {
     g.r == 1 && g.s == 1 && g.params.stride == [1, 1] && g.params.padding == [0, 0]
 }
 
+/// Whether, at `isa`, the unfold path's forward beats the direct kernel
+/// `path` the geometry would take. At [`Isa::Portable`] the direct kernels
+/// are plain loops whose register blocks (48-64 four-lane vectors of accumulators)
+/// spill wherever the compiler vectorises them, while the unfold path's
+/// GEMM is matrixmultiply's, which picks its own SIMD micro-kernel (NEON on
+/// aarch64): under the portable cap on Zen 5 the unfold forward took
+/// 0.13-0.20x (alexnet-c1), 0.28-0.34x (lenet-c2) and 0.25-0.33x
+/// (simplecnn-c1) of the direct kernels' CPU time, and tied on lenet-c1
+/// (1.02x), which moves with the rest (OPTIMISATION.md step 53).
+/// At AVX2 and AVX-512 the direct kernels have intrinsics variants and win
+/// on every suite shape, so nothing moves there.
+fn unfold_beats_direct_forward(isa: Isa, path: ConvPath) -> bool {
+    isa == Isa::Portable && matches!(path, ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide)
+}
+
 /// Floats of one zero-padded input image, the direct kernel's scratch.
 fn padded_floats(g: &ConvGeometry) -> usize {
     g.c * (g.h + 2 * g.params.padding[0]) * (g.w + 2 * g.params.padding[1])
@@ -235,6 +250,11 @@ impl ConvPlan {
         };
         plan.subpixel_dx = false;
         (plan.dx, plan.dw, plan.db) = plan.backward_paths(g, subpixel_fits);
+        // The backward keeps the direct family's kernels (its dW and dX
+        // were not measured at this ISA); only the forward moves.
+        if targets.force.forward.is_none() && unfold_beats_direct_forward(plan.isa, plan.path) {
+            plan.path = ConvPath::Unfold;
+        }
         let unfold_tiling =
             matches!(plan.path, ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide);
         let winograd = plan.path == ConvPath::Winograd;
@@ -571,10 +591,23 @@ mod tests {
 
     #[test]
     fn direct_only_for_tiny_unit_stride_reductions() {
+        // At AVX2 (what this checks on any CPU that has it; the portable
+        // level's own choice is the next test's).
         let path = |input: [usize; 4], filters: [usize; 3], params: Conv2d| {
-            ConvPlan::new(&ConvGeometry::from_dims(input, filters, &params).unwrap(), 2, TileTargets::default())
-                .unwrap()
-                .path
+            let targets = TileTargets { isa: Some(Isa::Avx2), ..TileTargets::default() };
+            let plan = ConvPlan::new(&ConvGeometry::from_dims(input, filters, &params).unwrap(), 2, targets).unwrap();
+            if plan.isa == Isa::Portable && plan.path == ConvPath::Unfold {
+                // A CPU without AVX2: the geometry's own family is what the
+                // forced path accepts.
+                return [ConvPath::Direct, ConvPath::DirectFilters, ConvPath::DirectWide]
+                    .into_iter()
+                    .find(|&p| {
+                        let forced = TileTargets { force: Forced { forward: Some(p), ..Forced::default() }, ..targets };
+                        ConvPlan::new(&ConvGeometry::from_dims(input, filters, &params).unwrap(), 2, forced).is_ok()
+                    })
+                    .unwrap_or(ConvPath::Unfold);
+            }
+            plan.path
         };
         assert_eq!(path([256, 1, 28, 28], [6, 5, 5], Conv2d::new(1, 2)), ConvPath::Direct);
         assert_eq!(path([100, 1, 28, 28], [30, 5, 5], Conv2d::new(1, 0)), ConvPath::Direct);
@@ -612,6 +645,8 @@ mod tests {
             let case = CONV_SUITE.iter().find(|c| c.name == name).unwrap();
             let g = ConvGeometry::from_dims(case.input, case.filters, &case.params()).unwrap();
             let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
+            // Without AVX2 the direct forwards unfold (the test above).
+            let path = if unfold_beats_direct_forward(plan.isa, path) { ConvPath::Unfold } else { path };
             assert_eq!((plan.path, plan.dx, plan.dw, plan.db), (path, dx, dw, db), "{name}: {plan:?}");
         }
         let s2 = CONV_SUITE.iter().find(|c| c.name == "resnet-s2").unwrap();
@@ -641,6 +676,31 @@ mod tests {
         ] {
             let err = ConvPlan::new(&lenet_c2, 2, targets).unwrap_err();
             assert!(matches!(err, Error::Param { .. }), "{err}");
+        }
+    }
+
+    #[test]
+    fn portable_forwards_take_the_unfold_path_and_keep_the_direct_backward() {
+        // Measured per ISA (OPTIMISATION.md step 53): at AVX2 and AVX-512 the
+        // direct kernels' intrinsics win on every suite shape, at the
+        // portable level matrixmultiply's GEMM does.
+        for (name, direct, dx, dw) in [
+            ("lenet-c1", ConvPath::Direct, DxPath::Col2im, DwPath::DirectTiny),
+            ("lenet-c2", ConvPath::DirectFilters, DxPath::Direct, DwPath::DirectFilters),
+            ("simplecnn-c1", ConvPath::Direct, DxPath::Col2im, DwPath::DirectTiny),
+            ("alexnet-c1", ConvPath::DirectWide, DxPath::Col2im, DwPath::Unfold),
+        ] {
+            let case = CONV_SUITE.iter().find(|c| c.name == name).unwrap();
+            let g = ConvGeometry::from_dims(case.input, case.filters, &case.params()).unwrap();
+            for isa in Isa::supported() {
+                let targets = TileTargets { isa: Some(isa), ..TileTargets::default() };
+                let plan = ConvPlan::new(&g, 2, targets).unwrap();
+                let forward = if isa == Isa::Portable { ConvPath::Unfold } else { direct };
+                assert_eq!((plan.path, plan.dx, plan.dw, plan.isa), (forward, dx, dw, isa), "{name} at {isa}");
+                // A forced direct forward still runs at any ISA (tests, benches).
+                let forced = TileTargets { force: Forced { forward: Some(direct), ..Forced::default() }, ..targets };
+                assert_eq!(ConvPlan::new(&g, 2, forced).unwrap().path, direct, "{name} at {isa}");
+            }
         }
     }
 

@@ -12,7 +12,9 @@
 //!   copy of the image at precomputed offsets. Pixel blocks run over the
 //!   flattened (oh, ow) order, so OW = 10 wastes nothing; the last block is
 //!   shifted back to end at OH·OW.
-//! - Variants: AVX-512F + FMA, AVX2 + FMA (run-time pick) and portable.
+//! - Variants: AVX-512F + FMA (the loop below, 12 pixels), AVX2 + FMA in
+//!   intrinsics (6 pixels x two 8-lane vectors: 16 ymm registers), picked
+//!   through simd.rs's tokens, and portable.
 //! - Checked against the reference in harness/tests/im2col.rs and
 //!   tests/against_naive.rs; timed by examples/im2col_bench.rs (lenet-c2 forward).
 
@@ -139,12 +141,67 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut
     image(g, l, padded, y, f32::mul_add)
 }
 
+/// Output pixels per AVX2 register block: 6 x 2 accumulators, two weight
+/// vectors and a broadcast fill 15 of the 16 ymm registers.
+#[cfg(target_arch = "x86_64")]
+const AVX2_PIXELS: usize = 6;
+
+/// The AVX2 variant in intrinsics. The portable loop built for AVX2 (what
+/// ran here before, OPTIMISATION.md step 53) keeps 12 x 16 accumulators,
+/// 24 ymm registers of the 16 there are, and spilled them on every tap; this
+/// one blocks 16 filters (two 8-lane vectors) by 6 pixels: per tap two
+/// weight loads and six broadcasts feed 12 multiply-adds.
+///
 /// # Safety
-/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {
-    image(g, l, padded, y, f32::mul_add)
+unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32]) {
+    use std::arch::x86_64::{__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps};
+    let pixels = g.oh * g.ow;
+    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
+    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
+    // Checked once, so the unchecked reads below are sound; `applies`
+    // guarantees OH·OW ≥ PIXELS > AVX2_PIXELS.
+    assert!(last_pixel + last_tap < padded.len(), "direct_filters: offsets past the padded image");
+    assert!(l.wt.len() >= l.tap_at.len() * FILTERS, "direct_filters: weight block too short");
+    assert!(pixels >= AVX2_PIXELS, "direct_filters: fewer pixels than a block");
+    // SAFETY: the bias array holds FILTERS = 16 floats.
+    let (b0, b1) = unsafe { (_mm256_loadu_ps(l.bias.as_ptr()), _mm256_loadu_ps(l.bias.as_ptr().add(8))) };
+    let mut out = [[0.0f32; FILTERS]; AVX2_PIXELS];
+    let mut p = 0;
+    while p < pixels {
+        let start = p.min(pixels - AVX2_PIXELS);
+        let at: [usize; AVX2_PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+        let mut acc: [[__m256; 2]; AVX2_PIXELS] = [[b0, b1]; AVX2_PIXELS];
+        for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+            // SAFETY: tap < tap_at.len(), so its 16 weights lie inside wt;
+            // a + tap_at ≤ last_pixel + last_tap < padded.len() (both
+            // asserted above).
+            unsafe {
+                let wp = l.wt.as_ptr().add(tap * FILTERS);
+                let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
+                for (lanes, &a) in acc.iter_mut().zip(&at) {
+                    let v = _mm256_broadcast_ss(&*padded.as_ptr().add(a + tap_at));
+                    lanes[0] = _mm256_fmadd_ps(v, w0, lanes[0]);
+                    lanes[1] = _mm256_fmadd_ps(v, w1, lanes[1]);
+                }
+            }
+        }
+        for (lanes, o) in acc.iter().zip(out.iter_mut()) {
+            // SAFETY: each row of `out` holds 16 floats.
+            unsafe {
+                _mm256_storeu_ps(o.as_mut_ptr(), lanes[0]);
+                _mm256_storeu_ps(o.as_mut_ptr().add(8), lanes[1]);
+            }
+        }
+        for (j, lanes) in out.iter().enumerate() {
+            for (k, &value) in lanes.iter().enumerate().take(g.k) {
+                y_image[k * pixels + start + j] = value;
+            }
+        }
+        p += AVX2_PIXELS;
+    }
 }
 
 /// One image, block of 12 pixels by block (the last shifted back).

@@ -12,8 +12,10 @@
 //!   the inner loop has no bounds logic. A row's last 16-column chunk is
 //!   shifted left to end at OW (recomputing a few columns) rather than
 //!   masked.
-//! - Variants: the same loop compiled for AVX-512F + FMA, AVX2 + FMA (chosen
-//!   at run time) and plain (portable, no fused multiply-add).
+//! - Variants: the loop below compiled for AVX-512F + FMA and plain
+//!   (portable, no fused multiply-add), and an AVX2 + FMA one in intrinsics
+//!   with one output row per block (16 ymm registers), picked through
+//!   simd.rs's tokens.
 //! - Checked against the reference by tests/against_naive.rs and the
 //!   harness suite (any geometry meeting `applies`); timed by
 //!   examples/im2col_bench.rs (lenet-c1, simplecnn-c1 forward).
@@ -116,19 +118,105 @@ unsafe fn image_avx512(
     image(g, x, w, b, y, p, f32::mul_add)
 }
 
+/// The AVX2 variant in intrinsics. The shared loop built for AVX2 (what ran
+/// here before, OPTIMISATION.md step 53) keeps 2 rows x 6 filters x 16
+/// lanes of accumulators, 24 ymm registers of the 16 there are, and
+/// spilled them on every tap (3x slower than AVX-512 under the cap). This
+/// one takes one output row at a time: 6 filters x two 8-lane vectors = 12
+/// accumulators, two input loads per tap, and the pre-broadcast weights
+/// read as memory operands of the multiply-adds.
+///
 /// # Safety
-/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn image_avx2(
     g: &ConvGeometry,
-    x: &[f32],
-    w: &[f32],
-    b: Option<&[f32]>,
-    y: &mut [MaybeUninit<f32>],
-    p: &mut [f32],
+    x_image: &[f32],
+    wb: &[f32],
+    bias: Option<&[f32]>,
+    y_image: &mut [MaybeUninit<f32>],
+    padded: &mut [f32],
 ) {
-    image(g, x, w, b, y, p, f32::mul_add)
+    use std::arch::x86_64::{__m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_storeu_ps};
+    pad_planes(g, x_image, padded);
+    let [ph, pw] = g.params.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    let taps = g.c * g.r * g.s;
+    let plane_out = g.oh * g.ow;
+    // The furthest element any row reads: last channel, row OH − 1 + R − 1,
+    // column OW − 16 + S − 1 + 15; checked once, so the unchecked loads
+    // below are sound. OW ≥ 16 (`applies`) keeps the last chunk in the row.
+    assert!(g.ow >= LANES, "direct: fewer columns than a chunk");
+    let last = ((g.c - 1) * hp + g.oh - 1 + g.r - 1) * wp + g.ow - LANES + g.s - 1 + LANES - 1;
+    assert!(last < padded.len(), "direct: tile reads past the padded image");
+    assert!(wb.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS * LANES, "direct: weight blocks too short");
+    assert!(y_image.len() >= g.k * plane_out, "direct: output image too short");
+    let x_ptr = padded.as_ptr();
+    for block in 0..g.k.div_ceil(FILTERS) {
+        let w_ptr = wb[block * taps * FILTERS * LANES..].as_ptr();
+        let k0 = block * FILTERS;
+        let filters = FILTERS.min(g.k - k0);
+        let mut b = [0.0f32; FILTERS];
+        if let Some(bias) = bias {
+            b[..filters].copy_from_slice(&bias[k0..k0 + filters]);
+        }
+        for oh in 0..g.oh {
+            let mut ow = 0;
+            while ow < g.ow {
+                let start = ow.min(g.ow - LANES);
+                let mut acc: [[__m256; 2]; FILTERS] = std::array::from_fn(|f| [_mm256_set1_ps(b[f]); 2]);
+                let mut tap = 0;
+                for c in 0..g.c {
+                    for r in 0..g.r {
+                        let row_at = (c * hp + oh + r) * wp + start;
+                        for s in 0..g.s {
+                            // SAFETY: row_at + s + 15 ≤ last < padded.len(),
+                            // and tap < C·R·S, so the tap's FILTERS x LANES
+                            // weights lie in the block (both asserted above).
+                            unsafe {
+                                let xp = x_ptr.add(row_at + s);
+                                let (x0, x1) = (_mm256_loadu_ps(xp), _mm256_loadu_ps(xp.add(8)));
+                                let wt = w_ptr.add(tap * FILTERS * LANES);
+                                for (f, lanes) in acc.iter_mut().enumerate() {
+                                    let wv = _mm256_loadu_ps(wt.add(f * LANES));
+                                    lanes[0] = _mm256_fmadd_ps(wv, x0, lanes[0]);
+                                    lanes[1] = _mm256_fmadd_ps(wv, x1, lanes[1]);
+                                }
+                            }
+                            tap += 1;
+                        }
+                    }
+                }
+                for (f, lanes) in acc.iter().enumerate().take(filters) {
+                    let at = (k0 + f) * plane_out + oh * g.ow + start;
+                    let out = &mut y_image[at..at + LANES];
+                    // SAFETY: `out` holds 16 elements, and MaybeUninit<f32>
+                    // has f32's layout.
+                    unsafe {
+                        let op = out.as_mut_ptr().cast::<f32>();
+                        _mm256_storeu_ps(op, lanes[0]);
+                        _mm256_storeu_ps(op.add(8), lanes[1]);
+                    }
+                }
+                ow += LANES;
+            }
+        }
+    }
+}
+
+/// The image with its zero border, [c, h + 2·ph, w + 2·pw].
+#[inline(always)]
+fn pad_planes(g: &ConvGeometry, x_image: &[f32], padded: &mut [f32]) {
+    let [ph, pw] = g.params.padding;
+    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+    for c in 0..g.c {
+        let plane = &mut padded[c * hp * wp..][..hp * wp];
+        plane.fill(0.0);
+        for ih in 0..g.h {
+            plane[(ih + ph) * wp + pw..][..g.w].copy_from_slice(&x_image[(c * g.h + ih) * g.w..][..g.w]);
+        }
+    }
 }
 
 /// One image: pad it, then walk filter blocks, row pairs and column
@@ -143,15 +231,7 @@ fn image(
     padded: &mut [f32],
     fma: impl Fn(f32, f32, f32) -> f32 + Copy,
 ) {
-    let [ph, pw] = g.params.padding;
-    let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    for c in 0..g.c {
-        let plane = &mut padded[c * hp * wp..][..hp * wp];
-        plane.fill(0.0);
-        for ih in 0..g.h {
-            plane[(ih + ph) * wp + pw..][..g.w].copy_from_slice(&x_image[(c * g.h + ih) * g.w..][..g.w]);
-        }
-    }
+    pad_planes(g, x_image, padded);
     let taps = g.c * g.r * g.s;
     let plane_out = g.oh * g.ow;
     for block in 0..g.k.div_ceil(FILTERS) {

@@ -9,14 +9,17 @@
 //!   kernel reads each tap's input straight from a zero-padded copy of the
 //!   image (a few hundred KiB, L2-resident), as direct/filters.rs does for
 //!   lenet-c2's 16 filters.
-//! - Register block: 32 filters (two 16-lane vectors) x 12 output pixels,
-//!   24 accumulators; per tap two loads of the tap's 32 weights and twelve
-//!   broadcast loads of the input each pixel meets there, 24 multiply-adds.
+//! - Register block (AVX-512): 32 filters (two 16-lane vectors) x 8 output
+//!   pixels, 16 accumulators; per tap two loads of the tap's 32 weights and
+//!   eight broadcast loads of the input each pixel meets there, 16
+//!   multiply-adds.
 //!   Filter blocks outside, so a block's weights (taps x 32 floats, 46 KiB
 //!   for alexnet-c1) stay in L1/L2 while its pixel blocks sweep the image;
 //!   pixel blocks run over the flattened (oh, ow) order, the last one shifted
 //!   back to end at OH·OW.
-//! - Variants: AVX-512F + FMA, AVX2 + FMA (run-time pick) and portable.
+//! - Variants: AVX-512F + FMA (32 filters x 8 pixels), AVX2 + FMA (16
+//!   filters x 6 pixels, two halves per block: 16 ymm registers), picked
+//!   through simd.rs's tokens, and portable.
 //! - Checked against the reference in tests/against_naive.rs and
 //!   harness/tests/im2col.rs; timed by examples/im2col_bench.rs (alexnet-c1).
 
@@ -187,15 +190,89 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
     }
 }
 
+/// Filters per AVX2 register block: two 8-lane vectors.
+#[cfg(target_arch = "x86_64")]
+const AVX2_FILTERS: usize = 16;
+/// Output pixels per AVX2 register block: 6 x 2 accumulators, two weight
+/// vectors and a broadcast fill 15 of the 16 ymm registers.
+#[cfg(target_arch = "x86_64")]
+const AVX2_PIXELS: usize = 6;
+
+/// The AVX2 variant in intrinsics. The portable loop built for AVX2 (what
+/// ran here before, OPTIMISATION.md step 53) keeps 8 x 32 floats of accumulators,
+/// 32 ymm registers of the 16 there are, and spilled them on every tap (7x
+/// slower than AVX-512 under the cap). Each 32-filter block is swept as two
+/// halves of 16 filters by 6 pixels: per tap two weight loads and six
+/// broadcasts feed 12 multiply-adds.
+///
 /// # Safety
-/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [MaybeUninit<f32>]) {
-    image(g, l, padded, y, f32::mul_add)
+unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [MaybeUninit<f32>]) {
+    use std::arch::x86_64::{__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps};
+    let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
+    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
+    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
+    // The same one-time checks as `image`, which make the unchecked reads
+    // below sound; `applies` guarantees OH·OW ≥ PIXELS > AVX2_PIXELS.
+    assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
+    assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
+    assert!(l.bias.len() >= g.k.div_ceil(FILTERS) * FILTERS, "direct_wide: bias blocks too short");
+    assert!(pixels >= AVX2_PIXELS, "direct_wide: fewer pixels than a block");
+    let mut out = [[0.0f32; AVX2_FILTERS]; AVX2_PIXELS];
+    for block in 0..g.k.div_ceil(FILTERS) {
+        let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
+        for half in 0..FILTERS / AVX2_FILTERS {
+            let first = block * FILTERS + half * AVX2_FILTERS;
+            if first >= g.k {
+                break;
+            }
+            let filters = (g.k - first).min(AVX2_FILTERS);
+            // SAFETY: the bias block holds FILTERS floats (asserted above),
+            // and half·16 + 16 ≤ FILTERS.
+            let (b0, b1) = unsafe {
+                let b = l.bias.as_ptr().add(first);
+                (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)))
+            };
+            let mut p = 0;
+            while p < pixels {
+                let start = p.min(pixels - AVX2_PIXELS);
+                let at: [usize; AVX2_PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+                let mut acc: [[__m256; 2]; AVX2_PIXELS] = [[b0, b1]; AVX2_PIXELS];
+                for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+                    // SAFETY: tap < taps, so floats tap·32 + half·16 ..
+                    // + 16 lie in w_block; a + tap_at ≤ last_pixel +
+                    // last_tap < padded.len() (asserted above).
+                    unsafe {
+                        let wp = w_block.as_ptr().add(tap * FILTERS + half * AVX2_FILTERS);
+                        let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
+                        for (lanes, &a) in acc.iter_mut().zip(&at) {
+                            let v = _mm256_broadcast_ss(&*padded.as_ptr().add(a + tap_at));
+                            lanes[0] = _mm256_fmadd_ps(v, w0, lanes[0]);
+                            lanes[1] = _mm256_fmadd_ps(v, w1, lanes[1]);
+                        }
+                    }
+                }
+                for (lanes, o) in acc.iter().zip(out.iter_mut()) {
+                    // SAFETY: each row of `out` holds 16 floats.
+                    unsafe {
+                        _mm256_storeu_ps(o.as_mut_ptr(), lanes[0]);
+                        _mm256_storeu_ps(o.as_mut_ptr().add(8), lanes[1]);
+                    }
+                }
+                for (j, lanes) in out.iter().enumerate() {
+                    for (f, &value) in lanes.iter().enumerate().take(filters) {
+                        y_image[(first + f) * pixels + start + j].write(value);
+                    }
+                }
+                p += AVX2_PIXELS;
+            }
+        }
+    }
 }
 
-/// One image: filter blocks outside, blocks of 12 pixels inside.
+/// One image: filter blocks outside, blocks of 8 pixels inside.
 #[inline(always)]
 fn image(
     g: &ConvGeometry,

@@ -23,12 +23,15 @@
 //!   unfold test; timed by examples/im2col_bench.rs (resnet-3x3,
 //!   resnet-s2, mxnet-c2; `--packed` to compare with matrixmultiply).
 
-use crate::gemm::{Mat, MatMut, View, check_product, sgemm};
+#[cfg(target_arch = "x86_64")]
+use crate::gemm::View;
+use crate::gemm::{Mat, MatMut, check_product, sgemm};
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 use crate::simd::{Isa, Simd};
 
 /// Rows per register block.
+#[cfg(target_arch = "x86_64")]
 const ROWS: usize = 8;
 
 /// C [m, n] = A [m, k] · B [k, n] (+ C when `accumulate`), on gemm/mod.rs's
@@ -40,6 +43,9 @@ pub(crate) fn gemm(simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate
     if m == 0 || n == 0 {
         return;
     }
+    // Only the x86 kernels below read the ISA.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     if let (Some(token), [1, 1, 1]) = (simd.avx512(), [a.view.col_stride, b.view.col_stride, c.view.col_stride]) {
         crate::simd::count(Isa::Avx512);
@@ -194,6 +200,9 @@ pub(crate) fn transpose_strided(
     assert!((rows - 1) * stride + cols <= m.len(), "transpose: past the input");
     assert!((cols - 1) * out_stride + rows <= out.len(), "transpose: past the output");
     assert!((rows == 1 || stride >= cols) && (cols == 1 || out_stride >= rows), "transpose: rows overlap");
+    // Only the x86 kernels below read the ISA.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     if let Some(_token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);

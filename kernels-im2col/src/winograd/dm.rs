@@ -16,12 +16,15 @@
 //!   central differences; timed by examples/im2col_bench.rs (resnet-3x3
 //!   bwd).
 
+#[cfg(target_arch = "x86_64")]
 use kernels_core::ConvGeometry;
 
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 
+#[cfg(target_arch = "x86_64")]
 use super::blocking::{Blocking, plane_floats};
+#[cfg(target_arch = "x86_64")]
 use crate::lanes::lane_range;
 
 /// Runs the transform into `dm` [16, K, block tiles] on the AVX-512F its

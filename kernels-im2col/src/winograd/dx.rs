@@ -19,12 +19,15 @@
 //!   odd, padded and one-row-block shapes, and by central differences);
 //!   timed by examples/im2col_bench.rs (resnet-3x3 bwd).
 
+#[cfg(target_arch = "x86_64")]
 use kernels_core::ConvGeometry;
 
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 
+#[cfg(target_arch = "x86_64")]
 use super::blocking::{Blocking, plane_floats};
+#[cfg(target_arch = "x86_64")]
 use crate::lanes::lane_range;
 
 /// Floats of the pending-rows buffer for a tile row of `tiles_w` tiles:

@@ -16,12 +16,15 @@
 //!   through winograd/mod.rs's tests against the f64 reference; timed by
 //!   examples/im2col_bench.rs (resnet-3x3).
 
+#[cfg(target_arch = "x86_64")]
 use kernels_core::ConvGeometry;
 
 #[cfg(target_arch = "x86_64")]
 use crate::simd::Avx512Token;
 
+#[cfg(target_arch = "x86_64")]
 use super::blocking::{Blocking, plane_floats};
+#[cfg(target_arch = "x86_64")]
 use crate::lanes::lane_range;
 
 /// Runs the transform into `v` [16, C, block tiles]; the token is the

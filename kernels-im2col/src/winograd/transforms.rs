@@ -36,7 +36,9 @@ pub(crate) struct RowBuffers {
     /// dx rows 2 and 3 of the previous tile row, split by parity.
     pending_even: [Vec<f32>; 2],
     pending_odd: [Vec<f32>; 2],
-    /// winograd/dx.rs's pending rows, by 16-lane chunk.
+    /// winograd/dx.rs's pending rows, by 16-lane chunk (its AVX-512
+    /// kernel alone reads them).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pending_chunks: Vec<f32>,
 }
 
@@ -127,6 +129,9 @@ pub(crate) fn transform_input(
     v: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
+    // Only the x86 kernels below read the ISA.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
@@ -205,6 +210,9 @@ pub(crate) fn transform_output(
     y_image: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
+    // Only the x86 kernels below read the ISA.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
@@ -285,6 +293,9 @@ pub(crate) fn transform_output_gradient(
     dm: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
+    // Only the x86 kernels below read the ISA.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
@@ -363,6 +374,9 @@ pub(crate) fn transform_input_gradient(
     dx_image: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
+    // Only the x86 kernels below read the ISA.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = simd;
     #[cfg(target_arch = "x86_64")]
     if let Some(token) = simd.avx512() {
         crate::simd::count(Isa::Avx512);
