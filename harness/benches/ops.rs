@@ -196,7 +196,8 @@ fn ops(c: &mut Criterion<FlopTime>) {
     let (backends, required) = selected_backends();
     let selection = Selection { backends, required, ops: Op::ALL.to_vec(), shapes: Shape::all(), peers: PeerMode::Off };
     let mut notes = Vec::new();
-    let backends = Backends::build(&selection, THREADS, None, None, &mut notes).unwrap_or_else(|e| fail("setup", e));
+    let backends = Backends::build(&selection, THREADS, None, Default::default(), None, &mut notes)
+        .unwrap_or_else(|e| fail("setup", e));
     notes.iter().for_each(|n| eprintln!("bench: {n}"));
     let mut shared = Shared { oracle: Oracle::new(Naive::<f64>::new()), inputs: HashMap::new() };
     #[cfg(feature = "candle")]

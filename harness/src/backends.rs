@@ -54,6 +54,7 @@ impl Backends {
         selection: &Selection,
         threads: usize,
         isa: Option<kernels_im2col::Isa>,
+        force: kernels_im2col::Forced,
         opencl_device: Option<&str>,
         notes: &mut Vec<String>,
     ) -> Result<Backends> {
@@ -63,6 +64,8 @@ impl Backends {
         let has = |k| selection.backends.contains(&k);
         let im2col = if has(BackendKind::Im2col) {
             let im2col = Im2col::with_threads(threads).map_err(|e| setup(BackendKind::Im2col, e))?;
+            let targets = kernels_im2col::TileTargets { force, ..im2col.tile_targets() };
+            let im2col = im2col.with_tile_targets(targets);
             Some(match isa {
                 Some(isa) => im2col.with_isa(isa),
                 None => im2col,

@@ -61,6 +61,20 @@ pub struct Args {
     #[arg(long, value_name = "ISA")]
     pub isa: Option<kernels_im2col::Isa>,
 
+    /// Force im2col's conv forward algorithm (Pointwise, Unfold, Direct,
+    /// DirectFilters, DirectWide, Winograd); a shape it does not apply to
+    /// fails with the planner's error.
+    #[arg(long, value_name = "PATH")]
+    pub im2col_forward: Option<kernels_im2col::ConvPath>,
+
+    /// Force im2col's conv dx algorithm (Gemm, Col2im, Subpixel, Direct, Winograd).
+    #[arg(long, value_name = "PATH")]
+    pub im2col_dx: Option<kernels_im2col::DxPath>,
+
+    /// Force im2col's conv dw algorithm (Gemm, Unfold, DirectTiny, DirectFilters, Winograd).
+    #[arg(long, value_name = "PATH")]
+    pub im2col_dw: Option<kernels_im2col::DwPath>,
+
     /// Few repeats and small shapes: checks every path (CI), not for reading.
     #[arg(long)]
     pub quick: bool,

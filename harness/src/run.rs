@@ -224,7 +224,9 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     let selection = args.selection()?;
     let date_utc = utc_now();
     let mut notes = Vec::new();
-    let backends = Backends::build(&selection, args.threads, args.isa, args.opencl_device.as_deref(), &mut notes)?;
+    let force = kernels_im2col::Forced { forward: args.im2col_forward, dx: args.im2col_dx, dw: args.im2col_dw };
+    let backends =
+        Backends::build(&selection, args.threads, args.isa, force, args.opencl_device.as_deref(), &mut notes)?;
     if let Some(im2col) = &backends.im2col {
         notes.push(format!(
             "im2col's kernels ran at ISA {} (the CPU's best {}, capped by --isa or KERNELS_ISA when given; \

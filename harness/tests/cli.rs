@@ -170,3 +170,38 @@ fn isa_cap_reaches_im2col_and_each_conv_row_records_its_plan() {
     assert!(!bad.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 13: the harness can force im2col's algorithm per pass; the rows
+/// record the forced plan, and a path that does not apply fails naming it.
+#[test]
+fn forced_im2col_paths_run_and_are_recorded() {
+    let dir = scratch("forced-plan");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "--quick",
+            "--backends",
+            "im2col",
+            "--peers",
+            "none",
+            "--shapes",
+            "lenet-c2",
+            "--ops",
+            "conv-fwd,conv-bwd",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", dir.to_str().unwrap()]);
+        harness(&args)
+    };
+    let out = run(&["--im2col-forward", "unfold", "--im2col-dx", "col2im", "--im2col-dw", "unfold"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    for r in json["records"].as_array().unwrap() {
+        let plan = r["plan"].as_str().unwrap_or_default();
+        assert!(plan.starts_with("forward Unfold, dx Col2im, dw Unfold"), "{plan}");
+    }
+    let out = run(&["--im2col-forward", "winograd"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("forward by Winograd does not apply"), "{}", stderr(&out));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -47,38 +47,6 @@ struct Options {
     filters: Vec<String>,
 }
 
-const FORWARD: &[(&str, ConvPath)] = &[
-    ("Pointwise", ConvPath::Pointwise),
-    ("Unfold", ConvPath::Unfold),
-    ("Direct", ConvPath::Direct),
-    ("DirectFilters", ConvPath::DirectFilters),
-    ("DirectWide", ConvPath::DirectWide),
-    ("Winograd", ConvPath::Winograd),
-];
-const DX: &[(&str, DxPath)] = &[
-    ("Gemm", DxPath::Gemm),
-    ("Col2im", DxPath::Col2im),
-    ("Subpixel", DxPath::Subpixel),
-    ("Direct", DxPath::Direct),
-    ("Winograd", DxPath::Winograd),
-];
-const DW: &[(&str, DwPath)] = &[
-    ("Gemm", DwPath::Gemm),
-    ("Unfold", DwPath::Unfold),
-    ("DirectTiny", DwPath::DirectTiny),
-    ("DirectFilters", DwPath::DirectFilters),
-    ("Winograd", DwPath::Winograd),
-];
-
-/// The path named `name` (case-insensitive) in `table`.
-fn parse_path<T: Copy>(name: &str, table: &[(&str, T)]) -> Result<T, String> {
-    let found = table.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|&(_, p)| p);
-    found.ok_or_else(|| {
-        let names: Vec<&str> = table.iter().map(|&(n, _)| n).collect();
-        format!("unknown path {name:?}: expected one of {}", names.join(", "))
-    })
-}
-
 fn parse_options() -> Result<Options, String> {
     let env_threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok());
     let mut options = Options {
@@ -102,9 +70,9 @@ fn parse_options() -> Result<Options, String> {
             "--no-winograd" => options.targets.winograd = false,
             "--no-direct-wide" => options.targets.direct_wide = false,
             "--packed" => options.targets.unpacked_gemms = false,
-            "--forward" => options.targets.force.forward = Some(parse_path(&value("--forward")?, FORWARD)?),
-            "--dx" => options.targets.force.dx = Some(parse_path(&value("--dx")?, DX)?),
-            "--dw" => options.targets.force.dw = Some(parse_path(&value("--dw")?, DW)?),
+            "--forward" => options.targets.force.forward = Some(value("--forward")?.parse::<ConvPath>()?),
+            "--dx" => options.targets.force.dx = Some(value("--dx")?.parse::<DxPath>()?),
+            "--dw" => options.targets.force.dw = Some(value("--dw")?.parse::<DwPath>()?),
             "--isa" => options.targets.isa = Some(value("--isa")?.parse().map_err(|e| format!("--isa: {e}"))?),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),

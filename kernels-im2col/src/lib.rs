@@ -268,6 +268,11 @@ impl Im2col {
         }
     }
 
+    /// The conv tiling targets in use (forced paths and ISA cap included).
+    pub fn tile_targets(&self) -> TileTargets {
+        self.targets
+    }
+
     /// Same backend with other conv tiling targets (for tuning sweeps and
     /// tests); their ISA cap is lowered to `KERNELS_ISA`'s if that is lower.
     pub fn with_tile_targets(self, targets: TileTargets) -> Self {

@@ -123,6 +123,36 @@ pub struct Forced {
     pub dw: Option<DwPath>,
 }
 
+/// Parses a path by its variant name, case-insensitively (`Unfold`,
+/// `directwide`), for the bench's and the harness's forcing flags.
+macro_rules! path_names {
+    ($ty:ident: $($variant:ident),+) => {
+        impl $ty {
+            /// Every variant, in declaration order.
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+
+            fn from_str(name: &str) -> std::result::Result<Self, String> {
+                $(if name.eq_ignore_ascii_case(stringify!($variant)) {
+                    return Ok($ty::$variant);
+                })+
+                Err(format!(
+                    "unknown {} {name:?}: expected one of {}",
+                    stringify!($ty),
+                    [$(stringify!($variant)),+].join(", ")
+                ))
+            }
+        }
+    };
+}
+
+path_names!(ConvPath: Pointwise, Unfold, Direct, DirectFilters, DirectWide, Winograd);
+path_names!(DxPath: Gemm, Col2im, Subpixel, Direct, Winograd);
+path_names!(DwPath: Gemm, Unfold, DirectTiny, DirectFilters, Winograd);
+
 /// The knobs of the tiling (the defaults are what the backend uses; the
 /// bench sweeps them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -541,6 +571,20 @@ impl ConvPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_path_parses_from_its_name_in_any_case() {
+        for &p in ConvPath::ALL {
+            assert_eq!(format!("{p:?}").to_lowercase().parse::<ConvPath>(), Ok(p));
+        }
+        for &p in DxPath::ALL {
+            assert_eq!(format!("{p:?}").parse::<DxPath>(), Ok(p));
+        }
+        for &p in DwPath::ALL {
+            assert_eq!(format!("{p:?}").to_uppercase().parse::<DwPath>(), Ok(p));
+        }
+        assert!("im2col".parse::<ConvPath>().unwrap_err().contains("DirectWide"));
+    }
     use crate::simd::Isa;
     use kernels_core::{CONV_SUITE, Conv2d};
 
