@@ -101,6 +101,15 @@ impl Isa {
         Self::ALL.into_iter().filter(|&isa| isa <= Self::detected()).collect()
     }
 
+    /// The levels a backend built in this process can run at: the supported
+    /// ones at or below the `KERNELS_ISA` cap (all of them when it is unset
+    /// or names no level). Tests loop over these, so a run under the cap
+    /// checks what the cap lets run instead of failing on what it forbids.
+    pub fn reachable() -> Vec<Isa> {
+        let cap = Self::from_env().ok().flatten();
+        Self::supported().into_iter().filter(|&isa| cap.is_none_or(|cap| isa <= cap)).collect()
+    }
+
     /// The cap `KERNELS_ISA` sets: None when unset or empty, an error when
     /// it names no level.
     pub fn from_env() -> Result<Option<Isa>, UnknownIsa> {
