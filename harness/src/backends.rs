@@ -145,6 +145,7 @@ pub fn opencl_gemm_ceiling(cl: &OpenCl, quick: bool) -> Result<Ceiling> {
         min_time: Duration::from_millis(if quick { 100 } else { 800 }),
         time_cap: Duration::from_secs(if quick { 1 } else { 4 }),
         max_repeats: 50,
+        rounds: 1,
     };
     let sizes: &[usize] = if quick { &[256] } else { &[256, 512, 1024, 2048] };
     let mut best: Option<Ceiling> = None;

@@ -53,6 +53,7 @@ fn ceiling_policy(quick: bool) -> Policy {
         min_time: Duration::from_millis(if quick { 100 } else { 1000 }),
         time_cap: Duration::from_secs(if quick { 1 } else { 5 }),
         max_repeats: 50,
+        rounds: 1,
     }
 }
 

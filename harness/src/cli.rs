@@ -17,6 +17,9 @@ pub const QUICK_SHAPES: [&str; 3] = ["lenet-c2", "lenet-p1", "lenet-fc1"];
 /// threads on 2 cores make a quick run take minutes.
 pub const MAX_THREADS_PER_CORE: usize = 4;
 
+/// The most `--rounds` a run accepts.
+pub const MAX_ROUNDS: usize = 20;
+
 /// The most `--lenet-steps` a run accepts (at batch 256 that is hours on the
 /// slowest backend): the count sizes the run and its loss record.
 pub const MAX_LENET_STEPS: usize = 100_000;
@@ -74,6 +77,13 @@ pub struct Args {
     /// Force im2col's conv dw algorithm (Gemm, Unfold, DirectTiny, DirectFilters, Winograd).
     #[arg(long, value_name = "PATH")]
     pub im2col_dw: Option<kernels_im2col::DwPath>,
+
+    /// Rounds per shape, 1 to 20: every backend but naive and every peer is
+    /// timed once per round, back to back, and each row keeps its best round
+    /// (lowest median): on a noisy machine a burst of load then spoils one
+    /// round of one side, not the comparison.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 
     /// Few repeats and small shapes: checks every path (CI), not for reading.
     #[arg(long)]
@@ -162,6 +172,9 @@ impl Args {
                  oversubscribed threads time contention, not the kernels (pass --force-threads to run anyway)",
                 self.threads
             )));
+        }
+        if !(1..=MAX_ROUNDS).contains(&self.rounds) {
+            return Err(HarnessError::Usage(format!("--rounds {} is out of range: 1 to {MAX_ROUNDS}", self.rounds)));
         }
         if !(1..=MAX_LENET_STEPS).contains(&self.lenet_steps) {
             return Err(HarnessError::Usage(format!(
@@ -284,6 +297,15 @@ mod tests {
             assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--lenet-steps")), "{steps}: {err}");
         }
         assert!(args(&format!("--lenet --lenet-steps {MAX_LENET_STEPS}")).selection().is_ok());
+    }
+
+    #[test]
+    fn rounds_are_bounded() {
+        for rounds in ["0", &(MAX_ROUNDS + 1).to_string()] {
+            let err = args(&format!("--rounds {rounds}")).selection().unwrap_err();
+            assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--rounds")), "{rounds}: {err}");
+        }
+        assert!(args(&format!("--rounds {MAX_ROUNDS}")).selection().is_ok());
     }
 
     #[test]

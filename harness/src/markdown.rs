@@ -74,8 +74,21 @@ fn header(out: &mut String, report: &Report) {
     let t = &r.timing;
     let _ = writeln!(
         out,
-        "- Timing: {} s warm-up, then at least {} repeats and {} s, at most {} s (slow kernels) or {} repeats\n",
-        t.warmup_s, t.min_repeats, t.min_time_s, t.time_cap_s, t.max_repeats
+        "- Timing: {} s warm-up, then at least {} repeats and {} s, at most {} s (slow kernels) or {} repeats{}\n",
+        t.warmup_s,
+        t.min_repeats,
+        t.min_time_s,
+        t.time_cap_s,
+        t.max_repeats,
+        if t.rounds > 1 {
+            format!(
+                "; {} rounds per shape (every backend but naive and every peer timed once per round, back to \
+                 back), each row the best round's (lowest median)",
+                t.rounds
+            )
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         out,

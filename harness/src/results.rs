@@ -315,9 +315,12 @@ ran (version, threads) or why they were skipped.
   "threads": 2,                               CPU threads of im2col and the CPU ceilings
   "opencl_device": "Portable Computing Language / pthread-...", or null when OpenCL was not run
   "quick": false,                             --quick: few repeats, for CI, not for reading
-  "timing": { "warmup_s", "min_repeats", "min_time_s", "time_cap_s", "max_repeats" }
+  "timing": { "warmup_s", "min_repeats", "min_time_s", "time_cap_s", "max_repeats", "rounds" }
                                               repeat at least min_repeats times and min_time_s, stop
-                                              early at time_cap_s (slow kernels), never past max_repeats
+                                              early at time_cap_s (slow kernels), never past max_repeats;
+                                              rounds (--rounds, 1 when absent): each shape's backends
+                                              (but naive) and peers timed that many times back to back,
+                                              each record the round with the lowest median
   "ceilings": {                                each measured before and after the kernels; the better run
     "sgemm":       Ceiling,                   matrixmultiply sgemm n=2048, rows split over the threads
     "copy":        Ceiling,                   256 MiB copy, read + write bytes counted

@@ -20,6 +20,11 @@ pub struct Policy {
     pub time_cap: Duration,
     /// Never more repeats than this.
     pub max_repeats: usize,
+    /// Rounds over a shape: every backend but naive and every peer is
+    /// timed once per round, back to back, and each keeps its best round
+    /// (the lowest median), so a burst of load on a shared machine hits one
+    /// round of one side, not the comparison (`--rounds`).
+    pub rounds: usize,
 }
 
 impl Policy {
@@ -31,6 +36,7 @@ impl Policy {
             min_time: Duration::from_secs(1),
             time_cap: Duration::from_secs(6),
             max_repeats: 1000,
+            rounds: 1,
         }
     }
 
@@ -42,6 +48,7 @@ impl Policy {
             min_time: Duration::from_millis(50),
             time_cap: Duration::from_millis(500),
             max_repeats: 20,
+            rounds: 1,
         }
     }
 }
@@ -54,6 +61,14 @@ pub struct PolicySummary {
     pub min_time_s: f64,
     pub time_cap_s: f64,
     pub max_repeats: usize,
+    /// Rounds per shape, best kept (schema 2 files written before this
+    /// field read as 1).
+    #[serde(default = "one_round")]
+    pub rounds: usize,
+}
+
+fn one_round() -> usize {
+    1
 }
 
 impl From<&Policy> for PolicySummary {
@@ -64,6 +79,7 @@ impl From<&Policy> for PolicySummary {
             min_time_s: p.min_time.as_secs_f64(),
             time_cap_s: p.time_cap.as_secs_f64(),
             max_repeats: p.max_repeats,
+            rounds: p.rounds,
         }
     }
 }

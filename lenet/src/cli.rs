@@ -19,7 +19,11 @@ use crate::report::{self, Observed, RunConfig, RunReport};
 use crate::train::{FitPlan, Trainer, evaluate};
 
 #[derive(Debug, Parser)]
-#[command(name = "lenet", version, about = "Train LeNet-5 (or the seeds' other networks: --model) on Fashion-MNIST with any backend of the workspace.")]
+#[command(
+    name = "lenet",
+    version,
+    about = "Train LeNet-5 (or the seeds' other networks: --model) on Fashion-MNIST with any backend of the workspace."
+)]
 #[command(args_conflicts_with_subcommands = true)]
 pub struct Cli {
     #[command(subcommand)]
