@@ -200,6 +200,7 @@ mod tests {
             min_time: Duration::ZERO,
             time_cap: Duration::from_secs(60),
             max_repeats: 10,
+            rounds: 1,
         };
         let mut calls = 0;
         let (stats, last) = time(&policy, Duration::ZERO, || {
