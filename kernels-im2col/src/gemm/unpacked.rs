@@ -47,6 +47,15 @@ pub(crate) fn gemm(simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
+    if let (Simd::Avx2(_token), [1, 1, 1]) = (simd, [a.view.col_stride, b.view.col_stride, c.view.col_stride]) {
+        crate::simd::count(Isa::Avx2);
+        // SAFETY: `_token` (an Avx2Token) proves AVX2 and FMA;
+        // `check_product` keeps every element read from A and B and read
+        // or written in C inside its slice.
+        unsafe { gemm_avx2(a, b, c, accumulate) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if let (Some(token), [1, 1, 1]) = (simd.avx512(), [a.view.col_stride, b.view.col_stride, c.view.col_stride]) {
         crate::simd::count(Isa::Avx512);
         let full = m / ROWS * ROWS;
@@ -211,6 +220,14 @@ pub(crate) fn transpose_strided(
         unsafe { transpose_avx512(m, rows, cols, stride, out, out_stride) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Simd::Avx2(_token) = simd {
+        crate::simd::count(Isa::Avx2);
+        // SAFETY: `_token` (an Avx2Token) proves AVX2; the asserts above
+        // bound every access.
+        unsafe { transpose_avx2(m, rows, cols, stride, out, out_stride) };
+        return;
+    }
     for i in 0..rows {
         for (j, &v) in m[i * stride..][..cols].iter().enumerate() {
             out[j * out_stride + i] = v;
@@ -275,6 +292,188 @@ unsafe fn transpose_avx512(m: &[f32], rows: usize, cols: usize, stride: usize, o
                     }
                 }
             }
+        }
+    }
+}
+
+/// Rows of the AVX2 register block: 6 rows x 16 columns is 12 ymm
+/// accumulators, plus B's two vectors and A's broadcast, 15 of the 16 ymm
+/// registers (8 rows, the AVX-512 block's, would need 16 accumulators).
+#[cfg(target_arch = "x86_64")]
+const ROWS_AVX2: usize = 6;
+
+/// [`gemm`] at AVX2 + FMA: columns in steps of 16 outside, rows of 6
+/// inside; the last row block (m mod 6 rows) and the last column step
+/// (n mod 16) run as narrower register blocks rather than padded copies,
+/// and only that column step uses masked loads and stores.
+///
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_avx2(a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool) {
+    let (m, n) = (c.view.rows, c.view.cols);
+    let ldc = c.view.row_stride;
+    let cp = c.data.as_mut_ptr();
+    for j0 in (0..n).step_by(16) {
+        let width = (n - j0).min(16);
+        for i0 in (0..m).step_by(ROWS_AVX2) {
+            // SAFETY: rows i0..i0 + rows ≤ m and columns j0..j0 + width ≤ n
+            // lie inside the views `gemm` checked; lanes past width are
+            // neither read nor written.
+            unsafe {
+                match (m - i0).min(ROWS_AVX2) {
+                    6 => tile_avx2_width::<6>(&a, &b, cp, ldc, i0, j0, width, accumulate),
+                    5 => tile_avx2_width::<5>(&a, &b, cp, ldc, i0, j0, width, accumulate),
+                    4 => tile_avx2_width::<4>(&a, &b, cp, ldc, i0, j0, width, accumulate),
+                    3 => tile_avx2_width::<3>(&a, &b, cp, ldc, i0, j0, width, accumulate),
+                    2 => tile_avx2_width::<2>(&a, &b, cp, ldc, i0, j0, width, accumulate),
+                    _ => tile_avx2_width::<1>(&a, &b, cp, ldc, i0, j0, width, accumulate),
+                }
+            }
+        }
+    }
+}
+
+/// An R x `width` block (width ≤ 16) at (i0, j0): two vectors of columns
+/// when width > 8, masked when width is not a whole number of vectors.
+///
+/// # Safety
+/// As [`gemm_avx2`]'s; rows i0..i0 + R and columns j0..j0 + width lie
+/// inside the checked views.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)] // the block's coordinates and its operands
+unsafe fn tile_avx2_width<const R: usize>(
+    a: &Mat<'_>,
+    b: &Mat<'_>,
+    cp: *mut f32,
+    ldc: usize,
+    i0: usize,
+    j0: usize,
+    width: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::{_mm256_cmpgt_epi32, _mm256_set1_epi32, _mm256_setr_epi32};
+    let index = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    // Lanes of each column vector inside the matrix (sign bit set).
+    let masks = [0, 8].map(|from| _mm256_cmpgt_epi32(_mm256_set1_epi32(width as i32 - from), index));
+    // SAFETY: as this function's contract.
+    unsafe {
+        match width {
+            16 => tile_avx2::<R, 2, false>(a, b, cp, ldc, i0, j0, masks, accumulate),
+            8 => tile_avx2::<R, 1, false>(a, b, cp, ldc, i0, j0, masks, accumulate),
+            9.. => tile_avx2::<R, 2, true>(a, b, cp, ldc, i0, j0, masks, accumulate),
+            _ => tile_avx2::<R, 1, true>(a, b, cp, ldc, i0, j0, masks, accumulate),
+        }
+    }
+}
+
+/// One R x (8·V) block of C at (i0, j0); with MASKED, lanes off `masks`
+/// are neither read nor written.
+///
+/// # Safety
+/// As [`tile_avx2_width`]'s, with `masks` covering exactly the columns
+/// below n.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)] // the block's coordinates and its operands
+unsafe fn tile_avx2<const R: usize, const V: usize, const MASKED: bool>(
+    a: &Mat<'_>,
+    b: &Mat<'_>,
+    cp: *mut f32,
+    ldc: usize,
+    i0: usize,
+    j0: usize,
+    masks: [std::arch::x86_64::__m256i; 2],
+    accumulate: bool,
+) {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps,
+        _mm256_maskstore_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let (k, lda, ldb) = (a.view.cols, a.view.row_stride, b.view.row_stride);
+    let (ap, bp) = (a.data.as_ptr(), b.data.as_ptr());
+    // SAFETY: (whole body) element (i, kk) of A for i < m, (kk, j) of B and
+    // (i, j) of C for j < n lie inside their slices (`check_product`); with
+    // MASKED the lanes past n are masked off.
+    unsafe {
+        let load = |p: *const f32, v: usize| if MASKED { _mm256_maskload_ps(p, masks[v]) } else { _mm256_loadu_ps(p) };
+        let mut acc: [[__m256; V]; R] = [[_mm256_setzero_ps(); V]; R];
+        for kk in 0..k {
+            let brow = bp.add(kk * ldb + j0);
+            let bv: [__m256; V] = std::array::from_fn(|v| load(brow.add(8 * v), v));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*ap.add((i0 + i) * lda + kk));
+                for (lane, &bvv) in row.iter_mut().zip(&bv) {
+                    *lane = _mm256_fmadd_ps(av, bvv, *lane);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (v, &value) in row.iter().enumerate() {
+                let at = cp.add((i0 + i) * ldc + j0 + 8 * v);
+                let out = if accumulate { _mm256_add_ps(value, load(at, v)) } else { value };
+                if MASKED {
+                    _mm256_maskstore_ps(at, masks[v], out);
+                } else {
+                    _mm256_storeu_ps(at, out);
+                }
+            }
+        }
+    }
+}
+
+/// [`transpose_strided`] at AVX2: whole 8 x 8 blocks in registers, the
+/// ragged edges (rows or columns mod 8) by the scalar loop.
+///
+/// # Safety
+/// The CPU must run AVX2 (the caller holds an `Avx2Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose_avx2(m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32], out_stride: usize) {
+    use std::arch::x86_64::{
+        __m256, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
+    };
+    let (full_rows, full_cols) = (rows / 8 * 8, cols / 8 * 8);
+    for i0 in (0..full_rows).step_by(8) {
+        for j0 in (0..full_cols).step_by(8) {
+            // SAFETY: rows i0..i0 + 8 ≤ rows and columns j0..j0 + 8 ≤ cols
+            // of m, and output rows j0..j0 + 8 with their lanes i0..i0 + 8,
+            // lie inside the slices (asserted by `transpose_strided`).
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(m.as_ptr().add((i0 + i) * stride + j0)));
+                // [a0 b0 a1 b1 | a4 b4 a5 b5], [a2 b2 a3 b3 | a6 b6 a7 b7]
+                // for row pairs (a, b) = (0, 1), (2, 3), (4, 5), (6, 7).
+                let t: [__m256; 8] = std::array::from_fn(|i| {
+                    let (x, y) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 { _mm256_unpacklo_ps(x, y) } else { _mm256_unpackhi_ps(x, y) }
+                });
+                // s[4h + q]: column q (and q + 4 in the upper lane) of rows
+                // 4h..4h + 4.
+                let s: [__m256; 8] = std::array::from_fn(|i| {
+                    let (h, q) = (i / 4, i % 4);
+                    let (x, y) = (t[4 * h + q / 2], t[4 * h + 2 + q / 2]);
+                    if q % 2 == 0 { _mm256_shuffle_ps::<0x44>(x, y) } else { _mm256_shuffle_ps::<0xEE>(x, y) }
+                });
+                for q in 0..4 {
+                    let low = _mm256_permute2f128_ps::<0x20>(s[q], s[4 + q]);
+                    let high = _mm256_permute2f128_ps::<0x31>(s[q], s[4 + q]);
+                    _mm256_storeu_ps(out.as_mut_ptr().add((j0 + q) * out_stride + i0), low);
+                    _mm256_storeu_ps(out.as_mut_ptr().add((j0 + 4 + q) * out_stride + i0), high);
+                }
+            }
+        }
+    }
+    // The ragged edges: rows past full_rows (all columns), columns past
+    // full_cols (the whole blocks' rows).
+    for i in 0..rows {
+        let from = if i < full_rows { full_cols } else { 0 };
+        for (j, &v) in m[i * stride..][..cols].iter().enumerate().skip(from) {
+            out[j * out_stride + i] = v;
         }
     }
 }

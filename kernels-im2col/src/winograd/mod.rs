@@ -30,6 +30,8 @@
 use kernels_core::{ConvGeometry, GradRequest};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod blocking;
 mod dm;
 mod dx;

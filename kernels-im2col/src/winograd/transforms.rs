@@ -133,9 +133,16 @@ pub(crate) fn transform_input(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::input::transform_input(token, g, b, x_image, block, v);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::input::transform_input(token, g, b, x_image, block, v);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::input::transform_input_avx2(token, g, b, x_image, block, v);
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_input_portable(g, b, x_image, block, v, bufs);
@@ -214,9 +221,16 @@ pub(crate) fn transform_output(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::output::transform_output(token, g, b, m, block, bias, y_image);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::output::transform_output(token, g, b, m, block, bias, y_image);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::output::transform_output_avx2(token, g, b, m, block, bias, y_image);
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_output_portable(g, b, m, block, bias, y_image, bufs);
@@ -297,9 +311,16 @@ pub(crate) fn transform_output_gradient(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::dm::transform_output_gradient(token, g, b, dy_image, block, dm);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::dm::transform_output_gradient(token, g, b, dy_image, block, dm);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::dm::transform_output_gradient_avx2(token, g, b, dy_image, block, dm);
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_output_gradient_portable(g, b, dy_image, block, dm, bufs);
@@ -378,9 +399,24 @@ pub(crate) fn transform_input_gradient(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::dx::transform_input_gradient(token, g, b, dv, block, dx_image, &mut bufs.pending_chunks);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::dx::transform_input_gradient(token, g, b, dv, block, dx_image, &mut bufs.pending_chunks);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::dx::transform_input_gradient_avx2(
+                token,
+                g,
+                b,
+                dv,
+                block,
+                dx_image,
+                &mut bufs.pending_chunks,
+            );
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_input_gradient_portable(g, b, dv, block, dx_image, bufs);
