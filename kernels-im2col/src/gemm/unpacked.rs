@@ -487,7 +487,7 @@ mod tests {
     #[test]
     fn transpose_matches_the_definition() {
         for (isa, (rows, cols, stride)) in Isa::supported().into_iter().flat_map(|isa| {
-            [(16, 16, 16), (64, 112, 120), (33, 7, 9), (5, 40, 41), (1, 3, 3), (17, 1, 1)].map(|shape| (isa, shape))
+            [(16, 16, 16), (64, 112, 120), (33, 7, 9), (5, 40, 41), (1, 3, 3), (17, 1, 1), (19, 21, 23)].map(|shape| (isa, shape))
         }) {
             let simd = Simd::new(isa);
             let m: Vec<f32> = (0..rows * stride).map(|v| v as f32).collect();
