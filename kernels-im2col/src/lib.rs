@@ -569,7 +569,7 @@ mod tests {
             let winograd = run_conv(&backend, [2, 32, 6, 6], [32, 3, 3], Conv2d::new(1, 1));
             assert_eq!((winograd.path, winograd.isa), (ConvPath::Winograd, isa));
             let unfold = run_conv(&backend, [2, 8, 8, 8], [32, 3, 3], Conv2d::new(2, 1));
-            assert_eq!(unfold.unpacked_gemms, isa == Isa::Avx512, "{unfold:?}");
+            assert_eq!(unfold.unpacked_gemms, isa >= Isa::Avx2, "{unfold:?}");
         }
     }
 

@@ -208,10 +208,11 @@ pub struct ConvPlan {
     /// Target floats of a tile (of a Winograd block's V and M each).
     pub tile_floats: usize,
     /// Unfold path (and direct_wide's backward, which unfolds): the GEMMs
-    /// run through gemm/unpacked.rs (AVX-512, no packing) rather than
-    /// matrixmultiply, the forward's on W and col as they are, the
-    /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken with AVX-512 and at least 32
-    /// filters (a full 32-column register block for the backward's dW).
+    /// run through gemm/unpacked.rs (AVX-512 or AVX2, no packing) rather
+    /// than matrixmultiply, the forward's on W and col as they are, the
+    /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken at AVX2 or AVX-512 with at least
+    /// 32 filters (a full 32-column AVX-512 register block for the
+    /// backward's dW).
     pub unpacked_gemms: bool,
     /// Backward on the unpacked-GEMM plan for stride-2 convs with H = 2·OH
     /// and W = 2·OW (resnet-s2): dX by input phase (subpixel.rs), GEMMs
@@ -259,6 +260,14 @@ fn pointwise_geometry(g: &ConvGeometry) -> bool {
 /// on every suite shape, so nothing moves there.
 fn unfold_beats_direct_forward(isa: Isa, path: ConvPath) -> bool {
     isa == Isa::Portable && matches!(path, ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide)
+}
+
+/// Whether, at `isa`, the unfold path's GEMMs run through gemm/unpacked.rs
+/// rather than matrixmultiply: at AVX-512 (6-22% off resnet-s2, mxnet-c2
+/// and alexnet-c1's backward) and at AVX2 with its 6x16 register block
+/// (OPTIMISATION.md step 54); the portable level has no unpacked kernel.
+fn unpacked_gemms_at(isa: Isa) -> bool {
+    isa >= Isa::Avx2
 }
 
 /// Floats of one zero-padded input image, the direct kernel's scratch.
@@ -428,7 +437,7 @@ impl ConvPlan {
         let unpacked = matches!(path, ConvPath::Unfold | ConvPath::DirectWide)
             && targets.unpacked_gemms
             && g.k >= 32
-            && isa == Isa::Avx512;
+            && unpacked_gemms_at(isa);
         if images > 1 {
             let channels = row_block_channels((floats / (taps * pixels * images)).clamp(1, g.c), g.c, taps);
             return Ok(Self {
@@ -696,7 +705,7 @@ mod tests {
         let s2 = CONV_SUITE.iter().find(|c| c.name == "resnet-s2").unwrap();
         let g = ConvGeometry::from_dims(s2.input, s2.filters, &s2.params()).unwrap();
         let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
-        let dx = if plan.isa == Isa::Avx512 { DxPath::Subpixel } else { DxPath::Col2im };
+        let dx = if unpacked_gemms_at(plan.isa) { DxPath::Subpixel } else { DxPath::Col2im };
         assert_eq!(
             (plan.path, plan.dx, plan.dw, plan.subpixel_dx),
             (ConvPath::Unfold, dx, DwPath::Unfold, dx == DxPath::Subpixel)
