@@ -9,17 +9,24 @@
 //!   `sgemm`), read where they lie when their columns are contiguous:
 //!   a B row segment of 32 floats is two vector loads, an A element one
 //!   broadcast; operands this small sit in L1/L2 anyway.
-//! - Register block: 8 rows x 32 columns (16 accumulators); columns in
+//! - AVX-512 register block: 8 rows x 32 columns (16 accumulators); columns in
 //!   steps of 32 outside, rows of 8 inside, so a 32-column panel of B stays
 //!   in L1 while every row block passes over it. The last column step is
 //!   masked (masked loads and stores touch no memory past the mask).
-//! - AVX-512 only (intrinsics); a view with a column stride other than 1,
-//!   or a CPU without AVX-512F, goes to matrixmultiply through gemm/mod.rs. The
-//!   last m mod 8 rows run as one zero-padded 8-row block.
+//!   The last m mod 8 rows run as one zero-padded 8-row block.
+//! - AVX2 + FMA (16 ymm registers, no masks): 6 rows x 16 columns (12
+//!   accumulators, 15 registers in all), columns in steps of 16 outside;
+//!   the last m mod 6 rows and n mod 16 columns run as narrower
+//!   const-generic blocks, and only that last column step uses masked
+//!   (`vmaskmovps`) loads and stores (OPTIMISATION.md step 54).
+//! - A view with a column stride other than 1, or the portable level (no
+//!   AVX2, any non-x86 CPU), goes to matrixmultiply through gemm/mod.rs.
+//!   Each call is counted at the ISA it ran (simd.rs).
 //! - [`transpose`] turns V into Vᵀ for dW's product (16 x 16 blocks in
-//!   registers), since this kernel reads B by rows.
+//!   registers at AVX-512, 8 x 8 at AVX2), since this kernel reads B by
+//!   rows.
 //! - Checked by the unit tests below against a plain triple loop and the
-//!   definition of a transpose, and through every Winograd and unpacked
+//!   definition of a transpose at every ISA the CPU has, and through every Winograd and unpacked
 //!   unfold test; timed by examples/im2col_bench.rs (resnet-3x3,
 //!   resnet-s2, mxnet-c2; `--packed` to compare with matrixmultiply).
 
@@ -187,7 +194,7 @@ unsafe fn tile<const V: usize>(
 /// out [cols, rows] (row stride `rows`) = the [rows, cols] matrix in `m`
 /// (row stride `stride`), transposed: the B operand of winograd/mod.rs's dW
 /// GEMMs. 16 x 16 blocks in registers with AVX-512 (a scalar loop took as
-/// long as the GEMM it feeds), else a scalar loop.
+/// long as the GEMM it feeds), 8 x 8 with AVX2, else a scalar loop.
 pub(crate) fn transpose(simd: Simd, m: &[f32], rows: usize, cols: usize, stride: usize, out: &mut [f32]) {
     transpose_strided(simd, m, rows, cols, stride, out, rows);
 }
@@ -487,7 +494,8 @@ mod tests {
     #[test]
     fn transpose_matches_the_definition() {
         for (isa, (rows, cols, stride)) in Isa::supported().into_iter().flat_map(|isa| {
-            [(16, 16, 16), (64, 112, 120), (33, 7, 9), (5, 40, 41), (1, 3, 3), (17, 1, 1), (19, 21, 23)].map(|shape| (isa, shape))
+            [(16, 16, 16), (64, 112, 120), (33, 7, 9), (5, 40, 41), (1, 3, 3), (17, 1, 1), (19, 21, 23)]
+                .map(|shape| (isa, shape))
         }) {
             let simd = Simd::new(isa);
             let m: Vec<f32> = (0..rows * stride).map(|v| v as f32).collect();

@@ -1,7 +1,12 @@
 //! dM = A dy Aᵀ per tile (winograd/mod.rs's output-gradient transform, the
 //! first step of its backward), in AVX-512 registers, 16 tiles of a tile
-//! row at a time.
+//! row at a time, or AVX2 ones, 8 at a time.
 //!
+//! - `_avx2`: the same kernel at AVX2 + FMA, 8 tiles per chunk, on
+//!   winograd/avx2.rs's 8-lane helpers (no mask registers or two-source
+//!   permutes there); the same arithmetic in the same order, tested bit for
+//!   bit against the portable loops by the same unit test (OPTIMISATION.md
+//!   step 54).
 //! - The same arithmetic, in the same order, as the portable
 //!   `winograd_transforms::transform_output_gradient` (negation as a sign
 //!   flip, as `-x` is): each of a tile row's two dy rows is two masked loads

@@ -1,6 +1,11 @@
 //! dx += B dV Bᵀ per tile (winograd/mod.rs's dX transform), in AVX-512
-//! registers, 16 tiles of a tile row at a time.
+//! registers, 16 tiles of a tile row at a time, or AVX2 ones, 8 at a time.
 //!
+//! - `_avx2`: the same kernel at AVX2 + FMA, 8 tiles per chunk, on
+//!   winograd/avx2.rs's 8-lane helpers (no mask registers or two-source
+//!   permutes there); the same arithmetic in the same order, tested bit for
+//!   bit against the portable loops by the same unit test (OPTIMISATION.md
+//!   step 54).
 //! - The same arithmetic, in the same order, as
 //!   `winograd_transforms::transform_input_gradient`, which runs it as ~30
 //!   short loops over tile-row arrays per channel (tiles_w = 28 floats for
@@ -15,7 +20,8 @@
 //! - Rows 2 and 3 of a tile row's patches are rows 0 and 1 of the next
 //!   one's: kept pending (per chunk, in a small buffer) and added before
 //!   the one write of each dx row, as the scalar version does.
-//! - Checked through winograd/mod.rs's tests (against the f64 reference on
+//! - Checked bit for bit against the portable loops by the unit test below,
+//!   and through winograd/mod.rs's tests (against the f64 reference on
 //!   odd, padded and one-row-block shapes, and by central differences);
 //!   timed by examples/im2col_bench.rs (resnet-3x3 bwd).
 

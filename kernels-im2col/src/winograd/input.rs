@@ -1,6 +1,11 @@
 //! V = Bᵀ d B per tile (winograd/mod.rs's input transform), in AVX-512
-//! registers, 16 tiles of a tile row at a time.
+//! registers, 16 tiles of a tile row at a time, or AVX2 ones, 8 at a time.
 //!
+//! - `_avx2`: the same kernel at AVX2 + FMA, 8 tiles per chunk, on
+//!   winograd/avx2.rs's 8-lane helpers (no mask registers or two-source
+//!   permutes there); the same arithmetic in the same order, tested bit for
+//!   bit against the portable loops by the same unit test (OPTIMISATION.md
+//!   step 54).
 //! - The same arithmetic, in the same order, as the portable
 //!   `winograd_transforms::transform_input`, which splits each of a tile
 //!   row's four input rows into even and odd columns in scalar pairs, then
@@ -235,8 +240,9 @@ unsafe fn transform_avx2(
                     [_mm256_sub_ps(a0, a2), _mm256_add_ps(a1, a2), _mm256_sub_ps(a2, a1), _mm256_sub_ps(a1, a3)]
                 });
                 let valid = n as isize - tx0 as isize;
-                for xi in 0..4 {
-                    let [e, o, e1, o1] = [t[0][xi], t[1][xi], t[2][xi], t[3][xi]];
+                // Row ξ of t as its four column sets.
+                let t_rows: [[__m256; 4]; 4] = std::array::from_fn(|xi| [t[0][xi], t[1][xi], t[2][xi], t[3][xi]]);
+                for (xi, [e, o, e1, o1]) in t_rows.into_iter().enumerate() {
                     let values =
                         [_mm256_sub_ps(e, e1), _mm256_add_ps(o, e1), _mm256_sub_ps(e1, o), _mm256_sub_ps(o, o1)];
                     for (nu, value) in values.into_iter().enumerate() {

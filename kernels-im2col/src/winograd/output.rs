@@ -1,6 +1,12 @@
 //! y = Aᵀ M A + b per tile (winograd/mod.rs's output transform, the last step
-//! of its forward), in AVX-512 registers, 16 tiles of a tile row at a time.
+//! of its forward), in AVX-512 registers, 16 tiles of a tile row at a time,
+//! or AVX2 ones, 8 at a time.
 //!
+//! - `_avx2`: the same kernel at AVX2 + FMA, 8 tiles per chunk, on
+//!   winograd/avx2.rs's 8-lane helpers (no mask registers or two-source
+//!   permutes there); the same arithmetic in the same order, tested bit for
+//!   bit against the portable loops by the same unit test (OPTIMISATION.md
+//!   step 54).
 //! - The same arithmetic, in the same order, as the portable
 //!   `winograd_transforms::transform_output`: per chunk the 16 M values of
 //!   each tile are loaded once (from planes laid out by `plane_floats`, so

@@ -7,10 +7,11 @@
 //!   rows are split by column parity first (`split`): patch column 2tx + j
 //!   is then even[tx + j / 2] or odd[tx + j / 2], a plain offset, and every
 //!   loop runs over contiguous arrays.
-//! - Each public transform runs its AVX-512 version (winograd/input.rs,
-//!   winograd/output.rs, winograd/dm.rs, winograd/dx.rs) where the CPU has
-//!   one, and these loops (the `_portable` functions) elsewhere; each
-//!   AVX-512 version is tested bit for bit against them.
+//! - Each public transform runs its AVX-512 or AVX2 version
+//!   (winograd/input.rs, winograd/output.rs, winograd/dm.rs,
+//!   winograd/dx.rs) at the ISA the call runs at, counted per ISA, and
+//!   these loops (the `_portable` functions) elsewhere; each register
+//!   version is tested bit for bit against them.
 //! - Checked through winograd/mod.rs's tests (against the f64 reference and by
 //!   central differences).
 
@@ -36,8 +37,8 @@ pub(crate) struct RowBuffers {
     /// dx rows 2 and 3 of the previous tile row, split by parity.
     pending_even: [Vec<f32>; 2],
     pending_odd: [Vec<f32>; 2],
-    /// winograd/dx.rs's pending rows, by 16-lane chunk (its AVX-512
-    /// kernel alone reads them).
+    /// winograd/dx.rs's pending rows, by 16-lane chunk (its AVX-512 and
+    /// AVX2 kernels alone read them; 8-lane chunks fit in the same floats).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pending_chunks: Vec<f32>,
 }
@@ -119,7 +120,7 @@ fn add_split(dst: &mut [f32], shift: usize, even: &[f32], odd: &[f32]) {
 }
 
 /// V [16, C, T] = Bᵀ d B for every channel and tile of a block: in
-/// AVX-512 registers where the CPU has them (winograd/input.rs).
+/// AVX-512 or AVX2 registers at those ISAs (winograd/input.rs).
 pub(crate) fn transform_input(
     simd: Simd,
     g: &ConvGeometry,
@@ -149,7 +150,7 @@ pub(crate) fn transform_input(
 }
 
 /// [`transform_input`] in plain loops over tile-row arrays: any CPU
-/// without AVX-512F (and the definition winograd/input.rs is tested
+/// without AVX2 (and the definition winograd/input.rs is tested
 /// against).
 pub(crate) fn transform_input_portable(
     g: &ConvGeometry,
@@ -205,7 +206,7 @@ pub(crate) fn transform_input_portable(
 }
 
 /// y tiles = Aᵀ M A (+ bias) for every filter and tile of a block: in
-/// AVX-512 registers where the CPU has them (winograd/output.rs).
+/// AVX-512 or AVX2 registers at those ISAs (winograd/output.rs).
 #[allow(clippy::too_many_arguments)] // the ISA, the block and its operands; a struct would only rename them
 pub(crate) fn transform_output(
     simd: Simd,
@@ -237,7 +238,7 @@ pub(crate) fn transform_output(
 }
 
 /// [`transform_output`] in plain loops over tile-row arrays: any CPU
-/// without AVX-512F (and the definition winograd/output.rs is tested
+/// without AVX2 (and the definition winograd/output.rs is tested
 /// against).
 pub(crate) fn transform_output_portable(
     g: &ConvGeometry,
@@ -297,7 +298,7 @@ fn interleave(even: &[f32], odd: &[f32], out: &mut [f32]) {
 
 /// dM [16, K, T] = A dy Aᵀ for every filter and tile of a block (dy taken
 /// as zero past the last row and column, where a tile overhangs): in
-/// AVX-512 registers where the CPU has them (winograd/dm.rs).
+/// AVX-512 or AVX2 registers at those ISAs (winograd/dm.rs).
 pub(crate) fn transform_output_gradient(
     simd: Simd,
     g: &ConvGeometry,
@@ -327,7 +328,7 @@ pub(crate) fn transform_output_gradient(
 }
 
 /// [`transform_output_gradient`] in plain loops over tile-row arrays: any
-/// CPU without AVX-512F (and the definition winograd/dm.rs is tested
+/// CPU without AVX2 (and the definition winograd/dm.rs is tested
 /// against).
 pub(crate) fn transform_output_gradient_portable(
     g: &ConvGeometry,
@@ -385,7 +386,7 @@ pub(crate) fn transform_output_gradient_portable(
 }
 
 /// dx += B dV Bᵀ per tile, scatter-added (patches overlap by two pixels):
-/// in AVX-512 registers where the CPU has them (winograd/dx.rs).
+/// in AVX-512 or AVX2 registers at those ISAs (winograd/dx.rs).
 pub(crate) fn transform_input_gradient(
     simd: Simd,
     g: &ConvGeometry,
@@ -423,7 +424,7 @@ pub(crate) fn transform_input_gradient(
 }
 
 /// [`transform_input_gradient`] in plain loops over tile-row arrays: any
-/// CPU without AVX-512F (and the definition winograd/dx.rs is tested
+/// CPU without AVX2 (and the definition winograd/dx.rs is tested
 /// against).
 pub(crate) fn transform_input_gradient_portable(
     g: &ConvGeometry,
