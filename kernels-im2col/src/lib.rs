@@ -20,11 +20,13 @@
 //!   `filters_grad.rs` (its dW), `wide.rs` (many filters over few
 //!   channels), `dx.rs` (dX on narrow images).
 //! - `winograd/`: F(2x2, 3x3) both ways (`mod.rs`), its blocking
-//!   (`blocking.rs`), its tile transforms (`transforms.rs`, in AVX-512
-//!   registers in `input.rs`, `output.rs`, `dm.rs` and `dx.rs`).
+//!   (`blocking.rs`), its tile transforms (`transforms.rs`, in AVX-512 or
+//!   AVX2 registers in `input.rs`, `output.rs`, `dm.rs` and `dx.rs`, the
+//!   AVX2 ones on `avx2.rs`'s 8-lane helpers).
 //! - `subpixel.rs`: dX of stride-2 convs by input phase.
 //! - `gemm/mod.rs`: the one bounds-checked door to `matrixmultiply::sgemm`;
-//!   `gemm/unpacked.rs`: this crate's AVX-512 GEMM on unpacked operands.
+//!   `gemm/unpacked.rs`: this crate's AVX-512 and AVX2 GEMM on unpacked
+//!   operands.
 //! - `simd.rs`: the CPU-feature layer (see below); `lanes.rs`: lane masks.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
@@ -61,13 +63,14 @@
 //!   image per thread (resnet-3x3) runs Winograd F(2x2, 3x3) forward and
 //!   backward ([`ConvPath::Winograd`], `winograd/mod.rs`): 16 GEMMs of 2.25x
 //!   fewer FLOPs in all than im2col's.
-//! - On the unfold path (and direct_wide's backward, which unfolds) with
-//!   AVX-512 and at least 32 filters (resnet-s2, mxnet-c2, alexnet-c1's
-//!   backward), both directions' GEMMs run through `gemm/unpacked.rs` instead
-//!   of matrixmultiply ([`ConvPlan::unpacked_gemms`]): it reads its
-//!   operands where they lie, where matrixmultiply packs both on every
-//!   call; 6-22% off those ops here. Every other CPU and shape keeps
-//!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
+//! - On the unfold path (and direct_wide's backward, which unfolds) at
+//!   AVX-512 or AVX2 with at least 32 filters (resnet-s2, mxnet-c2,
+//!   alexnet-c1's backward), both directions' GEMMs run through
+//!   `gemm/unpacked.rs` instead of matrixmultiply
+//!   ([`ConvPlan::unpacked_gemms`]): it reads its operands where they lie,
+//!   where matrixmultiply packs both on every call; 6-22% off those ops at
+//!   AVX-512 (OPTIMISATION.md step 54 for AVX2). The portable level and
+//!   every other shape keep matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
 //!   2·OW takes its dX by input phase (`subpixel.rs`,
 //!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
 //!   planes, no col2im.
@@ -143,13 +146,23 @@
 //!   rewriting them against its vector types), and multiversion selects
 //!   from the CPU alone, with no run-time cap for tests and measurements
 //!   (simd.rs says more).
+//! - What runs at each level. AVX-512: every kernel's AVX-512 variant (the
+//!   direct forwards, the Winograd transforms, the unpacked GEMM and its
+//!   transpose). AVX2 + FMA: AVX2 intrinsics for the same set (the direct
+//!   forwards since step 53; the Winograd transforms, the unpacked GEMM,
+//!   8 x 8 transposes and so the unfold path's unpacked plan and subpixel
+//!   dX since step 54), and the AVX2 variants of the direct family's
+//!   backward kernels (direct/). Portable: plain loops, the direct forwards replaced by
+//!   unfolding, every GEMM matrixmultiply's. Each kernel call is counted at
+//!   the level it ran ([`dispatch_counts`], with the `dispatch-counts`
+//!   feature).
 //! - matrixmultiply picks its own micro-kernel from the CPU; the cap does
 //!   not reach it (its compile-time `MMTEST_FEATURE` variable, a testing
 //!   hook, can; OPTIMISATION.md step 53 used it to emulate an AVX2 CPU).
 //! - Other architectures (aarch64: Apple silicon, Graviton) run at
 //!   [`Isa::Portable`]: every kernel's portable variant (plain Rust that
 //!   LLVM may auto-vectorise for NEON), the Winograd transforms and the
-//!   unfold path without the AVX-512-only pieces (no unpacked GEMM, no
+//!   unfold path without the x86 register kernels (no unpacked GEMM, no
 //!   subpixel dX), and matrixmultiply's own NEON micro-kernel for every
 //!   GEMM. `cargo clippy --target aarch64-unknown-linux-gnu -p
 //!   kernels-im2col --all-targets -- -D warnings` checks that it builds;
