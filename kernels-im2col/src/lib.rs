@@ -63,14 +63,15 @@
 //!   image per thread (resnet-3x3) runs Winograd F(2x2, 3x3) forward and
 //!   backward ([`ConvPath::Winograd`], `winograd/mod.rs`): 16 GEMMs of 2.25x
 //!   fewer FLOPs in all than im2col's.
-//! - On the unfold path (and direct_wide's backward, which unfolds) at
-//!   AVX-512 or AVX2 with at least 32 filters (resnet-s2, mxnet-c2,
-//!   alexnet-c1's backward), both directions' GEMMs run through
-//!   `gemm/unpacked.rs` instead of matrixmultiply
-//!   ([`ConvPlan::unpacked_gemms`]): it reads its operands where they lie,
-//!   where matrixmultiply packs both on every call; 6-22% off those ops at
-//!   AVX-512 (OPTIMISATION.md step 54 for AVX2). The portable level and
-//!   every other shape keep matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
+//! - On the unfold path (and direct_wide's backward, which unfolds) with
+//!   AVX-512 and at least 32 filters (resnet-s2, mxnet-c2, alexnet-c1's
+//!   backward), both directions' GEMMs run through `gemm/unpacked.rs` instead
+//!   of matrixmultiply ([`ConvPlan::unpacked_gemms`]): it reads its
+//!   operands where they lie, where matrixmultiply packs both on every
+//!   call; 6-22% off those ops here. At AVX2 its 6x16 kernel lost 10-20%
+//!   on those shapes to matrixmultiply's AVX2 kernel (OPTIMISATION.md step
+//!   54), so AVX2, the portable level and every other shape keep
+//!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
 //!   2·OW takes its dX by input phase (`subpixel.rs`,
 //!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
 //!   planes, no col2im.
@@ -149,10 +150,11 @@
 //! - What runs at each level. AVX-512: every kernel's AVX-512 variant (the
 //!   direct forwards, the Winograd transforms, the unpacked GEMM and its
 //!   transpose). AVX2 + FMA: AVX2 intrinsics for the same set (the direct
-//!   forwards since step 53; the Winograd transforms, the unpacked GEMM,
-//!   8 x 8 transposes and so the unfold path's unpacked plan and subpixel
-//!   dX since step 54), and the AVX2 variants of the direct family's
-//!   backward kernels (direct/). Portable: plain loops, the direct forwards replaced by
+//!   forwards since step 53; the Winograd transforms, the unpacked GEMM
+//!   and its 8 x 8 transposes on the Winograd path since step 54), and the
+//!   AVX2 variants of the direct family's backward kernels (direct/); the
+//!   unfold path keeps matrixmultiply there (its packed AVX2 kernel beat
+//!   the unpacked one) and so col2im for dX. Portable: plain loops, the direct forwards replaced by
 //!   unfolding, every GEMM matrixmultiply's. Each kernel call is counted at
 //!   the level it ran ([`dispatch_counts`], with the `dispatch-counts`
 //!   feature).
@@ -582,7 +584,7 @@ mod tests {
             let winograd = run_conv(&backend, [2, 32, 6, 6], [32, 3, 3], Conv2d::new(1, 1));
             assert_eq!((winograd.path, winograd.isa), (ConvPath::Winograd, isa));
             let unfold = run_conv(&backend, [2, 8, 8, 8], [32, 3, 3], Conv2d::new(2, 1));
-            assert_eq!(unfold.unpacked_gemms, isa >= Isa::Avx2, "{unfold:?}");
+            assert_eq!(unfold.unpacked_gemms, isa == Isa::Avx512, "{unfold:?}");
         }
     }
 

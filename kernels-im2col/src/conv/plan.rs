@@ -208,11 +208,11 @@ pub struct ConvPlan {
     /// Target floats of a tile (of a Winograd block's V and M each).
     pub tile_floats: usize,
     /// Unfold path (and direct_wide's backward, which unfolds): the GEMMs
-    /// run through gemm/unpacked.rs (AVX-512 or AVX2, no packing) rather
-    /// than matrixmultiply, the forward's on W and col as they are, the
-    /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken at AVX2 or AVX-512 with at least
-    /// 32 filters (a full 32-column AVX-512 register block for the
-    /// backward's dW).
+    /// run through gemm/unpacked.rs (AVX-512, no packing) rather than
+    /// matrixmultiply, the forward's on W and col as they are, the
+    /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken with AVX-512 and at least 32
+    /// filters (a full 32-column register block for the backward's dW); at
+    /// AVX2 matrixmultiply's packed kernel measured faster (step 54).
     pub unpacked_gemms: bool,
     /// Backward on the unpacked-GEMM plan for stride-2 convs with H = 2·OH
     /// and W = 2·OW (resnet-s2): dX by input phase (subpixel.rs), GEMMs
@@ -263,11 +263,13 @@ fn unfold_beats_direct_forward(isa: Isa, path: ConvPath) -> bool {
 }
 
 /// Whether, at `isa`, the unfold path's GEMMs run through gemm/unpacked.rs
-/// rather than matrixmultiply: at AVX-512 (6-22% off resnet-s2, mxnet-c2
-/// and alexnet-c1's backward) and at AVX2 with its 6x16 register block
-/// (OPTIMISATION.md step 54); the portable level has no unpacked kernel.
+/// rather than matrixmultiply: at AVX-512 only (6-22% off resnet-s2,
+/// mxnet-c2 and alexnet-c1's backward). Its AVX2 kernel (6x16 block, which
+/// the Winograd path uses at AVX2) lost 10-20% there to matrixmultiply's
+/// own AVX2 kernel on Zen 4 (OPTIMISATION.md step 54: resnet-s2 both ways,
+/// alexnet-c1's backward); the portable level has no unpacked kernel.
 fn unpacked_gemms_at(isa: Isa) -> bool {
-    isa >= Isa::Avx2
+    isa == Isa::Avx512
 }
 
 /// Floats of one zero-padded input image, the direct kernel's scratch.

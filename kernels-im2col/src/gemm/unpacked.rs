@@ -18,7 +18,10 @@
 //!   accumulators, 15 registers in all), columns in steps of 16 outside;
 //!   the last m mod 6 rows and n mod 16 columns run as narrower
 //!   const-generic blocks, and only that last column step uses masked
-//!   (`vmaskmovps`) loads and stores (OPTIMISATION.md step 54).
+//!   (`vmaskmovps`) loads and stores; the depth runs in passes of 256 so
+//!   a 16-column B panel stays in L1. The Winograd path uses it at AVX2;
+//!   the unfold path keeps matrixmultiply there, whose packed AVX2 kernel
+//!   measured 10-20% faster on its larger GEMMs (OPTIMISATION.md step 54).
 //! - A view with a column stride other than 1, or the portable level (no
 //!   AVX2, any non-x86 CPU), goes to matrixmultiply through gemm/mod.rs.
 //!   Each call is counted at the ISA it ran (simd.rs).
