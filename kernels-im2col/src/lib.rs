@@ -68,7 +68,7 @@
 //!   backward), both directions' GEMMs run through `gemm/unpacked.rs` instead
 //!   of matrixmultiply ([`ConvPlan::unpacked_gemms`]): it reads its
 //!   operands where they lie, where matrixmultiply packs both on every
-//!   call; 6-22% off those ops here. At AVX2 its 6x16 kernel lost 10-20%
+//!   call; 6-22% off those ops here. At AVX2 its 6x16 kernel lost 7-19%
 //!   on those shapes to matrixmultiply's AVX2 kernel (OPTIMISATION.md step
 //!   54), so AVX2, the portable level and every other shape keep
 //!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =

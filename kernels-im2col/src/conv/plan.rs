@@ -265,7 +265,7 @@ fn unfold_beats_direct_forward(isa: Isa, path: ConvPath) -> bool {
 /// Whether, at `isa`, the unfold path's GEMMs run through gemm/unpacked.rs
 /// rather than matrixmultiply: at AVX-512 only (6-22% off resnet-s2,
 /// mxnet-c2 and alexnet-c1's backward). Its AVX2 kernel (6x16 block, which
-/// the Winograd path uses at AVX2) lost 10-20% there to matrixmultiply's
+/// the Winograd path uses at AVX2) lost 7-19% there to matrixmultiply's
 /// own AVX2 kernel on Zen 4 (OPTIMISATION.md step 54: resnet-s2 both ways,
 /// alexnet-c1's backward); the portable level has no unpacked kernel.
 fn unpacked_gemms_at(isa: Isa) -> bool {

@@ -21,7 +21,7 @@
 //!   (`vmaskmovps`) loads and stores; the depth runs in passes of 256 so
 //!   a 16-column B panel stays in L1. The Winograd path uses it at AVX2;
 //!   the unfold path keeps matrixmultiply there, whose packed AVX2 kernel
-//!   measured 10-20% faster on its larger GEMMs (OPTIMISATION.md step 54).
+//!   measured 7-19% faster on its larger GEMMs (OPTIMISATION.md step 54).
 //! - A view with a column stride other than 1, or the portable level (no
 //!   AVX2, any non-x86 CPU), goes to matrixmultiply through gemm/mod.rs.
 //!   Each call is counted at the ISA it ran (simd.rs).
