@@ -29,9 +29,10 @@
 //!   registers at AVX-512, 8 x 8 at AVX2), since this kernel reads B by
 //!   rows.
 //! - Checked by the unit tests below against a plain triple loop and the
-//!   definition of a transpose at every ISA the CPU has, and through every Winograd and unpacked
-//!   unfold test; timed by examples/im2col_bench.rs (resnet-3x3,
-//!   resnet-s2, mxnet-c2; `--packed` to compare with matrixmultiply).
+//!   definition of a transpose at every ISA the CPU has, and through every
+//!   Winograd and unpacked unfold test; timed by examples/im2col_bench.rs
+//!   (resnet-3x3, resnet-s2, mxnet-c2; `--packed` to compare with
+//!   matrixmultiply).
 
 #[cfg(target_arch = "x86_64")]
 use crate::gemm::View;
