@@ -20,11 +20,13 @@
 //!   `filters_grad.rs` (its dW), `wide.rs` (many filters over few
 //!   channels), `dx.rs` (dX on narrow images).
 //! - `winograd/`: F(2x2, 3x3) both ways (`mod.rs`), its blocking
-//!   (`blocking.rs`), its tile transforms (`transforms.rs`, in AVX-512
-//!   registers in `input.rs`, `output.rs`, `dm.rs` and `dx.rs`).
+//!   (`blocking.rs`), its tile transforms (`transforms.rs`, in AVX-512 or
+//!   AVX2 registers in `input.rs`, `output.rs`, `dm.rs` and `dx.rs`, the
+//!   AVX2 ones on `avx2.rs`'s 8-lane helpers).
 //! - `subpixel.rs`: dX of stride-2 convs by input phase.
 //! - `gemm/mod.rs`: the one bounds-checked door to `matrixmultiply::sgemm`;
-//!   `gemm/unpacked.rs`: this crate's AVX-512 GEMM on unpacked operands.
+//!   `gemm/unpacked.rs`: this crate's AVX-512 and AVX2 GEMM on unpacked
+//!   operands.
 //! - `simd.rs`: the CPU-feature layer (see below); `lanes.rs`: lane masks.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
@@ -66,7 +68,9 @@
 //!   backward), both directions' GEMMs run through `gemm/unpacked.rs` instead
 //!   of matrixmultiply ([`ConvPlan::unpacked_gemms`]): it reads its
 //!   operands where they lie, where matrixmultiply packs both on every
-//!   call; 6-22% off those ops here. Every other CPU and shape keeps
+//!   call; 6-22% off those ops here. At AVX2 its 6x16 kernel lost 7-19%
+//!   on those shapes to matrixmultiply's AVX2 kernel (OPTIMISATION.md step
+//!   54), so AVX2, the portable level and every other shape keep
 //!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
 //!   2·OW takes its dX by input phase (`subpixel.rs`,
 //!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
@@ -143,13 +147,24 @@
 //!   rewriting them against its vector types), and multiversion selects
 //!   from the CPU alone, with no run-time cap for tests and measurements
 //!   (simd.rs says more).
+//! - What runs at each level. AVX-512: every kernel's AVX-512 variant (the
+//!   direct forwards, the Winograd transforms, the unpacked GEMM and its
+//!   transpose). AVX2 + FMA: AVX2 intrinsics for the same set (the direct
+//!   forwards since step 53; the Winograd transforms, the unpacked GEMM
+//!   and its 8 x 8 transposes on the Winograd path since step 54), and the
+//!   AVX2 variants of the direct family's backward kernels (direct/); the
+//!   unfold path keeps matrixmultiply there (its packed AVX2 kernel beat
+//!   the unpacked one) and so col2im for dX. Portable: plain loops, the direct forwards replaced by
+//!   unfolding, every GEMM matrixmultiply's. Each kernel call is counted at
+//!   the level it ran ([`dispatch_counts`], with the `dispatch-counts`
+//!   feature).
 //! - matrixmultiply picks its own micro-kernel from the CPU; the cap does
 //!   not reach it (its compile-time `MMTEST_FEATURE` variable, a testing
 //!   hook, can; OPTIMISATION.md step 53 used it to emulate an AVX2 CPU).
 //! - Other architectures (aarch64: Apple silicon, Graviton) run at
 //!   [`Isa::Portable`]: every kernel's portable variant (plain Rust that
 //!   LLVM may auto-vectorise for NEON), the Winograd transforms and the
-//!   unfold path without the AVX-512-only pieces (no unpacked GEMM, no
+//!   unfold path without the x86 register kernels (no unpacked GEMM, no
 //!   subpixel dX), and matrixmultiply's own NEON micro-kernel for every
 //!   GEMM. `cargo clippy --target aarch64-unknown-linux-gnu -p
 //!   kernels-im2col --all-targets -- -D warnings` checks that it builds;

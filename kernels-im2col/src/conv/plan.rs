@@ -211,7 +211,8 @@ pub struct ConvPlan {
     /// run through gemm/unpacked.rs (AVX-512, no packing) rather than
     /// matrixmultiply, the forward's on W and col as they are, the
     /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken with AVX-512 and at least 32
-    /// filters (a full 32-column register block for the backward's dW).
+    /// filters (a full 32-column register block for the backward's dW); at
+    /// AVX2 matrixmultiply's packed kernel measured faster (step 54).
     pub unpacked_gemms: bool,
     /// Backward on the unpacked-GEMM plan for stride-2 convs with H = 2·OH
     /// and W = 2·OW (resnet-s2): dX by input phase (subpixel.rs), GEMMs
@@ -259,6 +260,16 @@ fn pointwise_geometry(g: &ConvGeometry) -> bool {
 /// on every suite shape, so nothing moves there.
 fn unfold_beats_direct_forward(isa: Isa, path: ConvPath) -> bool {
     isa == Isa::Portable && matches!(path, ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide)
+}
+
+/// Whether, at `isa`, the unfold path's GEMMs run through gemm/unpacked.rs
+/// rather than matrixmultiply: at AVX-512 only (6-22% off resnet-s2,
+/// mxnet-c2 and alexnet-c1's backward). Its AVX2 kernel (6x16 block, which
+/// the Winograd path uses at AVX2) lost 7-19% there to matrixmultiply's
+/// own AVX2 kernel on Zen 4 (OPTIMISATION.md step 54: resnet-s2 both ways,
+/// alexnet-c1's backward); the portable level has no unpacked kernel.
+fn unpacked_gemms_at(isa: Isa) -> bool {
+    isa == Isa::Avx512
 }
 
 /// Floats of one zero-padded input image, the direct kernel's scratch.
@@ -428,7 +439,7 @@ impl ConvPlan {
         let unpacked = matches!(path, ConvPath::Unfold | ConvPath::DirectWide)
             && targets.unpacked_gemms
             && g.k >= 32
-            && isa == Isa::Avx512;
+            && unpacked_gemms_at(isa);
         if images > 1 {
             let channels = row_block_channels((floats / (taps * pixels * images)).clamp(1, g.c), g.c, taps);
             return Ok(Self {
@@ -696,7 +707,7 @@ mod tests {
         let s2 = CONV_SUITE.iter().find(|c| c.name == "resnet-s2").unwrap();
         let g = ConvGeometry::from_dims(s2.input, s2.filters, &s2.params()).unwrap();
         let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
-        let dx = if plan.isa == Isa::Avx512 { DxPath::Subpixel } else { DxPath::Col2im };
+        let dx = if unpacked_gemms_at(plan.isa) { DxPath::Subpixel } else { DxPath::Col2im };
         assert_eq!(
             (plan.path, plan.dx, plan.dw, plan.subpixel_dx),
             (ConvPath::Unfold, dx, DwPath::Unfold, dx == DxPath::Subpixel)

@@ -7,8 +7,8 @@
 //!   slice and that the shapes agree, which is the invariant `sgemm` needs.
 //! - Checked through every conv and linear test; timed by examples/im2col_bench.rs
 //!   (its sgemm n=2048 line is the ceiling every figure is compared with).
-//! - `unpacked.rs`: this crate's own AVX-512 GEMM, which reads its operands
-//!   where they lie (no packing), on the same views.
+//! - `unpacked.rs`: this crate's own AVX-512 and AVX2 GEMM, which reads its
+//!   operands where they lie (no packing), on the same views.
 
 pub(crate) mod unpacked;
 

@@ -1,6 +1,6 @@
 //! How a Winograd conv cuts an image into blocks of 2x2-pixel tiles, and
 //! how V and M planes are laid out; shared by the driver (mod.rs) and its
-//! transforms (transforms.rs and the AVX-512 files), so none of them
+//! transforms (transforms.rs and the register-kernel files), so none of them
 //! imports another for it.
 
 use kernels_core::ConvGeometry;

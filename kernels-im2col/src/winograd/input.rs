@@ -1,6 +1,11 @@
 //! V = Bᵀ d B per tile (winograd/mod.rs's input transform), in AVX-512
-//! registers, 16 tiles of a tile row at a time.
+//! registers, 16 tiles of a tile row at a time, or AVX2 ones, 8 at a time.
 //!
+//! - `_avx2`: the same kernel at AVX2 + FMA, 8 tiles per chunk, on
+//!   winograd/avx2.rs's 8-lane helpers (no mask registers or two-source
+//!   permutes there); the same arithmetic in the same order, tested bit for
+//!   bit against the portable loops by the same unit test (OPTIMISATION.md
+//!   step 54).
 //! - The same arithmetic, in the same order, as the portable
 //!   `winograd_transforms::transform_input`, which splits each of a tile
 //!   row's four input rows into even and odd columns in scalar pairs, then
@@ -20,7 +25,7 @@
 use kernels_core::ConvGeometry;
 
 #[cfg(target_arch = "x86_64")]
-use crate::simd::Avx512Token;
+use crate::simd::{Avx2Token, Avx512Token};
 
 #[cfg(target_arch = "x86_64")]
 use super::blocking::{Blocking, plane_floats};
@@ -149,18 +154,121 @@ unsafe fn transform_avx512(
     }
 }
 
+/// [`transform_input`] on the AVX2 + FMA its token proves
+/// (winograd/transforms.rs dispatches): 8 tiles per chunk, each input
+/// row's 16 (+ 2) columns as two pairs of loads split by winograd/avx2.rs.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn transform_input_avx2(
+    _token: Avx2Token,
+    g: &ConvGeometry,
+    b: &Blocking,
+    x_image: &[f32],
+    block: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
+    let (tiles, n) = (b.block_tiles(), b.tiles_w);
+    // The same invariants as the AVX-512 kernel's.
+    assert!(x_image.len() == g.c * g.h * g.w, "winograd input: not one image");
+    assert!(v.len() >= 16 * plane_floats(g.c, tiles), "winograd input: V too short");
+    assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd input: block past the blocking");
+    // SAFETY: `_token` (an Avx2Token) proves AVX2 and FMA; the asserts
+    // above bound every access.
+    unsafe { transform_avx2(g, n, tiles, x_image, block, v) };
+}
+
+/// # Safety
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`). Every access stays inside the
+/// slices only under the bounds its caller asserts (see the call site).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transform_avx2(
+    g: &ConvGeometry,
+    n: usize,
+    tiles: usize,
+    x_image: &[f32],
+    block: std::ops::Range<usize>,
+    v: &mut [f32],
+) {
+    use super::avx2::{LANES, load, split, store};
+    use std::arch::x86_64::{__m256, _MM_HINT_T0, _mm_prefetch, _mm256_add_ps, _mm256_setzero_ps, _mm256_sub_ps};
+    let (h, w) = (g.h as isize, g.w as isize);
+    let (ph, pw) = (g.params.padding[0] as isize, g.params.padding[1] as isize);
+    let position_stride = plane_floats(g.c, tiles);
+    // Input row iy's padded columns 2·tx0 + 0..18 of a chunk as (even[tx],
+    // odd[tx], even[tx + 1], odd[tx + 1]) for its 8 tiles; zeros outside
+    // the image. Columns 2tx + 2, 2tx + 3 are loaded again two floats on
+    // rather than shifted: as many shuffles either way, and no third load.
+    let columns = |c: usize, iy: isize, tx0: usize| -> [__m256; 4] {
+        if iy < 0 || iy >= h {
+            return [_mm256_setzero_ps(); 4];
+        }
+        let row = (c * g.h + iy as usize) * g.w;
+        let first = 2 * tx0 as isize - pw; // image column of padded column 2·tx0
+        let load_at = |offset: isize| {
+            let start = first + offset;
+            // SAFETY: only lanes whose column start + l lies in [0, w) are
+            // read, inside row iy < h of channel c of the image; the
+            // pointer is formed with wrapping arithmetic since the other
+            // lanes (the padding) are never touched.
+            unsafe { load(x_image.as_ptr().wrapping_offset(row as isize + start), -start, w - start) }
+        };
+        let (even, odd) = split(load_at(0), load_at(8));
+        let (even_next, odd_next) = split(load_at(2), load_at(10));
+        [even, odd, even_next, odd_next]
+    };
+    // The input rows a block reads in each channel.
+    let first_row = (2 * block.start as isize - ph).max(0) as usize;
+    let last_row = ((2 * block.end as isize - ph + 2).max(0) as usize).min(g.h);
+    for c in 0..g.c {
+        if c + 1 < g.c && first_row < last_row {
+            // The next channel's rows into cache while this one computes
+            // (why: winograd/input.rs's AVX-512 kernel, OPTIMISATION.md
+            // step 48).
+            let rows = &x_image[((c + 1) * g.h + first_row) * g.w..((c + 1) * g.h + last_row) * g.w];
+            for line in rows.chunks(16) {
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            }
+        }
+        for (row_in_block, ty) in block.clone().enumerate() {
+            let base = c * tiles + row_in_block * n;
+            for tx0 in (0..n).step_by(LANES) {
+                let d: [[__m256; 4]; 4] = std::array::from_fn(|i| columns(c, 2 * ty as isize - ph + i as isize, tx0));
+                // t = Bᵀ d down the four rows, for each of the four column
+                // sets (as the portable code does per padded column).
+                let t: [[__m256; 4]; 4] = std::array::from_fn(|col| {
+                    let (a0, a1, a2, a3) = (d[0][col], d[1][col], d[2][col], d[3][col]);
+                    [_mm256_sub_ps(a0, a2), _mm256_add_ps(a1, a2), _mm256_sub_ps(a2, a1), _mm256_sub_ps(a1, a3)]
+                });
+                let valid = n as isize - tx0 as isize;
+                // Row ξ of t as its four column sets.
+                let t_rows: [[__m256; 4]; 4] = std::array::from_fn(|xi| [t[0][xi], t[1][xi], t[2][xi], t[3][xi]]);
+                for (xi, [e, o, e1, o1]) in t_rows.into_iter().enumerate() {
+                    let values =
+                        [_mm256_sub_ps(e, e1), _mm256_add_ps(o, e1), _mm256_sub_ps(e1, o), _mm256_sub_ps(o, o1)];
+                    for (nu, value) in values.into_iter().enumerate() {
+                        // SAFETY: lanes tx0 + l < n of position ξν's tile
+                        // row lie in v (asserted); the rest are not
+                        // written, so the pointer may pass the slice.
+                        unsafe {
+                            let at = v.as_mut_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
+                            store(at, 0, valid, value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use crate::simd::{Isa, Simd};
     use crate::winograd::transforms::{RowBuffers, transform_input_portable};
     use kernels_core::{Conv2d, SplitMix64};
 
     #[test]
     fn matches_the_portable_transform() {
-        let Some(token) = crate::simd::Simd::new(crate::simd::Isa::Avx512).avx512() else {
-            eprintln!("no AVX-512F: only the portable transform runs here");
-            return;
-        };
         let mut rng = SplitMix64::new(10);
         // (channels, h, w, padding, tile rows per block): odd and even
         // widths, more than one chunk of 16 tiles, padding 0 to 2, one-row
@@ -178,12 +286,19 @@ mod tests {
                 let block = r0..(r0 + b.rows_per_block).min(tiles_h);
                 let mut want = vec![f32::NAN; len];
                 transform_input_portable(&g, &b, &x, block.clone(), &mut want, &mut bufs);
-                let mut got = vec![f32::NAN; len];
-                transform_input(token, &g, &b, &x, block.clone(), &mut got);
-                // Bit for bit, NaN (never written) where the portable one
-                // left NaN too.
-                let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits() || a == b);
-                assert!(same, "c {c} h {h} w {w} pad {pad} block {block:?}");
+                // Each register kernel this CPU runs.
+                for isa in Isa::supported() {
+                    let mut got = vec![f32::NAN; len];
+                    match Simd::new(isa) {
+                        Simd::Avx512(token) => transform_input(token, &g, &b, &x, block.clone(), &mut got),
+                        Simd::Avx2(token) => transform_input_avx2(token, &g, &b, &x, block.clone(), &mut got),
+                        Simd::Portable => continue,
+                    }
+                    // Bit for bit, NaN (never written) where the portable
+                    // one left NaN too.
+                    let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits() || a == b);
+                    assert!(same, "{isa}: c {c} h {h} w {w} pad {pad} block {block:?}");
+                }
             }
         }
     }

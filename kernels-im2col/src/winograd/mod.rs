@@ -18,8 +18,8 @@
 //!   own V, M and partial dU. The GEMMs run through gemm/unpacked.rs (no
 //!   packing: matrixmultiply's per-call packing was their bottleneck); the
 //!   tile transforms live in winograd/transforms.rs, each dispatching to an
-//!   AVX-512 version (winograd/input.rs, winograd/output.rs,
-//!   winograd/dm.rs, winograd/dx.rs) where the CPU has it. V's and M's 16
+//!   AVX-512 or AVX2 version (winograd/input.rs, winograd/output.rs,
+//!   winograd/dm.rs, winograd/dx.rs) at the call's ISA. V's and M's 16
 //!   position planes are each padded by a cache line (`plane_floats`).
 //! - Accuracy: the transforms only add, subtract and halve, so the error
 //!   stays at f32-reduction level. tests/against_naive.rs checks every
@@ -30,6 +30,8 @@
 use kernels_core::{ConvGeometry, GradRequest};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod blocking;
 mod dm;
 mod dx;
@@ -243,4 +245,62 @@ fn filter_gradient(g: &ConvGeometry, du: &[f32]) -> Vec<f32> {
         }
     }
     dw
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::{Isa, dispatch_counts};
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// Each ISA's forward and backward run that ISA's transforms and GEMMs
+    /// (the dispatch counters grow at it) and agree with the portable
+    /// level's; tests/against_naive.rs checks every level against the f64
+    /// reference.
+    #[test]
+    fn each_isa_runs_its_own_kernels_and_agrees_with_the_portable_level() {
+        // 5 x 6 tiles, 2 tile rows per block: 3 blocks per image, the last
+        // one short, and a tile row wider than one 8-lane chunk.
+        let g = ConvGeometry::from_dims([2, 32, 9, 11], [32, 3, 3], &Conv2d::new(1, 1)).unwrap();
+        let tile_floats = POSITIONS * 32 * 12;
+        let blocks = Blocking::new(&g, tile_floats).blocks().count();
+        assert_eq!(blocks, 3);
+        let mut rng = SplitMix64::new(54);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (x, w, bias, dy) =
+            (data(g.n * g.c * g.h * g.w), data(g.k * g.c * 9), data(g.k), data(g.n * g.k * g.oh * g.ow));
+        let run = |isa: Isa| {
+            let simd = Simd::new(isa);
+            let y = forward(simd, &g, tile_floats, &x, &w, Some(&bias));
+            (y, backward(simd, &g, tile_floats, &x, &w, &dy, GradRequest::ALL))
+        };
+        let (y_want, grads_want) = run(Isa::Portable);
+        for isa in Isa::supported() {
+            let before = dispatch_counts().unwrap()[isa as usize];
+            let (y, grads) = run(isa);
+            // Per image and block: forward 2 transforms + 16 GEMMs,
+            // backward 3 transforms + 32 GEMMs, and at AVX2 and AVX-512 16
+            // transposes of V (and 16 of U per call), so one transform left
+            // at the portable level falls short. The counters only grow,
+            // whatever runs beside this test.
+            let after = dispatch_counts().unwrap()[isa as usize];
+            let per_block = if isa == Isa::Portable { 18 + 35 } else { 18 + 35 + 16 };
+            let calls = (g.n * blocks * per_block + if isa == Isa::Portable { 0 } else { 16 }) as u64;
+            assert!(after >= before + calls, "{isa}: {before} -> {after}, expected {calls} more");
+            let close = |got: &[f32], want: &[f32], what: &str| {
+                assert_eq!(got.len(), want.len(), "{isa} {what}");
+                for (i, (a, b)) in got.iter().zip(want).enumerate() {
+                    assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{isa} {what}[{i}]: {a} vs {b}");
+                }
+            };
+            close(&y, &y_want, "y");
+            for (got, want, what) in [
+                (&grads.dx, &grads_want.dx, "dx"),
+                (&grads.dw, &grads_want.dw, "dw"),
+                (&grads.db, &grads_want.db, "db"),
+            ] {
+                close(got.as_deref().unwrap(), want.as_deref().unwrap(), what);
+            }
+        }
+    }
 }

@@ -7,10 +7,11 @@
 //!   rows are split by column parity first (`split`): patch column 2tx + j
 //!   is then even[tx + j / 2] or odd[tx + j / 2], a plain offset, and every
 //!   loop runs over contiguous arrays.
-//! - Each public transform runs its AVX-512 version (winograd/input.rs,
-//!   winograd/output.rs, winograd/dm.rs, winograd/dx.rs) where the CPU has
-//!   one, and these loops (the `_portable` functions) elsewhere; each
-//!   AVX-512 version is tested bit for bit against them.
+//! - Each public transform runs its AVX-512 or AVX2 version
+//!   (winograd/input.rs, winograd/output.rs, winograd/dm.rs,
+//!   winograd/dx.rs) at the ISA the call runs at, counted per ISA, and
+//!   these loops (the `_portable` functions) elsewhere; each register
+//!   version is tested bit for bit against them.
 //! - Checked through winograd/mod.rs's tests (against the f64 reference and by
 //!   central differences).
 
@@ -36,8 +37,8 @@ pub(crate) struct RowBuffers {
     /// dx rows 2 and 3 of the previous tile row, split by parity.
     pending_even: [Vec<f32>; 2],
     pending_odd: [Vec<f32>; 2],
-    /// winograd/dx.rs's pending rows, by 16-lane chunk (its AVX-512
-    /// kernel alone reads them).
+    /// winograd/dx.rs's pending rows, by 16-lane chunk (its AVX-512 and
+    /// AVX2 kernels alone read them; 8-lane chunks fit in the same floats).
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pending_chunks: Vec<f32>,
 }
@@ -119,7 +120,7 @@ fn add_split(dst: &mut [f32], shift: usize, even: &[f32], odd: &[f32]) {
 }
 
 /// V [16, C, T] = Bᵀ d B for every channel and tile of a block: in
-/// AVX-512 registers where the CPU has them (winograd/input.rs).
+/// AVX-512 or AVX2 registers at those ISAs (winograd/input.rs).
 pub(crate) fn transform_input(
     simd: Simd,
     g: &ConvGeometry,
@@ -133,16 +134,23 @@ pub(crate) fn transform_input(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::input::transform_input(token, g, b, x_image, block, v);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::input::transform_input(token, g, b, x_image, block, v);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::input::transform_input_avx2(token, g, b, x_image, block, v);
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_input_portable(g, b, x_image, block, v, bufs);
 }
 
 /// [`transform_input`] in plain loops over tile-row arrays: any CPU
-/// without AVX-512F (and the definition winograd/input.rs is tested
+/// without AVX2 (and the definition winograd/input.rs is tested
 /// against).
 pub(crate) fn transform_input_portable(
     g: &ConvGeometry,
@@ -198,7 +206,7 @@ pub(crate) fn transform_input_portable(
 }
 
 /// y tiles = Aᵀ M A (+ bias) for every filter and tile of a block: in
-/// AVX-512 registers where the CPU has them (winograd/output.rs).
+/// AVX-512 or AVX2 registers at those ISAs (winograd/output.rs).
 #[allow(clippy::too_many_arguments)] // the ISA, the block and its operands; a struct would only rename them
 pub(crate) fn transform_output(
     simd: Simd,
@@ -214,16 +222,23 @@ pub(crate) fn transform_output(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::output::transform_output(token, g, b, m, block, bias, y_image);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::output::transform_output(token, g, b, m, block, bias, y_image);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::output::transform_output_avx2(token, g, b, m, block, bias, y_image);
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_output_portable(g, b, m, block, bias, y_image, bufs);
 }
 
 /// [`transform_output`] in plain loops over tile-row arrays: any CPU
-/// without AVX-512F (and the definition winograd/output.rs is tested
+/// without AVX2 (and the definition winograd/output.rs is tested
 /// against).
 pub(crate) fn transform_output_portable(
     g: &ConvGeometry,
@@ -283,7 +298,7 @@ fn interleave(even: &[f32], odd: &[f32], out: &mut [f32]) {
 
 /// dM [16, K, T] = A dy Aᵀ for every filter and tile of a block (dy taken
 /// as zero past the last row and column, where a tile overhangs): in
-/// AVX-512 registers where the CPU has them (winograd/dm.rs).
+/// AVX-512 or AVX2 registers at those ISAs (winograd/dm.rs).
 pub(crate) fn transform_output_gradient(
     simd: Simd,
     g: &ConvGeometry,
@@ -297,16 +312,23 @@ pub(crate) fn transform_output_gradient(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::dm::transform_output_gradient(token, g, b, dy_image, block, dm);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::dm::transform_output_gradient(token, g, b, dy_image, block, dm);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::dm::transform_output_gradient_avx2(token, g, b, dy_image, block, dm);
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_output_gradient_portable(g, b, dy_image, block, dm, bufs);
 }
 
 /// [`transform_output_gradient`] in plain loops over tile-row arrays: any
-/// CPU without AVX-512F (and the definition winograd/dm.rs is tested
+/// CPU without AVX2 (and the definition winograd/dm.rs is tested
 /// against).
 pub(crate) fn transform_output_gradient_portable(
     g: &ConvGeometry,
@@ -364,7 +386,7 @@ pub(crate) fn transform_output_gradient_portable(
 }
 
 /// dx += B dV Bᵀ per tile, scatter-added (patches overlap by two pixels):
-/// in AVX-512 registers where the CPU has them (winograd/dx.rs).
+/// in AVX-512 or AVX2 registers at those ISAs (winograd/dx.rs).
 pub(crate) fn transform_input_gradient(
     simd: Simd,
     g: &ConvGeometry,
@@ -378,16 +400,31 @@ pub(crate) fn transform_input_gradient(
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
     #[cfg(target_arch = "x86_64")]
-    if let Some(token) = simd.avx512() {
-        crate::simd::count(Isa::Avx512);
-        return super::dx::transform_input_gradient(token, g, b, dv, block, dx_image, &mut bufs.pending_chunks);
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            return super::dx::transform_input_gradient(token, g, b, dv, block, dx_image, &mut bufs.pending_chunks);
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            return super::dx::transform_input_gradient_avx2(
+                token,
+                g,
+                b,
+                dv,
+                block,
+                dx_image,
+                &mut bufs.pending_chunks,
+            );
+        }
+        Simd::Portable => {}
     }
     crate::simd::count(Isa::Portable);
     transform_input_gradient_portable(g, b, dv, block, dx_image, bufs);
 }
 
 /// [`transform_input_gradient`] in plain loops over tile-row arrays: any
-/// CPU without AVX-512F (and the definition winograd/dx.rs is tested
+/// CPU without AVX2 (and the definition winograd/dx.rs is tested
 /// against).
 pub(crate) fn transform_input_gradient_portable(
     g: &ConvGeometry,
