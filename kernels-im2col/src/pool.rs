@@ -216,9 +216,10 @@ pub(crate) fn backward(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32]) -> V
             .par_chunks_mut(plane_in)
             .zip(x.par_chunks(plane_in))
             .zip(dy.par_chunks(plane_out));
-        planes.for_each_init(|| Scratch::new(g), |scratch, ((dx_plane, x_plane), dy_plane)| {
-            kernel(g, scratch, x_plane, dy_plane, dx_plane)
-        });
+        planes.for_each_init(
+            || Scratch::new(g),
+            |scratch, ((dx_plane, x_plane), dy_plane)| kernel(g, scratch, x_plane, dy_plane, dx_plane),
+        );
         // SAFETY: the first `len` elements were written: the planes cover
         // them (x.len() = n·c·h·w, checked by the caller's shapes), and
         // each plane kernel writes every element of its plane (2x2: every
@@ -285,11 +286,8 @@ pub(crate) fn windows_tile(g: &PoolGeometry) -> bool {
 /// 1), and not a [`windows_tile`] geometry (which has its own loop).
 pub(crate) fn stride2_applies(g: &PoolGeometry) -> bool {
     let p = g.params;
-    p.stride == [2, 2] && (p.window[1] == 2 || p.window[1] == 3) && p.window[0] <= SLOTS && !windows_tile(g)
+    p.stride == [2, 2] && (p.window[1] == 2 || p.window[1] == 3) && !windows_tile(g)
 }
-
-/// Most window rows the stride-2 backward takes (its per-row slot table).
-const SLOTS: usize = 16;
 
 /// One worker's scratch for the stride-2 backward, sized for one geometry.
 ///
@@ -307,10 +305,11 @@ struct Scratch {
     odd: Vec<f32>,
     even_row: Vec<f32>,
     odd_row: Vec<f32>,
-    /// Per output column: the winner's padded column and relative row.
+    /// Per output column: the winner's offset in the ring, as a float and
+    /// as an index.
     win_col: Vec<f32>,
-    win_row: Vec<f32>,
-    /// dx rows still receiving contributions, [window rows][w].
+    win_index: Vec<u32>,
+    /// dx rows still receiving contributions, [window rows][w] (`RowRing`).
     ring: Vec<f32>,
     /// Clipped column range of each output column (the NaN fallback).
     cols: Vec<Range<usize>>,
@@ -327,7 +326,7 @@ impl Scratch {
                 even_row: Vec::new(),
                 odd_row: Vec::new(),
                 win_col: Vec::new(),
-                win_row: Vec::new(),
+                win_index: Vec::new(),
                 ring: Vec::new(),
                 cols: Vec::new(),
             };
@@ -345,7 +344,7 @@ impl Scratch {
             even_row: vec![0.0; pairs],
             odd_row: vec![0.0; pairs],
             win_col: vec![0.0; g.ow],
-            win_row: vec![0.0; g.ow],
+            win_index: vec![0; g.ow],
             ring: vec![0.0; g.params.window[0] * g.w],
             cols: column_ranges(g),
         }
@@ -366,13 +365,7 @@ macro_rules! plane_kernel {
             /// The CPU must run AVX-512F, AVX2 and FMA.
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
-            unsafe fn avx512(
-                g: &PoolGeometry,
-                s: &mut Scratch,
-                x: &[f32],
-                dy: &[f32],
-                dx: &mut [MaybeUninit<f32>],
-            ) {
+            unsafe fn avx512(g: &PoolGeometry, s: &mut Scratch, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
                 $body(g, s, x, dy, dx)
             }
             /// # Safety
@@ -530,42 +523,50 @@ fn avg_2x2_plane(g: &PoolGeometry, _s: &mut Scratch, _x: &[f32], dy: &[f32], dx:
     write_zeros(&mut dx[2 * g.oh * g.w..]);
 }
 
-/// The dx rows of one plane that windows still add to: rows are zeroed in
-/// the ring when a window first reaches them and written to dx (once, in
-/// order) when no later window can; rows no window reaches are written as
-/// zeros. With stride ≥ 1 the live rows are always the current window's,
-/// at most `window[0]` of them, so row ih lives in slot ih mod window[0].
+/// The dx rows of one plane that windows still add to: ring row k holds
+/// dx row `first + k`. Rows are zeroed in the ring when a window first
+/// reaches them and written to dx (once, in order) when no later window
+/// can; rows no window reaches are written as zeros. Windows move down
+/// monotonically, so the live rows are always the current window's (at
+/// most `window[0]`), and moving to the next window shifts the ring up by
+/// the rows it left (row copies in L1; a modular ring made every dy's
+/// index a float-to-integer conversion plus a table lookup).
 struct RowRing {
     /// Rows [0, flushed) are written to dx.
     flushed: usize,
-    /// Rows [flushed, live_end) hold contributions in the ring.
-    live_end: usize,
+    /// The dx row of ring row 0, and how many ring rows hold contributions.
+    first: usize,
+    live: usize,
 }
 
 impl RowRing {
-    /// Writes every row below `rows.start` to dx and zeroes the ring slots
-    /// of the rows in `rows` not yet live.
+    fn new() -> Self {
+        Self { flushed: 0, first: 0, live: 0 }
+    }
+
+    /// Writes every dx row below `rows.start` and makes ring row k dx row
+    /// `rows.start + k` for the window's rows (new ones zeroed).
     #[inline(always)]
     fn advance(&mut self, g: &PoolGeometry, ring: &mut [f32], dx: &mut [MaybeUninit<f32>], rows: &Range<usize>) {
         self.flush(g, ring, dx, rows.start);
-        self.live_end = self.live_end.max(self.flushed);
-        let wh = g.params.window[0];
-        while self.live_end < rows.end {
-            ring[(self.live_end % wh) * g.w..][..g.w].fill(0.0);
-            self.live_end += 1;
+        let w = g.w;
+        let shift = rows.start - self.first;
+        let kept = self.live.saturating_sub(shift);
+        if kept > 0 && shift > 0 {
+            ring.copy_within(shift * w..(shift + kept) * w, 0);
         }
+        ring[kept * w..rows.len() * w].fill(0.0);
+        (self.first, self.live) = (rows.start, rows.len());
     }
 
-    /// Writes rows [flushed, to) to dx: from the ring where live, else zeros.
+    /// Writes dx rows [flushed, to): from the ring where live, else zeros.
     #[inline(always)]
     fn flush(&mut self, g: &PoolGeometry, ring: &[f32], dx: &mut [MaybeUninit<f32>], to: usize) {
-        let wh = g.params.window[0];
         while self.flushed < to {
             let dst = &mut dx[self.flushed * g.w..][..g.w];
-            if self.flushed < self.live_end {
-                write_row(dst, &ring[(self.flushed % wh) * g.w..][..g.w]);
-            } else {
-                write_zeros(dst);
+            match self.flushed.checked_sub(self.first) {
+                Some(k) if k < self.live => write_row(dst, &ring[k * g.w..][..g.w]),
+                _ => write_zeros(dst),
             }
             self.flushed += 1;
         }
@@ -612,8 +613,7 @@ fn max_stride2_plane_ww<const WW: usize>(
     let pairs = g.ow + 1;
     // Input columns with a padded slot (the rest lie past every window).
     let real = g.w.min(2 * pairs - pw);
-    let mut ring = RowRing { flushed: 0, live_end: 0 };
-    let mut slots = [0usize; SLOTS];
+    let mut ring = RowRing::new();
     for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
         let rows = window_range(oh, p.window[0], p.stride[0], p.padding[0], g.h);
         ring.advance(g, &mut s.ring, dx, &rows);
@@ -634,16 +634,12 @@ fn max_stride2_plane_ww<const WW: usize>(
                 nan |= is_nan;
             }
         }
-        let wh = p.window[0];
-        for (k, slot) in slots[..rows.len()].iter_mut().enumerate() {
-            *slot = ((rows.start + k) % wh) * g.w;
-        }
         if nan != 0 {
             // A NaN in the window rows: the exact rule, window by window.
             for (&grad, cols) in dy_row.iter().zip(&s.cols) {
                 let winner = argmax(x, g.w, rows.clone(), cols, max_pool_takes);
-                let (ih, iw) = (winner / g.w, winner % g.w);
-                s.ring[(ih % wh) * g.w + iw] += grad;
+                // Ring row k is dx row rows.start + k.
+                s.ring[winner - rows.start * g.w] += grad;
             }
             continue;
         }
@@ -651,12 +647,16 @@ fn max_stride2_plane_ww<const WW: usize>(
         // pass over contiguous vectors.
         deinterleave(&s.col, &mut s.even, &mut s.odd);
         deinterleave(&s.row, &mut s.even_row, &mut s.odd_row);
-        horizontal_winners::<WW>(s);
-        // 3. dy into the ring at each winner (padded column 2o + j is input
-        // column 2o + j − pw; padding never wins, so that is ≥ 0).
-        for ((&grad, &c), &k) in dy_row.iter().zip(&s.win_col).zip(&s.win_row) {
-            let (k, iw) = (k as usize, (c as usize).wrapping_sub(pw));
-            s.ring[slots[k] + iw] += grad;
+        horizontal_winners::<WW>(s, g.w as f32, pw as f32);
+        // 3. dy into the ring at each winner. The offsets are whole floats
+        // below 2^24; converted in one vectorised pass (a saturating cast,
+        // so a padding winner, which the -inf / +inf lanes rule out, would
+        // index out of bounds and panic rather than write elsewhere).
+        for (index, &offset) in s.win_index.iter_mut().zip(&s.win_col) {
+            *index = offset as u32;
+        }
+        for (&grad, &index) in dy_row.iter().zip(&s.win_index) {
+            s.ring[index as usize] += grad;
         }
     }
     ring.flush(g, &s.ring, dx, g.h);
@@ -679,18 +679,18 @@ fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
 }
 
 /// Per output column o, the winner among padded columns 2o .. 2o + WW
-/// (even[o], odd[o], even[o + 1]): its padded column and relative row.
+/// (even[o], odd[o], even[o + 1]): into `win_col`, its offset in the ring
+/// (relative row · w + padded column − pw), as a float.
 #[inline(always)]
-fn horizontal_winners<const WW: usize>(s: &mut Scratch) {
+fn horizontal_winners<const WW: usize>(s: &mut Scratch, w: f32, pw: f32) {
     let ow = s.win_col.len();
     // Zipped slices of exact lengths, so the loop has no bounds checks and
     // vectorises: window o's third column is even[o + 1].
     let firsts = s.even[..ow].iter().zip(&s.even_row[..ow]);
     let seconds = s.odd[..ow].iter().zip(&s.odd_row[..ow]);
     let thirds = s.even[1..=ow].iter().zip(&s.even_row[1..=ow]);
-    let outs = s.win_col.iter_mut().zip(s.win_row.iter_mut());
-    for (o, ((((&v0, &r0), (&v1, &r1)), (&v2, &r2)), (win_col, win_row))) in
-        firsts.zip(seconds).zip(thirds).zip(outs).enumerate()
+    for (o, ((((&v0, &r0), (&v1, &r1)), (&v2, &r2)), win)) in
+        firsts.zip(seconds).zip(thirds).zip(s.win_col.iter_mut()).enumerate()
     {
         let base = (2 * o) as f32;
         let (mut best, mut best_row, mut best_col) = (v0, r0, base);
@@ -703,8 +703,7 @@ fn horizontal_winners<const WW: usize>(s: &mut Scratch) {
             best_row = select(take, r2, best_row);
             best_col = select(take, base + 2.0, best_col);
         }
-        *win_col = best_col;
-        *win_row = best_row;
+        *win = best_row * w + (best_col - pw);
     }
 }
 
@@ -721,8 +720,7 @@ fn avg_stride2_plane(g: &PoolGeometry, s: &mut Scratch, _x: &[f32], dy: &[f32], 
     let pairs = g.ow + 1;
     let real = g.w.min(2 * pairs - pw);
     let inv_window = 1.0 / g.window_len() as f32;
-    let wh = p.window[0];
-    let mut ring = RowRing { flushed: 0, live_end: 0 };
+    let mut ring = RowRing::new();
     for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
         let rows = window_range(oh, p.window[0], p.stride[0], p.padding[0], g.h);
         ring.advance(g, &mut s.ring, dx, &rows);
@@ -744,8 +742,8 @@ fn avg_stride2_plane(g: &PoolGeometry, s: &mut Scratch, _x: &[f32], dy: &[f32], 
             pair[1] = o;
         }
         let combined = &s.col[pw..pw + real];
-        for ih in rows {
-            let slot = &mut s.ring[(ih % wh) * g.w..][..real];
+        for k in 0..rows.len() {
+            let slot = &mut s.ring[k * g.w..][..real];
             slot.iter_mut().zip(combined).for_each(|(d, &c)| *d += c);
         }
     }

@@ -236,7 +236,8 @@ unsafe fn dw_block_avx2<const F: usize, const T: usize>(o: &Operands<'_>, k0: us
         // dy_width ≤ x_pad.len() (both asserted above; x_at as in
         // `dw_block`).
         unsafe {
-            let dv: [__m256; F] = std::array::from_fn(|f| _mm256_loadu_ps(o.dy_pad.as_ptr().add((k0 + f) * plane + chunk)));
+            let dv: [__m256; F] =
+                std::array::from_fn(|f| _mm256_loadu_ps(o.dy_pad.as_ptr().add((k0 + f) * plane + chunk)));
             for (t, &a) in at.iter().enumerate() {
                 let xv = _mm256_loadu_ps(o.x_pad.as_ptr().add(a + x_at));
                 for (acc_f, &d) in acc.iter_mut().zip(&dv) {
