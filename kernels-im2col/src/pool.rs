@@ -308,7 +308,11 @@ struct Scratch {
     /// Per output column: the winner's offset in the ring, as a float and
     /// as an index.
     win_col: Vec<f32>,
-    win_index: Vec<u32>,
+    win_row: Vec<f32>,
+    /// One padded row of dy spread over its columns (the max and avg
+    /// backwards' interleaved row; apart from `col`, whose -inf padding
+    /// lanes the max pass keeps); [2 · pairs].
+    spread: Vec<f32>,
     /// dx rows still receiving contributions, [window rows][w] (`RowRing`).
     ring: Vec<f32>,
     /// Clipped column range of each output column (the NaN fallback).
@@ -326,7 +330,8 @@ impl Scratch {
                 even_row: Vec::new(),
                 odd_row: Vec::new(),
                 win_col: Vec::new(),
-                win_index: Vec::new(),
+                win_row: Vec::new(),
+                spread: Vec::new(),
                 ring: Vec::new(),
                 cols: Vec::new(),
             };
@@ -344,7 +349,8 @@ impl Scratch {
             even_row: vec![0.0; pairs],
             odd_row: vec![0.0; pairs],
             win_col: vec![0.0; g.ow],
-            win_index: vec![0; g.ow],
+            win_row: vec![0.0; g.ow],
+            spread: vec![0.0; 2 * pairs],
             ring: vec![0.0; g.params.window[0] * g.w],
             cols: column_ranges(g),
         }
@@ -586,8 +592,14 @@ impl RowRing {
 ///    columns holding the maximum, the earliest row, then the earliest
 ///    column. Even and odd padded columns are split first, so this pass
 ///    loads contiguous vectors too.
-/// 3. dy goes to the winner in the ring of live dx rows (scalar adds, one
-///    per output); rows leave the ring for dx once no window reaches them.
+/// 3. Per window row k, dy masked to the outputs whose winner sits in row
+///    k and window column j (three masked vectors), summed per padded
+///    column (column 2m gets j = 0 of output m and j = 2 of output m − 1,
+///    column 2m + 1 j = 1 of output m), interleaved and added to ring row
+///    k: all contiguous vector passes, as for avg (a scalar add per output
+///    at its winner measured 15% of this kernel's samples, in a chain of
+///    store-to-load forwards). Rows leave the ring for dx once no window
+///    reaches them.
 ///
 /// An output row whose window rows hold a NaN takes its winners from
 /// [`argmax`] under the NaN-aware rule instead (the last NaN wins).
@@ -625,14 +637,15 @@ fn max_stride2_plane_ww<const WW: usize>(
         for (k, ih) in rows.clone().enumerate().skip(1) {
             let kf = k as f32;
             let x_row = &x[ih * g.w..][..real];
-            for ((c, r), &v) in col.iter_mut().zip(row.iter_mut()).zip(x_row) {
-                let take = mask(v > *c);
-                *c = select(take, v, *c);
-                *r = select(take, kf, *r);
-                #[allow(clippy::eq_op)] // v != v is the NaN test
-                let is_nan = mask(v != v);
-                nan |= is_nan;
+            // Whole 16-column chunks, then the rest: one loop over all
+            // columns left a 4-lane epilogue for W = 112's last 16 (11% of
+            // this kernel's samples).
+            let chunks = col.chunks_exact_mut(16).zip(row.chunks_exact_mut(16)).zip(x_row.chunks_exact(16));
+            for ((c16, r16), x16) in chunks {
+                nan |= vertical_step(c16, r16, x16, kf);
             }
+            let done = real / 16 * 16;
+            nan |= vertical_step(&mut col[done..], &mut row[done..], &x_row[done..], kf);
         }
         if nan != 0 {
             // A NaN in the window rows: the exact rule, window by window.
@@ -647,19 +660,63 @@ fn max_stride2_plane_ww<const WW: usize>(
         // pass over contiguous vectors.
         deinterleave(&s.col, &mut s.even, &mut s.odd);
         deinterleave(&s.row, &mut s.even_row, &mut s.odd_row);
-        horizontal_winners::<WW>(s, g.w as f32, pw as f32);
-        // 3. dy into the ring at each winner. The offsets are whole floats
-        // below 2^24; converted in one vectorised pass (a saturating cast,
-        // so a padding winner, which the -inf / +inf lanes rule out, would
-        // index out of bounds and panic rather than write elsewhere).
-        for (index, &offset) in s.win_index.iter_mut().zip(&s.win_col) {
-            *index = offset as u32;
-        }
-        for (&grad, &index) in dy_row.iter().zip(&s.win_index) {
-            s.ring[index as usize] += grad;
+        horizontal_winners::<WW>(s);
+        // 3. Per window row, the masked dy spread over the padded columns.
+        for k in 0..rows.len() {
+            let kf = k as f32;
+            let (even, odd, third) = (&mut s.even[..pairs], &mut s.odd[..pairs], &mut s.even_row[..pairs]);
+            let wins = s.win_row.iter().zip(&s.win_col);
+            for ((((e, o), t), &grad), (&win_k, &win_j)) in
+                even.iter_mut().zip(odd.iter_mut()).zip(third.iter_mut()).zip(dy_row).zip(wins)
+            {
+                let here = grad.to_bits() & mask(win_k == kf);
+                *e = f32::from_bits(here & mask(win_j == 0.0));
+                *o = f32::from_bits(here & mask(win_j == 1.0));
+                *t = f32::from_bits(here & mask(win_j == 2.0));
+            }
+            (even[g.ow], odd[g.ow]) = (0.0, 0.0);
+            if WW == 3 {
+                // Padded column 2m: output m's j = 0, then output m − 1's
+                // j = 2 (as `avg_stride2_plane`; the order of a sum of two).
+                // Zipped (distinct arrays, no carried dependency): the
+                // indexed loop stayed scalar, 20% of this kernel's samples.
+                for (e, &t) in even[1..].iter_mut().zip(&third[..pairs - 1]) {
+                    *e += t;
+                }
+            }
+            add_interleaved(&mut s.spread, even, odd, pw, &mut s.ring[k * g.w..][..real]);
         }
     }
     ring.flush(g, &s.ring, dx, g.h);
+}
+
+/// ring_row[iw] += the padded column pw + iw of (even, odd) interleaved;
+/// `col` is the scratch for the interleaved row.
+#[inline(always)]
+fn add_interleaved(col: &mut [f32], even: &[f32], odd: &[f32], pw: usize, ring_row: &mut [f32]) {
+    for ((pair, &e), &o) in col.chunks_exact_mut(2).zip(even).zip(odd) {
+        pair[0] = e;
+        pair[1] = o;
+    }
+    let combined = &col[pw..pw + ring_row.len()];
+    ring_row.iter_mut().zip(combined).for_each(|(d, &c)| *d += c);
+}
+
+/// One window row into the running column max: where `x` is strictly
+/// larger it replaces the max and `k` the row. Returns the NaN lanes of
+/// `x`, or-reduced.
+#[inline(always)]
+fn vertical_step(col: &mut [f32], row: &mut [f32], x: &[f32], k: f32) -> u32 {
+    let mut nan = 0;
+    for ((c, r), &v) in col.iter_mut().zip(row.iter_mut()).zip(x) {
+        let take = mask(v > *c);
+        *c = select(take, v, *c);
+        *r = select(take, k, *r);
+        #[allow(clippy::eq_op)] // v != v is the NaN test
+        let is_nan = mask(v != v);
+        nan |= is_nan;
+    }
+    nan
 }
 
 /// Lanes all ones where `v` is NaN, or-reduced (vectorises, no early exit).
@@ -679,31 +736,30 @@ fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
 }
 
 /// Per output column o, the winner among padded columns 2o .. 2o + WW
-/// (even[o], odd[o], even[o + 1]): into `win_col`, its offset in the ring
-/// (relative row · w + padded column − pw), as a float.
+/// (even[o], odd[o], even[o + 1]): its relative row into `win_row` and its
+/// window column j (0, 1, 2) into `win_col`, as floats.
 #[inline(always)]
-fn horizontal_winners<const WW: usize>(s: &mut Scratch, w: f32, pw: f32) {
+fn horizontal_winners<const WW: usize>(s: &mut Scratch) {
     let ow = s.win_col.len();
     // Zipped slices of exact lengths, so the loop has no bounds checks and
     // vectorises: window o's third column is even[o + 1].
     let firsts = s.even[..ow].iter().zip(&s.even_row[..ow]);
     let seconds = s.odd[..ow].iter().zip(&s.odd_row[..ow]);
     let thirds = s.even[1..=ow].iter().zip(&s.even_row[1..=ow]);
-    for (o, ((((&v0, &r0), (&v1, &r1)), (&v2, &r2)), win)) in
-        firsts.zip(seconds).zip(thirds).zip(s.win_col.iter_mut()).enumerate()
-    {
-        let base = (2 * o) as f32;
-        let (mut best, mut best_row, mut best_col) = (v0, r0, base);
+    let outs = s.win_row.iter_mut().zip(s.win_col.iter_mut());
+    for ((((&v0, &r0), (&v1, &r1)), (&v2, &r2)), (win_row, win_col)) in firsts.zip(seconds).zip(thirds).zip(outs) {
+        let (mut best, mut best_row, mut best_col) = (v0, r0, 0.0);
         let take = mask(v1 > best) | (mask(v1 == best) & mask(r1 < best_row));
         best = select(take, v1, best);
         best_row = select(take, r1, best_row);
-        best_col = select(take, base + 1.0, best_col);
+        best_col = select(take, 1.0, best_col);
         if WW == 3 {
             let take = mask(v2 > best) | (mask(v2 == best) & mask(r2 < best_row));
             best_row = select(take, r2, best_row);
-            best_col = select(take, base + 2.0, best_col);
+            best_col = select(take, 2.0, best_col);
         }
-        *win = best_row * w + (best_col - pw);
+        *win_row = best_row;
+        *win_col = best_col;
     }
 }
 
@@ -733,18 +789,12 @@ fn avg_stride2_plane(g: &PoolGeometry, s: &mut Scratch, _x: &[f32], dy: &[f32], 
         (even[g.ow], odd[g.ow]) = (0.0, 0.0);
         if p.window[1] == 3 {
             // even[m] += share of output m − 1 (odd[m − 1] holds it).
-            for m in (1..pairs).rev() {
-                even[m] += odd[m - 1];
+            for (e, &o) in even[1..].iter_mut().zip(&odd[..pairs - 1]) {
+                *e += o;
             }
         }
-        for ((pair, &e), &o) in s.col.chunks_exact_mut(2).zip(even.iter()).zip(odd.iter()) {
-            pair[0] = e;
-            pair[1] = o;
-        }
-        let combined = &s.col[pw..pw + real];
         for k in 0..rows.len() {
-            let slot = &mut s.ring[k * g.w..][..real];
-            slot.iter_mut().zip(combined).for_each(|(d, &c)| *d += c);
+            add_interleaved(&mut s.spread, even, odd, pw, &mut s.ring[k * g.w..][..real]);
         }
     }
     ring.flush(g, &s.ring, dx, g.h);
