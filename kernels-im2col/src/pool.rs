@@ -19,10 +19,20 @@
 //!   unpadded pooling: forward goes window by window; backward writes each
 //!   dx element once instead of zeroing and scattering, max in two passes
 //!   per row (x read, then dx written) to avoid 4 KiB aliasing between x
-//!   and dx. Every other geometry takes the separable path.
+//!   and dx. Backward at stride 2 with windows 2-3 columns wide (resnet-p0,
+//!   step 55): separable with the winner's row tracked, dx rows through a
+//!   small ring, each dx element written once. Every other geometry takes
+//!   the separable path into a zeroed dx.
+//! - NaN (a NaN in a max window wins, the last one in row-major order):
+//!   the fast backward paths test for it in the pass that reads x and redo
+//!   only the rows that hold one with the exact rule; the forward scans
+//!   each plane first (step 51).
+//! - The backward's plane kernels are built for AVX-512, AVX2 and baseline
+//!   and picked by the backend's `Simd` token (simd.rs).
 //! - Checked against the reference in harness/tests/im2col.rs and the unit
-//!   test below; timed by examples/im2col_bench.rs (POOL_SUITE); tiling
-//!   cases in tests/against_naive.rs.
+//!   tests below (every backward path at every ISA, with ties and NaNs);
+//!   timed by examples/im2col_bench.rs (POOL_SUITE); tiling cases in
+//!   tests/against_naive.rs.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
