@@ -410,7 +410,7 @@ impl Backend for Im2col {
     }
 
     fn exec_pool2d_backward(&self, g: &PoolGeometry, x: &Tensor<f32>, dy: &Tensor<f32>) -> Result<Tensor<f32>> {
-        tensor(&g.x_shape(), self.run(|| pool::backward(g, x.data(), dy.data())))
+        tensor(&g.x_shape(), self.run(|| pool::backward(simd::Simd::new(self.conv_isa()), g, x.data(), dy.data())))
     }
 
     fn exec_linear_forward(

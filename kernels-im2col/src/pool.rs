@@ -19,15 +19,28 @@
 //!   unpadded pooling: forward goes window by window; backward writes each
 //!   dx element once instead of zeroing and scattering, max in two passes
 //!   per row (x read, then dx written) to avoid 4 KiB aliasing between x
-//!   and dx. Every other geometry takes the separable path.
+//!   and dx. Backward at stride 2 with windows 2-3 columns wide (resnet-p0,
+//!   step 55): separable with the winner's row tracked, dx rows through a
+//!   small ring, each dx element written once. Every other geometry takes
+//!   the separable path into a zeroed dx.
+//! - NaN (a NaN in a max window wins, the last one in row-major order):
+//!   the fast backward paths test for it in the pass that reads x and redo
+//!   only the rows that hold one with the exact rule; the forward scans
+//!   each plane first (step 51).
+//! - The backward's plane kernels are built for AVX-512, AVX2 and baseline
+//!   and picked by the backend's `Simd` token (simd.rs).
 //! - Checked against the reference in harness/tests/im2col.rs and the unit
-//!   test below; timed by examples/im2col_bench.rs (POOL_SUITE); tiling
-//!   cases in tests/against_naive.rs.
+//!   tests below (every backward path at every ISA, with ties and NaNs);
+//!   timed by examples/im2col_bench.rs (POOL_SUITE); tiling cases in
+//!   tests/against_naive.rs.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use kernels_core::{PoolGeometry, PoolKind, max_pool_takes};
 use rayon::prelude::*;
+
+use crate::simd::Simd;
 
 /// Input indices [lo, hi) that window `o` of one axis covers, clipped to the
 /// real input (padding excluded).
@@ -180,16 +193,53 @@ fn argmax(
 }
 
 /// dx [n, c, h, w] from x and dy [n, c, oh, ow]. Max: each dy goes to its
-/// window's first largest element, found directly (a separable search with
-/// row-index tracking measured 3x slower: see OPTIMISATION.md). Avg:
-/// separable like forward, dy / window spread over a row's columns once,
-/// then added to each of the window's rows.
-pub(crate) fn backward(g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    if windows_tile(g) {
-        return backward_tiled(g, x, dy);
+/// window's first largest element (the last NaN where there is one). Avg:
+/// dy / window spread over the window's real elements.
+///
+/// - 2x2 stride 2 unpadded ([`windows_tile`]) and stride 2 with windows 2
+///   or 3 columns wide ([`stride2_applies`]: resnet-p0's 3x3/2 pad 1) write
+///   every dx element exactly once into an uninitialised vector; each
+///   other geometry accumulates into a zeroed one.
+/// - `simd` picks the AVX-512, AVX2 or portable build of the same loops
+///   (they are written to vectorise; the tokens let them use the wide
+///   registers on a binary built for baseline x86-64).
+pub(crate) fn backward(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+    let kernel = if windows_tile(g) {
+        Some(match g.params.kind {
+            PoolKind::Max => select_max_2x2(simd),
+            PoolKind::Avg => select_avg_2x2(simd),
+        })
+    } else if stride2_applies(g) {
+        Some(match g.params.kind {
+            PoolKind::Max => select_max_stride2(simd),
+            PoolKind::Avg => select_avg_stride2(simd),
+        })
+    } else {
+        None
+    };
+    if let Some(kernel) = kernel {
+        crate::simd::count(simd.isa());
+        let len = x.len();
+        let mut dx: Vec<f32> = Vec::with_capacity(len);
+        let planes = dx.spare_capacity_mut()[..len]
+            .par_chunks_mut(plane_in)
+            .zip(x.par_chunks(plane_in))
+            .zip(dy.par_chunks(plane_out));
+        planes.for_each_init(
+            || Scratch::new(g),
+            |scratch, ((dx_plane, x_plane), dy_plane)| kernel(g, scratch, x_plane, dy_plane, dx_plane),
+        );
+        // SAFETY: the first `len` elements were written: the planes cover
+        // them (x.len() = n·c·h·w, checked by the caller's shapes), and
+        // each plane kernel writes every element of its plane (2x2: every
+        // covered pair of rows and columns, then the uncovered row and
+        // column as zeros; stride 2: `RowRing::flush` writes rows 0..h
+        // in order, each once).
+        unsafe { dx.set_len(len) };
+        return dx;
     }
     // Fallback: every other geometry accumulates into a zeroed dx.
-    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
     let p = g.params;
     let inv_window = 1.0 / g.window_len() as f32;
     let cols = column_ranges(g);
@@ -240,29 +290,148 @@ pub(crate) fn windows_tile(g: &PoolGeometry) -> bool {
     p.padding == [0, 0] && p.window == [2, 2] && p.stride == [2, 2]
 }
 
-/// Backward for [`windows_tile`] geometries: per window, the dx elements it
-/// covers are assigned (dy at the winner and 0 elsewhere for max, dy / 4
-/// for avg); elements no window covers (odd H or W) keep the allocation's
-/// zeros.
-fn backward_tiled(g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
-    let mut dx = vec![0.0f32; x.len()];
-    let planes = dx.par_chunks_mut(plane_in).zip(x.par_chunks(plane_in)).zip(dy.par_chunks(plane_out));
-    if g.params.kind == PoolKind::Max {
-        planes.for_each_init(
-            || vec![[0u32; 4]; g.ow],
-            |wins, ((dx_plane, x_plane), dy_plane)| {
-                if has_nan(x_plane) {
-                    max_2x2_plane(g, x_plane, dy_plane, dx_plane, wins, max_pool_takes)
-                } else {
-                    max_2x2_plane(g, x_plane, dy_plane, dx_plane, wins, strictly_larger)
-                }
-            },
-        );
-    } else {
-        planes.for_each(|((dx_plane, _), dy_plane)| avg_2x2_plane(g, dy_plane, dx_plane));
+/// Whether the stride-2 backward ([`max_stride2_plane`],
+/// [`avg_stride2_plane`]) takes `g`: stride 2 both ways, windows 2 or 3
+/// columns wide (any height; padding is at most half the window, so 0 or
+/// 1), and not a [`windows_tile`] geometry (which has its own loop).
+pub(crate) fn stride2_applies(g: &PoolGeometry) -> bool {
+    let p = g.params;
+    p.stride == [2, 2] && (p.window[1] == 2 || p.window[1] == 3) && !windows_tile(g)
+}
+
+/// One worker's scratch for the stride-2 backward, sized for one geometry.
+///
+/// Columns are held in a padded layout: padded column `pw + iw` is input
+/// column iw, and window `o`'s columns are padded columns 2o .. 2o + ww, so
+/// split into even and odd padded columns, window o reads even[o], odd[o]
+/// and (3 wide) even[o + 1]: contiguous vectors, no gathers.
+struct Scratch {
+    /// Per padded column: the window rows' max (or, for avg, the summed
+    /// share), and the window-relative row it came from; [2 · pairs].
+    col: Vec<f32>,
+    row: Vec<f32>,
+    /// `col` and `row` split into even and odd padded columns; [pairs].
+    even: Vec<f32>,
+    odd: Vec<f32>,
+    even_row: Vec<f32>,
+    odd_row: Vec<f32>,
+    /// Per output column: the winner's offset in the ring, as a float and
+    /// as an index.
+    win_col: Vec<f32>,
+    win_row: Vec<f32>,
+    /// One padded row of dy spread over its columns (the max and avg
+    /// backwards' interleaved row; apart from `col`, whose -inf padding
+    /// lanes the max pass keeps); [2 · pairs].
+    spread: Vec<f32>,
+    /// dx rows still receiving contributions, [window rows][w] (`RowRing`).
+    ring: Vec<f32>,
+    /// Clipped column range of each output column (the NaN fallback).
+    cols: Vec<Range<usize>>,
+}
+
+impl Scratch {
+    fn new(g: &PoolGeometry) -> Self {
+        if !stride2_applies(g) {
+            return Self {
+                col: Vec::new(),
+                row: Vec::new(),
+                even: Vec::new(),
+                odd: Vec::new(),
+                even_row: Vec::new(),
+                odd_row: Vec::new(),
+                win_col: Vec::new(),
+                win_row: Vec::new(),
+                spread: Vec::new(),
+                ring: Vec::new(),
+                cols: Vec::new(),
+            };
+        }
+        let pairs = g.ow + 1;
+        // Padding lanes: -inf from row +inf loses every comparison against
+        // a real element (larger value, or equal value from an earlier
+        // row), so padding never wins, as the contract says; avg never
+        // reads them.
+        Self {
+            col: vec![f32::NEG_INFINITY; 2 * pairs],
+            row: vec![f32::INFINITY; 2 * pairs],
+            even: vec![0.0; pairs],
+            odd: vec![0.0; pairs],
+            even_row: vec![0.0; pairs],
+            odd_row: vec![0.0; pairs],
+            win_col: vec![0.0; g.ow],
+            win_row: vec![0.0; g.ow],
+            spread: vec![0.0; 2 * pairs],
+            ring: vec![0.0; g.params.window[0] * g.w],
+            cols: column_ranges(g),
+        }
     }
-    dx
+}
+
+/// A plane kernel of the backward: dx_plane from x_plane and dy_plane,
+/// writing every element of dx_plane.
+type PlaneKernel = fn(&PoolGeometry, &mut Scratch, &[f32], &[f32], &mut [MaybeUninit<f32>]);
+
+/// `select_NAME(simd)`: the plane kernel `$body` built for the ISA `simd`
+/// holds (the same loops; the wider builds let LLVM use ymm / zmm
+/// registers).
+macro_rules! plane_kernel {
+    ($select:ident, $body:ident) => {
+        fn $select(simd: Simd) -> PlaneKernel {
+            /// # Safety
+            /// The CPU must run AVX-512F, AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            unsafe fn avx512(g: &PoolGeometry, s: &mut Scratch, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+                $body(g, s, x, dy, dx)
+            }
+            /// # Safety
+            /// The CPU must run AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2(g: &PoolGeometry, s: &mut Scratch, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+                $body(g, s, x, dy, dx)
+            }
+            match simd {
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx512(_token) => |g, s, x, dy, dx| {
+                    // SAFETY: this pointer is made only in the arm holding
+                    // an Avx512Token, the proof that the CPU runs AVX-512F,
+                    // AVX2 and FMA.
+                    unsafe { avx512(g, s, x, dy, dx) }
+                },
+                #[cfg(target_arch = "x86_64")]
+                Simd::Avx2(_token) => |g, s, x, dy, dx| {
+                    // SAFETY: this pointer is made only in the arm holding
+                    // an Avx2Token, the proof that the CPU runs AVX2 and FMA.
+                    unsafe { avx2(g, s, x, dy, dx) }
+                },
+                #[cfg(not(target_arch = "x86_64"))]
+                Simd::Avx512(_) | Simd::Avx2(_) => $body,
+                Simd::Portable => $body,
+            }
+        }
+    };
+}
+
+plane_kernel!(select_max_2x2, max_2x2_plane);
+plane_kernel!(select_avg_2x2, avg_2x2_plane);
+plane_kernel!(select_max_stride2, max_stride2_plane);
+plane_kernel!(select_avg_stride2, avg_stride2_plane);
+
+/// Writes `src` into `dst` (element by element, which compiles to vector
+/// stores or a memcpy).
+#[inline(always)]
+fn write_row(dst: &mut [MaybeUninit<f32>], src: &[f32]) {
+    dst.iter_mut().zip(src).for_each(|(d, &s)| {
+        d.write(s);
+    });
+}
+
+#[inline(always)]
+fn write_zeros(dst: &mut [MaybeUninit<f32>]) {
+    dst.iter_mut().for_each(|d| {
+        d.write(0.0);
+    });
 }
 
 /// All ones when `b`, else zero: a lane mask for [`select`].
@@ -279,62 +448,366 @@ fn select(m: u32, then: f32, otherwise: f32) -> f32 {
 }
 
 /// Max 2x2 stride 2 without padding, branch-free: per window (a b / c d)
-/// the winner is chosen by the same strict comparisons as [`argmax`] in the
-/// same order, but as bit-mask selects, since on real data each comparison
-/// is a coin flip that a branch predictor loses (written with `if`, the
+/// the winner is chosen by the same comparisons as [`argmax`] in the same
+/// order, but as bit-mask selects, since on real data each comparison is a
+/// coin flip that a branch predictor loses (written with `if`, the
 /// compiler emitted jumps and it measured 2.5x slower than the generic
-/// loop).
-fn max_2x2_plane(
-    g: &PoolGeometry,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [f32],
-    wins: &mut [[u32; 4]],
-    takes: impl Fn(f32, f32) -> bool + Copy,
-) {
+/// loop). The strict rule runs first; the NaN test is folded into the same
+/// pass over the row pair (an or of `v != v`), and a row pair holding a NaN
+/// is redone with the NaN-aware rule (OPTIMISATION.md steps 51, 55).
+#[inline(always)]
+fn max_2x2_plane(g: &PoolGeometry, s: &mut Scratch, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     let width = 2 * g.ow;
-    for (oh, (dy_row, dx_rows)) in dy.chunks_exact(g.ow).zip(dx.chunks_exact_mut(2 * g.w)).enumerate() {
+    // Per window, the masks of its four elements (a, b, c, d).
+    let wins = &mut s.win_col;
+    wins.resize(4 * g.ow, 0.0);
+    for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
         let x_top = &x[2 * oh * g.w..][..width];
         let x_bottom = &x[(2 * oh + 1) * g.w..][..width];
         // Pass 1 reads x only, pass 2 writes dx only: x and dx sit at the
         // same offsets within their pages, so interleaved loads and stores
         // alias in the store buffer's 4 KiB check (measured 4x slower).
-        let windows = x_top.chunks_exact(2).zip(x_bottom.chunks_exact(2));
-        for (win, (top, bottom)) in wins.iter_mut().zip(windows) {
-            let (a, b, c, d) = (top[0], top[1], bottom[0], bottom[1]);
-            let b_wins = mask(takes(b, a));
-            let m = select(b_wins, b, a);
-            let c_wins = mask(takes(c, m));
-            let m = select(c_wins, c, m);
-            let d_wins = mask(takes(d, m));
-            *win = [!(b_wins | c_wins | d_wins), b_wins & !c_wins & !d_wins, c_wins & !d_wins, d_wins];
+        if winners_2x2(x_top, x_bottom, wins, strictly_larger) {
+            winners_2x2(x_top, x_bottom, wins, max_pool_takes);
         }
-        let (dx_top, dx_bottom) = dx_rows.split_at_mut(g.w);
-        let outs = dx_top[..width].chunks_exact_mut(2).zip(dx_bottom[..width].chunks_exact_mut(2));
-        for ((&grad, win), (out_top, out_bottom)) in dy_row.iter().zip(wins.iter()).zip(outs) {
+        let (dx_top, rest) = dx[2 * oh * g.w..][..2 * g.w].split_at_mut(g.w);
+        let (dx_top, top_tail) = dx_top.split_at_mut(width);
+        let (dx_bottom, bottom_tail) = rest.split_at_mut(width);
+        let outs = dx_top.chunks_exact_mut(2).zip(dx_bottom.chunks_exact_mut(2));
+        for ((&grad, win), (out_top, out_bottom)) in dy_row.iter().zip(wins.chunks_exact(4)).zip(outs) {
             let grad = grad.to_bits();
-            out_top[0] = f32::from_bits(grad & win[0]);
-            out_top[1] = f32::from_bits(grad & win[1]);
-            out_bottom[0] = f32::from_bits(grad & win[2]);
-            out_bottom[1] = f32::from_bits(grad & win[3]);
+            out_top[0].write(f32::from_bits(grad & win[0].to_bits()));
+            out_top[1].write(f32::from_bits(grad & win[1].to_bits()));
+            out_bottom[0].write(f32::from_bits(grad & win[2].to_bits()));
+            out_bottom[1].write(f32::from_bits(grad & win[3].to_bits()));
+        }
+        // An odd W leaves the last column of both rows uncovered.
+        write_zeros(top_tail);
+        write_zeros(bottom_tail);
+    }
+    // An odd H leaves the last row uncovered.
+    write_zeros(&mut dx[2 * g.oh * g.w..]);
+}
+
+/// Pass 1 of [`max_2x2_plane`] for one row pair under `takes`: each
+/// window's four element masks into `wins` (as f32 bit patterns, so the
+/// scratch is shared with the stride-2 path). Returns whether the rows
+/// hold a NaN.
+#[inline(always)]
+fn winners_2x2(x_top: &[f32], x_bottom: &[f32], wins: &mut [f32], takes: impl Fn(f32, f32) -> bool) -> bool {
+    let windows = x_top.chunks_exact(2).zip(x_bottom.chunks_exact(2));
+    let mut nan = 0u32;
+    for (win, (top, bottom)) in wins.chunks_exact_mut(4).zip(windows) {
+        let (a, b, c, d) = (top[0], top[1], bottom[0], bottom[1]);
+        #[allow(clippy::eq_op)] // v != v is the NaN test
+        let any_nan = (a != a) | (b != b) | (c != c) | (d != d);
+        nan |= any_nan as u32;
+        let b_wins = mask(takes(b, a));
+        let m = select(b_wins, b, a);
+        let c_wins = mask(takes(c, m));
+        let m = select(c_wins, c, m);
+        let d_wins = mask(takes(d, m));
+        let masks = [!(b_wins | c_wins | d_wins), b_wins & !c_wins & !d_wins, c_wins & !d_wins, d_wins];
+        for (w, m) in win.iter_mut().zip(masks) {
+            *w = f32::from_bits(m);
         }
     }
+    nan != 0
 }
 
 /// Avg 2x2 stride 2 without padding: dy / 4 to each pair of both rows (the
 /// general loop's per-window `fill` of a run-time length became a memset
 /// call per window, 4-5x slower).
-fn avg_2x2_plane(g: &PoolGeometry, dy: &[f32], dx: &mut [f32]) {
+#[inline(always)]
+fn avg_2x2_plane(g: &PoolGeometry, _s: &mut Scratch, _x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     let width = 2 * g.ow;
-    for (dy_row, dx_rows) in dy.chunks_exact(g.ow).zip(dx.chunks_exact_mut(2 * g.w)) {
-        let (dx_top, dx_bottom) = dx_rows.split_at_mut(g.w);
-        let outs = dx_top[..width].chunks_exact_mut(2).zip(dx_bottom[..width].chunks_exact_mut(2));
+    for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
+        let (dx_top, rest) = dx[2 * oh * g.w..][..2 * g.w].split_at_mut(g.w);
+        let (dx_top, top_tail) = dx_top.split_at_mut(width);
+        let (dx_bottom, bottom_tail) = rest.split_at_mut(width);
+        let outs = dx_top.chunks_exact_mut(2).zip(dx_bottom.chunks_exact_mut(2));
         for (&grad, (top, bottom)) in dy_row.iter().zip(outs) {
             let share = grad * 0.25;
-            top.copy_from_slice(&[share; 2]);
-            bottom.copy_from_slice(&[share; 2]);
+            top[0].write(share);
+            top[1].write(share);
+            bottom[0].write(share);
+            bottom[1].write(share);
+        }
+        write_zeros(top_tail);
+        write_zeros(bottom_tail);
+    }
+    write_zeros(&mut dx[2 * g.oh * g.w..]);
+}
+
+/// The dx rows of one plane that windows still add to: ring row k holds
+/// dx row `first + k`. Rows are zeroed in the ring when a window first
+/// reaches them and written to dx (once, in order) when no later window
+/// can; rows no window reaches are written as zeros. Windows move down
+/// monotonically, so the live rows are always the current window's (at
+/// most `window[0]`), and moving to the next window shifts the ring up by
+/// the rows it left (row copies in L1; a modular ring made every dy's
+/// index a float-to-integer conversion plus a table lookup).
+struct RowRing {
+    /// Rows [0, flushed) are written to dx.
+    flushed: usize,
+    /// The dx row of ring row 0, and how many ring rows hold contributions.
+    first: usize,
+    live: usize,
+}
+
+impl RowRing {
+    fn new() -> Self {
+        Self { flushed: 0, first: 0, live: 0 }
+    }
+
+    /// Writes every dx row below `rows.start` and makes ring row k dx row
+    /// `rows.start + k` for the window's rows (new ones zeroed).
+    #[inline(always)]
+    fn advance(&mut self, g: &PoolGeometry, ring: &mut [f32], dx: &mut [MaybeUninit<f32>], rows: &Range<usize>) {
+        self.flush(g, ring, dx, rows.start);
+        let w = g.w;
+        let shift = rows.start - self.first;
+        let kept = self.live.saturating_sub(shift);
+        if kept > 0 && shift > 0 {
+            ring.copy_within(shift * w..(shift + kept) * w, 0);
+        }
+        ring[kept * w..rows.len() * w].fill(0.0);
+        (self.first, self.live) = (rows.start, rows.len());
+    }
+
+    /// Writes dx rows [flushed, to): from the ring where live, else zeros.
+    #[inline(always)]
+    fn flush(&mut self, g: &PoolGeometry, ring: &[f32], dx: &mut [MaybeUninit<f32>], to: usize) {
+        while self.flushed < to {
+            let dst = &mut dx[self.flushed * g.w..][..g.w];
+            match self.flushed.checked_sub(self.first) {
+                Some(k) if k < self.live => write_row(dst, &ring[k * g.w..][..g.w]),
+                _ => write_zeros(dst),
+            }
+            self.flushed += 1;
         }
     }
+}
+
+/// Max backward at stride 2 for windows 2 or 3 columns wide (resnet-p0's
+/// 3x3/2 pad 1), one pass per output row that writes each dx element once:
+///
+/// 1. Vertical: per input column, the largest of the window's rows and the
+///    first row holding it (strict `>`, rows in order), over whole rows, so
+///    it vectorises; the NaN test is folded in (an or of `v != v`).
+/// 2. Horizontal: per output column, over its padded columns in order, a
+///    column takes over when its value is larger, or equal from an earlier
+///    row. That is the first largest element in row-major window order,
+///    the contract's winner (ties are common after a ReLU): among the
+///    columns holding the maximum, the earliest row, then the earliest
+///    column. Even and odd padded columns are split first, so this pass
+///    loads contiguous vectors too.
+/// 3. Per window row k, dy masked to the outputs whose winner sits in row
+///    k and window column j (three masked vectors), summed per padded
+///    column (column 2m gets j = 0 of output m and j = 2 of output m − 1,
+///    column 2m + 1 j = 1 of output m), interleaved and added to ring row
+///    k: all contiguous vector passes, as for avg (a scalar add per output
+///    at its winner measured 15% of this kernel's samples, in a chain of
+///    store-to-load forwards). Rows leave the ring for dx once no window
+///    reaches them.
+///
+/// An output row whose window rows hold a NaN takes its winners from
+/// [`argmax`] under the NaN-aware rule instead (the last NaN wins).
+#[inline(always)]
+fn max_stride2_plane(g: &PoolGeometry, s: &mut Scratch, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    if g.params.window[1] == 3 {
+        max_stride2_plane_ww::<3>(g, s, x, dy, dx)
+    } else {
+        max_stride2_plane_ww::<2>(g, s, x, dy, dx)
+    }
+}
+
+#[inline(always)]
+fn max_stride2_plane_ww<const WW: usize>(
+    g: &PoolGeometry,
+    s: &mut Scratch,
+    x: &[f32],
+    dy: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+) {
+    let p = g.params;
+    let pw = p.padding[1];
+    let pairs = g.ow + 1;
+    // Input columns with a padded slot (the rest lie past every window).
+    let real = g.w.min(2 * pairs - pw);
+    let mut ring = RowRing::new();
+    for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
+        let rows = window_range(oh, p.window[0], p.stride[0], p.padding[0], g.h);
+        ring.advance(g, &mut s.ring, dx, &rows);
+        // 1. Vertical max and its relative row, with the NaN test.
+        let (col, row) = (&mut s.col[pw..pw + real], &mut s.row[pw..pw + real]);
+        col.copy_from_slice(&x[rows.start * g.w..][..real]);
+        row.fill(0.0);
+        let mut nan = nan_mask(col);
+        for (k, ih) in rows.clone().enumerate().skip(1) {
+            let kf = k as f32;
+            let x_row = &x[ih * g.w..][..real];
+            // Whole 16-column chunks, then the rest: one loop over all
+            // columns left a 4-lane epilogue for W = 112's last 16 (11% of
+            // this kernel's samples).
+            let chunks = col.chunks_exact_mut(16).zip(row.chunks_exact_mut(16)).zip(x_row.chunks_exact(16));
+            for ((c16, r16), x16) in chunks {
+                nan |= vertical_step(c16, r16, x16, kf);
+            }
+            let done = real / 16 * 16;
+            nan |= vertical_step(&mut col[done..], &mut row[done..], &x_row[done..], kf);
+        }
+        if nan != 0 {
+            // A NaN in the window rows: the exact rule, window by window.
+            for (&grad, cols) in dy_row.iter().zip(&s.cols) {
+                let winner = argmax(x, g.w, rows.clone(), cols, max_pool_takes);
+                // Ring row k is dx row rows.start + k.
+                s.ring[winner - rows.start * g.w] += grad;
+            }
+            continue;
+        }
+        // 2. Split into even and odd padded columns, then the horizontal
+        // pass over contiguous vectors.
+        deinterleave(&s.col, &mut s.even, &mut s.odd);
+        deinterleave(&s.row, &mut s.even_row, &mut s.odd_row);
+        horizontal_winners::<WW>(s);
+        // 3. Per window row, the masked dy spread over the padded columns.
+        for k in 0..rows.len() {
+            let kf = k as f32;
+            let (even, odd, third) = (&mut s.even[..pairs], &mut s.odd[..pairs], &mut s.even_row[..pairs]);
+            let wins = s.win_row.iter().zip(&s.win_col);
+            for ((((e, o), t), &grad), (&win_k, &win_j)) in
+                even.iter_mut().zip(odd.iter_mut()).zip(third.iter_mut()).zip(dy_row).zip(wins)
+            {
+                let here = grad.to_bits() & mask(win_k == kf);
+                *e = f32::from_bits(here & mask(win_j == 0.0));
+                *o = f32::from_bits(here & mask(win_j == 1.0));
+                *t = f32::from_bits(here & mask(win_j == 2.0));
+            }
+            (even[g.ow], odd[g.ow]) = (0.0, 0.0);
+            if WW == 3 {
+                // Padded column 2m: output m's j = 0, then output m − 1's
+                // j = 2 (as `avg_stride2_plane`; the order of a sum of two).
+                // Zipped (distinct arrays, no carried dependency): the
+                // indexed loop stayed scalar, 20% of this kernel's samples.
+                for (e, &t) in even[1..].iter_mut().zip(&third[..pairs - 1]) {
+                    *e += t;
+                }
+            }
+            add_interleaved(&mut s.spread, even, odd, pw, &mut s.ring[k * g.w..][..real]);
+        }
+    }
+    ring.flush(g, &s.ring, dx, g.h);
+}
+
+/// ring_row[iw] += the padded column pw + iw of (even, odd) interleaved;
+/// `col` is the scratch for the interleaved row.
+#[inline(always)]
+fn add_interleaved(col: &mut [f32], even: &[f32], odd: &[f32], pw: usize, ring_row: &mut [f32]) {
+    for ((pair, &e), &o) in col.chunks_exact_mut(2).zip(even).zip(odd) {
+        pair[0] = e;
+        pair[1] = o;
+    }
+    let combined = &col[pw..pw + ring_row.len()];
+    ring_row.iter_mut().zip(combined).for_each(|(d, &c)| *d += c);
+}
+
+/// One window row into the running column max: where `x` is strictly
+/// larger it replaces the max and `k` the row. Returns the NaN lanes of
+/// `x`, or-reduced.
+#[inline(always)]
+fn vertical_step(col: &mut [f32], row: &mut [f32], x: &[f32], k: f32) -> u32 {
+    let mut nan = 0;
+    for ((c, r), &v) in col.iter_mut().zip(row.iter_mut()).zip(x) {
+        let take = mask(v > *c);
+        *c = select(take, v, *c);
+        *r = select(take, k, *r);
+        #[allow(clippy::eq_op)] // v != v is the NaN test
+        let is_nan = mask(v != v);
+        nan |= is_nan;
+    }
+    nan
+}
+
+/// Lanes all ones where `v` is NaN, or-reduced (vectorises, no early exit).
+#[inline(always)]
+fn nan_mask(values: &[f32]) -> u32 {
+    #[allow(clippy::eq_op)] // v != v is the NaN test
+    values.iter().fold(0u32, |any, &v| any | mask(v != v))
+}
+
+/// even[m] = src[2m], odd[m] = src[2m + 1].
+#[inline(always)]
+fn deinterleave(src: &[f32], even: &mut [f32], odd: &mut [f32]) {
+    for ((pair, e), o) in src.chunks_exact(2).zip(even.iter_mut()).zip(odd.iter_mut()) {
+        *e = pair[0];
+        *o = pair[1];
+    }
+}
+
+/// Per output column o, the winner among padded columns 2o .. 2o + WW
+/// (even[o], odd[o], even[o + 1]): its relative row into `win_row` and its
+/// window column j (0, 1, 2) into `win_col`, as floats.
+#[inline(always)]
+fn horizontal_winners<const WW: usize>(s: &mut Scratch) {
+    let ow = s.win_col.len();
+    // Zipped slices of exact lengths, so the loop has no bounds checks and
+    // vectorises: window o's third column is even[o + 1].
+    let firsts = s.even[..ow].iter().zip(&s.even_row[..ow]);
+    let seconds = s.odd[..ow].iter().zip(&s.odd_row[..ow]);
+    let thirds = s.even[1..=ow].iter().zip(&s.even_row[1..=ow]);
+    let outs = s.win_row.iter_mut().zip(s.win_col.iter_mut());
+    for ((((&v0, &r0), (&v1, &r1)), (&v2, &r2)), (win_row, win_col)) in firsts.zip(seconds).zip(thirds).zip(outs) {
+        let (mut best, mut best_row, mut best_col) = (v0, r0, 0.0);
+        let take = mask(v1 > best) | (mask(v1 == best) & mask(r1 < best_row));
+        best = select(take, v1, best);
+        best_row = select(take, r1, best_row);
+        best_col = select(take, 1.0, best_col);
+        if WW == 3 {
+            let take = mask(v2 > best) | (mask(v2 == best) & mask(r2 < best_row));
+            best_row = select(take, r2, best_row);
+            best_col = select(take, 2.0, best_col);
+        }
+        *win_row = best_row;
+        *win_col = best_col;
+    }
+}
+
+/// Avg backward at stride 2 for windows 2 or 3 columns wide: per output
+/// row, dy / window spread over the padded columns as two contiguous
+/// passes (3 wide: even column m gets the shares of outputs m − 1 and m,
+/// odd column m the share of output m; 2 wide: both get output m's), then
+/// added to each of the window's dx rows in the ring, which writes each dx
+/// element once (as [`max_stride2_plane`]).
+#[inline(always)]
+fn avg_stride2_plane(g: &PoolGeometry, s: &mut Scratch, _x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    let p = g.params;
+    let pw = p.padding[1];
+    let pairs = g.ow + 1;
+    let real = g.w.min(2 * pairs - pw);
+    let inv_window = 1.0 / g.window_len() as f32;
+    let mut ring = RowRing::new();
+    for (oh, dy_row) in dy.chunks_exact(g.ow).enumerate() {
+        let rows = window_range(oh, p.window[0], p.stride[0], p.padding[0], g.h);
+        ring.advance(g, &mut s.ring, dx, &rows);
+        let (even, odd) = (&mut s.even[..pairs], &mut s.odd[..pairs]);
+        for ((e, o), &grad) in even.iter_mut().zip(odd.iter_mut()).zip(dy_row) {
+            let share = grad * inv_window;
+            *e = share;
+            *o = share;
+        }
+        (even[g.ow], odd[g.ow]) = (0.0, 0.0);
+        if p.window[1] == 3 {
+            // even[m] += share of output m − 1 (odd[m − 1] holds it).
+            for (e, &o) in even[1..].iter_mut().zip(&odd[..pairs - 1]) {
+                *e += o;
+            }
+        }
+        for k in 0..rows.len() {
+            add_interleaved(&mut s.spread, even, odd, pw, &mut s.ring[k * g.w..][..real]);
+        }
+    }
+    ring.flush(g, &s.ring, dx, g.h);
 }
 
 #[cfg(test)]
@@ -350,7 +823,7 @@ mod tests {
         assert!(forward(&g, &x).iter().all(|&v| v == -1.0));
         // dx gets each dy at the window's first element.
         let dy = vec![1.0f32; g.oh * g.ow];
-        let dx = backward(&g, &x, &dy);
+        let dx = backward(Simd::Portable, &g, &x, &dy);
         // Windows (oh, ow) start at real (oh−1, ow−1) clipped: first real
         // element is (max(oh−1,0), max(ow−1,0)).
         let mut expect = [0.0f32; 6];
@@ -360,5 +833,93 @@ mod tests {
             }
         }
         assert_eq!(dx, expect);
+    }
+
+    /// dx by the definition, in f64: each window's winner under the
+    /// NaN-aware rule (row-major, padding skipped) gets its dy; avg spreads
+    /// dy / window over the real elements.
+    fn reference_dx(g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f64> {
+        let p = g.params;
+        let mut dx = vec![0.0f64; x.len()];
+        for plane in 0..g.n * g.c {
+            for oh in 0..g.oh {
+                let rows = window_range(oh, p.window[0], p.stride[0], p.padding[0], g.h);
+                for ow in 0..g.ow {
+                    let cols = window_range(ow, p.window[1], p.stride[1], p.padding[1], g.w);
+                    let grad = f64::from(dy[(plane * g.oh + oh) * g.ow + ow]);
+                    let at = |ih: usize, iw: usize| (plane * g.h + ih) * g.w + iw;
+                    match p.kind {
+                        PoolKind::Max => {
+                            let mut best = at(rows.start, cols.start);
+                            for ih in rows.clone() {
+                                for iw in cols.clone() {
+                                    if max_pool_takes(x[at(ih, iw)], x[best]) {
+                                        best = at(ih, iw);
+                                    }
+                                }
+                            }
+                            dx[best] += grad;
+                        }
+                        PoolKind::Avg => {
+                            for ih in rows.clone() {
+                                for iw in cols.clone() {
+                                    dx[at(ih, iw)] += grad / g.window_len() as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        dx
+    }
+
+    #[test]
+    fn every_backward_path_matches_the_definition_at_every_isa() {
+        let mut rng = kernels_core::SplitMix64::new(55);
+        // (input, window, stride, padding): 3x3/2 pad 1 (resnet-p0) with
+        // even and odd sizes, 3 and 2 columns wide at stride 2 with and
+        // without padding, 5 rows with padding 2, 2x2/2 unpadded (the
+        // tiled path) with odd sizes, and one general-path geometry.
+        let cases = [
+            ([2, 3, 12, 10], [3, 3], [2, 2], [1, 1]),
+            ([1, 2, 11, 13], [3, 3], [2, 2], [1, 1]),
+            ([1, 2, 9, 8], [3, 3], [2, 2], [0, 0]),
+            ([2, 1, 10, 9], [2, 3], [2, 2], [1, 1]),
+            ([1, 2, 9, 11], [3, 2], [2, 2], [1, 0]),
+            ([1, 2, 13, 12], [5, 3], [2, 2], [2, 1]),
+            ([2, 2, 8, 10], [2, 2], [2, 2], [0, 0]),
+            ([1, 3, 7, 9], [2, 2], [2, 2], [0, 0]),
+            ([1, 2, 9, 7], [3, 2], [1, 3], [1, 1]),
+        ];
+        for (shape, window, stride, padding) in cases {
+            for kind in [PoolKind::Max, PoolKind::Avg] {
+                let params = kernels_core::Pool2d { kind, window, stride, padding };
+                let g = PoolGeometry::new(&shape, &params).unwrap();
+                // Quantised values, so max pooling sees ties; then a copy
+                // with NaNs in the first plane's rows 1 and 3 (two in one
+                // window where they meet) and one in the last plane.
+                let x: Vec<f32> = (0..shape.iter().product::<usize>())
+                    .map(|_| (rng.uniform(-1.0, 1.0) * 2.0).round() as f32)
+                    .collect();
+                let mut x_nan = x.clone();
+                for at in [g.w + 1, g.w + 2, 3 * g.w, x.len() - 2] {
+                    x_nan[at] = f32::NAN;
+                }
+                let dy: Vec<f32> = (0..g.n * g.c * g.oh * g.ow).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+                for x in [&x, &x_nan] {
+                    let expect = reference_dx(&g, x, &dy);
+                    for isa in crate::simd::Isa::supported() {
+                        let dx = backward(Simd::new(isa), &g, x, &dy);
+                        for (i, (&got, &e)) in dx.iter().zip(&expect).enumerate() {
+                            assert!(
+                                (f64::from(got) - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                                "{isa} {params:?} {shape:?}: dx[{i}] {got} vs {e}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -13,7 +13,9 @@
 //!   multiply-add per channel with a broadcast weight (weights transposed
 //!   once to [k, r, s, c] so a tap's channels sit together).
 //! - Rayon over images; no scratch beyond one padded dy per worker.
-//! - Variants: AVX-512F + FMA, AVX2 + FMA (picked at run time), portable.
+//! - Variants: AVX-512F + FMA (the loop below), AVX2 + FMA in intrinsics
+//!   (up to 6 channels x two 8-lane halves: 16 ymm registers), picked
+//!   through simd.rs's tokens, and portable.
 //! - Checked against the reference by tests/against_naive.rs and
 //!   harness/tests/im2col.rs (the filter-vectorised path's backward); timed
 //!   by examples/im2col_bench.rs (lenet-c2 backward).
@@ -116,12 +118,112 @@ unsafe fn dx_avx512(o: &Operands<'_>, dx: &mut [f32]) {
     dx_image(o, dx, f32::mul_add)
 }
 
+/// Most channels per AVX2 register block: 6 channels x two 8-lane halves
+/// of accumulators, the two halves of dy and a broadcast weight fill 15 of
+/// the 16 ymm registers.
+#[cfg(target_arch = "x86_64")]
+const AVX2_CHANNELS: usize = 6;
+
+/// The AVX2 variant in intrinsics. The portable loop built for AVX2 (what
+/// ran here before, OPTIMISATION.md step 55) keeps 8 channels x 16 lanes of
+/// accumulators, 16 ymm registers before dy and the weight, and spilled on
+/// every tap; this one splits each block of up to 8 channels into passes
+/// of at most 6 (8 -> 4 + 4, 7 -> 4 + 3), each holding its channels' two
+/// halves of the 16-column row in registers.
+///
 /// # Safety
-/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dx_avx2(o: &Operands<'_>, dx: &mut [f32]) {
-    dx_image(o, dx, f32::mul_add)
+    for (b, w_block) in o.w_blocks.iter().enumerate() {
+        let c0 = b * CHANNELS;
+        let block = (o.g.c - c0).min(CHANNELS);
+        let passes = block.div_ceil(AVX2_CHANNELS);
+        let mut first = 0;
+        for pass in 0..passes {
+            // Even split: the first `block % passes` passes take one more.
+            let size = block / passes + usize::from(pass < block % passes);
+            // SAFETY: the caller holds the AVX2 + FMA proof; the pass's
+            // channels lie inside the block (first + size ≤ block).
+            unsafe {
+                match size {
+                    6 => dx_pass_avx2::<6>(o, c0, block, first, w_block, dx),
+                    5 => dx_pass_avx2::<5>(o, c0, block, first, w_block, dx),
+                    4 => dx_pass_avx2::<4>(o, c0, block, first, w_block, dx),
+                    3 => dx_pass_avx2::<3>(o, c0, block, first, w_block, dx),
+                    2 => dx_pass_avx2::<2>(o, c0, block, first, w_block, dx),
+                    _ => dx_pass_avx2::<1>(o, c0, block, first, w_block, dx),
+                }
+            }
+            first += size;
+        }
+    }
+}
+
+/// Channels c0 + first .. c0 + first + C of one image's dx; `block` is the
+/// channel count of the weight block they sit in (its stride per tap).
+///
+/// # Safety
+/// The CPU must run AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dx_pass_avx2<const C: usize>(
+    o: &Operands<'_>,
+    c0: usize,
+    block: usize,
+    first: usize,
+    w_block: &[f32],
+    dx: &mut [f32],
+) {
+    use std::arch::x86_64::{
+        __m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let g = o.g;
+    let width = dy_width(g);
+    let (ph, pw) = (g.params.padding[0], g.params.padding[1]);
+    let rs = g.r * g.s;
+    // One check for every read below, as in `dx_block`.
+    assert!(g.k * g.oh * width <= o.dy_pad.len(), "direct_dx: dy rows past the padded dy");
+    assert!(first + C <= block && g.k * rs * block <= w_block.len(), "direct_dx: weights past the block");
+    assert!(c0 + first + C <= g.c && g.c * g.h * g.w <= dx.len(), "direct_dx: channels past dx");
+    let mut out = [0.0f32; LANES];
+    for iy in 0..g.h {
+        let top = iy + ph;
+        let (r_first, r_last) = (top.saturating_sub(g.oh - 1), top.min(g.r - 1));
+        let mut acc: [[__m256; 2]; C] = [[_mm256_setzero_ps(); 2]; C];
+        for k in 0..g.k {
+            for r in r_first..=r_last {
+                let row = (k * g.oh + top - r) * width;
+                for s in 0..g.s {
+                    let at = row + g.s - 1 + pw - s;
+                    let tap = (k * rs + r * g.s + s) * block + first;
+                    // SAFETY: at + 16 ≤ row + width ≤ dy_pad.len() (as in
+                    // `dx_block`); the tap's C weights end at (k·rs + r·S +
+                    // s)·block + first + C ≤ (k + 1)·rs·block ≤ K·rs·block ≤
+                    // w_block.len() (asserted above).
+                    unsafe {
+                        let d = o.dy_pad.as_ptr().add(at);
+                        let (d0, d1) = (_mm256_loadu_ps(d), _mm256_loadu_ps(d.add(8)));
+                        let wp = w_block.as_ptr().add(tap);
+                        for (c, lanes) in acc.iter_mut().enumerate() {
+                            let wv = _mm256_broadcast_ss(&*wp.add(c));
+                            lanes[0] = _mm256_fmadd_ps(d0, wv, lanes[0]);
+                            lanes[1] = _mm256_fmadd_ps(d1, wv, lanes[1]);
+                        }
+                    }
+                }
+            }
+        }
+        for (c, lanes) in acc.iter().enumerate() {
+            // SAFETY: `out` holds 16 floats.
+            unsafe {
+                _mm256_storeu_ps(out.as_mut_ptr(), lanes[0]);
+                _mm256_storeu_ps(out.as_mut_ptr().add(8), lanes[1]);
+            }
+            dx[((c0 + first + c) * g.h + iy) * g.w..][..g.w].copy_from_slice(&out[..g.w]);
+        }
+    }
 }
 
 /// One image's dx, blocks of up to 8 channels.
@@ -185,6 +287,54 @@ fn dx_block<const C: usize>(
         }
         for (c, acc_c) in acc.iter().enumerate() {
             dx[((c0 + c) * g.h + iy) * g.w..][..g.w].copy_from_slice(&acc_c[..g.w]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    #[test]
+    fn portable_and_selected_kernels_match_the_definition() {
+        // 11 channels: blocks of 8 and 3 (the AVX2 kernel's passes 4 + 4
+        // and 3); 13 columns (lanes past them unused), 3x4 taps, padding
+        // (1, 2).
+        let params = Conv2d { stride: [1, 1], padding: [1, 2], dilation: [1, 1] };
+        let g = ConvGeometry::from_dims([2, 11, 9, 13], [5, 3, 4], &params).unwrap();
+        assert!(applies(&g));
+        let mut rng = SplitMix64::new(21);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (w, dy) = (data(5 * 11 * 12), data(2 * 5 * g.oh * g.ow));
+        let mut expect = vec![0.0f64; 2 * 11 * 9 * 13];
+        for n in 0..2 {
+            for k in 0..5 {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let d = f64::from(dy[((n * 5 + k) * g.oh + oy) * g.ow + ox]);
+                        for c in 0..11 {
+                            for r in 0..3 {
+                                for s in 0..4 {
+                                    let (iy, ix) = ((oy + r) as isize - 1, (ox + s) as isize - 2);
+                                    if (0..9).contains(&iy) && (0..13).contains(&ix) {
+                                        let wv = f64::from(w[((k * 11 + c) * 3 + r) * 4 + s]);
+                                        expect[((n * 11 + c) * 9 + iy as usize) * 13 + ix as usize] += d * wv;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let portable = backward_dx(Simd::Portable, &g, &w, &dy);
+        for isa in crate::simd::Isa::supported() {
+            let selected = backward_dx(Simd::new(isa), &g, &w, &dy);
+            for (i, ((&e, &s), &p)) in expect.iter().zip(&selected).zip(&portable).enumerate() {
+                assert!((s as f64 - e).abs() < 1e-4, "{isa}: dx[{i}] {s} vs {e}");
+                assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: dx[{i}] portable {p} selected {s}");
+            }
         }
     }
 }

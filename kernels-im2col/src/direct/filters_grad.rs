@@ -9,6 +9,9 @@
 //! - dX stays with conv/backward.rs (col2im): computing it as the forward of the
 //!   transposed conv through direct_filters measured 1.3x slower on
 //!   lenet-c2 (OPTIMISATION.md, step 9).
+//! - Variants: AVX-512F + FMA (the loop below), AVX2 + FMA in intrinsics
+//!   (6 taps x two 8-lane halves: 16 ymm registers), picked through
+//!   simd.rs's tokens, and portable.
 //! - Checked against the reference by harness/tests/im2col.rs (property on
 //!   these geometries and a gradient check); timed by examples/im2col_bench.rs
 //!   (lenet-c2 backward).
@@ -104,12 +107,83 @@ unsafe fn dw_avx512(o: &Operands<'_>, acc: &mut [f32]) {
     dw_image(o, acc, f32::mul_add)
 }
 
+/// Taps per AVX2 register block: 6 taps x two 8-lane halves of the 16
+/// filters, the pixel's two dy halves and a broadcast fill 15 of the 16 ymm
+/// registers.
+#[cfg(target_arch = "x86_64")]
+const AVX2_TAPS: usize = 6;
+
+/// The AVX2 variant in intrinsics. The portable loop built for AVX2 (what
+/// ran here before, OPTIMISATION.md step 55) keeps 12 taps x 16 filters of
+/// accumulators, 24 ymm registers of the 16 there are, and spilled them on
+/// every pixel; this one blocks 6 taps (then the 1-5 left over in one
+/// block) by 16 filters.
+///
 /// # Safety
-/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token` or an `Avx512Token`).
+/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw_avx2(o: &Operands<'_>, acc: &mut [f32]) {
-    dw_image(o, acc, f32::mul_add)
+unsafe fn dw_avx2(o: &Operands<'_>, total: &mut [f32]) {
+    let taps = o.tap_at.len();
+    let mut t0 = 0;
+    while t0 < taps {
+        let block = (taps - t0).min(AVX2_TAPS);
+        // SAFETY: the caller holds the AVX2 + FMA proof; t0 + block ≤ taps.
+        unsafe {
+            match block {
+                6 => dw_block_avx2::<6>(o, t0, total),
+                5 => dw_block_avx2::<5>(o, t0, total),
+                4 => dw_block_avx2::<4>(o, t0, total),
+                3 => dw_block_avx2::<3>(o, t0, total),
+                2 => dw_block_avx2::<2>(o, t0, total),
+                _ => dw_block_avx2::<1>(o, t0, total),
+            }
+        }
+        t0 += block;
+    }
+}
+
+/// total [t0 .. t0 + T][16] += one image's dW for those taps.
+///
+/// # Safety
+/// The CPU must run AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dw_block_avx2<const T: usize>(o: &Operands<'_>, t0: usize, total: &mut [f32]) {
+    use std::arch::x86_64::{
+        __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
+    let at: [usize; T] = std::array::from_fn(|t| o.tap_at[t0 + t]);
+    let last_pixel = o.pixel_at.iter().copied().max().unwrap_or(0);
+    let last_tap = at.iter().copied().max().unwrap_or(0);
+    // One check for every read below, as in `dw_block`.
+    assert!(last_pixel + last_tap < o.padded.len(), "direct_filters_grad: offsets past the padded image");
+    assert!(o.dy_t.len() >= o.pixel_at.len() * FILTERS, "direct_filters_grad: dy block too short");
+    assert!(total.len() >= (t0 + T) * FILTERS, "direct_filters_grad: taps past the partial");
+    let mut acc: [[__m256; 2]; T] = [[_mm256_setzero_ps(); 2]; T];
+    for (p, &base) in o.pixel_at.iter().enumerate() {
+        // SAFETY: p < pixel_at.len(), so its 16 dy values lie inside dy_t;
+        // base + a ≤ last_pixel + last_tap < padded.len() (both asserted
+        // above).
+        unsafe {
+            let d = o.dy_t.as_ptr().add(p * FILTERS);
+            let (d0, d1) = (_mm256_loadu_ps(d), _mm256_loadu_ps(d.add(8)));
+            for (lanes, &a) in acc.iter_mut().zip(&at) {
+                let v = _mm256_broadcast_ss(&*o.padded.as_ptr().add(base + a));
+                lanes[0] = _mm256_fmadd_ps(v, d0, lanes[0]);
+                lanes[1] = _mm256_fmadd_ps(v, d1, lanes[1]);
+            }
+        }
+    }
+    for (t, lanes) in acc.iter().enumerate() {
+        // SAFETY: (t0 + t + 1) · 16 ≤ total.len() (asserted above).
+        unsafe {
+            let out = total.as_mut_ptr().add((t0 + t) * FILTERS);
+            _mm256_storeu_ps(out, _mm256_add_ps(_mm256_loadu_ps(out), lanes[0]));
+            _mm256_storeu_ps(out.add(8), _mm256_add_ps(_mm256_loadu_ps(out.add(8)), lanes[1]));
+        }
+    }
 }
 
 /// total [tap][16] += one image's dW, 12 taps at a time (then 4, then 1:
@@ -157,6 +231,51 @@ fn dw_block<const T: usize>(o: &Operands<'_>, t0: usize, total: &mut [f32], fma:
     for (t, lanes) in acc.iter().enumerate() {
         for (out, v) in total[(t0 + t) * FILTERS..][..FILTERS].iter_mut().zip(lanes) {
             *out += v;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    #[test]
+    fn portable_and_selected_kernels_match_the_definition() {
+        // 11 filters (lanes past them zero), 3 channels x 3x3 = 27 taps
+        // (AVX2 blocks 6 x 4 and 3; AVX-512 blocks 12 x 2 and 3 single),
+        // stride 2 and padding 1.
+        let params = Conv2d { stride: [2, 2], padding: [1, 1], dilation: [1, 1] };
+        let g = ConvGeometry::from_dims([3, 3, 9, 8], [11, 3, 3], &params).unwrap();
+        let mut rng = SplitMix64::new(31);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (x, dy) = (data(3 * 3 * 9 * 8), data(3 * 11 * g.oh * g.ow));
+        let taps = 27;
+        let mut expect = vec![0.0f64; 11 * taps];
+        for n in 0..3 {
+            for k in 0..11 {
+                for oy in 0..g.oh {
+                    for ox in 0..g.ow {
+                        let d = f64::from(dy[((n * 11 + k) * g.oh + oy) * g.ow + ox]);
+                        for t in 0..taps {
+                            let (c, r, s) = (t / 9, t / 3 % 3, t % 3);
+                            let (iy, ix) = ((2 * oy + r) as isize - 1, (2 * ox + s) as isize - 1);
+                            if (0..9).contains(&iy) && (0..8).contains(&ix) {
+                                let xv = f64::from(x[((n * 3 + c) * 9 + iy as usize) * 8 + ix as usize]);
+                                expect[k * taps + t] += d * xv;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let portable = backward_dw(Simd::Portable, &g, &x, &dy);
+        for isa in crate::simd::Isa::supported() {
+            let selected = backward_dw(Simd::new(isa), &g, &x, &dy);
+            for (i, ((&e, &s), &p)) in expect.iter().zip(&selected).zip(&portable).enumerate() {
+                assert!((s as f64 - e).abs() < 1e-4, "{isa}: dw[{i}] {s} vs {e}");
+                assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: dw[{i}] portable {p} selected {s}");
+            }
         }
     }
 }
