@@ -1,7 +1,9 @@
 //! Criterion benches of every op on the suite shapes, per backend.
 //!
 //! - One group per op (`conv-fwd`, `conv-bwd`, `conv-dx`, `conv-dw`,
-//!   `conv-db`, `pool-fwd`, `pool-bwd`, `linear-fwd`, `linear-bwd`), ids
+//!   `conv-db`, `pool-fwd`, `pool-bwd` (max pooling), `avgpool-fwd`,
+//!   `avgpool-bwd`, `linear-fwd`, `linear-bwd`, `bn-train`, `bn-bwd`,
+//!   `bn-eval`, `dropout-fwd`, `dropout-bwd` on NORM_SUITE's shapes), ids
 //!   `backend/shape`, `Throughput::Elements(flops)` printed as GFLOP/s by
 //!   [`FlopTime`] (criterion's own formatter would say "Gelem/s"; FLOPs from
 //!   kernels_core::cost, multiply + add = 2).
