@@ -98,9 +98,11 @@ impl CandlePeer {
             (Op::ConvBackwardDx | Op::ConvBackwardDw | Op::ConvBackwardDb, _) => {
                 Some("candle computes conv dx, dw and db only together, through its autograd")
             }
-            (Op::PoolBackward, _) => Some("candle 0.9.2's max-pool backward is wrong (it divides dy by the window)"),
+            (Op::PoolBackward, _) => {
+                Some("candle 0.9.2's max-pool backward is wrong, a window's unique max gets dy over the window size")
+            }
             (_, Shape::Pool(p)) if p.padding > 0 => Some("candle pools without padding only"),
-            (_, Shape::Norm(_)) => Some("candle-core has no batch norm or dropout (they are candle-nn's)"),
+            (_, Shape::Norm(_)) => Some("candle-core has no batch norm or dropout, they are candle-nn's"),
             _ => None,
         }
     }

@@ -132,9 +132,11 @@ impl Op {
             }
             Op::PoolForward | Op::PoolBackward | Op::AvgPoolForward | Op::AvgPoolBackward => Family::Pool,
             Op::LinearForward | Op::LinearBackward => Family::Linear,
-            Op::BatchNormTrain | Op::BatchNormBackward | Op::BatchNormEval | Op::DropoutForward | Op::DropoutBackward => {
-                Family::Norm
-            }
+            Op::BatchNormTrain
+            | Op::BatchNormBackward
+            | Op::BatchNormEval
+            | Op::DropoutForward
+            | Op::DropoutBackward => Family::Norm,
         }
     }
 

@@ -428,7 +428,6 @@ pub fn peer_record(
 }
 
 impl Drop for TorchPeer {
-
     fn drop(&mut self) {
         let _ = writeln!(self.stdin, "{}", json!({ "cmd": "quit" }));
         let _ = self.stdin.flush();

@@ -267,8 +267,14 @@ pub fn run_op<B: Backend>(backend: &B, op: Op, shape: &Shape, d: &DeviceInputs<B
                 }
                 Op::BatchNormBackward => {
                     let n = norm()?;
-                    let grads =
-                        backend.batch_norm_backward(&d.x, weights(d)?, &n.saved, &d.dy, &BATCH_NORM, GradRequest::ALL)?;
+                    let grads = backend.batch_norm_backward(
+                        &d.x,
+                        weights(d)?,
+                        &n.saved,
+                        &d.dy,
+                        &BATCH_NORM,
+                        GradRequest::ALL,
+                    )?;
                     take_grads(grads, GradRequest::ALL)
                 }
                 Op::DropoutForward => Ok(vec![backend.dropout_forward(&d.x, &DROPOUT)?]),
@@ -458,7 +464,10 @@ pub fn validate<B: Backend>(
 /// that are exactly 0 say nothing about the mask and are not counted.
 pub fn validate_dropout_pattern(name: &'static str, input: &[f32], output: &[f32], p: f64) -> Result<Validation> {
     if input.len() != output.len() {
-        return Err(Error::shape("harness dropout check", format!("{} outputs for {} inputs", output.len(), input.len())));
+        return Err(Error::shape(
+            "harness dropout check",
+            format!("{} outputs for {} inputs", output.len(), input.len()),
+        ));
     }
     let scale = 1.0 / (1.0 - p);
     let expected: Vec<f64> =

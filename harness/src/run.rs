@@ -153,7 +153,7 @@ fn measure_all(ctx: &mut Context, backends: &Backends, selection: &Selection) ->
                     skipped.iter().filter_map(|&o| crate::candle_peer::CandlePeer::why_not(o, shape)).collect();
                 why.dedup();
                 ctx.notes.push(format!(
-                    "candle: {} on {} not measured ({}: see harness/src/candle_peer.rs)",
+                    "candle: {} on {} not measured: {}. See harness/src/candle_peer.rs",
                     names.join(", "),
                     shape.name(),
                     why.join("; ")
