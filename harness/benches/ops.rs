@@ -1,7 +1,9 @@
 //! Criterion benches of every op on the suite shapes, per backend.
 //!
 //! - One group per op (`conv-fwd`, `conv-bwd`, `conv-dx`, `conv-dw`,
-//!   `conv-db`, `pool-fwd`, `pool-bwd`, `linear-fwd`, `linear-bwd`), ids
+//!   `conv-db`, `pool-fwd`, `pool-bwd` (max pooling), `avgpool-fwd`,
+//!   `avgpool-bwd`, `linear-fwd`, `linear-bwd`, `bn-train`, `bn-bwd`,
+//!   `bn-eval`, `dropout-fwd`, `dropout-bwd` on NORM_SUITE's shapes), ids
 //!   `backend/shape`, `Throughput::Elements(flops)` printed as GFLOP/s by
 //!   [`FlopTime`] (criterion's own formatter would say "Gelem/s"; FLOPs from
 //!   kernels_core::cost, multiply + add = 2).
@@ -10,10 +12,17 @@
 //!   on a mismatch. Each timed call is synchronised (OpenCL) inside the
 //!   timed region; outputs are dropped outside it, as in the harness binary.
 //! - Budget: 10 samples, 0.5 s warm-up and 2 s measurement per benchmark,
-//!   flat sampling: the whole run (117 benchmarks) took 6 min 13 s on 2 cores.
+//!   flat sampling: the whole run (117 benchmarks) took 6 min 13 s on 2 cores
+//!   before average pooling, batch norm and dropout added 57 more (12 pool,
+//!   45 norm; 2 more for candle) at the same budget each; the whole run has
+//!   not been timed since.
 //!   The naive backend is benchmarked only where one call is at most
-//!   150 MFLOP (the lenet-* and simplecnn-c1 convs, every pool and linear
-//!   shape): it is the baseline, not the subject.
+//!   150 MFLOP (the lenet-* and simplecnn-c1 convs, every pool, linear and
+//!   norm shape): it is the baseline, not the subject.
+//! - Dropout benches every backend with the same mask (p = 0.5, one fixed
+//!   seed and step: [`harness::ops::DROPOUT`]); each bn-train call
+//!   re-uploads the two [C] running statistics it updates, so every call
+//!   starts from the same state and its outputs validate.
 //! - With `--features candle`, candle-core's CPU op runs in the same group
 //!   (id `candle/shape`) where candle can run it alone (see candle_peer).
 //!   PyTorch is not a criterion function: it runs in the harness binary.

@@ -9,8 +9,9 @@ nothing else is ever printed to stdout):
       -> {"ok": true, "peer": "pytorch", "version": "2.15.0", "threads": 2,
           "python": "3.11.7", "detail": "..."}
       -> {"ok": false, "error": "torch is not importable: ..."}   (then exit)
-  {"cmd": "compute" | "time", "family": "conv" | "pool" | "linear",
-   "params": {"stride": 1, "padding": 0} | {"window": 2, "stride": 2, "padding": 0, "kind": "max"} | {},
+  {"cmd": "compute" | "time", "family": "conv" | "pool" | "linear" | "norm",
+   "params": {"stride": 1, "padding": 0} | {"window": 2, "stride": 2, "padding": 0, "kind": "max" | "avg"} | {}
+             | {"eps": 1e-5, "momentum": 0.1, "p": 0.5}   (norm: batch norm and dropout)
    "inputs": {"x": {"path": "...", "shape": [..]}, "w": ..., "b": ..., "dy": ...},
    "op": "conv-fwd", "policy": {"warmup_s", "min_repeats", "min_time_s", "time_cap_s", "max_repeats"},
    "out_dir": "..."}
@@ -33,8 +34,21 @@ the harness's repeat policy and writes the outputs of the last timed call.
 Ops: conv-fwd, conv-bwd (dx, dw, db in one call), conv-dx, conv-dw (each
 alone, through aten.convolution_backward's output mask, what autograd calls),
 conv-db (dy.sum over batch and space), pool-fwd, pool-bwd (max pooling; the backward reuses the forward's
-indices, as autograd does), linear-fwd, linear-bwd (the three matmuls
-autograd runs for F.linear).
+indices, as autograd does), avgpool-fwd, avgpool-bwd (F.avg_pool2d and
+aten.avg_pool2d_backward with count_include_pad=True: the divisor counts
+padding, as the harness's contract does; a peer that did not would fail
+validation on resnet-p0), linear-fwd, linear-bwd (the three matmuls autograd
+runs for F.linear), bn-train (aten.native_batch_norm in training mode, the
+kernel F.batch_norm runs on the CPU, called directly because it also returns
+the saved mean and inverse std the harness validates; the running statistics
+are cloned from the inputs inside each call, as the harness re-uploads
+ours), bn-eval (F.batch_norm, training=False), bn-bwd
+(aten.native_batch_norm_backward from the harness's saved statistics: the
+call autograd's batch-norm backward makes), dropout-fwd (F.dropout,
+training=True) and dropout-bwd (aten.native_dropout_backward with a mask
+drawn once by aten.native_dropout, as autograd does). PyTorch's dropout mask
+is its own: the harness checks its pattern (each value 0 or 2x, the kept
+fraction near 1 - p), not the values.
 """
 
 import json
@@ -121,9 +135,9 @@ def make_call(torch, req):
         return conv_bwd, names
     if family == "pool":
         k, s, p = params["window"], params["stride"], params["padding"]
-        if params.get("kind", "max") == "avg":
-            if op == "pool-fwd":
-                return (lambda: [F.avg_pool2d(x, k, s, p)]), ["y"]
+        if op.startswith("avgpool") or params.get("kind") == "avg":
+            if op in ("avgpool-fwd", "pool-fwd"):
+                return (lambda: [F.avg_pool2d(x, k, s, p, ceil_mode=False, count_include_pad=True)]), ["y"]
             return (lambda: [aten.avg_pool2d_backward(dy, x, [k, k], [s, s], [p, p], False, True, None)]), ["dx"]
         if op == "pool-fwd":
             return (lambda: [F.max_pool2d(x, k, s, p)]), ["y"]
@@ -133,6 +147,35 @@ def make_call(torch, req):
                 lambda: [aten.max_pool2d_with_indices_backward(dy, x, [k, k], [s, s], [p, p], [1, 1], False, indices)]
             ), ["dx"]
         raise ValueError(f"unknown pool op {op}")
+    if family == "norm":
+        eps, momentum, p = params["eps"], params["momentum"], params["p"]
+        gamma, beta = w, b
+        rm, rv = ins.get("running_mean"), ins.get("running_var")
+        if op == "bn-train":
+
+            def bn_train():
+                m, v = rm.clone(), rv.clone()
+                y, mean, invstd = aten.native_batch_norm(x, gamma, beta, m, v, True, momentum, eps)
+                return [y, mean, invstd, m, v]
+
+            return bn_train, ["y", "mean", "inv_std", "running_mean", "running_var"]
+        if op == "bn-eval":
+            return (lambda: [F.batch_norm(x, rm, rv, gamma, beta, False, momentum, eps)]), ["y"]
+        if op == "bn-bwd":
+            mean, invstd = ins["save_mean"], ins["save_invstd"]
+
+            def bn_bwd():
+                return list(
+                    aten.native_batch_norm_backward(dy, x, gamma, rm, rv, mean, invstd, True, eps, [True, True, True])
+                )
+
+            return bn_bwd, ["dx", "dgamma", "dbeta"]
+        if op == "dropout-fwd":
+            return (lambda: [F.dropout(x, p, training=True)]), ["y"]
+        if op == "dropout-bwd":
+            _, mask = aten.native_dropout(dy, p, True)
+            return (lambda: [aten.native_dropout_backward(dy, mask, 1.0 / (1.0 - p))]), ["dx"]
+        raise ValueError(f"unknown norm op {op}")
     if family == "linear":
         if op == "linear-fwd":
             return (lambda: [F.linear(x, w, b)]), ["y"]

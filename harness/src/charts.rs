@@ -180,7 +180,9 @@ fn family_of(op: &str) -> Family {
 }
 
 /// The roofline: CPU roof from the sgemm and copy ceilings, the OpenCL
-/// GEMM ceiling, and every record as a point (colour: backend, marker: op family).
+/// GEMM ceiling, and every record as a point (colour: backend, marker: op
+/// family: conv a filled circle, pooling a triangle, linear a cross, batch
+/// norm and dropout a hollow circle).
 pub fn roofline(report: &Report, dir: &Path) -> Result<Option<PathBuf>> {
     if report.records.is_empty() {
         return Ok(None);
@@ -251,9 +253,12 @@ fn draw_roofline(
                     Family::Conv => Circle::new(at, 5, fill.filled()).into_dyn(),
                     Family::Pool => TriangleMarker::new(at, 7, fill.filled()).into_dyn(),
                     Family::Linear => Cross::new(at, 5, fill.stroke_width(2)).into_dyn(),
+                    // Hollow: batch norm and dropout sit near pooling's
+                    // intensity, and a filled marker would hide theirs.
+                    Family::Norm => Circle::new(at, 5, fill.stroke_width(2)).into_dyn(),
                 }
             }))?
-            .label(format!("{kind}: conv o, pool ^, linear x"))
+            .label(format!("{kind}: conv o, pool ^, linear x, norm/dropout hollow o"))
             .legend(move |(x, y)| Circle::new((x + 6, y), 5, fill.filled()));
     }
     chart
@@ -333,8 +338,26 @@ mod tests {
         let roof = std::fs::read_to_string(dir.join("roofline.svg")).unwrap();
         assert!(roof.contains("CPU roof") && roof.contains("<circle"));
         // The peer is marked in its own colour on the roofline and the bars.
-        assert!(roof.contains("pytorch: conv o, pool ^, linear x") && roof.contains("#2CA02C"), "{roof}");
+        assert!(roof.contains("pytorch: conv o, pool ^, linear x, norm/dropout hollow o"), "{roof}");
+        assert!(roof.contains("#2CA02C"), "{roof}");
         assert!(bars.contains("#2CA02C"), "{bars}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_new_ops_get_their_own_titled_charts() {
+        let dir = std::env::temp_dir().join(format!("harness-charts-new-ops-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut report = sample_report(&[("naive", 40.0), ("im2col", 2.0)]);
+        for r in report.records.clone() {
+            report.records.push(Record { op: "avgpool-fwd".into(), shape: "lenet-p1".into(), ..r.clone() });
+            report.records.push(Record { op: "bn-bwd".into(), shape: "lenet-bn3".into(), intensity: 0.5, ..r });
+        }
+        let files = write_all(&report, &dir).unwrap();
+        let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, ["conv-fwd.svg", "avgpool-fwd.svg", "bn-bwd.svg", "roofline.svg"]);
+        let bn = std::fs::read_to_string(dir.join("bn-bwd.svg")).unwrap();
+        assert!(bn.contains("batch norm, training backward") && bn.contains("lenet-bn3"), "{bn}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ use crate::ops::{Family, Op, Shape};
 
 /// The shapes `--quick` runs unless `--shapes` says otherwise: one of each
 /// family, small enough for CI.
-pub const QUICK_SHAPES: [&str; 3] = ["lenet-c2", "lenet-p1", "lenet-fc1"];
+pub const QUICK_SHAPES: [&str; 4] = ["lenet-c2", "lenet-p1", "lenet-fc1", "lenet-bn3"];
 
 /// `--threads` above this multiple of the logical cores is refused unless
 /// `--force-threads`: oversubscribed threads measure contention, and 1000
@@ -39,13 +39,15 @@ pub struct Args {
     pub backends: Vec<String>,
 
     /// Ops: conv-fwd, conv-bwd, conv-dx, conv-dw, conv-db, pool-fwd,
-    /// pool-bwd, linear-fwd, linear-bwd; or conv, pool, linear, all.
+    /// pool-bwd (max pooling), avgpool-fwd, avgpool-bwd, linear-fwd,
+    /// linear-bwd, bn-train, bn-bwd, bn-eval, dropout-fwd, dropout-bwd; or
+    /// conv, pool (max and average), linear, norm (batch norm and dropout), all.
     #[arg(long, value_delimiter = ',', default_value = "all")]
     pub ops: Vec<String>,
 
     /// Suite shapes by name (lenet-c1, resnet-3x3, lenet-p1, lenet-fc1, ...),
     /// or lenet (every lenet-* shape), or all. Default: all, or with --quick
-    /// lenet-c2, lenet-p1, lenet-fc1.
+    /// lenet-c2, lenet-p1, lenet-fc1, lenet-bn3.
     #[arg(long, value_delimiter = ',')]
     pub shapes: Option<Vec<String>>,
 
@@ -203,6 +205,7 @@ impl Args {
                 "conv" => Some(Family::Conv),
                 "pool" => Some(Family::Pool),
                 "linear" => Some(Family::Linear),
+                "norm" => Some(Family::Norm),
                 _ => {
                     let names: Vec<&str> = Op::ALL.iter().map(|o| o.name()).collect();
                     push_unique(&mut ops, Op::parse(name).ok_or_else(|| unknown("op", name, &names))?);
@@ -278,7 +281,23 @@ mod tests {
         assert_eq!(names, QUICK_SHAPES);
         let s = args("--shapes lenet,lenet-c1").selection().unwrap();
         assert!(s.shapes.iter().all(|s| s.name().starts_with("lenet-")));
-        assert_eq!(s.shapes.len(), 6);
+        assert_eq!(s.shapes.len(), 8, "conv, pool, linear and norm lenet-* shapes");
+        let s = args("--ops norm,avgpool-fwd,pool").selection().unwrap();
+        let names: Vec<_> = s.ops.iter().map(|o| o.name()).collect();
+        assert_eq!(
+            names,
+            [
+                "pool-fwd",
+                "pool-bwd",
+                "avgpool-fwd",
+                "avgpool-bwd",
+                "bn-train",
+                "bn-bwd",
+                "bn-eval",
+                "dropout-fwd",
+                "dropout-bwd"
+            ]
+        );
     }
 
     #[test]

@@ -13,8 +13,10 @@
 //!    `kernels_core::suite`): seeded inputs ([`problem::Inputs`]); the f64
 //!    naive oracle runs once per pass and its outputs are cached
 //!    ([`problem::Oracle`]); then per op ([`ops::Op`]: conv forward, conv
-//!    backward whole and as dx / dw / db alone, max-pool forward and
-//!    backward, linear forward and backward) and per backend
+//!    backward whole and as dx / dw / db alone, max- and average-pool
+//!    forward and backward, linear forward and backward, batch norm's
+//!    training forward, training backward and evaluation forward, dropout
+//!    forward and backward) and per backend
 //!    ([`measure::Job`]): validate against the oracle, warm up, time
 //!    (median, min, max; OpenCL synchronised inside the timed region and
 //!    split into kernel and transfer time by event profiling), validate the
@@ -36,9 +38,9 @@
 //!    in SCHEMA.md), README.md tables ([`markdown`]), charts ([`charts`]).
 //!
 //! ## Flags
-//! `--backends naive,im2col,opencl|all`, `--ops <op>,...|conv|pool|linear|all`,
+//! `--backends naive,im2col,opencl|all`, `--ops <op>,...|conv|pool|linear|norm|all`,
 //! `--shapes <name>,...|lenet|all`, `--threads N` (default 2), `--quick`
-//! (few repeats on lenet-c2, lenet-p1, lenet-fc1: CI), `--out DIR`,
+//! (few repeats on lenet-c2, lenet-p1, lenet-fc1, lenet-bn3: CI), `--out DIR`,
 //! `--lenet`, `--lenet-steps N`, `--opencl-device SEL`, `--peers auto|pytorch|none`,
 //! `--python PATH`, `--force-threads` (more than 4 threads per core); `--replot FILE`
 //! re-renders README.md and the charts from an existing results.json. A progress bar

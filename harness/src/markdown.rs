@@ -164,8 +164,9 @@ fn op_table(out: &mut String, report: &Report, op: Op, kinds: &[String]) {
         head.push("opencl up / down ms".into());
     }
     head.extend(kinds.iter().map(|k| format!("{k} GFLOP/s (%)")));
-    // Pooling and db move data rather than compute: show their bandwidth too.
-    let memory_bound = matches!(op, Op::PoolForward | Op::PoolBackward | Op::ConvBackwardDb);
+    // Pooling, db, batch norm and dropout move data rather than compute:
+    // show their bandwidth too.
+    let memory_bound = op.memory_bound();
     if memory_bound {
         head.extend(kinds.iter().map(|k| format!("{k} GB/s")));
     }
@@ -351,6 +352,29 @@ mod tests {
         assert!(md.contains("| conv-fwd | 1 | 3.07 | 61.4 | 246 | 20.0x | 80.0x | 4.00x |"), "{md}");
         assert!(md.contains("abc1234") && md.contains("![conv-fwd](conv-fwd.svg)"));
         assert!(!md.contains("## max pool forward"), "ops without records get no table");
+    }
+
+    #[test]
+    fn the_new_ops_get_their_titled_tables_with_bandwidth() {
+        let mut report = sample_report(&[("naive", 4.0), ("im2col", 1.0)]);
+        for (op, shape) in [("avgpool-bwd", "resnet-p0"), ("bn-train", "lenet-bn1"), ("dropout-fwd", "lenet-bn3")] {
+            for r in report.records.clone().iter().filter(|r| r.op == "conv-fwd") {
+                report.records.push(crate::results::Record { op: op.into(), shape: shape.into(), ..r.clone() });
+            }
+        }
+        report.fill_speedups();
+        let md = render(&report);
+        for title in [
+            "## average pool backward\n",
+            "## batch norm, training forward (batch statistics, running update)\n",
+            "## dropout forward (p = 0.5, inverted)\n",
+        ] {
+            assert!(md.contains(title), "{title}: {md}");
+        }
+        assert!(md.contains("| lenet-bn1 | 256x6x28x28, per channel |"), "{md}");
+        let bn = &md[md.find("## batch norm, training").unwrap()..];
+        assert!(bn.lines().nth(4).unwrap().contains("naive GB/s"), "{bn}");
+        assert!(md.contains("| bn-train | 1 |") && md.contains("| avgpool-bwd | 1 |"), "{md}");
     }
 
     #[test]

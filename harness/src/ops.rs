@@ -1,14 +1,26 @@
 //! What the harness measures: the ops (conv forward, conv backward as a whole
-//! and as dx / dw / db alone, max-pool forward and backward, linear forward
-//! and backward) and the suite shapes they run on, with their analytic costs.
+//! and as dx / dw / db alone, max and average pooling forward and backward,
+//! linear forward and backward, batch norm's training forward, training
+//! backward and evaluation forward, dropout forward and backward) and the
+//! suite shapes they run on, with their analytic costs.
 
-use kernels_core::suite::{CONV_SUITE, LINEAR_SUITE, POOL_SUITE};
-use kernels_core::{ConvCase, Cost, GradRequest, LinearCase, PoolCase, PoolKind, Result, cost};
+use kernels_core::suite::{CONV_SUITE, LINEAR_SUITE, NORM_SUITE, POOL_SUITE};
+use kernels_core::{
+    BatchNorm, ConvCase, Cost, Dropout, GradRequest, LinearCase, NormCase, PoolCase, PoolKind, Result, cost,
+};
 
 /// Bytes per element of every timed kernel (f32).
 pub const ELEM_BYTES: usize = 4;
 
-/// One measured op. Pooling is max pooling.
+/// Batch norm's hyper-parameters in every run: PyTorch's defaults.
+pub const BATCH_NORM: BatchNorm = BatchNorm { eps: 1e-5, momentum: 0.1 };
+
+/// Dropout's parameters in every run: p = 0.5 (a dense layer's usual
+/// rate), one fixed (seed, step) so every backend draws the same mask.
+pub const DROPOUT: Dropout = Dropout { p: 0.5, seed: 0x5EED, step: 1 };
+
+/// One measured op. `pool-*` is max pooling (the name predates average
+/// pooling; results.json consumers use it), `avgpool-*` average pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Op {
     ConvForward,
@@ -19,9 +31,20 @@ pub enum Op {
     ConvBackwardDb,
     PoolForward,
     PoolBackward,
+    AvgPoolForward,
+    AvgPoolBackward,
     LinearForward,
     /// dx, dw and db from one backward call.
     LinearBackward,
+    /// Training-mode forward: y, the saved batch statistics and the
+    /// running statistics' update.
+    BatchNormTrain,
+    /// Training-mode backward: dx, dγ and dβ from the saved statistics.
+    BatchNormBackward,
+    /// Evaluation-mode forward with the running statistics.
+    BatchNormEval,
+    DropoutForward,
+    DropoutBackward,
 }
 
 /// Which family of shapes an op runs on.
@@ -30,10 +53,12 @@ pub enum Family {
     Conv,
     Pool,
     Linear,
+    /// Batch norm and dropout, on the activations of NORM_SUITE.
+    Norm,
 }
 
 impl Op {
-    pub const ALL: [Op; 9] = [
+    pub const ALL: [Op; 16] = [
         Op::ConvForward,
         Op::ConvBackward,
         Op::ConvBackwardDx,
@@ -41,8 +66,15 @@ impl Op {
         Op::ConvBackwardDb,
         Op::PoolForward,
         Op::PoolBackward,
+        Op::AvgPoolForward,
+        Op::AvgPoolBackward,
         Op::LinearForward,
         Op::LinearBackward,
+        Op::BatchNormTrain,
+        Op::BatchNormBackward,
+        Op::BatchNormEval,
+        Op::DropoutForward,
+        Op::DropoutBackward,
     ];
 
     /// The name used on the command line, in results.json and in bench ids.
@@ -55,8 +87,15 @@ impl Op {
             Op::ConvBackwardDb => "conv-db",
             Op::PoolForward => "pool-fwd",
             Op::PoolBackward => "pool-bwd",
+            Op::AvgPoolForward => "avgpool-fwd",
+            Op::AvgPoolBackward => "avgpool-bwd",
             Op::LinearForward => "linear-fwd",
             Op::LinearBackward => "linear-bwd",
+            Op::BatchNormTrain => "bn-train",
+            Op::BatchNormBackward => "bn-bwd",
+            Op::BatchNormEval => "bn-eval",
+            Op::DropoutForward => "dropout-fwd",
+            Op::DropoutBackward => "dropout-bwd",
         }
     }
 
@@ -70,8 +109,15 @@ impl Op {
             Op::ConvBackwardDb => "conv2d backward, db only",
             Op::PoolForward => "max pool forward",
             Op::PoolBackward => "max pool backward",
+            Op::AvgPoolForward => "average pool forward (padding counted in the divisor)",
+            Op::AvgPoolBackward => "average pool backward",
             Op::LinearForward => "linear forward",
             Op::LinearBackward => "linear backward (dx + dw + db)",
+            Op::BatchNormTrain => "batch norm, training forward (batch statistics, running update)",
+            Op::BatchNormBackward => "batch norm, training backward (dx + dγ + dβ)",
+            Op::BatchNormEval => "batch norm, evaluation forward (running statistics)",
+            Op::DropoutForward => "dropout forward (p = 0.5, inverted)",
+            Op::DropoutBackward => "dropout backward (p = 0.5)",
         }
     }
 
@@ -84,9 +130,29 @@ impl Op {
             Op::ConvForward | Op::ConvBackward | Op::ConvBackwardDx | Op::ConvBackwardDw | Op::ConvBackwardDb => {
                 Family::Conv
             }
-            Op::PoolForward | Op::PoolBackward => Family::Pool,
+            Op::PoolForward | Op::PoolBackward | Op::AvgPoolForward | Op::AvgPoolBackward => Family::Pool,
             Op::LinearForward | Op::LinearBackward => Family::Linear,
+            Op::BatchNormTrain
+            | Op::BatchNormBackward
+            | Op::BatchNormEval
+            | Op::DropoutForward
+            | Op::DropoutBackward => Family::Norm,
         }
+    }
+
+    /// The pooling a pool op runs (None for the other families).
+    pub fn pool_kind(self) -> Option<PoolKind> {
+        match self {
+            Op::PoolForward | Op::PoolBackward => Some(PoolKind::Max),
+            Op::AvgPoolForward | Op::AvgPoolBackward => Some(PoolKind::Avg),
+            _ => None,
+        }
+    }
+
+    /// Whether the op moves data rather than computes (a few FLOPs per
+    /// element): the tables show its GB/s beside its GFLOP/s.
+    pub fn memory_bound(self) -> bool {
+        matches!(self.family(), Family::Pool | Family::Norm) || self == Op::ConvBackwardDb
     }
 
     /// The gradients a conv or linear backward op asks for.
@@ -106,16 +172,18 @@ pub enum Shape {
     Conv(&'static ConvCase),
     Pool(&'static PoolCase),
     Linear(&'static LinearCase),
+    Norm(&'static NormCase),
 }
 
 impl Shape {
-    /// Every shape of the suite, in suite order: conv, pool, linear.
+    /// Every shape of the suite, in suite order: conv, pool, linear, norm.
     pub fn all() -> Vec<Shape> {
         CONV_SUITE
             .iter()
             .map(Shape::Conv)
             .chain(POOL_SUITE.iter().map(Shape::Pool))
             .chain(LINEAR_SUITE.iter().map(Shape::Linear))
+            .chain(NORM_SUITE.iter().map(Shape::Norm))
             .collect()
     }
 
@@ -128,6 +196,7 @@ impl Shape {
             Shape::Conv(c) => c.name,
             Shape::Pool(p) => p.name,
             Shape::Linear(l) => l.name,
+            Shape::Norm(b) => b.name,
         }
     }
 
@@ -136,6 +205,7 @@ impl Shape {
             Shape::Conv(_) => Family::Conv,
             Shape::Pool(_) => Family::Pool,
             Shape::Linear(_) => Family::Linear,
+            Shape::Norm(_) => Family::Norm,
         }
     }
 
@@ -152,6 +222,10 @@ impl Shape {
                 format!("{n}x{ch}x{h}x{w}, {0}x{0} s{1} p{2}", p.window, p.stride, p.padding)
             }
             Shape::Linear(l) => format!("{}x{} -> {}", l.batch, l.inputs, l.outputs),
+            Shape::Norm(b) => {
+                let dims: Vec<String> = b.shape().iter().map(usize::to_string).collect();
+                format!("{}, per {}", dims.join("x"), if b.rank == 2 { "feature" } else { "channel" })
+            }
         }
     }
 
@@ -174,9 +248,9 @@ impl Shape {
                 }
             }
             Shape::Pool(case) => {
-                let g = case.geometry(PoolKind::Max)?;
+                let g = case.geometry(op.pool_kind().unwrap_or(PoolKind::Max))?;
                 match op {
-                    Op::PoolForward => cost::pool2d_forward(&g, e),
+                    Op::PoolForward | Op::AvgPoolForward => cost::pool2d_forward(&g, e),
                     _ => cost::pool2d_backward(&g, e),
                 }
             }
@@ -185,6 +259,15 @@ impl Shape {
                 match op {
                     Op::LinearForward => cost::linear_forward(&g, true, e),
                     _ => cost::linear_backward(&g, e),
+                }
+            }
+            Shape::Norm(case) => {
+                let g = case.geometry()?;
+                match op {
+                    Op::BatchNormTrain => cost::batch_norm_train(&g, e),
+                    Op::BatchNormBackward => cost::batch_norm_backward(&g, e),
+                    Op::BatchNormEval => cost::batch_norm_eval(&g, e),
+                    _ => cost::dropout(g.len(), e),
                 }
             }
         };
@@ -205,6 +288,11 @@ mod tests {
             assert_eq!(Shape::parse(s.name()).map(|p| p.name()), Some(s.name()));
         }
         assert_eq!(Op::parse("conv"), None);
+        // results.json consumers and the README know max pooling by these.
+        assert_eq!((Op::PoolForward.name(), Op::PoolBackward.name()), ("pool-fwd", "pool-bwd"));
+        let mut sorted = Op::ALL;
+        sorted.sort();
+        assert_eq!(sorted, Op::ALL, "ALL is in the order selections sort to");
     }
 
     #[test]
@@ -217,5 +305,23 @@ mod tests {
         assert!(c2.cost(Op::PoolForward).unwrap().is_none());
         let fc1 = Shape::parse("lenet-fc1").unwrap();
         assert_eq!(fc1.cost(Op::LinearForward).unwrap().unwrap().flops, 2 * 256 * 400 * 120);
+        let p1 = Shape::parse("lenet-p1").unwrap();
+        assert_eq!(p1.cost(Op::AvgPoolForward).unwrap(), p1.cost(Op::PoolForward).unwrap());
+        assert_eq!(p1.cost(Op::AvgPoolBackward).unwrap().unwrap().flops, 256 * 6 * 14 * 14 * 4);
+    }
+
+    #[test]
+    fn norm_costs_come_from_kernels_core() {
+        let bn1 = Shape::parse("lenet-bn1").unwrap();
+        let len = 256 * 6 * 28 * 28;
+        assert_eq!(bn1.describe(), "256x6x28x28, per channel");
+        assert_eq!(bn1.cost(Op::BatchNormTrain).unwrap().unwrap().flops, 7 * len);
+        assert_eq!(bn1.cost(Op::BatchNormBackward).unwrap().unwrap().flops, 11 * len);
+        assert_eq!(bn1.cost(Op::BatchNormEval).unwrap().unwrap().flops, 3 * len);
+        assert_eq!(bn1.cost(Op::DropoutBackward).unwrap().unwrap(), Cost { flops: len, bytes: 8 * len });
+        let bn3 = Shape::parse("lenet-bn3").unwrap();
+        assert_eq!(bn3.describe(), "256x120, per feature");
+        assert!(bn3.cost(Op::ConvForward).unwrap().is_none());
+        assert!(Op::DropoutForward.memory_bound() && !Op::ConvForward.memory_bound());
     }
 }

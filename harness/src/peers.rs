@@ -22,14 +22,14 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::Duration;
 
-use kernels_core::{Shaped, Tensor, compare};
+use kernels_core::{PoolKind, Shaped, Tensor, compare};
 use kernels_naive::Naive;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::error::{HarnessError, Result};
-use crate::ops::{Op, Shape};
-use crate::problem::{Inputs, Oracle, Validation, output_names, tolerance};
+use crate::ops::{BATCH_NORM, DROPOUT, Op, Shape};
+use crate::problem::{Inputs, Oracle, Validation, output_names, tolerance, validate_dropout_pattern};
 use crate::results::Record;
 use crate::timing::{Policy, PolicySummary, Stats};
 
@@ -238,14 +238,10 @@ impl TorchPeer {
     /// the requests carry.
     fn write_inputs(&self, shape: &Shape, inputs: &Inputs) -> Result<Value> {
         let mut specs = serde_json::Map::new();
-        let named =
-            [("x", Some(&inputs.x)), ("w", inputs.w.as_ref()), ("b", inputs.b.as_ref()), ("dy", Some(&inputs.dy))];
-        for (name, tensor) in named {
-            if let Some(t) = tensor {
-                let path = self.scratch.join(format!("{}-{name}.f32", shape.name()));
-                write_f32(&path, t.data())?;
-                specs.insert(name.into(), json!({ "path": path, "shape": t.shape() }));
-            }
+        for (name, t) in inputs.named() {
+            let path = self.scratch.join(format!("{}-{name}.f32", shape.name()));
+            write_f32(&path, t.data())?;
+            specs.insert(name.into(), json!({ "path": path, "shape": t.shape() }));
         }
         Ok(Value::Object(specs))
     }
@@ -261,13 +257,6 @@ impl TorchPeer {
         policy: &Policy,
     ) -> Result<Vec<Record>> {
         let input_specs = self.write_inputs(shape, inputs)?;
-        let (family, params) = match shape {
-            Shape::Conv(c) => ("conv", json!({ "stride": c.stride, "padding": c.padding })),
-            Shape::Pool(p) => {
-                ("pool", json!({ "window": p.window, "stride": p.stride, "padding": p.padding, "kind": "max" }))
-            }
-            Shape::Linear(_) => ("linear", json!({})),
-        };
         let out_dir = self.scratch.join("out");
         std::fs::create_dir_all(&out_dir).map_err(|source| HarnessError::Io {
             action: "creating the peer's output directory",
@@ -277,27 +266,31 @@ impl TorchPeer {
         let mut records = Vec::new();
         for &op in ops {
             let want = oracle.expected(op, shape)?;
+            let (family, params) = request_params(op, shape);
             let mut request = json!({
                 "cmd": "compute", "family": family, "params": params, "inputs": input_specs,
                 "op": op.name(), "policy": PolicySummary::from(policy), "out_dir": out_dir,
             });
             let computed = self.checked(&request)?;
-            let before = self.validate(op, shape, &computed, &want, "before timing")?;
+            let before = self.validate(op, shape, inputs, &computed, &want, "before timing")?;
             request["cmd"] = json!("time");
             let timed = self.checked(&request)?;
-            let after = self.validate(op, shape, &timed, &want, "after timing")?;
+            let after = self.validate(op, shape, inputs, &timed, &want, "after timing")?;
             let stats: Stats = serde_json::from_value(timed.get("stats").cloned().unwrap_or(Value::Null))
                 .map_err(|e| peer_error(format!("{} {}: bad timing reply: {e}", op.name(), shape.name())))?;
-            records.push(self.record(op, shape, stats, &before, &after)?);
+            records.push(peer_record(TORCH, &self.info, op, shape, &stats, &before, &after)?);
         }
         Ok(records)
     }
 
-    /// Reads the outputs a reply names and compares them with the oracle.
+    /// Reads the outputs a reply names and compares them with the oracle
+    /// (dropout: with the pattern its own mask must follow, see
+    /// [`validate_dropout_pattern`]).
     fn validate(
         &self,
         op: Op,
         shape: &Shape,
+        inputs: &Inputs,
         reply: &Value,
         expected: &[&Tensor<f64>],
         stage: &'static str,
@@ -321,46 +314,19 @@ impl TorchPeer {
             }
             let path = spec.get("path").and_then(Value::as_str).ok_or_else(|| fail(format!("{name}: no path")))?;
             let data = read_f32(Path::new(path), want.data().len()).map_err(|e| fail(format!("{name}: {e}")))?;
-            let tol = tolerance(shape, name, want.data())?;
-            result.push((*name, compare(&data, want.data(), &tol)?));
+            match op {
+                Op::DropoutForward | Op::DropoutBackward => {
+                    let input = if op == Op::DropoutForward { &inputs.x } else { &inputs.dy };
+                    result.extend(validate_dropout_pattern(name, input.data(), &data, DROPOUT.p)?.outputs);
+                }
+                _ => {
+                    let tol = tolerance(op, shape, name, want.data())?;
+                    result.push((*name, compare(&data, want.data(), &tol)?));
+                }
+            }
         }
         let validation = Validation { outputs: result };
         if validation.passed() { Ok(validation) } else { Err(fail(validation.failures())) }
-    }
-
-    fn record(&self, op: Op, shape: &Shape, stats: Stats, before: &Validation, after: &Validation) -> Result<Record> {
-        let cost = shape
-            .cost(op)?
-            .ok_or_else(|| HarnessError::Usage(format!("op {} does not run on {}", op.name(), shape.name())))?;
-        if !(stats.repeats > 0 && stats.median_s > 0.0 && stats.median_s.is_finite()) {
-            return Err(peer_error(format!("{} {}: implausible timing {stats:?}", op.name(), shape.name())));
-        }
-        Ok(Record {
-            op: op.name().into(),
-            shape: shape.name().into(),
-            backend: TORCH.into(),
-            backend_name: self.info.detail.clone(),
-            threads: self.info.threads,
-            flops: cost.flops,
-            bytes: cost.bytes,
-            intensity: cost.intensity(),
-            repeats: stats.repeats,
-            median_ms: stats.median_s * 1e3,
-            min_ms: stats.min_s * 1e3,
-            max_ms: stats.max_s * 1e3,
-            gflops: cost.flops as f64 / stats.median_s / 1e9,
-            gbps: cost.bytes as f64 / stats.median_s / 1e9,
-            bound_gflops: f64::NAN,
-            compute_ceiling: "sgemm".into(),
-            pct_of_bound: f64::NAN,
-            speedup_vs_naive: None,
-            peer_version: Some(self.info.version.clone()),
-            max_abs_err: before.max_abs_err().max(after.max_abs_err()),
-            max_rel_err: before.max_rel_err().max(after.max_rel_err()),
-            tolerances: after.outputs.iter().map(|(name, c)| format!("{name}: {}", c.tolerance.name)).collect(),
-            device_split: None,
-            plan: None,
-        })
     }
 
     /// LeNet training steps in the peer with lenet's recipe, on `job`'s
@@ -395,6 +361,70 @@ impl TorchPeer {
     pub fn status(&self) -> PeerStatus {
         PeerStatus { peer: TORCH.into(), command: self.command.clone(), info: Some(self.info.clone()), skipped: None }
     }
+}
+
+/// The family and parameters a request carries for `op` on `shape`.
+fn request_params(op: Op, shape: &Shape) -> (&'static str, Value) {
+    match shape {
+        Shape::Conv(c) => ("conv", json!({ "stride": c.stride, "padding": c.padding })),
+        Shape::Pool(p) => {
+            let kind = if op.pool_kind() == Some(PoolKind::Avg) { "avg" } else { "max" };
+            ("pool", json!({ "window": p.window, "stride": p.stride, "padding": p.padding, "kind": kind }))
+        }
+        Shape::Linear(_) => ("linear", json!({})),
+        Shape::Norm(_) => ("norm", json!({ "eps": BATCH_NORM.eps, "momentum": BATCH_NORM.momentum, "p": DROPOUT.p })),
+    }
+}
+
+/// A peer's record of `op` on `shape` (every peer's: PyTorch here, candle
+/// in candle_peer): the costs, the peer's timing, the larger error of the
+/// two validations, its version and threads. Timings no run can produce
+/// are refused.
+pub fn peer_record(
+    backend: &str,
+    info: &PeerInfo,
+    op: Op,
+    shape: &Shape,
+    stats: &Stats,
+    before: &Validation,
+    after: &Validation,
+) -> Result<Record> {
+    let cost = shape
+        .cost(op)?
+        .ok_or_else(|| HarnessError::Usage(format!("op {} does not run on {}", op.name(), shape.name())))?;
+    if !(stats.repeats > 0 && stats.median_s > 0.0 && stats.median_s.is_finite()) {
+        return Err(HarnessError::Setup(format!(
+            "{backend} peer: {} {}: implausible timing {stats:?}",
+            op.name(),
+            shape.name()
+        )));
+    }
+    Ok(Record {
+        op: op.name().into(),
+        shape: shape.name().into(),
+        backend: backend.into(),
+        backend_name: info.detail.clone(),
+        threads: info.threads,
+        flops: cost.flops,
+        bytes: cost.bytes,
+        intensity: cost.intensity(),
+        repeats: stats.repeats,
+        median_ms: stats.median_s * 1e3,
+        min_ms: stats.min_s * 1e3,
+        max_ms: stats.max_s * 1e3,
+        gflops: cost.flops as f64 / stats.median_s / 1e9,
+        gbps: cost.bytes as f64 / stats.median_s / 1e9,
+        bound_gflops: f64::NAN,
+        compute_ceiling: "sgemm".into(),
+        pct_of_bound: f64::NAN,
+        speedup_vs_naive: None,
+        peer_version: Some(info.version.clone()),
+        max_abs_err: before.max_abs_err().max(after.max_abs_err()),
+        max_rel_err: before.max_rel_err().max(after.max_rel_err()),
+        tolerances: after.outputs.iter().map(|(name, c)| format!("{name}: {}", c.tolerance.name)).collect(),
+        device_split: None,
+        plan: None,
+    })
 }
 
 impl Drop for TorchPeer {

@@ -64,8 +64,9 @@ pub struct DeviceSplit {
 /// validated again on the last timed call's output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    /// conv-fwd, conv-bwd, conv-dx, conv-dw, conv-db, pool-fwd, pool-bwd,
-    /// linear-fwd, linear-bwd (pooling is max pooling).
+    /// conv-fwd, conv-bwd, conv-dx, conv-dw, conv-db, pool-fwd, pool-bwd
+    /// (max pooling), avgpool-fwd, avgpool-bwd, linear-fwd, linear-bwd,
+    /// bn-train, bn-bwd, bn-eval, dropout-fwd, dropout-bwd.
     pub op: String,
     /// A suite shape name (kernels_core::suite).
     pub shape: String,
@@ -338,7 +339,11 @@ Stats   = { "repeats": 7, "median_s": 0.063, "min_s": 0.061, "max_s": 0.070 }
 
 Record = {
   "op": "conv-fwd",            conv-fwd, conv-bwd (dx+dw+db in one call), conv-dx, conv-dw, conv-db,
-                               pool-fwd, pool-bwd (max pooling), linear-fwd, linear-bwd (dx+dw+db)
+                               pool-fwd, pool-bwd (max pooling), avgpool-fwd, avgpool-bwd (average
+                               pooling, padding counted in the divisor), linear-fwd, linear-bwd (dx+dw+db),
+                               bn-train (batch norm training forward: y, saved mean and inv_std, running
+                               statistics), bn-bwd (dx+dgamma+dbeta), bn-eval, dropout-fwd, dropout-bwd
+                               (p = 0.5; a peer's own mask is checked by pattern: 0 or 2x, kept fraction)
   "shape": "lenet-c1",         a kernels_core::suite name
   "backend": "im2col",         naive (f32), im2col, opencl; or a peer: pytorch, candle (same inputs, same
                                threads, same repeat policy, outputs validated before and after timing)

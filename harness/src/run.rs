@@ -186,11 +186,14 @@ fn measure_round(
         }
         if !skipped.is_empty() && round == 0 {
             let names: Vec<&str> = skipped.iter().map(|o| o.name()).collect();
+            let mut why: Vec<&str> =
+                skipped.iter().filter_map(|&o| crate::candle_peer::CandlePeer::why_not(o, shape)).collect();
+            why.dedup();
             ctx.notes.push(format!(
-                "candle: {} on {} not measured (candle computes neither conv dx, dw nor db alone, pools \
-                     without padding only, and its max-pool backward is wrong: see harness/src/candle_peer.rs)",
+                "candle: {} on {} not measured: {}. See harness/src/candle_peer.rs",
                 names.join(", "),
-                shape.name()
+                shape.name(),
+                why.join("; ")
             ));
         }
     }

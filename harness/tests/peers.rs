@@ -1,9 +1,11 @@
 //! The same-run peer plumbing, against a fake PyTorch peer
 //! (tests/peers/fake_peer.py: plain python3, no torch) that speaks the
 //! protocol of harness/peers/torch_ops.py: start, hello, compute, validate
-//! against the f64 oracle, time, validate again, records; and the three
-//! ways a peer can fail (computes something else, torch missing, an op it
-//! refuses). No torch needed: `make test` and CI run it everywhere.
+//! against the f64 oracle, time, validate again, records, for every family
+//! of ops (linear, max and average pooling, batch norm, dropout with its
+//! own mask); and the ways a peer can fail (computes something else, a
+//! dropout that ignores p, torch missing, an op it refuses). No torch
+//! needed: `make test` and CI run it everywhere.
 
 use std::path::{Path, PathBuf};
 
@@ -86,6 +88,65 @@ fn a_peer_without_torch_is_unavailable_with_its_reason() {
 #[test]
 fn a_peer_error_fails_loudly_with_the_peer_s_message() {
     let mut peer = start("").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
-    let err = measure(&mut peer, "lenet-p1", &[Op::PoolForward]).unwrap_err().to_string();
-    assert!(err.contains("pool-fwd failed") && err.contains("linear ops only"), "{err}");
+    let err = measure(&mut peer, "lenet-c2", &[Op::ConvForward]).unwrap_err().to_string();
+    assert!(err.contains("conv-fwd failed") && err.contains("linear, pool and norm ops only"), "{err}");
+}
+
+#[test]
+fn average_pooling_runs_through_the_peer() {
+    let mut peer = start("").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
+    // Average pooling only: the pure-Python fake takes seconds per pass
+    // over lenet-p1, and max pooling's plumbing is the same request.
+    let ops = [Op::AvgPoolForward, Op::AvgPoolBackward];
+    let records = measure(&mut peer, "lenet-p1", &ops).unwrap();
+    let names: Vec<&str> = records.iter().map(|r| r.op.as_str()).collect();
+    assert_eq!(names, ["avgpool-fwd", "avgpool-bwd"]);
+    for r in &records {
+        assert!(r.tolerances[0].contains("f32 reduction over 4 terms"), "{r:?}");
+        assert!(r.max_rel_err < 1e-6, "{r:?}");
+    }
+}
+
+#[test]
+fn batch_norm_and_dropout_run_through_the_peer() {
+    let mut peer = start("").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
+    let ops = [Op::BatchNormTrain, Op::BatchNormBackward, Op::BatchNormEval, Op::DropoutForward, Op::DropoutBackward];
+    let records = measure(&mut peer, "lenet-bn3", &ops).unwrap();
+    let names: Vec<&str> = records.iter().map(|r| r.op.as_str()).collect();
+    assert_eq!(names, ["bn-train", "bn-bwd", "bn-eval", "dropout-fwd", "dropout-bwd"]);
+    let outputs = |r: &harness::results::Record| -> Vec<String> {
+        r.tolerances.iter().map(|t| t.split(':').next().unwrap().to_string()).collect()
+    };
+    assert_eq!(outputs(&records[0]), ["y", "mean", "inv_std", "running_mean", "running_var"]);
+    assert_eq!(outputs(&records[1]), ["dx", "dgamma", "dbeta"]);
+    // The fake's dropout mask is not ours: its pattern is what was checked.
+    assert_eq!(outputs(&records[3]), ["y", "kept fraction"]);
+    assert_eq!(outputs(&records[4]), ["dx", "kept fraction"]);
+    for r in &records {
+        assert!(r.median_ms > 0.0 && r.flops > 0 && r.bytes > 0, "{r:?}");
+    }
+}
+
+#[test]
+fn a_wrong_batch_norm_is_never_timed() {
+    let mut peer = start("wrong").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
+    match measure(&mut peer, "lenet-bn3", &[Op::BatchNormTrain]) {
+        Err(HarnessError::Validation { stage, op, detail, .. }) => {
+            assert_eq!((stage, op.as_str()), ("before timing", "bn-train"));
+            assert!(detail.starts_with("y: 1 of 30720"), "{detail}");
+        }
+        other => panic!("expected a validation failure, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_dropout_that_ignores_p_fails_its_kept_fraction() {
+    let mut peer = start("keep-all").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
+    match measure(&mut peer, "lenet-bn3", &[Op::DropoutForward]) {
+        Err(HarnessError::Validation { op, detail, .. }) => {
+            assert_eq!(op, "dropout-fwd");
+            assert!(detail.starts_with("kept fraction: 1 of 1"), "{detail}");
+        }
+        other => panic!("expected a validation failure, got {other:?}"),
+    }
 }

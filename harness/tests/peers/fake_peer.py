@@ -1,18 +1,23 @@
 """A fake PyTorch peer for the harness's peer tests: plain python3, no torch.
 
 It speaks harness/peers/torch_ops.py's protocol (see that script) and
-computes the linear ops in pure Python (only small linear shapes are sent
-to it), so the plumbing (start, hello, compute, validate, time, records,
-notes) is tested on every machine. FAKE_PEER_MODE (or the script's name,
+computes the linear, pooling (max and average), batch-norm and dropout ops
+in pure Python (only small shapes are sent to it), so the plumbing (start,
+hello, compute, validate, time, records, notes) is tested on every machine.
+Its dropout draws its own mask (Python's random), as PyTorch does: the
+harness can only check the pattern. FAKE_PEER_MODE (or the script's name,
 fake_peer_<mode>.py) changes its behaviour:
   (unset)   correct outputs
   wrong     one output element off by 1.0 (the harness must refuse to time it)
+  keep-all  dropout keeps every element (scaled right, but p is ignored)
   no-torch  answers hello as torch_ops.py does when torch is not importable
 """
 
 import array
 import json
+import math
 import os
+import random
 import sys
 import time
 
@@ -58,6 +63,93 @@ def linear(req):
     return {"dx": (dx, [n, i]), "dw": (dw, [o, i]), "db": (db, [o])}
 
 
+def pool(req):
+    (x, (n, c, h, w)), (dy, (_, _, oh, ow)) = read(req["inputs"]["x"]), read(req["inputs"]["dy"])
+    p = req["params"]
+    k, s, pad, avg = p["window"], p["stride"], p["padding"], p["kind"] == "avg"
+
+    def window(plane, i, j):
+        """Flat indices of the window of output (i, j) that lie inside the plane."""
+        rows = [r for r in range(i * s - pad, i * s - pad + k) if 0 <= r < h]
+        cols = [q for q in range(j * s - pad, j * s - pad + k) if 0 <= q < w]
+        return [plane * h * w + r * w + q for r in rows for q in cols]
+
+    forward = req["op"].endswith("-fwd")
+    y, dx = [], [0.0] * len(x)
+    for plane in range(n * c):
+        for i in range(oh):
+            for j in range(ow):
+                idx = window(plane, i, j)
+                g = dy[(plane * oh + i) * ow + j]
+                if avg:
+                    # Padding counts in the divisor (count_include_pad).
+                    if forward:
+                        y.append(sum(x[t] for t in idx) / (k * k))
+                    else:
+                        for t in idx:
+                            dx[t] += g / (k * k)
+                else:
+                    best = max(idx, key=lambda t: (x[t], -t))  # the first maximum wins
+                    if forward:
+                        y.append(x[best])
+                    else:
+                        dx[best] += g
+    return {"y": (y, [n, c, oh, ow])} if forward else {"dx": (dx, [n, c, h, w])}
+
+
+def norm(req):
+    (x, shape), (dy, _) = read(req["inputs"]["x"]), read(req["inputs"]["dy"])
+    p = req["params"]
+    n, c = shape[0], shape[1]
+    spatial = len(x) // (n * c)
+    m = n * spatial
+    op = req["op"]
+
+    def channel(i):
+        return (i // spatial) % c
+
+    if op.startswith("dropout"):
+        src = x if op == "dropout-fwd" else dy
+        rng = random.Random(len(src))
+        keep = (lambda: True) if MODE == "keep-all" else (lambda: rng.random() >= p["p"])
+        out = [v / (1.0 - p["p"]) if keep() else 0.0 for v in src]
+        return {"y" if op == "dropout-fwd" else "dx": (out, shape)}
+    (gamma, _), (beta, _) = read(req["inputs"]["w"]), read(req["inputs"]["b"])
+    (rm, _), (rv, _) = read(req["inputs"]["running_mean"]), read(req["inputs"]["running_var"])
+    eps, momentum = p["eps"], p["momentum"]
+    if op == "bn-eval":
+        y = [gamma[channel(i)] * (v - rm[channel(i)]) / math.sqrt(rv[channel(i)] + eps) + beta[channel(i)]
+             for i, v in enumerate(x)]
+        return {"y": (y, shape)}
+    if op == "bn-train":
+        sums, squares = [0.0] * c, [0.0] * c
+        for i, v in enumerate(x):
+            sums[channel(i)] += v
+        mean = [t / m for t in sums]
+        for i, v in enumerate(x):
+            squares[channel(i)] += (v - mean[channel(i)]) ** 2
+        var = [t / m for t in squares]
+        inv = [1.0 / math.sqrt(v + eps) for v in var]
+        y = [gamma[channel(i)] * (v - mean[channel(i)]) * inv[channel(i)] + beta[channel(i)] for i, v in enumerate(x)]
+        new_rm = [(1 - momentum) * a + momentum * b for a, b in zip(rm, mean)]
+        new_rv = [(1 - momentum) * a + momentum * b * m / (m - 1) for a, b in zip(rv, var)]
+        return {"y": (y, shape), "mean": (mean, [c]), "inv_std": (inv, [c]),
+                "running_mean": (new_rm, [c]), "running_var": (new_rv, [c])}
+    if op == "bn-bwd":
+        (mean, _), (inv, _) = read(req["inputs"]["save_mean"]), read(req["inputs"]["save_invstd"])
+        xhat = [(v - mean[channel(i)]) * inv[channel(i)] for i, v in enumerate(x)]
+        dbeta, dgamma = [0.0] * c, [0.0] * c
+        for i, g in enumerate(dy):
+            dbeta[channel(i)] += g
+            dgamma[channel(i)] += g * xhat[i]
+        dx = [gamma[channel(i)] * inv[channel(i)] * (g - dbeta[channel(i)] / m - xhat[i] * dgamma[channel(i)] / m)
+              for i, g in enumerate(dy)]
+        return {"dx": (dx, shape), "dgamma": (dgamma, [c]), "dbeta": (dbeta, [c])}
+    raise ValueError(f"unknown norm op {op}")
+
+
+COMPUTE = {"linear": linear, "pool": pool, "norm": norm}
+
 for line in sys.stdin:
     req = json.loads(line)
     cmd = req["cmd"]
@@ -72,10 +164,10 @@ for line in sys.stdin:
                "python": sys.version.split()[0], "detail": f"fake peer, {threads} threads"})
         continue
     try:
-        if req["family"] != "linear":
-            raise ValueError(f"the fake peer computes linear ops only, not {req['op']}")
+        if req["family"] not in COMPUTE:
+            raise ValueError(f"the fake peer computes linear, pool and norm ops only, not {req['op']}")
         start = time.perf_counter()
-        outputs = linear(req)
+        outputs = COMPUTE[req["family"]](req)
         took = time.perf_counter() - start
         if MODE == "wrong":
             first = next(iter(outputs))
