@@ -349,7 +349,7 @@ mod tests {
             assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--lenet-epochs")), "{line}: {err}");
         }
         for p in ["1", "1.5", "-0.1", "NaN"] {
-            let err = args(&format!("--lenet-dropout {p}")).selection().unwrap_err();
+            let err = args(&format!("--lenet-dropout={p}")).selection().unwrap_err();
             assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--lenet-dropout")), "{p}: {err}");
         }
         let err = args("--lenet-models lenet5,resnet").selection().unwrap_err();

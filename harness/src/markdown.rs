@@ -342,9 +342,10 @@ fn lenet_table(out: &mut String, report: &Report) {
         let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         for l in trained {
             if let Some(a) = &l.accuracy {
+                let dropout = l.dropout.map_or(String::new(), |p| format!(", dropout {p}"));
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | **{:.4}** | {:.4} | {} | {} |",
+                    "| {}{dropout} | {} | {} | **{:.4}** | {:.4} | {} | {} |",
                     l.model,
                     l.backend,
                     a.epochs,
