@@ -332,7 +332,7 @@ fn measure_peer(
     }
     let accuracy = match (epochs, reply.trained) {
         (Some(n), Some(t)) => {
-            if !(0.0..=1.0).contains(&t.test_accuracy) || !(t.train_seconds > 0.0) {
+            if !(0.0..=1.0).contains(&t.test_accuracy) || !t.train_seconds.is_finite() || t.train_seconds <= 0.0 {
                 return Err(lenet_error(TORCH, format!("implausible training result {t:?}")));
             }
             Some(LenetAccuracy {
