@@ -17,13 +17,19 @@ nothing else is ever printed to stdout):
    "out_dir": "..."}
       -> {"ok": true, "outputs": {"y": {"path": "...", "shape": [..]}},
           "stats": {"repeats", "median_s", "min_s", "max_s"}}   (stats only for "time")
-  {"cmd": "lenet", "x": {"path", "shape": [steps_total * batch, 1, 28, 28]},
+  {"cmd": "lenet", "model": "lenet5" | "lenet5-bn" | "mxnet-lenet" | "simplecnn", "activation": "relu",
+   "pool": "max", "dropout": null | 0.5,
+   "x": {"path", "shape": [steps_total * batch, 1, 28, 28]},
    "labels": {"path", "shape": [steps_total * batch]}   (labels as f32 values 0..9)
-   "params": [{"path", "shape"}, ...]   conv1.weight, conv1.bias, ..., fc3.bias: lenet's own initial weights
-   "batch": 256, "warmup_steps": 3, "steps": 20, "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8}
-      -> {"ok": true, "seconds": 1.2, "examples_per_s": 4000.0, "initial_loss": 2.31 (step 0, before any
-          update: the harness checks it against its f64 reference), "first_loss": 2.2, "last_loss": 1.9}
-          (first and last timed step)
+   "params": [{"name", "path", "shape"}, ...]   lenet's own initial weights, state_dict names and order
+   "running": [{"name", "path", "shape"}, ...]  batch norm's running_mean / running_var (or [])
+   "batch": 256, "warmup_steps": 3, "steps": 20, "lr": 0.001, "betas": [0.9, 0.999], "eps": 1e-8,
+   "train": null | {"epochs": 2, "x", "labels" (the whole training set), "orders" (epochs x n indices,
+                    as f32), "test_x", "test_labels"}}
+      -> {"ok": true, "seconds": 1.2, "examples_per_s": 4000.0, "initial_loss": 2.31 (first batch, before
+          any update, training mode, dropout off: the harness checks it against its f64 reference),
+          "first_loss": 2.2, "last_loss": 1.9 (first and last timed step),
+          "trained": null | {"test_accuracy": 0.87, "test_loss": 0.35, "train_seconds": 30.2}}
   {"cmd": "quit"}
 
 Inputs and outputs are raw little-endian float32 files (C order), so large
@@ -209,51 +215,136 @@ def time_call(call, policy):
     return {"repeats": n, "median_s": median, "min_s": ordered[0], "max_s": ordered[-1]}, last
 
 
+def lenet_net(torch, name, act, pool, dropout):
+    """The network `lenet --model NAME` builds, as lenet's README writes it in
+    PyTorch (same layers, same state_dict names and order)."""
+    nn = torch.nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            convs, dense = {  # (in, out, kernel, padding) per conv; dense widths
+                "lenet5": ([(1, 6, 5, 2), (6, 16, 5, 0)], [400, 120, 84, 10]),
+                "lenet5-bn": ([(1, 6, 5, 2), (6, 16, 5, 0)], [400, 120, 84, 10]),
+                "mxnet-lenet": ([(1, 20, 5, 0), (20, 50, 3, 0)], [1250, 128, 10]),
+                "simplecnn": ([(1, 30, 5, 0)], [4320, 100, 10]),
+            }[name]
+            self.bn, self.convs, self.dense = name == "lenet5-bn", len(convs), len(dense) - 1
+            for i, (c, k, r, p) in enumerate(convs, 1):
+                setattr(self, f"conv{i}", nn.Conv2d(c, k, r, padding=p))
+                if self.bn:
+                    setattr(self, f"bn{i}", nn.BatchNorm2d(k))
+            for j, (i, o) in enumerate(zip(dense, dense[1:]), 1):
+                setattr(self, f"fc{j}", nn.Linear(i, o))
+                if self.bn and j < self.dense:
+                    setattr(self, f"bn{self.convs + j}", nn.BatchNorm1d(o))
+            self.act, self.pool, self.drop = act(), pool(2, 2), nn.Dropout(dropout)
+
+        def forward(self, x):
+            for i in range(1, self.convs + 1):
+                x = getattr(self, f"conv{i}")(x)
+                x = self.pool(self.act(getattr(self, f"bn{i}")(x) if self.bn else x))
+            x = torch.flatten(x, 1)
+            for j in range(1, self.dense + 1):
+                x = getattr(self, f"fc{j}")(self.drop(x))
+                if j < self.dense:
+                    x = self.act(getattr(self, f"bn{self.convs + j}")(x) if self.bn else x)
+            return x
+
+    return Net()
+
+
 def lenet(torch, req):
-    """LeNet-5 training steps with lenet's recipe (ReLU, max pooling, Xavier
-    weights given by the harness, Adam, softmax cross-entropy, batch of the
-    harness's data): warm-up steps, then timed steps. The harness compares
-    the losses with its own backends' on the same weights and batches."""
+    """LeNet training with lenet's recipe: the model req["model"] (ReLU, max
+    pooling, dropout req["dropout"] before each dense layer), the weights and
+    running statistics the harness sends (by state_dict name), Adam, softmax
+    cross-entropy, batch norm in training mode; warm-up steps, then timed
+    steps on the harness's batches. "initial_loss" is the first batch's loss
+    before any update in training mode with dropout off (our masks and
+    PyTorch's differ), the running statistics left as they were: the harness
+    checks it against its f64 reference. With req["train"], a fresh model from
+    the same weights also trains req["train"]["epochs"] epochs in the
+    harness's orders and reports the test accuracy in evaluation mode."""
     nn, F = torch.nn, torch.nn.functional
     torch.set_grad_enabled(True)
     try:
-        model = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2, 2),
-            nn.Flatten(),
-            nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
-        )
-        params = list(model.parameters())
-        if len(params) != len(req["params"]):
-            raise ValueError(f"{len(req['params'])} parameters sent, the model has {len(params)}")
-        with torch.no_grad():
-            for p, spec in zip(params, req["params"]):
-                p.copy_(read_tensor(torch, spec))
-        x = read_tensor(torch, req["x"])
-        labels = read_tensor(torch, req["labels"]).to(torch.int64)
-        batch, warmup, steps = req["batch"], req["warmup_steps"], req["steps"]
-        opt = torch.optim.Adam(model.parameters(), lr=req["lr"], betas=tuple(req["betas"]), eps=req["eps"])
+        act = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid}[req.get("activation", "relu")]
+        pool = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}[req.get("pool", "max")]
+        dropout = req.get("dropout") or 0.0
+        state = {spec["name"]: read_tensor(torch, spec) for spec in req["params"] + req.get("running", [])}
 
-        def step(i):
-            xb, yb = x[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch]
+        def fresh():
+            model = lenet_net(torch, req["model"], act, pool, dropout)
+            missing, unexpected = model.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+            if missing or unexpected:
+                raise ValueError(f"{req['model']}: missing {missing}, unexpected {unexpected}")
+            names = [n for n, _ in model.named_parameters()]
+            if names != [spec["name"] for spec in req["params"]]:
+                raise ValueError(f"{req['model']}: parameter order {names} differs from the harness's")
+            model.train()
+            opt = torch.optim.Adam(model.parameters(), lr=req["lr"], betas=tuple(req["betas"]), eps=req["eps"])
+            return model, opt
+
+        def step(model, opt, xb, yb):
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(xb), yb)
             loss.backward()
             opt.step()
             return loss.item()
 
-        initial_loss = None
+        model, opt = fresh()
+        x = read_tensor(torch, req["x"])
+        labels = read_tensor(torch, req["labels"]).to(torch.int64)
+        batch, warmup, steps = req["batch"], req["warmup_steps"], req["steps"]
+
+        # Step 0's loss, dropout off, batch statistics, buffers restored.
+        buffers = {k: v.clone() for k, v in model.named_buffers()}
+        model.drop.eval()
+        with torch.no_grad():
+            initial_loss = F.cross_entropy(model(x[:batch]), labels[:batch]).item()
+            for k, v in model.named_buffers():
+                v.copy_(buffers[k])
+        model.drop.train()
+
         for i in range(warmup):
-            loss = step(i)
-            initial_loss = loss if initial_loss is None else initial_loss
+            step(model, opt, x[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch])
         losses = []
         start = time.perf_counter()
-        for i in range(steps):
-            losses.append(step(warmup + i))
+        for i in range(warmup, warmup + steps):
+            losses.append(step(model, opt, x[i * batch:(i + 1) * batch], labels[i * batch:(i + 1) * batch]))
         seconds = time.perf_counter() - start
-        return {"seconds": seconds, "examples_per_s": steps * batch / seconds,
-                "initial_loss": losses[0] if initial_loss is None else initial_loss,
-                "first_loss": losses[0], "last_loss": losses[-1]}
+        result = {"seconds": seconds, "examples_per_s": steps * batch / seconds, "initial_loss": initial_loss,
+                  "first_loss": losses[0], "last_loss": losses[-1], "trained": None}
+
+        train = req.get("train")
+        if train:
+            model, opt = fresh()
+            tx = read_tensor(torch, train["x"])
+            tl = read_tensor(torch, train["labels"]).to(torch.int64)
+            orders = read_tensor(torch, train["orders"]).to(torch.int64).reshape(train["epochs"], -1)
+            train_seconds = 0.0
+            for epoch, order in enumerate(orders, 1):
+                start = time.perf_counter()
+                for b in range(0, len(order), batch):
+                    idx = order[b:b + batch]
+                    step(model, opt, tx[idx], tl[idx])
+                took = time.perf_counter() - start
+                train_seconds += took
+                print(f"    lenet {req['model']} pytorch: epoch {epoch}/{train['epochs']}, {took:.1f} s",
+                      file=sys.stderr, flush=True)
+            vx = read_tensor(torch, train["test_x"])
+            vl = read_tensor(torch, train["test_labels"]).to(torch.int64)
+            model.eval()
+            correct, loss_sum = 0, 0.0
+            with torch.no_grad():
+                for b in range(0, len(vl), 500):
+                    logits = model(vx[b:b + 500])
+                    loss_sum += F.cross_entropy(logits, vl[b:b + 500], reduction="sum").item()
+                    correct += (logits.argmax(1) == vl[b:b + 500]).sum().item()
+            result["trained"] = {"test_accuracy": correct / len(vl), "test_loss": loss_sum / len(vl),
+                                 "train_seconds": train_seconds}
+        return result
     finally:
         torch.set_grad_enabled(False)
 

@@ -24,6 +24,10 @@ pub const MAX_ROUNDS: usize = 20;
 /// slowest backend): the count sizes the run and its loss record.
 pub const MAX_LENET_STEPS: usize = 100_000;
 
+/// The most `--lenet-epochs` a run accepts: an epoch of Fashion-MNIST is
+/// 10 s to a minute per model and backend on a 2-core machine.
+pub const MAX_LENET_EPOCHS: usize = 50;
+
 /// Logical cores this process may use.
 pub fn logical_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -99,9 +103,25 @@ pub struct Args {
     #[arg(long)]
     pub lenet: bool,
 
-    /// Timed LeNet training steps per backend (batch 256), 1 to 100000.
+    /// Timed LeNet training steps per backend (batch 256), 1 to 100000
+    /// (naive: at most 3).
     #[arg(long, default_value_t = 20)]
     pub lenet_steps: usize,
+
+    /// LeNet models to measure: lenet5, lenet5-bn, mxnet-lenet, simplecnn,
+    /// comma separated, or all.
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub lenet_models: Vec<String>,
+
+    /// Dropout probability in [0, 1) before every dense layer of the LeNet
+    /// models (default: none).
+    #[arg(long, value_name = "P")]
+    pub lenet_dropout: Option<f64>,
+
+    /// Also train each LeNet model N epochs (1 to 50) on im2col, OpenCL and
+    /// the PyTorch peer and report the test accuracy; implies --lenet.
+    #[arg(long, value_name = "N")]
+    pub lenet_epochs: Option<usize>,
 
     /// Measure nothing: re-render README.md, SCHEMA.md and the charts into
     /// --out from an existing results.json.
@@ -163,6 +183,27 @@ fn push_unique<T: PartialEq>(list: &mut Vec<T>, item: T) {
 }
 
 impl Args {
+    /// The `--lenet-models`, resolved, in lenet's order.
+    pub fn lenet_models(&self) -> Result<Vec<lenet::model::Model>> {
+        use lenet::model::Model;
+        let mut models = Vec::new();
+        for name in &self.lenet_models {
+            if name == "all" {
+                Model::ALL.into_iter().for_each(|m| push_unique(&mut models, m));
+            } else {
+                let names: Vec<&str> = Model::ALL.iter().map(|m| m.name()).collect();
+                push_unique(&mut models, Model::parse(name).ok_or_else(|| unknown("LeNet model", name, &names))?);
+            }
+        }
+        models.sort_by_key(|m| Model::ALL.iter().position(|n| n == m));
+        Ok(models)
+    }
+
+    /// Whether the LeNet section runs (--lenet, or --lenet-epochs).
+    pub fn lenet_section(&self) -> bool {
+        self.lenet || self.lenet_epochs.is_some()
+    }
+
     pub fn selection(&self) -> Result<Selection> {
         if self.threads == 0 {
             return Err(HarnessError::Usage("--threads must be at least 1".into()));
@@ -184,6 +225,19 @@ impl Args {
                 self.lenet_steps
             )));
         }
+        if let Some(epochs) = self.lenet_epochs
+            && !(1..=MAX_LENET_EPOCHS).contains(&epochs)
+        {
+            return Err(HarnessError::Usage(format!(
+                "--lenet-epochs {epochs} is out of range: 1 to {MAX_LENET_EPOCHS}"
+            )));
+        }
+        if let Some(p) = self.lenet_dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return Err(HarnessError::Usage(format!("--lenet-dropout {p} must be in [0, 1)")));
+        }
+        self.lenet_models()?;
         let mut backends = Vec::new();
         let mut required = Vec::new();
         for name in &self.backends {
@@ -325,6 +379,28 @@ mod tests {
             assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--rounds")), "{rounds}: {err}");
         }
         assert!(args(&format!("--rounds {MAX_ROUNDS}")).selection().is_ok());
+    }
+
+    #[test]
+    fn lenet_epochs_dropout_and_models_are_checked() {
+        for line in
+            ["--lenet-epochs 0", &format!("--lenet-epochs {}", MAX_LENET_EPOCHS + 1), "--lenet-epochs 99999999999"]
+        {
+            let err = args(line).selection().unwrap_err();
+            assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--lenet-epochs")), "{line}: {err}");
+        }
+        for p in ["1", "1.5", "-0.1", "NaN"] {
+            let err = args(&format!("--lenet-dropout={p}")).selection().unwrap_err();
+            assert!(matches!(&err, HarnessError::Usage(m) if m.contains("--lenet-dropout")), "{p}: {err}");
+        }
+        let err = args("--lenet-models lenet5,resnet").selection().unwrap_err();
+        assert!(matches!(&err, HarnessError::Usage(m) if m.contains("resnet") && m.contains("mxnet-lenet")), "{err}");
+        let a = args(&format!("--lenet-epochs {MAX_LENET_EPOCHS} --lenet-dropout 0.5 --lenet-models simplecnn,lenet5"));
+        assert!(a.selection().is_ok() && a.lenet_section());
+        let names: Vec<&str> = a.lenet_models().unwrap().iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["lenet5", "simplecnn"]);
+        assert_eq!(args("").lenet_models().unwrap().len(), 4);
+        assert!(!args("").lenet_section());
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! ## What a run does
 //! 1. **Ceilings** ([`ceilings`], [`backends::opencl_gemm_ceiling`]):
 //!    matrixmultiply sgemm n=2048 on `--threads` threads, a 256 MiB copy
-//!    bandwidth, and for OpenCL the device's name and its best GEMM rate
-//!    with our kernel (`linear_forward` on square sizes).
+//!    bandwidth, for OpenCL the device's name and its best GEMM rate with
+//!    our kernel (`linear_forward` on square sizes), and an FMA peak per ISA
+//!    this CPU runs (portable, AVX2 + FMA, AVX-512) at 1 and `--threads`
+//!    threads; the machine section names the ISA each backend ran at.
 //! 2. **Per shape** of the suite ([`ops::Shape`], from
 //!    `kernels_core::suite`): seeded inputs ([`problem::Inputs`]); the f64
 //!    naive oracle runs once per pass and its outputs are cached
@@ -32,8 +34,10 @@
 //! 3. **Costs** from `kernels_core::cost`: GFLOP/s, GB/s, arithmetic
 //!    intensity, % of the roofline bound, speed-up over naive f32, and our
 //!    time over each peer's.
-//! 4. `--lenet`: LeNet training throughput per backend
-//!    ([`lenet_throughput`]).
+//! 4. `--lenet`: training throughput of each LeNet model (`--lenet-models`,
+//!    default all four of `lenet --model`) per backend and on the PyTorch
+//!    peer with the same recipe; `--lenet-epochs N` adds the test accuracy
+//!    after N epochs ([`lenet_throughput`]).
 //! 5. **Files** ([`run::write_report`]): results.json ([`results`], schema
 //!    in SCHEMA.md), README.md tables ([`markdown`]), charts ([`charts`]).
 //!
@@ -41,7 +45,9 @@
 //! `--backends naive,im2col,opencl|all`, `--ops <op>,...|conv|pool|linear|norm|all`,
 //! `--shapes <name>,...|lenet|all`, `--threads N` (default 2), `--quick`
 //! (few repeats on lenet-c2, lenet-p1, lenet-fc1, lenet-bn3: CI), `--out DIR`,
-//! `--lenet`, `--lenet-steps N`, `--opencl-device SEL`, `--peers auto|pytorch|none`,
+//! `--rounds N` (each row the best of N back-to-back rounds),
+//! `--lenet`, `--lenet-steps N`, `--lenet-models M,...|all`, `--lenet-dropout P`,
+//! `--lenet-epochs N` (1 to 50), `--opencl-device SEL`, `--peers auto|pytorch|none`,
 //! `--python PATH`, `--force-threads` (more than 4 threads per core); `--replot FILE`
 //! re-renders README.md and the charts from an existing results.json. A progress bar
 //! shows on a terminal, plain lines otherwise.

@@ -1,5 +1,6 @@
 //! Where and when a run happened: CPU model and cores from /proc/cpuinfo,
-//! the git revision (and whether the tree was dirty), and the UTC date.
+//! the instruction set each backend ran at, the git revision (and whether
+//! the tree was dirty), and the UTC date.
 
 use std::process::Command;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,6 +20,57 @@ pub struct Machine {
     /// MemTotal from /proc/meminfo, in GiB.
     pub memory_gib: f64,
     pub os: String,
+    /// The instruction set (or device) each backend of the run used.
+    pub backend_isa: Vec<BackendIsa>,
+}
+
+/// What one backend ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BackendIsa {
+    /// naive, im2col or opencl.
+    pub backend: String,
+    /// portable, avx2 or avx512 for the CPU backends (im2col's [`Isa`]
+    /// names); "device" for OpenCL.
+    ///
+    /// [`Isa`]: kernels_im2col::Isa
+    pub isa: String,
+    /// In words: what picks it, the OpenCL device's name.
+    pub detail: String,
+}
+
+/// The ISA of each backend in `backends`: naive's loops are plain Rust
+/// (portable); im2col's kernels run at [`Im2col::isa`](kernels_im2col::Im2col::isa)
+/// (the CPU's best, capped by --isa or KERNELS_ISA), its GEMMs at
+/// matrixmultiply's own choice; OpenCL at whatever its device compiles.
+pub fn backend_isas(backends: &crate::backends::Backends) -> Vec<BackendIsa> {
+    let mut out = Vec::new();
+    if backends.naive.is_some() {
+        out.push(BackendIsa {
+            backend: "naive".into(),
+            isa: kernels_im2col::Isa::Portable.to_string(),
+            detail: "plain Rust loops for baseline x86_64, one thread".into(),
+        });
+    }
+    if let Some(im2col) = &backends.im2col {
+        out.push(BackendIsa {
+            backend: "im2col".into(),
+            isa: im2col.isa().to_string(),
+            detail: format!(
+                "its own kernels at {} (the CPU's best is {}; --isa or KERNELS_ISA cap it); matrixmultiply's sgemm \
+                 picks its own micro-kernel",
+                im2col.isa(),
+                kernels_im2col::Isa::detected()
+            ),
+        });
+    }
+    if let Some(cl) = &backends.opencl {
+        out.push(BackendIsa {
+            backend: "opencl".into(),
+            isa: "device".into(),
+            detail: format!("OpenCL device {} (its compiler picks the instructions)", cl.device_name()),
+        });
+    }
+    out
 }
 
 impl Machine {
@@ -49,6 +101,7 @@ impl Machine {
             simd,
             memory_gib: mem_kib / (1024.0 * 1024.0),
             os: format!("{} {}", std::env::consts::OS, std::env::consts::ARCH),
+            backend_isa: Vec::new(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use crate::ops::{Op, Shape};
 use crate::peers::PEER_NAMES;
-use crate::results::{Record, Report};
+use crate::results::{LenetRecord, Record, Report};
 
 /// Three significant figures, more or less, for times and rates.
 pub fn sig(v: f64) -> String {
@@ -56,6 +56,9 @@ fn header(out: &mut String, report: &Report) {
         "- CPU: {}, {} logical cores, {simd}; {:.0} GiB memory; {}",
         m.cpu_model, m.cores, m.memory_gib, m.os
     );
+    for b in &m.backend_isa {
+        let _ = writeln!(out, "- Backend {}: ISA **{}**: {}", b.backend, b.isa, b.detail);
+    }
     let _ = writeln!(out, "- Threads: {} for im2col and the CPU ceilings; naive runs on one thread", r.threads);
     let device = r.opencl_device.as_deref().unwrap_or("not run");
     let _ = writeln!(out, "- OpenCL device: {device} (PoCL runs its work-items on every core)");
@@ -95,8 +98,9 @@ fn header(out: &mut String, report: &Report) {
         "| ceiling | rate (best repeat) | at the median | what | repeats, median [min, max] ms |\n|---|---|---|---|---|"
     );
     let c = &r.ceilings;
-    for (name, ceiling) in [("sgemm", Some(&c.sgemm)), ("copy", Some(&c.copy)), ("opencl_gemm", c.opencl_gemm.as_ref())]
-    {
+    let fma = c.fma.iter().map(|p| (format!("fma {} x{}", p.isa, p.threads), Some(&p.ceiling)));
+    let named = [("sgemm", Some(&c.sgemm)), ("copy", Some(&c.copy)), ("opencl_gemm", c.opencl_gemm.as_ref())];
+    for (name, ceiling) in named.into_iter().map(|(n, c)| (n.to_string(), c)).chain(fma) {
         if let Some(ceiling) = ceiling {
             let t = &ceiling.timing;
             let _ = writeln!(
@@ -112,6 +116,19 @@ fn header(out: &mut String, report: &Report) {
                 sig(t.max_s * 1e3)
             );
         }
+    }
+    // sgemm against the arithmetic roof of the best ISA at its thread count.
+    let best_fma =
+        c.fma.iter().filter(|p| p.threads == r.threads).max_by(|a, b| a.ceiling.rate.total_cmp(&b.ceiling.rate));
+    if let Some(p) = best_fma {
+        let _ = writeln!(
+            out,
+            "\nsgemm reaches {} of the {} FMA peak at {} threads (`fma <isa> xN`: independent multiply-add chains in \
+             registers, N threads; the arithmetic roof of kernels written at that ISA).",
+            pct(100.0 * c.sgemm.rate / p.ceiling.rate),
+            p.isa,
+            p.threads
+        );
     }
     let _ = writeln!(
         out,
@@ -277,19 +294,27 @@ fn lenet_table(out: &mut String, report: &Report) {
     if report.lenet.is_empty() {
         return;
     }
-    let peer = report.lenet.iter().find(|l| PEER_NAMES.contains(&l.backend.as_str()));
+    let is_peer = |l: &LenetRecord| PEER_NAMES.contains(&l.backend.as_str());
+    let peer_of = |model: &str| report.lenet.iter().find(|l| l.model == model && is_peer(l));
+    let peer_name = report.lenet.iter().find(|l| is_peer(l)).map(|l| l.backend.clone());
     let _ = writeln!(out, "## LeNet training throughput\n");
-    let ratio_head = peer.map_or(String::new(), |p| format!(" / {} examples/s |", p.backend));
+    let ratio_head = peer_name.as_ref().map_or(String::new(), |p| format!(" / {p} examples/s |"));
     let _ = writeln!(
         out,
-        "| backend | batch | timed steps (warm-up) | examples/s |{ratio_head} loss, first -> last step | data |"
+        "| model | backend | batch | timed steps (warm-up) | examples/s |{ratio_head} loss, first -> last step |"
     );
-    let _ = writeln!(out, "|---|---|---|---|{}---|---|", if peer.is_some() { "---|" } else { "" });
+    let _ = writeln!(out, "|---|---|---|---|---|{}---|", if peer_name.is_some() { "---|" } else { "" });
     for l in &report.lenet {
-        let ratio = peer.map_or(String::new(), |p| format!(" {}x |", sig(l.examples_per_s / p.examples_per_s)));
+        let ratio = match (&peer_name, peer_of(&l.model)) {
+            (None, _) => String::new(),
+            (Some(_), Some(p)) => format!(" {}x |", sig(l.examples_per_s / p.examples_per_s)),
+            (Some(_), None) => " – |".into(),
+        };
+        let dropout = l.dropout.map_or(String::new(), |p| format!(", dropout {p}"));
         let _ = writeln!(
             out,
-            "| {} | {} | {} ({}) | **{}** |{ratio} {:.3} -> {:.3} | {} |",
+            "| {}{dropout} | {} | {} | {} ({}) | **{}** |{ratio} {:.3} -> {:.3} |",
+            l.model,
             l.backend_name,
             l.batch,
             l.steps,
@@ -297,16 +322,54 @@ fn lenet_table(out: &mut String, report: &Report) {
             sig(l.examples_per_s),
             l.first_loss,
             l.last_loss,
-            l.data
         );
     }
-    if let Some(p) = peer {
+    let mut sources: Vec<&str> = report.lenet.iter().map(|l| l.data.as_str()).collect();
+    sources.dedup();
+    let _ = writeln!(
+        out,
+        "\nEach model as `lenet --model` builds it (ReLU, max pooling), Adam lr 1e-3, batch 256, batches from {}. \
+         The naive backend runs few steps (see the notes).",
+        sources.join("; ")
+    );
+    if let Some(p) = &peer_name {
         let _ = writeln!(
             out,
-            "\n{} trained the same model with the same recipe in this run (lenet's initial weights, the same \
-             batches, Adam lr 1e-3); its step-0 loss matched the f64 reference before its time was used.",
-            p.backend
+            "{p} trained the same model with the same recipe in this run (lenet's initial weights and running \
+             statistics, the same batches, Adam lr 1e-3, batch norm in training mode); before its time was used, its \
+             loss on the first batch before any update (training mode, dropout off) matched the f64 reference."
         );
+    }
+    let trained: Vec<&LenetRecord> = report.lenet.iter().filter(|l| l.accuracy.is_some()).collect();
+    if let Some(first) = trained.first().and_then(|l| l.accuracy.as_ref()) {
+        let _ = writeln!(
+            out,
+            "\n### Test accuracy after {} epochs\n\nFrom the same initial weights (seed {}), {}, batch {}, epoch \
+             orders shuffled from the same seed; {} training and {} test examples; evaluation in evaluation mode \
+             (running statistics, no dropout).\n",
+            first.epochs, first.seed, first.optimizer, first.batch, first.train_examples, first.test_examples
+        );
+        let _ = writeln!(
+            out,
+            "| model | backend | epochs | test accuracy | test loss | training examples/s | training s |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+        for l in trained {
+            if let Some(a) = &l.accuracy {
+                let dropout = l.dropout.map_or(String::new(), |p| format!(", dropout {p}"));
+                let _ = writeln!(
+                    out,
+                    "| {}{dropout} | {} | {} | **{:.4}** | {:.4} | {} | {} |",
+                    l.model,
+                    l.backend,
+                    a.epochs,
+                    a.test_accuracy,
+                    a.test_loss,
+                    sig(a.examples_per_s),
+                    sig(a.train_seconds)
+                );
+            }
+        }
     }
     let _ = writeln!(out);
 }
@@ -392,9 +455,11 @@ mod tests {
     }
 
     #[test]
-    fn the_lenet_table_divides_by_the_peer() {
+    fn the_lenet_table_divides_by_the_peer_of_the_same_model() {
         let mut report = sample_report(&[("naive", 40.0)]);
-        let record = |backend: &str, examples_per_s: f64| crate::results::LenetRecord {
+        let record = |model: &str, backend: &str, examples_per_s: f64| crate::results::LenetRecord {
+            model: model.into(),
+            dropout: None,
             backend: backend.into(),
             backend_name: backend.into(),
             batch: 256,
@@ -405,12 +470,66 @@ mod tests {
             first_loss: 2.3,
             last_loss: 1.9,
             data: "test".into(),
+            accuracy: None,
         };
-        report.lenet = vec![record("im2col", 3000.0), record("pytorch", 6000.0)];
+        report.lenet = vec![
+            record("lenet5", "im2col", 3000.0),
+            record("lenet5", "pytorch", 6000.0),
+            record("simplecnn", "im2col", 1000.0),
+            record("simplecnn", "pytorch", 4000.0),
+            record("mxnet-lenet", "im2col", 500.0),
+        ];
         let md = render(&report);
         assert!(md.contains("| examples/s | / pytorch examples/s |"), "{md}");
-        assert!(md.contains("| im2col | 256 | 20 (3) | **3000** | 0.500x |"), "{md}");
-        assert!(md.contains("| pytorch | 256 | 20 (3) | **6000** | 1.00x |"), "{md}");
+        assert!(md.contains("| lenet5 | im2col | 256 | 20 (3) | **3000** | 0.500x |"), "{md}");
+        assert!(md.contains("| lenet5 | pytorch | 256 | 20 (3) | **6000** | 1.00x |"), "{md}");
+        assert!(md.contains("| simplecnn | im2col | 256 | 20 (3) | **1000** | 0.250x |"), "{md}");
+        assert!(md.contains("| mxnet-lenet | im2col | 256 | 20 (3) | **500** | – |"), "{md}");
+        assert!(!md.contains("Test accuracy after"), "no accuracy table without --lenet-epochs");
+
+        report.lenet[0].accuracy = Some(crate::results::LenetAccuracy {
+            epochs: 2,
+            seed: 7,
+            optimizer: "Adam lr 0.001".into(),
+            batch: 256,
+            train_examples: 60000,
+            test_examples: 10000,
+            test_accuracy: 0.8712,
+            test_loss: 0.35,
+            train_seconds: 30.0,
+            examples_per_s: 4000.0,
+        });
+        let md = render(&report);
+        assert!(md.contains("### Test accuracy after 2 epochs") && md.contains("(seed 7), Adam lr 0.001, batch 256"));
+        assert!(md.contains("| lenet5 | im2col | 2 | **0.8712** | 0.3500 | 4000 | 30.0 |"), "{md}");
+    }
+
+    #[test]
+    fn the_machine_section_names_each_backend_s_isa_and_the_fma_peaks() {
+        let mut report = sample_report(&[("im2col", 2.0)]);
+        report.machine.backend_isa = vec![crate::machine::BackendIsa {
+            backend: "im2col".into(),
+            isa: "avx512".into(),
+            detail: "its own kernels at avx512".into(),
+        }];
+        let stats = crate::timing::Stats { repeats: 3, median_s: 0.1, min_s: 0.09, max_s: 0.12 };
+        let peak = |isa: &str, threads, rate| crate::ceilings::FmaPeak {
+            isa: isa.into(),
+            threads,
+            ceiling: crate::ceilings::Ceiling {
+                what: format!("FMA peak {isa}"),
+                rate,
+                rate_median: rate,
+                unit: "GFLOP/s".into(),
+                timing: stats,
+            },
+        };
+        report.ceilings.fma = vec![peak("avx2", 2, 150.0), peak("avx512", 2, 200.0), peak("avx512", 1, 100.0)];
+        let md = render(&report);
+        assert!(md.contains("- Backend im2col: ISA **avx512**: its own kernels at avx512"), "{md}");
+        assert!(md.contains("| fma avx512 x2 | **200 GFLOP/s** |"), "{md}");
+        // The sample's sgemm is 100 GFLOP/s at 2 threads: half the best 2-thread peak.
+        assert!(md.contains("sgemm reaches 50% of the avx512 FMA peak at 2 threads"), "{md}");
     }
 
     #[test]

@@ -85,11 +85,17 @@ pub struct PeerStatus {
     pub skipped: Option<String>,
 }
 
-/// A LeNet throughput request: lenet's initial weights (PARAM_NAMES
-/// order), the images of every step's batch in order, their labels, and
-/// Adam's hyper-parameters.
+/// A LeNet throughput request: the model, lenet's initial weights and
+/// running statistics (spec order, with their `state_dict` names), the
+/// images of every step's batch in order, their labels, Adam's
+/// hyper-parameters, and optionally a full training run.
 pub struct LenetJob<'a> {
-    pub params: &'a [Tensor<f32>],
+    /// `lenet --model` name: lenet5, lenet5-bn, mxnet-lenet, simplecnn.
+    pub model: &'a str,
+    pub dropout: Option<f64>,
+    pub params: &'a [(String, Tensor<f32>)],
+    /// Batch norm's running means and variances (empty without batch norm).
+    pub running: &'a [(String, Tensor<f32>)],
     /// [(warmup_steps + steps) * batch, 1, 28, 28].
     pub x: &'a Tensor<f32>,
     pub labels: &'a [usize],
@@ -99,6 +105,20 @@ pub struct LenetJob<'a> {
     pub lr: f64,
     pub betas: (f64, f64),
     pub eps: f64,
+    pub train: Option<LenetTrainJob<'a>>,
+}
+
+/// `--lenet-epochs`: train from the same initial weights on the whole
+/// training set in lenet's epoch orders, then evaluate on the test set.
+pub struct LenetTrainJob<'a> {
+    pub epochs: usize,
+    /// [n, 1, 28, 28] and n labels.
+    pub x: &'a Tensor<f32>,
+    pub labels: &'a [usize],
+    /// Each epoch's order of the n examples, epoch after epoch (epochs x n).
+    pub orders: &'a [usize],
+    pub test_x: &'a Tensor<f32>,
+    pub test_labels: &'a [usize],
 }
 
 /// What the peer measured on a [`LenetJob`].
@@ -106,11 +126,23 @@ pub struct LenetJob<'a> {
 pub struct LenetReply {
     pub seconds: f64,
     pub examples_per_s: f64,
-    /// The loss of step 0, before any update.
+    /// The loss of step 0, before any update, in training mode with dropout
+    /// off (batch norm on the batch's statistics).
     pub initial_loss: f64,
     /// The first and last timed steps' losses.
     pub first_loss: f64,
     pub last_loss: f64,
+    /// With [`LenetJob::train`]: the test set after the last epoch.
+    #[serde(default)]
+    pub trained: Option<LenetTrained>,
+}
+
+/// The peer's full training run.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct LenetTrained {
+    pub test_accuracy: f64,
+    pub test_loss: f64,
+    pub train_seconds: f64,
 }
 
 /// Why a peer did not start: it is skipped with a note (unless required).
@@ -344,16 +376,42 @@ impl TorchPeer {
             write_f32(&path, t.data())?;
             Ok(json!({ "path": path, "shape": t.shape() }))
         };
-        let params =
-            job.params.iter().enumerate().map(|(i, p)| spec(&format!("param{i}"), p)).collect::<Result<Vec<_>>>()?;
-        let labels: Vec<f32> = job.labels.iter().map(|&l| l as f32).collect();
-        let labels = Tensor::new(&[labels.len()], labels)?;
+        let named = |list: &[(String, Tensor<f32>)]| -> Result<Vec<Value>> {
+            list.iter()
+                .map(|(name, t)| {
+                    let mut s = spec(name, t)?;
+                    s["name"] = json!(name);
+                    Ok(s)
+                })
+                .collect()
+        };
+        // Indices and labels travel as f32: exact below 2^24.
+        let as_f32 = |name: &str, v: &[usize]| -> Result<Value> {
+            let values: Vec<f32> = v.iter().map(|&l| l as f32).collect();
+            spec(name, &Tensor::new(&[values.len()], values)?)
+        };
+        let train = match &job.train {
+            Some(t) => json!({
+                "epochs": t.epochs, "x": spec("train-x", t.x)?, "labels": as_f32("train-labels", t.labels)?,
+                "orders": as_f32("orders", t.orders)?, "test_x": spec("test-x", t.test_x)?,
+                "test_labels": as_f32("test-labels", t.test_labels)?,
+            }),
+            None => Value::Null,
+        };
         let request = json!({
-            "cmd": "lenet", "op": "lenet", "x": spec("x", job.x)?, "labels": spec("labels", &labels)?,
-            "params": params, "batch": job.batch, "warmup_steps": job.warmup_steps, "steps": job.steps,
-            "lr": job.lr, "betas": [job.betas.0, job.betas.1], "eps": job.eps,
+            "cmd": "lenet", "op": "lenet", "model": job.model, "activation": "relu", "pool": "max",
+            "dropout": job.dropout, "x": spec("x", job.x)?, "labels": as_f32("labels", job.labels)?,
+            "params": named(job.params)?, "running": named(job.running)?, "batch": job.batch,
+            "warmup_steps": job.warmup_steps, "steps": job.steps,
+            "lr": job.lr, "betas": [job.betas.0, job.betas.1], "eps": job.eps, "train": train,
         });
-        let reply = self.checked(&request)?;
+        // A training run waits longer: up to 5 minutes per epoch besides.
+        let epochs = job.train.as_ref().map_or(0, |t| t.epochs) as u64;
+        let reply = self.request(&request, REPLY_TIMEOUT + Duration::from_secs(300 * epochs))?;
+        if reply.get("ok") != Some(&Value::Bool(true)) {
+            let why = reply.get("error").and_then(Value::as_str).unwrap_or("no reason given");
+            return Err(peer_error(format!("lenet {} failed: {why}", job.model)));
+        }
         serde_json::from_value(reply).map_err(|e| peer_error(format!("bad lenet reply: {e}")))
     }
 

@@ -1,10 +1,10 @@
-//! The results.json schema (version 2): [`Report`] and its parts. The same
+//! The results.json schema (version 3): [`Report`] and its parts. The same
 //! description is written beside every results.json as SCHEMA.md
 //! ([`SCHEMA_MD`]).
 
 use serde::{Deserialize, Serialize};
 
-use crate::ceilings::Ceiling;
+use crate::ceilings::{Ceiling, FmaPeak};
 use crate::machine::{Machine, Revision};
 use crate::peers::PeerStatus;
 use crate::timing::PolicySummary;
@@ -15,6 +15,8 @@ pub struct Ceilings {
     pub sgemm: Ceiling,
     pub copy: Ceiling,
     pub opencl_gemm: Option<Ceiling>,
+    /// Per ISA this CPU runs and per thread count ([`crate::ceilings::fma_peaks`]).
+    pub fma: Vec<FmaPeak>,
 }
 
 impl Ceilings {
@@ -29,7 +31,13 @@ impl Ceilings {
                 (Some(a), Some(b)) => Some(better(a, b)),
                 (a, b) => a.or(b),
             },
+            fma: best_fma(self.fma, other.fma),
         }
+    }
+
+    /// The FMA peak at `isa` on `threads` threads, if measured.
+    pub fn fma_peak(&self, isa: &str, threads: usize) -> Option<&Ceiling> {
+        self.fma.iter().find(|p| p.isa == isa && p.threads == threads).map(|p| &p.ceiling)
     }
 
     /// The roofline bound in GFLOP/s at `intensity` under the compute
@@ -42,6 +50,16 @@ impl Ceilings {
         };
         peak.min(intensity * self.copy.rate)
     }
+}
+
+/// Per (ISA, threads) of `a`, the better of its measurements in `a` and `b`.
+fn best_fma(a: Vec<FmaPeak>, b: Vec<FmaPeak>) -> Vec<FmaPeak> {
+    a.into_iter()
+        .map(|p| match b.iter().find(|q| q.isa == p.isa && q.threads == p.threads) {
+            Some(q) if q.ceiling.rate > p.ceiling.rate => q.clone(),
+            _ => p,
+        })
+        .collect()
 }
 
 /// OpenCL event-profiling split of one call (averaged over the timed repeats).
@@ -122,9 +140,14 @@ pub struct Record {
 /// where a log axis's bounds overflow.
 pub const PLAUSIBLE_MAX: f64 = 1e12;
 
-/// LeNet training throughput of one backend.
+/// LeNet training throughput of one model on one backend.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LenetRecord {
+    /// lenet5, lenet5-bn, mxnet-lenet or simplecnn (`lenet --model`).
+    pub model: String,
+    /// Dropout probability before every dense layer (`--lenet-dropout`);
+    /// None: no dropout layers.
+    pub dropout: Option<f64>,
     pub backend: String,
     pub backend_name: String,
     pub batch: usize,
@@ -138,6 +161,32 @@ pub struct LenetRecord {
     pub last_loss: f64,
     /// Where the examples came from (Fashion-MNIST files or synthetic).
     pub data: String,
+    /// With `--lenet-epochs`: the test accuracy after that many epochs of
+    /// full training from the same initial weights.
+    pub accuracy: Option<LenetAccuracy>,
+}
+
+/// Test accuracy after `epochs` epochs of training (`--lenet-epochs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LenetAccuracy {
+    pub epochs: usize,
+    /// Initial weights and every epoch's shuffle (lenet's `--seed`).
+    pub seed: u64,
+    /// The optimiser and its hyper-parameters, in words.
+    pub optimizer: String,
+    pub batch: usize,
+    /// Training examples per epoch (the last batch of an epoch may be smaller)
+    /// and test examples evaluated.
+    pub train_examples: usize,
+    pub test_examples: usize,
+    /// Fraction of the test examples classified right after the last epoch.
+    pub test_accuracy: f64,
+    /// Mean test cross-entropy after the last epoch.
+    pub test_loss: f64,
+    /// Wall time of the training loops (evaluation excluded) and
+    /// epochs x train_examples over it.
+    pub train_seconds: f64,
+    pub examples_per_s: f64,
 }
 
 /// Everything one run wrote to results.json.
@@ -162,7 +211,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub const SCHEMA: u32 = 2;
+    pub const SCHEMA: u32 = 3;
 
     /// Fills `speedup_vs_naive` from the naive records of the same op and shape.
     pub fn fill_speedups(&mut self) {
@@ -208,6 +257,10 @@ impl Report {
                 check(format!("ceilings.{name}.rate_median"), ceiling.rate_median)?;
             }
         }
+        for p in &c.fma {
+            check(format!("ceilings.fma {} {} threads: rate", p.isa, p.threads), p.ceiling.rate)?;
+            check(format!("ceilings.fma {} {} threads: rate_median", p.isa, p.threads), p.ceiling.rate_median)?;
+        }
         for r in &self.records {
             let at = |field: &str| format!("record {} {} {}: {field}", r.op, r.shape, r.backend);
             for (field, v) in [
@@ -229,8 +282,18 @@ impl Report {
             }
         }
         for l in &self.lenet {
-            check(format!("lenet {}: examples_per_s", l.backend), l.examples_per_s)?;
-            check(format!("lenet {}: seconds", l.backend), l.seconds)?;
+            check(format!("lenet {} {}: examples_per_s", l.model, l.backend), l.examples_per_s)?;
+            check(format!("lenet {} {}: seconds", l.model, l.backend), l.seconds)?;
+            if let Some(a) = &l.accuracy {
+                check(format!("lenet {} {}: test_accuracy", l.model, l.backend), a.test_accuracy)?;
+                if a.test_accuracy > 1.0 {
+                    return Err(format!(
+                        "lenet {} {}: test_accuracy {} is above 1",
+                        l.model, l.backend, a.test_accuracy
+                    ));
+                }
+                check(format!("lenet {} {}: accuracy examples_per_s", l.model, l.backend), a.examples_per_s)?;
+            }
         }
         Ok(())
     }
@@ -280,12 +343,19 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
         date_utc: "2026-01-01T00:00:00Z".into(),
         command: "harness".into(),
         revision: Revision { commit: "abc1234".into(), dirty: false },
-        machine: Machine { cpu_model: "cpu".into(), cores: 2, simd: vec![], memory_gib: 1.0, os: "os".into() },
+        machine: Machine {
+            cpu_model: "cpu".into(),
+            cores: 2,
+            simd: vec![],
+            memory_gib: 1.0,
+            os: "os".into(),
+            backend_isa: vec![],
+        },
         threads: 2,
         opencl_device: None,
         quick: false,
         timing: PolicySummary::from(&crate::timing::Policy::full()),
-        ceilings: Ceilings { sgemm: ceiling("GFLOP/s"), copy: ceiling("GB/s"), opencl_gemm: None },
+        ceilings: Ceilings { sgemm: ceiling("GFLOP/s"), copy: ceiling("GB/s"), opencl_gemm: None, fma: vec![] },
         records: records.iter().map(|&(b, ms)| record(b, ms)).collect(),
         lenet: vec![],
         peers: vec![],
@@ -294,11 +364,15 @@ pub(crate) fn sample_report(records: &[(&str, f64)]) -> Report {
 }
 
 /// SCHEMA.md, written beside results.json.
-pub const SCHEMA_MD: &str = r#"# results.json, schema version 2
+pub const SCHEMA_MD: &str = r#"# results.json, schema version 3
 
 Written by the harness (`make report`, or `cargo run --release -p harness -- --out DIR`).
 Every number was measured in the run that wrote the file, peers included: nothing
 comes from another run or machine. Units are in the field names.
+
+Version 3 (from 2): `machine.backend_isa` (the instruction set each backend ran at),
+`ceilings.fma` (an FMA peak per ISA and thread count), and per-model LeNet records
+(`lenet[].model`, `dropout`, and `accuracy` with `--lenet-epochs`).
 
 Version 2 (from 1): peers. Records of a peer measured in the same run (backend
 "pytorch", or "candle" with the cargo feature `candle`) sit beside ours, validated against the same f64 oracle; `peer_version`
@@ -307,12 +381,16 @@ ran (version, threads) or why they were skipped.
 
 ```text
 {
-  "schema": 2,
+  "schema": 3,
   "date_utc": "2026-11-22T02:40:00Z",        system clock when the run started
   "command": "harness --out reports --lenet", the run's arguments
   "revision": { "commit": "ff222e3", "dirty": false },   git rev-parse --short HEAD; tracked files changed?
   "machine": { "cpu_model": "AMD EPYC", "cores": 2, "simd": ["avx2", "fma", "avx512f"],
-               "memory_gib": 23.4, "os": "linux x86_64" },   from /proc/cpuinfo and /proc/meminfo
+               "memory_gib": 23.4, "os": "linux x86_64",   from /proc/cpuinfo and /proc/meminfo
+               "backend_isa": [ { "backend": "im2col", "isa": "avx512", "detail": "..." }, ... ] },
+                                              per backend run: naive "portable" (plain Rust); im2col its
+                                              kernels' ISA (Im2col::isa: the CPU's best, capped by --isa or
+                                              KERNELS_ISA); opencl "device" (detail names the device)
   "threads": 2,                               CPU threads of im2col and the CPU ceilings
   "opencl_device": "Portable Computing Language / pthread-...", or null when OpenCL was not run
   "quick": false,                             --quick: few repeats, for CI, not for reading
@@ -325,7 +403,11 @@ ran (version, threads) or why they were skipped.
   "ceilings": {                                each measured before and after the kernels; the better run
     "sgemm":       Ceiling,                   matrixmultiply sgemm n=2048, rows split over the threads
     "copy":        Ceiling,                   256 MiB copy, read + write bytes counted
-    "opencl_gemm": Ceiling or null            best OpenCL GEMM (linear_forward) over square sizes
+    "opencl_gemm": Ceiling or null,           best OpenCL GEMM (linear_forward) over square sizes
+    "fma": [ { "isa": "avx512", "threads": 2, "ceiling": Ceiling }, ... ]
+                                              FMA peak: independent multiply-add chains in registers, per
+                                              ISA this CPU runs (portable, avx2, avx512) at 1 thread and at
+                                              "threads"; FLOPs = 2 per lane per step
   },
   "records": [ Record, ... ],                 one per op x shape x backend
   "lenet":   [ LenetRecord, ... ],            with --lenet, else empty
@@ -374,14 +456,23 @@ Record = {
                                --isa or KERNELS_ISA cap it); null for other rows
 }
 
-LenetRecord = {
+LenetRecord = {                               one per model x backend (--lenet-models)
+  "model": "lenet5",                         lenet5, lenet5-bn, mxnet-lenet, simplecnn (lenet --model)
+  "dropout": null or 0.5,                    --lenet-dropout: before every dense layer
   "backend", "backend_name",                 naive, im2col, opencl, or pytorch (the peer: same model,
-                                              initial weights, batches and Adam; its step-0 loss checked
-                                              against the f64 reference first)
-  "batch": 256, "steps": 20, "warmup_steps": 3,
+                                              initial weights, batches and Adam; its step-0 loss, in
+                                              training mode with dropout off, checked against the f64
+                                              reference first)
+  "batch": 256, "steps": 20, "warmup_steps": 3,   naive runs at most 3 timed steps after 1 warm-up
   "seconds": 1.9, "examples_per_s": 2700.0,   timed steps x batch / seconds
   "first_loss": 2.30, "last_loss": 1.90,      training loss at the first and last timed step
   "data": "Fashion-MNIST train ..."          where the batches came from
+  "accuracy": null or {                      --lenet-epochs N (im2col, opencl, and the peer; not naive)
+    "epochs": 2, "seed": 7, "optimizer": "Adam lr 0.001 ...", "batch": 256,
+    "train_examples": 60000, "test_examples": 10000,
+    "test_accuracy": 0.87, "test_loss": 0.35,   after the last epoch, evaluation mode
+    "train_seconds": 30.1, "examples_per_s": 4000.0   training loops only, evaluation excluded
+  }
 }
 
 PeerStatus = {
@@ -408,9 +499,23 @@ mod tests {
 
     #[test]
     fn best_of_keeps_the_better_measurement_and_bounds_follow_the_roofline() {
-        let first = Ceilings { sgemm: ceiling(200.0), copy: ceiling(30.0), opencl_gemm: None };
-        let second = Ceilings { sgemm: ceiling(250.0), copy: ceiling(20.0), opencl_gemm: Some(ceiling(90.0)) };
+        let fma = |isa: &str, threads, rate| FmaPeak { isa: isa.into(), threads, ceiling: ceiling(rate) };
+        let first = Ceilings {
+            sgemm: ceiling(200.0),
+            copy: ceiling(30.0),
+            opencl_gemm: None,
+            fma: vec![fma("avx2", 1, 50.0), fma("avx2", 2, 90.0)],
+        };
+        let second = Ceilings {
+            sgemm: ceiling(250.0),
+            copy: ceiling(20.0),
+            opencl_gemm: Some(ceiling(90.0)),
+            fma: vec![fma("avx2", 2, 95.0), fma("avx2", 1, 40.0)],
+        };
         let best = first.best_of(second);
+        assert_eq!(best.fma_peak("avx2", 1).map(|c| c.rate), Some(50.0));
+        assert_eq!(best.fma_peak("avx2", 2).map(|c| c.rate), Some(95.0));
+        assert!(best.fma_peak("avx512", 1).is_none());
         assert_eq!((best.sgemm.rate, best.copy.rate), (250.0, 30.0));
         assert_eq!(best.opencl_gemm.as_ref().map(|c| c.rate), Some(90.0));
         assert_eq!(best.bound("sgemm", 1.0), 30.0);

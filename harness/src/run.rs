@@ -216,14 +216,16 @@ fn describe_plan(plan: &kernels_im2col::ConvPlan) -> String {
 
 /// sgemm, copy and (with OpenCL) the OpenCL GEMM ceiling.
 fn measure_ceilings(args: &Args, backends: &Backends, progress: &Progress) -> Result<Ceilings> {
-    progress.note("ceilings: sgemm, copy bandwidth, OpenCL GEMM");
+    progress.note("ceilings: sgemm, copy bandwidth, OpenCL GEMM, FMA peak per ISA");
     let sgemm = ceilings::sgemm(SGEMM_N, args.threads, args.quick).map_err(setup("sgemm ceiling"))?;
     let copy = ceilings::copy_bandwidth(COPY_BYTES, args.threads, args.quick).map_err(setup("copy ceiling"))?;
     let opencl_gemm = backends.opencl.as_ref().map(|cl| opencl_gemm_ceiling(cl, args.quick)).transpose()?;
-    for c in [Some(&sgemm), Some(&copy), opencl_gemm.as_ref()].into_iter().flatten() {
+    let fma = ceilings::fma_peaks(args.threads, args.quick).map_err(setup("FMA peak"))?;
+    let all = [Some(&sgemm), Some(&copy), opencl_gemm.as_ref()].into_iter().flatten();
+    for c in all.chain(fma.iter().map(|p| &p.ceiling)) {
         progress.note(&format!("  {}: {} {}", c.what, sig(c.rate), c.unit));
     }
-    Ok(Ceilings { sgemm, copy, opencl_gemm })
+    Ok(Ceilings { sgemm, copy, opencl_gemm, fma })
 }
 
 fn setup(what: &str) -> impl Fn(String) -> HarnessError + '_ {
@@ -327,16 +329,16 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     let ceilings = before.best_of(measure_ceilings(args, &backends, &progress)?);
 
     progress.finish();
-    let lenet = if args.lenet {
+    let lenet = if args.lenet_section() {
         eprintln!("LeNet training throughput");
-        lenet_throughput::measure_all(
-            &backends,
-            &selection.backends,
-            torch.as_mut(),
-            args.lenet_steps,
-            args.quick,
-            &mut notes,
-        )?
+        let plan = lenet_throughput::LenetPlan {
+            models: args.lenet_models()?,
+            steps: args.lenet_steps,
+            dropout: args.lenet_dropout,
+            epochs: args.lenet_epochs,
+            quick: args.quick,
+        };
+        lenet_throughput::measure_all(&backends, &selection.backends, torch.as_mut(), &plan, &mut notes)?
     } else {
         Vec::new()
     };
@@ -346,7 +348,7 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
         date_utc,
         command,
         revision: Revision::detect(),
-        machine: Machine::detect(),
+        machine: Machine { backend_isa: crate::machine::backend_isas(&backends), ..Machine::detect() },
         threads: args.threads,
         opencl_device: backends.opencl.as_ref().map(|cl| cl.device_name().to_string()),
         quick: args.quick,

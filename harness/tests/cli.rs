@@ -86,7 +86,7 @@ fn a_quick_run_puts_the_peer_beside_our_backends_and_replots() {
     assert!(out.status.success(), "{}", stderr(&out));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap()).unwrap();
-    assert_eq!(json["schema"], 2);
+    assert_eq!(json["schema"], 3);
     assert_eq!(json["peers"][0]["info"]["version"], "0.0-fake");
     let peer_records: Vec<&serde_json::Value> =
         json["records"].as_array().unwrap().iter().filter(|r| r["backend"] == "pytorch").collect();
@@ -166,6 +166,9 @@ fn isa_cap_reaches_im2col_and_each_conv_row_records_its_plan() {
     assert!(records.iter().filter(|r| r["shape"] == "lenet-p1").all(|r| r["plan"].is_null()));
     let notes = json["notes"].as_array().unwrap();
     assert!(notes.iter().any(|n| n.as_str().unwrap_or_default().contains("ran at ISA portable")), "{notes:?}");
+    // The machine section records the ISA the cap left im2col.
+    assert_eq!(json["machine"]["backend_isa"][0]["backend"], "im2col");
+    assert_eq!(json["machine"]["backend_isa"][0]["isa"], "portable");
     let bad = harness(&["--quick", "--isa", "sse9", "--out", dir.to_str().unwrap()]);
     assert!(!bad.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
@@ -204,4 +207,83 @@ fn forced_im2col_paths_run_and_are_recorded() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("forward by Winograd does not apply"), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Issues 16 and 17: per-model LeNet throughput and --lenet-epochs, cheaply
+/// (--quick: one timed step, one epoch of the first 1024 examples), and
+/// the machine section's ISA per backend and FMA peaks.
+#[test]
+fn lenet_models_and_epochs_run_per_backend_and_are_recorded() {
+    let dir = scratch("lenet-models");
+    let out = harness(&[
+        "--quick",
+        "--backends",
+        "naive,im2col",
+        "--peers",
+        "none",
+        "--shapes",
+        "lenet-fc3",
+        "--ops",
+        "linear-fwd",
+        "--lenet-models",
+        "simplecnn,lenet5-bn",
+        "--lenet-steps",
+        "1",
+        "--lenet-epochs",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("lenet5-bn im2col: epoch 1/1"), "progress on stderr:\n{err}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let lenet = json["lenet"].as_array().unwrap();
+    let got: Vec<(&str, &str)> =
+        lenet.iter().map(|l| (l["model"].as_str().unwrap(), l["backend"].as_str().unwrap())).collect();
+    assert_eq!(got, [("lenet5-bn", "naive"), ("lenet5-bn", "im2col"), ("simplecnn", "naive"), ("simplecnn", "im2col")]);
+    for l in lenet {
+        assert_eq!((l["steps"].as_u64(), l["batch"].as_u64()), (Some(1), Some(256)), "{l}");
+        assert!(l["examples_per_s"].as_f64().unwrap() > 0.0 && l["first_loss"].as_f64().unwrap() > 0.0, "{l}");
+        if l["backend"] == "naive" {
+            assert!(l["accuracy"].is_null(), "naive is not trained for --lenet-epochs: {l}");
+            assert_eq!(l["warmup_steps"].as_u64(), Some(1));
+        } else {
+            let a = &l["accuracy"];
+            assert_eq!((a["epochs"].as_u64(), a["train_examples"].as_u64()), (Some(1), Some(1024)), "{l}");
+            assert_eq!((a["test_examples"].as_u64(), a["seed"].as_u64()), (Some(500), Some(7)), "{l}");
+            let acc = a["test_accuracy"].as_f64().unwrap();
+            // Four Adam steps from Xavier weights: better than guessing one of ten classes.
+            assert!(acc > 0.15 && acc <= 1.0, "{l}");
+        }
+    }
+    let fma = json["ceilings"]["fma"].as_array().unwrap();
+    assert!(!fma.is_empty() && fma[0]["isa"] == "portable", "{fma:?}");
+    assert!(fma.iter().all(|p| p["ceiling"]["rate"].as_f64().unwrap() > 0.0));
+    let isas: Vec<&str> =
+        json["machine"]["backend_isa"].as_array().unwrap().iter().map(|b| b["backend"].as_str().unwrap()).collect();
+    assert_eq!(isas, ["naive", "im2col"]);
+    let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+    assert!(readme.contains("### Test accuracy after 1 epochs"), "{readme}");
+    assert!(readme.contains("| simplecnn | im2col | 1 | **"), "{readme}");
+    assert!(readme.contains("| fma portable x1 |") && readme.contains("- Backend naive: ISA **portable**"), "{readme}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn lenet_counts_out_of_range_are_refused_before_measuring() {
+    for args in [
+        ["--lenet-epochs", "0"],
+        ["--lenet-epochs", "51"],
+        ["--lenet-steps", "0"],
+        ["--lenet-dropout", "1.0"],
+        ["--lenet-models", "vgg16"],
+    ] {
+        let out = harness(&["--quick", "--peers", "none", args[0], args[1], "--out", "/nonexistent/never-written"]);
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(args[0]) || err.contains("vgg16"), "{args:?}: {err}");
+        assert!(!err.contains("ceilings"), "{args:?} measured before refusing:\n{err}");
+    }
 }

@@ -150,3 +150,29 @@ fn a_dropout_that_ignores_p_fails_its_kept_fraction() {
         other => panic!("expected a validation failure, got {other:?}"),
     }
 }
+
+/// Issue 16: the LeNet request for every model reaches the peer well formed
+/// (the fake checks each parameter's name, order and shape, batch norm's
+/// running statistics, the batches and every epoch order) and a peer whose
+/// step-0 loss differs from the f64 reference is refused before its time is
+/// used.
+#[test]
+fn lenet_requests_are_well_formed_for_every_model_and_a_wrong_loss_is_refused() {
+    use harness::backends::Backends;
+    use harness::lenet_throughput::{LenetPlan, measure_all};
+    use lenet::model::Model;
+    let mut peer = start("").unwrap_or_else(|Unavailable(why)| panic!("{why}"));
+    let none = Backends { naive: None, im2col: None, opencl: None };
+    for model in Model::ALL {
+        let plan = LenetPlan { models: vec![model], steps: 1, dropout: Some(0.5), epochs: Some(2), quick: true };
+        let mut notes = Vec::new();
+        match measure_all(&none, &[], Some(&mut peer), &plan, &mut notes) {
+            Err(HarnessError::Validation { stage, op, backend, detail, .. }) => {
+                assert_eq!((stage, backend.as_str()), ("before timing", "pytorch"));
+                assert!(op.contains(&format!("lenet {} training step 0 loss", model.name())), "{op}");
+                assert!(detail.starts_with("loss 0 on lenet's initial weights, the f64 reference gives "), "{detail}");
+            }
+            other => panic!("{model:?}: expected the step-0 loss to be refused, got {other:?}"),
+        }
+    }
+}

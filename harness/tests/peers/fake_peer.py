@@ -11,6 +11,12 @@ fake_peer_<mode>.py) changes its behaviour:
   wrong     one output element off by 1.0 (the harness must refuse to time it)
   keep-all  dropout keeps every element (scaled right, but p is ignored)
   no-torch  answers hello as torch_ops.py does when torch is not importable
+
+A "lenet" request is checked (the model's parameter names, order and shapes
+as lenet's README defines them in PyTorch, batch norm's running statistics,
+the batches, every epoch order a permutation) and answered with a step-0
+loss of 0.0, which the harness must refuse: without torch the fake cannot
+train, and any malformed request is answered with an error naming it.
 """
 
 import array
@@ -148,6 +154,68 @@ def norm(req):
     raise ValueError(f"unknown norm op {op}")
 
 
+
+def lenet_expected(model):
+    """(name, shape) of every parameter and running statistic, in state_dict order."""
+    convs, dense = {
+        "lenet5": ([(1, 6, 5), (6, 16, 5)], [400, 120, 84, 10]),
+        "lenet5-bn": ([(1, 6, 5), (6, 16, 5)], [400, 120, 84, 10]),
+        "mxnet-lenet": ([(1, 20, 5), (20, 50, 3)], [1250, 128, 10]),
+        "simplecnn": ([(1, 30, 5)], [4320, 100, 10]),
+    }[model]
+    bn = model == "lenet5-bn"
+    params, running = [], []
+    for i, (c, k, r) in enumerate(convs, 1):
+        params += [(f"conv{i}.weight", [k, c, r, r]), (f"conv{i}.bias", [k])]
+        if bn:
+            params += [(f"bn{i}.weight", [k]), (f"bn{i}.bias", [k])]
+            running += [(f"bn{i}.running_mean", [k]), (f"bn{i}.running_var", [k])]
+    for j, (i, o) in enumerate(zip(dense, dense[1:]), 1):
+        params += [(f"fc{j}.weight", [o, i]), (f"fc{j}.bias", [o])]
+        if bn and j < len(dense) - 1:
+            n = len(convs) + j
+            params += [(f"bn{n}.weight", [o]), (f"bn{n}.bias", [o])]
+            running += [(f"bn{n}.running_mean", [o]), (f"bn{n}.running_var", [o])]
+    return params, running
+
+
+def check_size(spec):
+    count = 1
+    for d in spec["shape"]:
+        count *= d
+    size = os.path.getsize(spec["path"])
+    if size != 4 * count:
+        raise ValueError(f"{spec['path']}: {size} bytes for shape {spec['shape']}")
+
+
+def lenet(req):
+    params, running = lenet_expected(req["model"])
+    for sent, want in ((req["params"], params), (req["running"], running)):
+        got = [(s["name"], s["shape"]) for s in sent]
+        if got != want:
+            raise ValueError(f"{req['model']}: sent {got}, the model has {want}")
+        for spec in sent:
+            check_size(spec)
+    batch, total = req["batch"], req["warmup_steps"] + req["steps"]
+    if req["x"]["shape"] != [total * batch, 1, 28, 28] or req["labels"]["shape"] != [total * batch]:
+        raise ValueError(f"batches {req['x']['shape']} / {req['labels']['shape']} for {total} steps of {batch}")
+    for spec in (req["x"], req["labels"]):
+        check_size(spec)
+    trained = None
+    train = req.get("train")
+    if train:
+        n = train["x"]["shape"][0]
+        orders, _ = read(train["orders"])
+        for e in range(train["epochs"]):
+            if sorted(int(i) for i in orders[e * n:(e + 1) * n]) != list(range(n)):
+                raise ValueError(f"epoch {e + 1}'s order is not a permutation of the {n} examples")
+        if len(orders) != train["epochs"] * n:
+            raise ValueError(f"{len(orders)} order entries for {train['epochs']} epochs of {n}")
+        trained = {"test_accuracy": 0.5, "test_loss": 1.0, "train_seconds": 0.01}
+    return {"seconds": 0.01, "examples_per_s": req["steps"] * batch / 0.01, "initial_loss": 0.0,
+            "first_loss": 0.0, "last_loss": 0.0, "trained": trained}
+
+
 COMPUTE = {"linear": linear, "pool": pool, "norm": norm}
 
 for line in sys.stdin:
@@ -164,6 +232,9 @@ for line in sys.stdin:
                "python": sys.version.split()[0], "detail": f"fake peer, {threads} threads"})
         continue
     try:
+        if cmd == "lenet":
+            reply(dict(ok=True, **lenet(req)))
+            continue
         if req["family"] not in COMPUTE:
             raise ValueError(f"the fake peer computes linear, pool and norm ops only, not {req['op']}")
         start = time.perf_counter()
