@@ -312,6 +312,7 @@ pub fn fma_peak(isa: Isa, threads: usize, quick: bool) -> Result<FmaPeak, String
         min_time: Duration::from_millis(if quick { 20 } else { 300 }),
         time_cap: Duration::from_secs(if quick { 1 } else { 3 }),
         max_repeats: 50,
+        rounds: 1,
     };
     let (stats, (sum, flops)) = pool.install(|| {
         timing::time(&policy, Duration::ZERO, || {
