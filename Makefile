@@ -49,11 +49,17 @@ bench: setup
 # peers: candle-core in process (cargo feature `candle`, compiled here only),
 # and PyTorch when target/peers-venv exists (`make peers`) or KERNELS_PYTHON
 # names a Python that imports torch; without it the report says the PyTorch
-# peer was skipped. About 3-4 minutes.
+# peer was skipped. Each shape is measured in ROUNDS back-to-back rounds
+# (ours and the peers alternating; each row keeps its best round).
+# REPORT_OUT and REPORT_ARGS redirect and extend it, e.g. the AVX2-capped run:
+#   make report REPORT_OUT=reports/avx2 REPORT_ARGS="--isa avx2"
 PEERS_VENV := target/peers-venv
+ROUNDS ?= 2
+REPORT_OUT ?= reports
+REPORT_ARGS ?=
 report: setup
 	@if [ -z "$$KERNELS_PYTHON" ] && [ -x $(PEERS_VENV)/bin/python ]; then export KERNELS_PYTHON=$(PEERS_VENV)/bin/python; fi; \
-	$(CARGO) run --release -p harness --features candle -- --out reports --lenet
+	$(CARGO) run --release -p harness --features candle -- --out $(REPORT_OUT) --lenet --rounds $(ROUNDS) $(REPORT_ARGS)
 
 # The same-run peers' Python: a venv under target/ with torch (and numpy)
 # from PyPI. Idempotent: does nothing once torch imports. PyPI's Linux wheel

@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 /// The machine a report was measured on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Machine {
-    /// "model name" of the first processor in /proc/cpuinfo.
+    /// "model name" of the first processor in /proc/cpuinfo, with its "cpu
+    /// family" and "model" numbers when cpuinfo has them (a hypervisor may
+    /// shorten the name to "AMD EPYC"; the numbers still tell Zen 3 (family
+    /// 25 model 1) from Zen 4 (25, 17) and Zen 5 (26, ...)).
     pub cpu_model: String,
     /// Logical CPUs the process may use.
     pub cores: usize,
@@ -81,6 +84,16 @@ impl Machine {
             .find_map(|l| l.strip_prefix("model name").and_then(|rest| rest.split_once(':')).map(|(_, v)| v.trim()))
             .unwrap_or("unknown CPU")
             .to_string();
+        let field = |key: &str| {
+            cpuinfo.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+        };
+        let cpu_model = match (field("cpu family"), field("model")) {
+            (Some(family), Some(model)) => format!("{cpu_model} (family {family} model {model})"),
+            _ => cpu_model,
+        };
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         let flags: Vec<&str> = cpuinfo
             .lines()
