@@ -167,8 +167,10 @@
 //!   unfold path without the x86 register kernels (no unpacked GEMM, no
 //!   subpixel dX), and matrixmultiply's own NEON micro-kernel for every
 //!   GEMM. `cargo clippy --target aarch64-unknown-linux-gnu -p
-//!   kernels-im2col --all-targets -- -D warnings` checks that it builds;
-//!   nothing there has been run or timed.
+//!   kernels-im2col --all-targets -- -D warnings` checks that it builds,
+//!   and `make test-aarch64` runs this crate's, kernels-core's and
+//!   kernels-naive's tests built for aarch64 under qemu-user (correctness
+//!   only: emulated, nothing there is timed).
 
 mod conv;
 mod direct;
