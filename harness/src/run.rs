@@ -275,6 +275,15 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
             kernels_im2col::Isa::detected()
         ));
     }
+    // main() already applied it; asking again only reads whether glibc took it.
+    if lenet::allocator::keep_freed_memory() {
+        notes.push(
+            "this process kept freed memory mapped (glibc malloc: mmap threshold 32 MiB, trim threshold 512 MiB), \
+             as the lenet binary does, so repeated calls reuse their output buffers instead of faulting fresh pages \
+             in (lenet::allocator says why); the PyTorch peer's process keeps its own allocator's defaults"
+                .into(),
+        );
+    }
     let selection = Selection { backends: backends.kinds(), ..selection };
     let (torch, peer_status) = start_torch(args, &selection)?;
     if let Some(why) = &peer_status.skipped {
