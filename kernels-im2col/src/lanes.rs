@@ -119,13 +119,17 @@ pub(crate) trait Lanes: Copy {
     /// [previous lane N − 1, current lanes 0..N − 1]: the value of tile
     /// tx − 1 at tx, across a chunk boundary.
     fn shift_in(self, current: Self::V, previous: Self::V) -> Self::V;
-    /// A chunk's stride-2 windows of the 2N + 2 consecutive floats x[0..],
-    /// given by `load(offset)`, the N floats at x + offset for an offset in
-    /// 0..=2N (lanes past x[2N + 1] may hold anything): [even, odd, even
-    /// shifted by one, odd shifted by one], lane t being x[2t], x[2t + 1],
-    /// x[2t + 2], x[2t + 3]. Each ISA takes its own cheapest route (below
-    /// and in winograd/avx2.rs).
-    fn windows(self, load: impl Fn(isize) -> Self::V) -> [Self::V; 4];
+    /// A chunk's stride-2 windows of the 2N + 2 floats x at `p`, those at
+    /// offsets outside [lo, hi) read as zero (and not read): [even, odd,
+    /// even shifted by one, odd shifted by one], lane t being x[2t],
+    /// x[2t + 1], x[2t + 2], x[2t + 3]. Each ISA takes its own cheapest
+    /// route (below and in winograd/avx2.rs).
+    ///
+    /// # Safety
+    /// `p + o` is readable for every offset o in [lo, hi) ∩ [0, 3N) (the
+    /// loads may cover up to 3N floats); `p` may point anywhere when the
+    /// other offsets are not read.
+    unsafe fn windows(self, p: *const f32, lo: isize, hi: isize) -> [Self::V; 4];
 }
 
 /// The body under AVX-512F (the token's proof).
@@ -235,23 +239,33 @@ impl Lanes for Avx512Token {
     }
 
     #[inline(always)]
-    fn windows(self, load: impl Fn(isize) -> __m512) -> [__m512; 4] {
+    unsafe fn windows(self, p: *const f32, lo: isize, hi: isize) -> [__m512; 4] {
         // Three loads (the third's first two floats are the last columns
         // the chunk needs), split; the shifted windows are the splits
         // moved one lane on with the next vector's lane 0 (`valignd`).
-        let (even, odd) = self.split(load(0), load(16));
-        let (even_after, odd_after) = self.split(load(32), self.zero());
-        // [current lanes 1..16, following lane 0]: tile tx + 1's value at tx.
-        let next = |current: __m512, following: __m512| {
-            // SAFETY: `self` proves AVX-512F.
-            unsafe {
-                _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(
-                    _mm512_castps_si512(following),
-                    _mm512_castps_si512(current),
-                ))
-            }
+        // (No closures here or in the bodies: one outlined would be
+        // compiled without AVX-512 and call every intrinsic, step 59.)
+        // SAFETY: each load reads offsets in [lo, hi) alone (the caller's
+        // guarantee), at most 48 = 3N floats on.
+        let (lo_half, hi_half, after) = unsafe {
+            (
+                self.load_lanes(p, lo, hi),
+                self.load_lanes(p.wrapping_add(16), lo - 16, hi - 16),
+                self.load_lanes(p.wrapping_add(32), lo - 32, hi - 32),
+            )
         };
-        [even, odd, next(even, even_after), next(odd, odd_after)]
+        let (even, odd) = self.split(lo_half, hi_half);
+        let (even_after, odd_after) = self.split(after, self.zero());
+        [even, odd, next_avx512(self, even, even_after), next_avx512(self, odd, odd_after)]
+    }
+}
+
+/// [current lanes 1..16, following lane 0]: tile tx + 1's value at tx.
+#[inline(always)]
+fn next_avx512(_proof: Avx512Token, current: __m512, following: __m512) -> __m512 {
+    // SAFETY: `_proof` proves AVX-512F.
+    unsafe {
+        _mm512_castsi512_ps(_mm512_alignr_epi32::<1>(_mm512_castps_si512(following), _mm512_castps_si512(current)))
     }
 }
 
@@ -281,7 +295,7 @@ mod tests {
     /// Every shuffle and masked access against its definition, lane by
     /// lane, at one ISA.
     fn check<S: Lanes>(s: S) {
-        let n = S::N;
+        let (n, ni, fi) = (S::N, S::N as isize, S::N as f32);
         let a: Vec<f32> = (0..4 * n).map(|i| i as f32 + 1.0).collect();
         // SAFETY: every lane read lies in `a` (offsets up to 3N of 4N).
         let at = |offset: usize| unsafe { s.load(a.as_ptr().add(offset)) };
@@ -291,12 +305,12 @@ mod tests {
         let (first, last) = s.interleave(even, odd);
         assert_eq!((lanes(s, first), lanes(s, last)), (a[..n].to_vec(), a[n..2 * n].to_vec()));
         assert_eq!(lanes(s, s.shift_in(at(n), at(0))), a[n - 1..2 * n - 1].to_vec());
-        let windows = s.windows(|offset| at(offset as usize));
+        // SAFETY: offsets [0, 2N + 2) of `a` (4N floats) alone are read.
+        let windows = unsafe { s.windows(a.as_ptr(), 0, 2 * ni + 2) };
         for (j, window) in windows.into_iter().enumerate() {
             assert_eq!(lanes(s, window), (0..n).map(|t| a[2 * t + j]).collect::<Vec<_>>(), "window {j}");
         }
         assert_eq!(lanes(s, s.flip_sign(s.zero())), vec![-0.0f32; n]);
-        let (ni, fi) = (n as isize, n as f32);
         for (lo, hi) in [(-3, 2), (0, ni), (3, 5), (5, 2 * ni), (6, 6), (ni + 1, ni + 4), (-4, -1)] {
             let inside = |l: usize| (lo..hi).contains(&(l as isize));
             // SAFETY: only lanes in [lo, hi) ∩ [0, N) of a[N..2N] are read.

@@ -138,8 +138,11 @@ impl Lanes for Avx2Token {
         unsafe {
             let even = _mm256_shuffle_ps::<0x88>(lo, hi);
             let odd = _mm256_shuffle_ps::<0xDD>(lo, hi);
-            let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(v)));
-            (order(even), order(odd))
+            let (even, odd) = (_mm256_castps_pd(even), _mm256_castps_pd(odd));
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(even)),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(odd)),
+            )
         }
     }
 
@@ -165,11 +168,21 @@ impl Lanes for Avx2Token {
     }
 
     #[inline(always)]
-    fn windows(self, load: impl Fn(isize) -> __m256) -> [__m256; 4] {
+    unsafe fn windows(self, p: *const f32, lo: isize, hi: isize) -> [__m256; 4] {
         // The shifted windows are loaded again two floats on rather than
         // shifted: as many shuffles either way, and no third load.
-        let (even, odd) = self.split(load(0), load(8));
-        let (even_next, odd_next) = self.split(load(2), load(10));
+        // SAFETY: each load reads offsets in [lo, hi) alone (the caller's
+        // guarantee), at most 18 floats on.
+        let [a, b, c, d] = unsafe {
+            [
+                self.load_lanes(p, lo, hi),
+                self.load_lanes(p.wrapping_add(8), lo - 8, hi - 8),
+                self.load_lanes(p.wrapping_add(2), lo - 2, hi - 2),
+                self.load_lanes(p.wrapping_add(10), lo - 10, hi - 10),
+            ]
+        };
+        let (even, odd) = self.split(a, b);
+        let (even_next, odd_next) = self.split(c, d);
         [even, odd, even_next, odd_next]
     }
 }

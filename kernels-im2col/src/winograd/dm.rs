@@ -51,27 +51,8 @@ impl Kernel for OutputGradient<'_> {
         assert!(dy_image.len() == g.k * g.oh * g.ow, "winograd dM: not one image");
         assert!(dm.len() >= 16 * plane_floats(g.k, tiles), "winograd dM: dM too short");
         assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dM: block past the blocking");
-        let ow = g.ow as isize;
         let plane = g.oh * g.ow;
         let position_stride = plane_floats(g.k, tiles);
-        // Output row oy's columns 2·tx0 .. 2·tx0 + 2N as (even, odd) for
-        // the chunk's N tiles; zeros past the last row or column.
-        let columns = |k: usize, oy: usize, tx0: usize| -> [S::V; 2] {
-            if oy >= g.oh {
-                return [s.zero(); 2];
-            }
-            let row = k * plane + oy * g.ow;
-            let load = |offset: isize| {
-                let first = 2 * tx0 as isize + offset;
-                // SAFETY: only lanes whose column first + l lies in [0, ow)
-                // are read, inside row oy < oh of plane k (asserted); the
-                // others are never touched, so the pointer may pass the
-                // slice (wrapping arithmetic).
-                unsafe { s.load_lanes(dy_image.as_ptr().wrapping_add(row).wrapping_offset(first), -first, ow - first) }
-            };
-            let (even, odd) = s.split(load(0), load(S::N as isize));
-            [even, odd]
-        };
         let first_row = 2 * block.start;
         let last_row = (2 * block.end).min(g.oh);
         for k in 0..g.k {
@@ -83,11 +64,14 @@ impl Kernel for OutputGradient<'_> {
                 let base = k * tiles + row_in_block * n;
                 for tx0 in (0..n).step_by(S::N) {
                     let valid = n as isize - tx0 as isize;
-                    // A·q along each row: (e, e + o, e − o, −o).
-                    let r: [[S::V; 4]; 2] = std::array::from_fn(|a| {
-                        let [e, o] = columns(k, 2 * ty + a, tx0);
-                        [e, s.add(e, o), s.sub(e, o), s.flip_sign(o)]
-                    });
+                    // A·q along each row: (e, e + o, e − o, −o). Loops
+                    // over arrays, not closures: see crate::lanes on
+                    // inlining.
+                    let mut r = [[s.zero(); 4]; 2];
+                    for (a, r_a) in r.iter_mut().enumerate() {
+                        let (e, o) = columns(s, g, dy_image, k, 2 * ty + a, tx0);
+                        *r_a = [e, s.add(e, o), s.sub(e, o), s.flip_sign(o)];
+                    }
                     for (nu, (q0, q1)) in r[0].into_iter().zip(r[1]).enumerate() {
                         // Then along the column: (q0, q0 + q1, q0 − q1, −q1).
                         let values = [q0, s.add(q0, q1), s.sub(q0, q1), s.flip_sign(q1)];
@@ -106,6 +90,30 @@ impl Kernel for OutputGradient<'_> {
             }
         }
     }
+}
+
+/// Row oy of dy plane k, columns 2·tx0 .. 2·tx0 + 2N, as (even, odd) for
+/// the chunk's N tiles; zeros past the last row or column. `dy_image` is
+/// one whole image (asserted by the caller).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn columns<S: Lanes>(s: S, g: &ConvGeometry, dy_image: &[f32], k: usize, oy: usize, tx0: usize) -> (S::V, S::V) {
+    if oy >= g.oh {
+        return (s.zero(), s.zero());
+    }
+    let (first, ow) = (2 * tx0 as isize, g.ow as isize);
+    let row = dy_image.as_ptr().wrapping_add((k * g.oh + oy) * g.ow);
+    // SAFETY: only lanes whose column first + l lies in [0, ow) are read,
+    // inside row oy < oh of plane k; the others are never touched, so the
+    // pointers may pass the slice (wrapping arithmetic).
+    let (lo, hi) = unsafe {
+        let second = first + S::N as isize;
+        (
+            s.load_lanes(row.wrapping_offset(first), -first, ow - first),
+            s.load_lanes(row.wrapping_offset(second), -second, ow - second),
+        )
+    };
+    s.split(lo, hi)
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

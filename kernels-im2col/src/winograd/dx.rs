@@ -67,34 +67,11 @@ impl Kernel for InputGradient<'_> {
         assert!(dx_image.len() == g.c * g.h * g.w, "winograd dx: not one image");
         assert!(pending.len() >= 4 * S::N * chunk_count, "winograd dx: pending buffer too short");
         assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd dx: block past the blocking");
-        let (h, w) = (g.h as isize, g.w as isize);
-        let (ph, pw) = (g.params.padding[0] as isize, g.params.padding[1] as isize);
+        let ph = g.params.padding[0] as isize;
         let position_stride = plane_floats(g.c, tiles);
         let zero = s.zero();
-        let neg = |v: S::V| s.sub(zero, v);
         // pending[(row, parity, chunk)]: row 2 or 3 (as 0, 1), even or odd.
         let pending_at = |row: usize, parity: usize, chunk: usize| ((row * 2 + parity) * chunk_count + chunk) * S::N;
-        // dx row `iy` += padded columns 2·tx0 .. 2·tx0 + 2N of one chunk,
-        // given as its even and odd columns.
-        let add_to_row = |dx: &mut [f32], c: usize, iy: isize, tx0: usize, even: S::V, odd: S::V| {
-            if iy < 0 || iy >= h {
-                return; // a padding row
-            }
-            let row = c * g.h * g.w + iy as usize * g.w;
-            let first = 2 * tx0 as isize - pw; // dx column of the chunk's lane 0
-            let (low, high) = s.interleave(even, odd);
-            for (half, value) in [(0, low), (S::N as isize, high)] {
-                let start = first + half;
-                // SAFETY: only lanes whose column start + l lies in [0, w)
-                // are read or written, inside row iy < h of channel c of dx
-                // (asserted); the pointer is formed with wrapping arithmetic
-                // since the other lanes (the padding) are never touched.
-                unsafe {
-                    let at = dx.as_mut_ptr().wrapping_offset(row as isize + start);
-                    s.store_lanes(at, -start, w - start, s.add(s.load_lanes(at, -start, w - start), value));
-                }
-            }
-        };
         for c in 0..g.c {
             for (row_in_block, ty) in block.clone().enumerate() {
                 let base = c * tiles + row_in_block * n;
@@ -103,32 +80,34 @@ impl Kernel for InputGradient<'_> {
                 for chunk in 0..chunk_count {
                     let tx0 = chunk * S::N;
                     let valid = n as isize - tx0 as isize;
-                    let u: [[S::V; 4]; 4] = std::array::from_fn(|xi| {
-                        std::array::from_fn(|nu| {
+                    // Loops over arrays, not closures (`array::from_fn`):
+                    // see crate::lanes on inlining.
+                    let mut u = [[zero; 4]; 4];
+                    for (xi, row) in u.iter_mut().enumerate() {
+                        for (nu, value) in row.iter_mut().enumerate() {
                             // SAFETY: lanes tx0 + l < n of position ξν's
                             // tile row lie in dv (asserted); the rest are
                             // not read, so the pointer may pass the slice
                             // (wrapping arithmetic).
-                            unsafe {
+                            *value = unsafe {
                                 let at = dv.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
                                 s.load_lanes(at, 0, valid)
-                            }
-                        })
-                    });
+                            };
+                        }
+                    }
                     // B·u along ν for each ξ, then along ξ (as the scalar
-                    // code).
-                    let t: [[S::V; 4]; 4] = std::array::from_fn(|xi| {
-                        let [u0, u1, u2, u3] = u[xi];
-                        [u0, s.add(s.sub(u1, u2), u3), s.add(s.add(neg(u0), u1), u2), neg(u3)]
-                    });
-                    let patch: [[S::V; 4]; 4] = std::array::from_fn(|i| {
-                        std::array::from_fn(|j| match i {
-                            0 => t[0][j],
-                            1 => s.add(s.sub(t[1][j], t[2][j]), t[3][j]),
-                            2 => s.add(s.add(neg(t[0][j]), t[1][j]), t[2][j]),
-                            _ => neg(t[3][j]),
-                        })
-                    });
+                    // code; −x as 0 − x).
+                    let mut t = [[zero; 4]; 4];
+                    for (t_xi, &[u0, u1, u2, u3]) in t.iter_mut().zip(&u) {
+                        *t_xi = [u0, s.add(s.sub(u1, u2), u3), s.add(s.add(s.sub(zero, u0), u1), u2), s.sub(zero, u3)];
+                    }
+                    let mut patch = [[zero; 4]; 4];
+                    for j in 0..4 {
+                        patch[0][j] = t[0][j];
+                        patch[1][j] = s.add(s.sub(t[1][j], t[2][j]), t[3][j]);
+                        patch[2][j] = s.add(s.add(s.sub(zero, t[0][j]), t[1][j]), t[2][j]);
+                        patch[3][j] = s.sub(zero, t[3][j]);
+                    }
                     for (i, row) in patch.iter().enumerate() {
                         let mut even = s.add(row[0], s.shift_in(row[2], previous[i][0]));
                         let mut odd = s.add(row[1], s.shift_in(row[3], previous[i][1]));
@@ -141,7 +120,7 @@ impl Kernel for InputGradient<'_> {
                                     even = s.add(even, s.load(pending.as_ptr().add(pending_at(i, 0, chunk))));
                                     odd = s.add(odd, s.load(pending.as_ptr().add(pending_at(i, 1, chunk))));
                                 }
-                                add_to_row(dx_image, c, 2 * ty as isize - ph + i as isize, tx0, even, odd);
+                                add_to_row(s, g, dx_image, c, 2 * ty as isize - ph + i as isize, tx0, even, odd);
                             } else {
                                 s.store(pending.as_mut_ptr().add(pending_at(i - 2, 0, chunk)), even);
                                 s.store(pending.as_mut_ptr().add(pending_at(i - 2, 1, chunk)), odd);
@@ -161,9 +140,45 @@ impl Kernel for InputGradient<'_> {
                             s.load(pending.as_ptr().add(pending_at(i, 1, chunk))),
                         )
                     };
-                    add_to_row(dx_image, c, 2 * last - ph + 2 + i as isize, chunk * S::N, even, odd);
+                    add_to_row(s, g, dx_image, c, 2 * last - ph + 2 + i as isize, chunk * S::N, even, odd);
                 }
             }
+        }
+    }
+}
+
+/// dx row `iy` of channel c += padded columns 2·tx0 .. 2·tx0 + 2N of one
+/// chunk, given as its even and odd columns (nothing for a padding row).
+/// `dx` is one whole image (asserted by the caller).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the row's place and its two halves; a struct would only rename them
+fn add_to_row<S: Lanes>(
+    s: S,
+    g: &ConvGeometry,
+    dx: &mut [f32],
+    c: usize,
+    iy: isize,
+    tx0: usize,
+    even: S::V,
+    odd: S::V,
+) {
+    let (h, w) = (g.h as isize, g.w as isize);
+    if iy < 0 || iy >= h {
+        return;
+    }
+    let row = dx.as_mut_ptr().wrapping_add(c * g.h * g.w + iy as usize * g.w);
+    let first = 2 * tx0 as isize - g.params.padding[1] as isize; // dx column of the chunk's lane 0
+    let (low, high) = s.interleave(even, odd);
+    for (half, value) in [(0, low), (S::N as isize, high)] {
+        let start = first + half;
+        // SAFETY: only lanes whose column start + l lies in [0, w) are read
+        // or written, inside row iy < h of channel c of dx; the pointer is
+        // formed with wrapping arithmetic since the other lanes (the
+        // padding) are never touched.
+        unsafe {
+            let at = row.wrapping_offset(start);
+            s.store_lanes(at, -start, w - start, s.add(s.load_lanes(at, -start, w - start), value));
         }
     }
 }

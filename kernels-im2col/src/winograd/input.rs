@@ -52,28 +52,8 @@ impl Kernel for Input<'_> {
         assert!(x_image.len() == g.c * g.h * g.w, "winograd input: not one image");
         assert!(v.len() >= 16 * plane_floats(g.c, tiles), "winograd input: V too short");
         assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd input: block past the blocking");
-        let (h, w) = (g.h as isize, g.w as isize);
-        let (ph, pw) = (g.params.padding[0] as isize, g.params.padding[1] as isize);
+        let ph = g.params.padding[0] as isize;
         let position_stride = plane_floats(g.c, tiles);
-        // Input row iy's padded columns 2·tx0 + 0..2N + 2 of a chunk as
-        // (even[tx], odd[tx], even[tx + 1], odd[tx + 1]) for its N tiles;
-        // zeros outside the image.
-        let columns = |c: usize, iy: isize, tx0: usize| -> [S::V; 4] {
-            if iy < 0 || iy >= h {
-                return [s.zero(); 4];
-            }
-            let row = (c * g.h + iy as usize) * g.w;
-            let first = 2 * tx0 as isize - pw; // image column of padded column 2·tx0
-            s.windows(|offset| {
-                let start = first + offset;
-                // SAFETY: only lanes whose column start + l lies in [0, w)
-                // are read, inside row iy < h of channel c of the image
-                // (asserted); the pointer is formed with wrapping
-                // arithmetic since the other lanes (the padding) are never
-                // touched.
-                unsafe { s.load_lanes(x_image.as_ptr().wrapping_offset(row as isize + start), -start, w - start) }
-            })
-        };
         // The input rows a block reads in each channel.
         let first_row = (2 * block.start as isize - ph).max(0) as usize;
         let last_row = ((2 * block.end as isize - ph + 2).max(0) as usize).min(g.h);
@@ -87,18 +67,25 @@ impl Kernel for Input<'_> {
             for (row_in_block, ty) in block.clone().enumerate() {
                 let base = c * tiles + row_in_block * n;
                 for tx0 in (0..n).step_by(S::N) {
-                    let d: [[S::V; 4]; 4] = std::array::from_fn(|i| columns(c, 2 * ty as isize - ph + i as isize, tx0));
+                    // Loops over arrays, not closures (`array::from_fn`):
+                    // see crate::lanes on inlining.
+                    let mut d = [[s.zero(); 4]; 4];
+                    for (i, row) in d.iter_mut().enumerate() {
+                        *row = columns(s, g, x_image, c, 2 * ty as isize - ph + i as isize, tx0);
+                    }
                     // t = Bᵀ d down the four rows, for each of the four
                     // column sets (as the portable code does per padded
-                    // column).
-                    let t: [[S::V; 4]; 4] = std::array::from_fn(|col| {
+                    // column); t[ξ] is row ξ of t as its column sets.
+                    let mut t = [[s.zero(); 4]; 4];
+                    for col in 0..4 {
                         let (a0, a1, a2, a3) = (d[0][col], d[1][col], d[2][col], d[3][col]);
-                        [s.sub(a0, a2), s.add(a1, a2), s.sub(a2, a1), s.sub(a1, a3)]
-                    });
+                        t[0][col] = s.sub(a0, a2);
+                        t[1][col] = s.add(a1, a2);
+                        t[2][col] = s.sub(a2, a1);
+                        t[3][col] = s.sub(a1, a3);
+                    }
                     let valid = n as isize - tx0 as isize;
-                    // Row ξ of t as its four column sets.
-                    let t_rows: [[S::V; 4]; 4] = std::array::from_fn(|xi| [t[0][xi], t[1][xi], t[2][xi], t[3][xi]]);
-                    for (xi, [e, o, e1, o1]) in t_rows.into_iter().enumerate() {
+                    for (xi, &[e, o, e1, o1]) in t.iter().enumerate() {
                         let values = [s.sub(e, e1), s.add(o, e1), s.sub(e1, o), s.sub(o, o1)];
                         for (nu, value) in values.into_iter().enumerate() {
                             // SAFETY: lanes tx0 + l < n of position ξν's
@@ -115,6 +102,25 @@ impl Kernel for Input<'_> {
             }
         }
     }
+}
+
+/// Input row iy of channel c, padded columns 2·tx0 + 0..2N + 2 of a chunk,
+/// as (even[tx], odd[tx], even[tx + 1], odd[tx + 1]) for its N tiles; zeros
+/// outside the image. `x_image` is one whole image (asserted by the
+/// caller).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn columns<S: Lanes>(s: S, g: &ConvGeometry, x_image: &[f32], c: usize, iy: isize, tx0: usize) -> [S::V; 4] {
+    if iy < 0 || iy >= g.h as isize {
+        return [s.zero(); 4];
+    }
+    let row = (c * g.h + iy as usize) * g.w;
+    let start = 2 * tx0 as isize - g.params.padding[1] as isize; // image column of padded column 2·tx0
+    // SAFETY: only lanes whose column start + l lies in [0, w) are read,
+    // inside row iy < h of channel c of the image (asserted whole); the
+    // pointer is formed with wrapping arithmetic since the other lanes (the
+    // padding) are never touched.
+    unsafe { s.windows(x_image.as_ptr().wrapping_add(row).wrapping_offset(start), -start, g.w as isize - start) }
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

@@ -59,23 +59,27 @@ impl Kernel for Output<'_> {
                 let base = k * tiles + row_in_block * n;
                 for tx0 in (0..n).step_by(S::N) {
                     let valid = n as isize - tx0 as isize;
-                    let at: [[S::V; 4]; 4] = std::array::from_fn(|xi| {
-                        std::array::from_fn(|nu| {
+                    // Loops over arrays, not closures (`array::from_fn`):
+                    // see crate::lanes on inlining.
+                    let mut at = [[s.zero(); 4]; 4];
+                    for (xi, row) in at.iter_mut().enumerate() {
+                        for (nu, value) in row.iter_mut().enumerate() {
                             // SAFETY: lanes tx0 + l < n of position ξν's
                             // tile row lie in m (asserted); the rest are not
                             // read, so the pointer may pass the slice
                             // (wrapping arithmetic).
-                            unsafe {
+                            *value = unsafe {
                                 let p = m.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
                                 s.load_lanes(p, 0, valid)
-                            }
-                        })
-                    });
+                            };
+                        }
+                    }
                     // Aᵀ M over ξ: output rows 0 and 1, per ν.
-                    let r: [[S::V; 4]; 2] = [
-                        std::array::from_fn(|nu| s.add(s.add(at[0][nu], at[1][nu]), at[2][nu])),
-                        std::array::from_fn(|nu| s.sub(s.sub(at[1][nu], at[2][nu]), at[3][nu])),
-                    ];
+                    let mut r = [[s.zero(); 4]; 2];
+                    for nu in 0..4 {
+                        r[0][nu] = s.add(s.add(at[0][nu], at[1][nu]), at[2][nu]);
+                        r[1][nu] = s.sub(s.sub(at[1][nu], at[2][nu]), at[3][nu]);
+                    }
                     for (a, [q0, q1, q2, q3]) in r.into_iter().enumerate() {
                         let oy = 2 * ty + a;
                         if oy >= g.oh {
