@@ -14,12 +14,17 @@
 //! - Speed rests on inlining: every method is `#[inline(always)]`, and a
 //!   [`Kernel`]'s `run` must be too, so that the whole body is compiled
 //!   inside `vectorize`'s `#[target_feature]` function, where the
-//!   intrinsics inline as single zmm / ymm instructions (checked with
-//!   `objdump -d`: no calls in the transforms' loops, step 59).
+//!   intrinsics inline as single zmm / ymm instructions. A closure (or an
+//!   `array::from_fn`) that calls these methods is a function of its own,
+//!   compiled without the features: where LLVM does not inline it (the
+//!   first version of step 59 had three such) it calls every intrinsic.
+//!   So the bodies use loops over arrays and `#[inline(always)]` helper
+//!   functions, never such closures; `objdump -d` of the bench shows no
+//!   calls in `run_avx512` / `run_avx2` but the asserts' panics (step 59).
 //! - [`lane_range`] is the AVX-512 lane mask of a row's edge.
 //! - Checked through each transform's unit test, bit for bit against the
-//!   portable loops at every ISA in `Isa::supported()`, and by the tests
-//!   below and in winograd/avx2.rs.
+//!   portable loops at every ISA in `Isa::supported()`, and by the test
+//!   below (each method of both implementations against its definition).
 
 use std::arch::x86_64::{
     __m512, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps, _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps,

@@ -7,11 +7,12 @@
 //!   rows are split by column parity first (`split`): patch column 2tx + j
 //!   is then even[tx + j / 2] or odd[tx + j / 2], a plain offset, and every
 //!   loop runs over contiguous arrays.
-//! - Each public transform runs its AVX-512 or AVX2 version
-//!   (winograd/input.rs, winograd/output.rs, winograd/dm.rs,
-//!   winograd/dx.rs) at the ISA the call runs at, counted per ISA, and
-//!   these loops (the `_portable` functions) elsewhere; each register
-//!   version is tested bit for bit against them.
+//! - Each public transform runs its register kernel (winograd/input.rs,
+//!   winograd/output.rs, winograd/dm.rs, winograd/dx.rs: one body each
+//!   over crate::lanes's `Lanes`) at AVX-512 or AVX2, whichever the call
+//!   runs at, counted per ISA, and these loops (the `_portable` functions)
+//!   elsewhere; each kernel is tested bit for bit against them at every
+//!   ISA.
 //! - Checked through winograd/mod.rs's tests (against the f64 reference and by
 //!   central differences).
 
