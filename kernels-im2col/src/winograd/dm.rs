@@ -69,7 +69,9 @@ impl Kernel for OutputGradient<'_> {
                     // inlining.
                     let mut r = [[s.zero(); 4]; 2];
                     for (a, r_a) in r.iter_mut().enumerate() {
-                        let (e, o) = columns(s, g, dy_image, k, 2 * ty + a, tx0);
+                        // SAFETY: dy_image is one whole image (asserted)
+                        // and k < K.
+                        let (e, o) = unsafe { columns(s, g, dy_image, k, 2 * ty + a, tx0) };
                         *r_a = [e, s.add(e, o), s.sub(e, o), s.flip_sign(o)];
                     }
                     for (nu, (q0, q1)) in r[0].into_iter().zip(r[1]).enumerate() {
@@ -94,10 +96,13 @@ impl Kernel for OutputGradient<'_> {
 
 /// Row oy of dy plane k, columns 2·tx0 .. 2·tx0 + 2N, as (even, odd) for
 /// the chunk's N tiles; zeros past the last row or column. `dy_image` is
-/// one whole image (asserted by the caller).
+/// one whole image.
+///
+/// # Safety
+/// `dy_image` holds one whole image [K, OH, OW] of `g` and k < K.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn columns<S: Lanes>(s: S, g: &ConvGeometry, dy_image: &[f32], k: usize, oy: usize, tx0: usize) -> (S::V, S::V) {
+unsafe fn columns<S: Lanes>(s: S, g: &ConvGeometry, dy_image: &[f32], k: usize, oy: usize, tx0: usize) -> (S::V, S::V) {
     if oy >= g.oh {
         return (s.zero(), s.zero());
     }

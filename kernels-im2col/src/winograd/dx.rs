@@ -113,7 +113,9 @@ impl Kernel for InputGradient<'_> {
                         let mut odd = s.add(row[1], s.shift_in(row[3], previous[i][1]));
                         previous[i] = [row[2], row[3]];
                         // SAFETY: pending holds 4 x chunk_count x N floats
-                        // (asserted), and pending_at stays below that.
+                        // (asserted), and pending_at stays below that;
+                        // dx_image is one whole image (asserted) and c < C,
+                        // add_to_row's contract.
                         unsafe {
                             if i < 2 {
                                 if row_in_block > 0 {
@@ -140,7 +142,9 @@ impl Kernel for InputGradient<'_> {
                             s.load(pending.as_ptr().add(pending_at(i, 1, chunk))),
                         )
                     };
-                    add_to_row(s, g, dx_image, c, 2 * last - ph + 2 + i as isize, chunk * S::N, even, odd);
+                    // SAFETY: dx_image is one whole image (asserted) and
+                    // c < C.
+                    unsafe { add_to_row(s, g, dx_image, c, 2 * last - ph + 2 + i as isize, chunk * S::N, even, odd) };
                 }
             }
         }
@@ -149,11 +153,13 @@ impl Kernel for InputGradient<'_> {
 
 /// dx row `iy` of channel c += padded columns 2·tx0 .. 2·tx0 + 2N of one
 /// chunk, given as its even and odd columns (nothing for a padding row).
-/// `dx` is one whole image (asserted by the caller).
+///
+/// # Safety
+/// `dx` holds one whole image [C, H, W] of `g` and c < C.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 #[allow(clippy::too_many_arguments)] // the row's place and its two halves; a struct would only rename them
-fn add_to_row<S: Lanes>(
+unsafe fn add_to_row<S: Lanes>(
     s: S,
     g: &ConvGeometry,
     dx: &mut [f32],

@@ -71,7 +71,9 @@ impl Kernel for Input<'_> {
                     // see crate::lanes on inlining.
                     let mut d = [[s.zero(); 4]; 4];
                     for (i, row) in d.iter_mut().enumerate() {
-                        *row = columns(s, g, x_image, c, 2 * ty as isize - ph + i as isize, tx0);
+                        // SAFETY: x_image is one whole image (asserted) and
+                        // c < C.
+                        *row = unsafe { columns(s, g, x_image, c, 2 * ty as isize - ph + i as isize, tx0) };
                     }
                     // t = Bᵀ d down the four rows, for each of the four
                     // column sets (as the portable code does per padded
@@ -106,18 +108,20 @@ impl Kernel for Input<'_> {
 
 /// Input row iy of channel c, padded columns 2·tx0 + 0..2N + 2 of a chunk,
 /// as (even[tx], odd[tx], even[tx + 1], odd[tx + 1]) for its N tiles; zeros
-/// outside the image. `x_image` is one whole image (asserted by the
-/// caller).
+/// outside the image.
+///
+/// # Safety
+/// `x_image` holds one whole image [C, H, W] of `g` and c < C.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn columns<S: Lanes>(s: S, g: &ConvGeometry, x_image: &[f32], c: usize, iy: isize, tx0: usize) -> [S::V; 4] {
+unsafe fn columns<S: Lanes>(s: S, g: &ConvGeometry, x_image: &[f32], c: usize, iy: isize, tx0: usize) -> [S::V; 4] {
     if iy < 0 || iy >= g.h as isize {
         return [s.zero(); 4];
     }
     let row = (c * g.h + iy as usize) * g.w;
     let start = 2 * tx0 as isize - g.params.padding[1] as isize; // image column of padded column 2·tx0
     // SAFETY: only lanes whose column start + l lies in [0, w) are read,
-    // inside row iy < h of channel c of the image (asserted whole); the
+    // inside row iy < h of channel c of the image (the contract); the
     // pointer is formed with wrapping arithmetic since the other lanes (the
     // padding) are never touched.
     unsafe { s.windows(x_image.as_ptr().wrapping_add(row).wrapping_offset(start), -start, g.w as isize - start) }
