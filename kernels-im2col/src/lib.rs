@@ -27,7 +27,8 @@
 //! - `gemm/mod.rs`: the one bounds-checked door to `matrixmultiply::sgemm`;
 //!   `gemm/unpacked.rs`: this crate's AVX-512 and AVX2 GEMM on unpacked
 //!   operands.
-//! - `simd.rs`: the CPU-feature layer (see below); `lanes.rs`: lane masks.
+//! - `simd.rs`: the CPU-feature layer (see below); `lanes.rs`: the vector
+//!   trait the Winograd transforms are written over.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
 //! - `linear.rs`: linear layers through sgemm. `elementwise.rs`: relu,
