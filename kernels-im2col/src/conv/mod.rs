@@ -35,8 +35,8 @@ pub(crate) mod workers;
 use plan::{ConvPath, ConvPlan, TileTargets};
 use workers::{Scratch, inputs};
 
-use crate::gemm::unpacked;
-use crate::gemm::{View, mat, mat_mut, sgemm};
+use crate::gemm::{View, mat, mat_mut};
+use crate::gemm::{packed, unpacked};
 use crate::unfold::im2col;
 
 /// y [n, k, oh, ow] = x ⋆ w + b.
@@ -132,7 +132,7 @@ fn forward_group(
         if plan.unpacked_gemms {
             unpacked::gemm(plan.simd(), w_tile, col, gather, tile.c0 > 0);
         } else {
-            sgemm(1.0, w_tile, col, if tile.c0 == 0 { 0.0 } else { 1.0 }, gather);
+            packed::gemm(plan.simd(), w_tile, col, gather, tile.c0 > 0);
         }
     }
     for (i, y_image) in y_group.chunks_exact_mut(g.k * pixels).enumerate() {
@@ -183,7 +183,8 @@ fn forward_rows(
         ConvPath::Pointwise => {
             let vw = View::row_major(filters, g.c);
             let vx = View::row_major(g.c, pixels);
-            sgemm(1.0, mat(w_rows, vw), mat(x_image, vx), 1.0, mat_mut(y_rows, View::row_major(filters, pixels)));
+            let y_rows = mat_mut(y_rows, View::row_major(filters, pixels));
+            packed::gemm(plan.simd(), mat(w_rows, vw), mat(x_image, vx), y_rows, true);
         }
         ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide | ConvPath::Winograd => {
             let taps = g.r * g.s;
@@ -199,7 +200,7 @@ fn forward_rows(
                 if plan.unpacked_gemms {
                     unpacked::gemm(plan.simd(), w_tile, col, y_tile, true);
                 } else {
-                    sgemm(1.0, w_tile, col, 1.0, y_tile);
+                    packed::gemm(plan.simd(), w_tile, col, y_tile, true);
                 }
             }
         }

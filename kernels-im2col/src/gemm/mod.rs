@@ -10,6 +10,7 @@
 //! - `unpacked.rs`: this crate's own AVX-512 and AVX2 GEMM, which reads its
 //!   operands where they lie (no packing), on the same views.
 
+pub(crate) mod packed;
 pub(crate) mod unpacked;
 
 /// A strided matrix view: element (i, j) sits at `i·row_stride + j·col_stride`.
