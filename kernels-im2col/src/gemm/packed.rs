@@ -68,13 +68,13 @@ pub(crate) fn gemm(simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate
             // SAFETY: `_token` proves AVX-512F (and AVX2, FMA);
             // `check_product` above keeps every index the driver forms inside
             // the slices.
-            unsafe { drive(AVX512, a, b, c, accumulate, kernel_avx512_entry) };
+            unsafe { drive(AVX512, simd, a, b, c, accumulate, kernel_avx512_entry) };
             return;
         }
         Simd::Avx2(_token) => {
             crate::simd::count(Isa::Avx2);
             // SAFETY: `_token` proves AVX2 and FMA; as above.
-            unsafe { drive(AVX2, a, b, c, accumulate, kernel_avx2_entry) };
+            unsafe { drive(AVX2, simd, a, b, c, accumulate, kernel_avx2_entry) };
             return;
         }
         Simd::Portable => {}
@@ -96,7 +96,7 @@ type Kernel = unsafe fn(kc: usize, a: *const f32, b: *const f32, out: *mut f32, 
 /// The CPU must run the features `kernel` is compiled for (the caller
 /// holds its token), and the views must have passed `check_product`.
 #[cfg(target_arch = "x86_64")]
-unsafe fn drive(bl: Blocks, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool, kernel: Kernel) {
+unsafe fn drive(bl: Blocks, simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: bool, kernel: Kernel) {
     let (m, k, n) = (a.view.rows, a.view.cols, b.view.cols);
     if m == 0 || n == 0 {
         return;
@@ -117,12 +117,17 @@ unsafe fn drive(bl: Blocks, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: b
         let kc_max = bl.kc.min(k);
         let a_len = bl.mc.min(m).next_multiple_of(bl.mr) * kc_max;
         let b_len = bl.nc.min(n).next_multiple_of(bl.nr) * kc_max;
-        if apack.len() < a_len {
-            apack.resize(a_len, 0.0);
-        }
-        if bpack.len() < b_len {
-            bpack.resize(b_len, 0.0);
-        }
+        // Panels start on a 64-byte line (the vectors' loads of B then
+        // never straddle two lines): 16 floats of slack for the offset.
+        let aligned = |buf: &mut Vec<f32>, len: usize| -> std::ops::Range<usize> {
+            if buf.len() < len + 16 {
+                buf.resize(len + 16, 0.0);
+            }
+            let skip = buf.as_ptr().align_offset(64).min(16);
+            skip..skip + len
+        };
+        let (a_range, b_range) = (aligned(apack, a_len), aligned(bpack, b_len));
+        let (apack, bpack) = (&mut apack[a_range], &mut bpack[b_range]);
         // An edge block's product before it is added into C.
         let mut edge = [0.0f32; 12 * 32];
         for jc in (0..n).step_by(bl.nc) {
@@ -130,10 +135,10 @@ unsafe fn drive(bl: Blocks, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: b
             for pc in (0..k).step_by(bl.kc) {
                 let kc = bl.kc.min(k - pc);
                 let add = accumulate || pc > 0;
-                pack_b(&b, pc, kc, jc, nc, bl.nr, bpack);
+                pack_b(simd, &b, pc, kc, jc, nc, bl.nr, bpack);
                 for ic in (0..m).step_by(bl.mc) {
                     let mc = bl.mc.min(m - ic);
-                    pack_a(&a, ic, mc, pc, kc, bl.mr, apack);
+                    pack_a(simd, &a, ic, mc, pc, kc, bl.mr, apack);
                     for jr in (0..nc).step_by(bl.nr) {
                         let nr = bl.nr.min(nc - jr);
                         let bp = bpack[jr * kc..][..bl.nr * kc].as_ptr();
@@ -174,43 +179,49 @@ unsafe fn drive(bl: Blocks, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, accumulate: b
 /// Rows ic..ic + mc, depth pc..pc + kc of A into MR-row panels [kc][MR],
 /// zero-padded to a whole panel.
 #[cfg(target_arch = "x86_64")]
-fn pack_a(a: &Mat<'_>, ic: usize, mc: usize, pc: usize, kc: usize, mr: usize, out: &mut [f32]) {
+fn pack_a(simd: Simd, a: &Mat<'_>, ic: usize, mc: usize, pc: usize, kc: usize, mr: usize, out: &mut [f32]) {
     // A constant panel height lets the compiler unroll the whole-panel loop.
     match mr {
-        6 => pack_a_rows::<6>(a, ic, mc, pc, kc, out),
-        12 => pack_a_rows::<12>(a, ic, mc, pc, kc, out),
+        6 => pack_a_rows::<6>(simd, a, ic, mc, pc, kc, out),
+        12 => pack_a_rows::<12>(simd, a, ic, mc, pc, kc, out),
         _ => unreachable!("no register kernel is {mr} rows tall"),
     }
 }
 
 /// [`pack_a`] for panels of MR rows.
 #[cfg(target_arch = "x86_64")]
-fn pack_a_rows<const MR: usize>(a: &Mat<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
+fn pack_a_rows<const MR: usize>(simd: Simd, a: &Mat<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
     let mr = MR;
     let (rs, cs) = (a.view.row_stride, a.view.col_stride);
     for (panel, ir) in (0..mc).step_by(mr).enumerate() {
         let rows = mr.min(mc - ir);
         let dst = &mut out[panel * mr * kc..][..mr * kc];
         let base = |i: usize| (ic + ir + i) * rs + pc * cs;
-        if cs == 1 && rows == mr {
-            // Whole panels of row-major A: walk the depth once, writing
-            // each packed column contiguously (row by row, the stores
-            // stride by MR and cost about twice as much).
+        if rs == 1 && rows == mr {
+            // A transposed A (Wᵀ): each packed column is MR floats of one
+            // stored row.
+            for (p, column) in dst.chunks_exact_mut(MR).enumerate() {
+                column.copy_from_slice(&a.data[base(0) + p * cs..][..MR]);
+            }
+            continue;
+        }
+        if cs == 1 && MR > 8 && rs >= kc {
+            // A 12-row panel is one masked 16 x 16 block per 16 steps of
+            // depth in AVX-512 registers.
+            crate::gemm::unpacked::transpose_strided(simd, &a.data[base(0)..], rows, kc, rs, dst, MR);
+        } else if cs == 1 && rows == mr {
+            // Whole 6-row panels of row-major A: walk the depth once,
+            // writing each packed column contiguously (row by row, the
+            // stores stride by MR and cost about twice as much).
             let rows: [&[f32]; MR] = std::array::from_fn(|i| &a.data[base(i)..][..kc]);
             for (p, column) in dst.chunks_exact_mut(MR).enumerate() {
                 for (v, row) in column.iter_mut().zip(&rows) {
                     *v = row[p];
                 }
             }
-            continue;
-        }
-        for i in 0..rows {
-            let base = base(i);
-            if cs == 1 {
-                for (p, &v) in a.data[base..][..kc].iter().enumerate() {
-                    dst[p * mr + i] = v;
-                }
-            } else {
+        } else {
+            for i in 0..rows {
+                let base = base(i);
                 for p in 0..kc {
                     dst[p * mr + i] = a.data[base + p * cs];
                 }
@@ -227,7 +238,7 @@ fn pack_a_rows<const MR: usize>(a: &Mat<'_>, ic: usize, mc: usize, pc: usize, kc
 /// Depth pc..pc + kc, columns jc..jc + nc of B into NR-column panels
 /// [kc][NR], zero-padded to a whole panel.
 #[cfg(target_arch = "x86_64")]
-fn pack_b(b: &Mat<'_>, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, out: &mut [f32]) {
+fn pack_b(simd: Simd, b: &Mat<'_>, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, out: &mut [f32]) {
     let (rs, cs) = (b.view.row_stride, b.view.col_stride);
     for (panel, jr) in (0..nc).step_by(nr).enumerate() {
         let cols = nr.min(nc - jr);
@@ -238,12 +249,17 @@ fn pack_b(b: &Mat<'_>, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, ou
                 row[cols..].fill(0.0);
             }
         } else {
-            // A transposed B: element (p, j) at p·rs + j·cs; walk each
-            // stored row (fixed j) so the reads are contiguous when rs = 1.
-            for j in 0..cols {
-                let base = pc * rs + (jc + jr + j) * cs;
-                for p in 0..kc {
-                    dst[p * nr + j] = b.data[base + p * rs];
+            if rs == 1 && cs >= kc {
+                // A transposed B (colᵀ, dYᵀ): its stored rows are B's
+                // columns, so the panel is a transpose, in registers.
+                let from = &b.data[(jc + jr) * cs + pc..];
+                crate::gemm::unpacked::transpose_strided(simd, from, cols, kc, cs, dst, nr);
+            } else {
+                for j in 0..cols {
+                    let base = pc * rs + (jc + jr + j) * cs;
+                    for p in 0..kc {
+                        dst[p * nr + j] = b.data[base + p * rs];
+                    }
                 }
             }
             if cols < nr {
@@ -424,6 +440,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A fixed amount of GEMM work on the unfold path's shapes for `perf
+    /// stat -e cycles:u` (cycles do not count the time the neighbours'
+    /// load takes the core away): GEMM_VARIANT = mm | packed | unpacked,
+    /// GEMM_ISA caps the ISA, GEMM_SHAPE = fwd | dx | dw | wino.
+    #[test]
+    #[ignore]
+    fn cycles() {
+        let var = |name: &str| std::env::var(name).unwrap_or_default();
+        let simd = Simd::new(var("GEMM_ISA").parse().unwrap_or(Isa::Avx512));
+        // resnet-s2's tiles at AVX2: 2 images (392 columns), 32 channels
+        // (288 rows), 256 filters; Winograd: resnet-3x3's [64 x 64]·[64 x 112].
+        let (m, k, n, a_t, b_t) = match var("GEMM_SHAPE").as_str() {
+            "dx" => (288, 256, 392, true, false),
+            "dw" => (256, 392, 288, false, true),
+            "wino" => (64, 64, 112, false, false),
+            _ => (256, 288, 392, false, false),
+        };
+        let a = vec![0.5f32; m * k];
+        let b = vec![0.25f32; k * n];
+        let mut c = vec![0.0f32; m * n];
+        let va = if a_t { View::row_major(k, m).t() } else { View::row_major(m, k) };
+        let vb = if b_t { View::row_major(n, k).t() } else { View::row_major(k, n) };
+        let vc = View::row_major(m, n);
+        let reps = (2e10 / (2.0 * (m * k * n) as f64)) as usize;
+        for _ in 0..reps {
+            match var("GEMM_VARIANT").as_str() {
+                "mm" => sgemm(1.0, mat(&a, va), mat(&b, vb), 1.0, mat_mut(&mut c, vc)),
+                "unpacked" => crate::gemm::unpacked::gemm(simd, mat(&a, va), mat(&b, vb), mat_mut(&mut c, vc), true),
+                _ => gemm(simd, mat(&a, va), mat(&b, vb), mat_mut(&mut c, vc), true),
+            }
+        }
+        println!("{reps} calls of {m}x{k}x{n}: 20 GFLOP");
     }
 
     /// GFLOP/s of this GEMM beside matrixmultiply on the unfold path's
