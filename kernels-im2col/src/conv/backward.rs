@@ -4,7 +4,9 @@
 //!
 //! - Per image: dW += dY [K, P] · colᵀ [P, C·R·S]; dX = col2im(Wᵀ
 //!   [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same pass while dY
-//!   is in cache. Tiles, image groups and phased inputs as in the forward
+//!   is in cache. The GEMMs run gemm/packed.rs at the plan's ISA
+//!   (matrixmultiply at the portable level; OPTIMISATION.md step 56),
+//!   except on the unpacked-GEMM plan below. Tiles, image groups and phased inputs as in the forward
 //!   (conv/mod.rs, conv/plan.rs); phased convs also accumulate dX phased.
 //! - With AVX-512 and at least 32 filters (`ConvPlan::unpacked_gemms`)
 //!   the two GEMMs run through gemm/unpacked.rs, which reads its operands
@@ -153,7 +155,7 @@ fn transposed(simd: Simd, m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// The weights as the backward GEMMs read them: W [K, C·R·S] for
-/// matrixmultiply, Wᵀ [C·R·S, K] (empty unless dX is wanted) for the unpacked GEMM.
+/// gemm/packed.rs (or matrixmultiply), Wᵀ [C·R·S, K] (empty unless dX is wanted) for the unpacked GEMM.
 struct Operands<'a> {
     w: &'a [f32],
     wt: &'a [f32],

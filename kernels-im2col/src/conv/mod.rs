@@ -10,11 +10,12 @@
 //!   (unfold.rs); the direct forward kernels (direct/tiny.rs, direct/filters.rs)
 //!   take tiny reductions and few-filter small images, and the latter's dW
 //!   (direct/filters_grad.rs).
-//! - The GEMM is matrixmultiply's sgemm, or with AVX-512 and a plan that
-//!   allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2) gemm/unpacked.rs,
-//!   which reads W and the col tile where they lie instead of packing both
-//!   on every call (resnet-s2 forward 3.05-3.85 -> 2.62-2.71 ms,
-//!   OPTIMISATION.md step 38).
+//! - The GEMM is gemm/packed.rs at the plan's ISA (matrixmultiply at the
+//!   portable level; OPTIMISATION.md step 56), or with AVX-512 and a plan
+//!   that allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2)
+//!   gemm/unpacked.rs, which reads W and the col tile where they lie
+//!   instead of packing both on every call (resnet-s2 forward 3.05-3.85 ->
+//!   2.62-2.71 ms against matrixmultiply, step 38).
 //! - Parallelism: rayon over images or groups, also over blocks of filters
 //!   when there are fewer images than threads. sgemm itself stays
 //!   single-threaded (lib.rs says why).
