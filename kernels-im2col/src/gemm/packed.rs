@@ -114,7 +114,10 @@ unsafe fn drive(bl: Blocks, simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, a
         return;
     }
     PACKS.with_borrow_mut(|(apack, bpack)| {
-        let kc_max = bl.kc.min(k);
+        // Depth blocks of equal size, at most 1.25·KC: resnet-s2's k = 288
+        // at AVX2 is one block of 288 (an 18 KiB B panel), not 256 and a
+        // 32-deep pass that reloads and stores all of C for 11% of the work.
+        let kc_max = k.div_ceil(k.div_ceil(bl.kc + bl.kc / 4));
         let a_len = bl.mc.min(m).next_multiple_of(bl.mr) * kc_max;
         let b_len = bl.nc.min(n).next_multiple_of(bl.nr) * kc_max;
         // Panels start on a 64-byte line (the vectors' loads of B then
@@ -132,8 +135,8 @@ unsafe fn drive(bl: Blocks, simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, a
         let mut edge = [0.0f32; 12 * 32];
         for jc in (0..n).step_by(bl.nc) {
             let nc = bl.nc.min(n - jc);
-            for pc in (0..k).step_by(bl.kc) {
-                let kc = bl.kc.min(k - pc);
+            for pc in (0..k).step_by(kc_max) {
+                let kc = kc_max.min(k - pc);
                 let add = accumulate || pc > 0;
                 pack_b(simd, &b, pc, kc, jc, nc, bl.nr, bpack);
                 for ic in (0..m).step_by(bl.mc) {
@@ -179,6 +182,7 @@ unsafe fn drive(bl: Blocks, simd: Simd, a: Mat<'_>, b: Mat<'_>, c: MatMut<'_>, a
 /// Rows ic..ic + mc, depth pc..pc + kc of A into MR-row panels [kc][MR],
 /// zero-padded to a whole panel.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)] // the block's corner and size, and its buffer
 fn pack_a(simd: Simd, a: &Mat<'_>, ic: usize, mc: usize, pc: usize, kc: usize, mr: usize, out: &mut [f32]) {
     // A constant panel height lets the compiler unroll the whole-panel loop.
     match mr {
@@ -238,6 +242,7 @@ fn pack_a_rows<const MR: usize>(simd: Simd, a: &Mat<'_>, ic: usize, mc: usize, p
 /// Depth pc..pc + kc, columns jc..jc + nc of B into NR-column panels
 /// [kc][NR], zero-padded to a whole panel.
 #[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)] // the block's corner and size, and its buffer
 fn pack_b(simd: Simd, b: &Mat<'_>, pc: usize, kc: usize, jc: usize, nc: usize, nr: usize, out: &mut [f32]) {
     let (rs, cs) = (b.view.row_stride, b.view.col_stride);
     for (panel, jr) in (0..nc).step_by(nr).enumerate() {
@@ -278,37 +283,45 @@ fn pack_b(simd: Simd, b: &Mat<'_>, pc: usize, kc: usize, jc: usize, nc: usize, n
 #[cfg(target_arch = "x86_64")]
 unsafe fn kernel_avx2_entry(kc: usize, a: *const f32, b: *const f32, out: *mut f32, ldo: usize, add: bool) {
     // SAFETY: this function's contract is kernel_avx2's.
-    unsafe { kernel_avx2(kc, a, b, out, ldo, add) }
+    unsafe { kernel_avx2::<{ AVX2.mr }, { AVX2.nr / 8 }>(kc, a, b, out, ldo, add) }
 }
 
-/// The AVX2 register block: out [6, 16] (+)= Σ_p a[p][0..6] ⊗ b[p][0..16].
+/// The AVX2 register block: out [MR, 8·NV] (+)= Σ_p a[p][0..MR] ⊗
+/// b[p][0..8·NV] (MR·NV accumulators, NV + 1 more registers of the 16).
 ///
 /// # Safety
-/// The CPU must run AVX2 and FMA; `a` holds 6·kc floats, `b` 16·kc, and
-/// `out` 6 rows of 16 floats at stride `ldo`.
+/// The CPU must run AVX2 and FMA; `a` holds MR·kc floats, `b` 8·NV·kc,
+/// and `out` MR rows of 8·NV floats at stride `ldo`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn kernel_avx2(kc: usize, a: *const f32, b: *const f32, out: *mut f32, ldo: usize, add: bool) {
+unsafe fn kernel_avx2<const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    out: *mut f32,
+    ldo: usize,
+    add: bool,
+) {
     use std::arch::x86_64::{
         __m256, _mm256_add_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps,
         _mm256_storeu_ps,
     };
-    const MR: usize = 6;
-    // SAFETY: (whole body) step p reads a[6p..6p + 6] and b[16p..16p + 16],
-    // p < kc, inside the panels; out's rows as the contract says.
+    // SAFETY: (whole body) step p reads a[MR·p..MR·(p + 1)] and
+    // b[8·NV·p..8·NV·(p + 1)], p < kc, inside the panels; out's rows as
+    // the contract says.
     unsafe {
-        let mut acc: [[__m256; 2]; MR] = [[_mm256_setzero_ps(); 2]; MR];
+        let mut acc: [[__m256; NV]; MR] = [[_mm256_setzero_ps(); NV]; MR];
         let (mut ap, mut bp) = (a, b);
         for _ in 0..kc {
-            let b0 = _mm256_loadu_ps(bp);
-            let b1 = _mm256_loadu_ps(bp.add(8));
+            let bv: [__m256; NV] = std::array::from_fn(|v| _mm256_loadu_ps(bp.add(8 * v)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let av = _mm256_broadcast_ss(&*ap.add(i));
-                row[0] = _mm256_fmadd_ps(av, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(av, b1, row[1]);
+                for (lane, &bvv) in row.iter_mut().zip(&bv) {
+                    *lane = _mm256_fmadd_ps(av, bvv, *lane);
+                }
             }
             ap = ap.add(MR);
-            bp = bp.add(16);
+            bp = bp.add(8 * NV);
         }
         for (i, row) in acc.iter().enumerate() {
             for (v, &value) in row.iter().enumerate() {
@@ -378,6 +391,7 @@ mod tests {
 
     /// C = A·B (+ C) against f64 sums, with A and B through the given
     /// views (row-major or transposed storage, padded strides).
+    #[allow(clippy::too_many_arguments)] // one case's shape and layout
     fn check(isa: Isa, m: usize, k: usize, n: usize, a_t: bool, b_t: bool, pad: usize, rng: &mut SplitMix64) {
         let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
         // Stored [m, k] (or [k, m] when transposed) with rows padded.
@@ -415,8 +429,8 @@ mod tests {
     fn matches_a_triple_loop_on_every_edge() {
         let mut rng = SplitMix64::new(56);
         // Every m, n and k edge: 0, 1, below, at and past the register
-        // blocks (6 / 12 rows, 16 / 32 columns) and the cache blocks (KC
-        // 128 / 256, MC 144 / 192).
+        // blocks (6 / 12 rows, 16 / 32 columns) and the cache blocks (depth
+        // blocks of at most 160 / 320, MC 144 / 192).
         let sizes = [
             (0, 5, 7),
             (5, 0, 7),
@@ -430,6 +444,7 @@ mod tests {
             (145, 9, 17),
             (200, 130, 70),
             (25, 257, 1),
+            (9, 700, 40), // 3 depth blocks at AVX2, 5 at AVX-512
             (1, 64, 1030),
             (64, 64, 112),
         ];
