@@ -270,7 +270,7 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     if let Some(im2col) = &backends.im2col {
         notes.push(format!(
             "im2col's kernels ran at ISA {} (the CPU's best {}, capped by --isa or KERNELS_ISA when given; \
-             matrixmultiply's sgemm picks its own kernel); each conv row of results.json records the plan",
+             every conv GEMM included; matrixmultiply, which picks its own kernel, runs only the linear ops' GEMMs); each conv row of results.json records the plan",
             im2col.isa(),
             kernels_im2col::Isa::detected()
         ));
