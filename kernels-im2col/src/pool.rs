@@ -205,12 +205,6 @@ fn argmax(
 ///   (they are written to vectorise; the tokens let them use the wide
 ///   registers on a binary built for baseline x86-64).
 pub(crate) fn backward(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
-    backward_streaming(simd, g, x, dy, size_of_val(x) >= STREAM_BYTES)
-}
-
-/// [`backward`], with the register kernels' non-temporal dx stores on or
-/// off (`stream`; the tests run both ways on small shapes).
-fn backward_streaming(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32], stream: bool) -> Vec<f32> {
     let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
     let kernel = if windows_tile(g) {
         Some(match g.params.kind {
@@ -234,7 +228,7 @@ fn backward_streaming(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32], strea
             .zip(x.par_chunks(plane_in))
             .zip(dy.par_chunks(plane_out));
         planes.for_each_init(
-            || Scratch { stream, ..Scratch::new(g) },
+            || Scratch::new(g),
             |scratch, ((dx_plane, x_plane), dy_plane)| kernel(g, scratch, x_plane, dy_plane, dx_plane),
         );
         // SAFETY: the first `len` elements were written: the planes cover
@@ -337,9 +331,6 @@ struct Scratch {
     /// Two rows of window position codes for the 3x3 register kernels
     /// ([`code_row_len`] each).
     codes: Vec<f32>,
-    /// The register kernels' [`RowSink`] stage, and whether they stream.
-    stage: Vec<f32>,
-    stream: bool,
 }
 
 impl Scratch {
@@ -358,8 +349,6 @@ impl Scratch {
                 ring: Vec::new(),
                 cols: Vec::new(),
                 codes: Vec::new(),
-                stage: vec![0.0; 2 * g.w + 64],
-                stream: false,
             };
         }
         let pairs = g.ow + 1;
@@ -380,8 +369,6 @@ impl Scratch {
             ring: vec![0.0; g.params.window[0] * g.w],
             cols: column_ranges(g),
             codes: vec![0.0; 2 * code_row_len(g.ow)],
-            stage: vec![0.0; 2 * g.w + 64],
-            stream: false,
         }
     }
 }
@@ -441,16 +428,16 @@ plane_kernel!(select_avg_stride2, avg_stride2_plane);
 fn select_max_2x2(simd: Simd) -> PlaneKernel {
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(_token) => |g, s, x, dy, dx| {
+        Simd::Avx512(_token) => |g, _s, x, dy, dx| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx512Token, the proof that the CPU runs AVX-512F.
-            unsafe { max_2x2_avx512(g, s.stream.then_some(&mut s.stage[..]), x, dy, dx) }
+            unsafe { max_2x2_avx512(g, x, dy, dx) }
         },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(_token) => |g, s, x, dy, dx| {
+        Simd::Avx2(_token) => |g, _s, x, dy, dx| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx2Token, the proof that the CPU runs AVX2.
-            unsafe { max_2x2_avx2(g, s.stream.then_some(&mut s.stage[..]), x, dy, dx) }
+            unsafe { max_2x2_avx2(g, x, dy, dx) }
         },
         #[cfg(not(target_arch = "x86_64"))]
         Simd::Avx512(_) | Simd::Avx2(_) => max_2x2_plane,
@@ -470,13 +457,13 @@ fn select_max_stride2(simd: Simd, g: &PoolGeometry) -> PlaneKernel {
         Simd::Avx512(_token) => |g, s, x, dy, dx| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx512Token, the proof that the CPU runs AVX-512F.
-            unsafe { max_3x3_avx512(g, &mut s.codes, s.stream.then_some(&mut s.stage[..]), x, dy, dx) }
+            unsafe { max_3x3_avx512(g, &mut s.codes, x, dy, dx) }
         },
         #[cfg(target_arch = "x86_64")]
         Simd::Avx2(_token) => |g, s, x, dy, dx| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx2Token, the proof that the CPU runs AVX2.
-            unsafe { max_3x3_avx2(g, &mut s.codes, s.stream.then_some(&mut s.stage[..]), x, dy, dx) }
+            unsafe { max_3x3_avx2(g, &mut s.codes, x, dy, dx) }
         },
         _ => select_max_stride2_loops(simd),
     }
@@ -904,123 +891,6 @@ fn prefetch_rows(x: *const f32, w: usize, first: usize, count: usize) {
     let _ = (x, w, first, count);
 }
 
-/// dx bytes from which the register kernels write dx with non-temporal
-/// stores ([`RowSink`]): past what the caches hold, each ordinary store
-/// first reads its line (write-allocate), a third more traffic on a pass
-/// that reads x and writes dx once (perf: the stores were where the
-/// kernel waited). Below it dx stays in cache for the layer that reads it
-/// next.
-const STREAM_BYTES: usize = 8 << 20;
-
-/// Where a register kernel writes its dx plane, row after row in order,
-/// each once: straight into dx, or, when streaming, through a small stage
-/// from which every whole 64-byte line of dx is written with non-temporal
-/// stores (the plane's first and last partial lines, which it may share
-/// with the neighbouring planes, with ordinary ones).
-struct RowSink<'a> {
-    /// The plane's first element, and its length.
-    dst: *mut f32,
-    len: usize,
-    /// The stage (streaming only); elements [flushed, flushed + staged) of
-    /// the plane wait there.
-    stage: Option<&'a mut [f32]>,
-    staged: usize,
-    flushed: usize,
-}
-
-impl<'a> RowSink<'a> {
-    fn new(dx: &mut [MaybeUninit<f32>], stage: Option<&'a mut [f32]>) -> Self {
-        Self { dst: dx.as_mut_ptr().cast(), len: dx.len(), stage, staged: 0, flushed: 0 }
-    }
-
-    /// Where to write `count` rows of `w` from plane row `r`, which must be
-    /// the next unwritten row: valid for `count · w` elements.
-    #[inline(always)]
-    fn rows(&mut self, r: usize, w: usize, count: usize) -> *mut f32 {
-        match &mut self.stage {
-            None => {
-                assert!((r + count) * w <= self.len);
-                self.dst.wrapping_add(r * w)
-            }
-            Some(stage) => {
-                assert!(self.flushed + self.staged == r * w && self.staged + count * w <= stage.len());
-                stage.as_mut_ptr().wrapping_add(self.staged)
-            }
-        }
-    }
-
-    /// The `n` elements last handed out by [`Self::rows`] are written.
-    #[inline(always)]
-    fn commit(&mut self, n: usize) {
-        let Some(stage) = &mut self.stage else { return };
-        self.staged += n;
-        assert!(self.flushed + self.staged <= self.len);
-        let at = self.dst.wrapping_add(self.flushed);
-        // Elements up to dx's next 64-byte boundary (dx is f32-aligned, so
-        // the distance is whole elements): nonzero only at the plane's start.
-        let head = (64 - at as usize % 64) % 64 / 4;
-        if self.staged < head + 16 {
-            return;
-        }
-        let lines = (self.staged - head) / 16;
-        let used = head + 16 * lines;
-        // SAFETY: elements [flushed, flushed + used) lie in the plane
-        // (asserted above: used ≤ staged); `at + head` is 64-byte aligned,
-        // as the streaming stores need.
-        unsafe {
-            for (i, &v) in stage[..head].iter().enumerate() {
-                at.add(i).write(v);
-            }
-            stream_lines(at.add(head), &stage[head..used]);
-        }
-        stage.copy_within(used..self.staged, 0);
-        self.flushed += used;
-        self.staged -= used;
-    }
-
-    /// Writes what the stage still holds, with ordinary stores, and orders
-    /// the streaming stores before whatever follows (the plane is done).
-    fn finish(&mut self) {
-        let Some(stage) = &self.stage else { return };
-        let at = self.dst.wrapping_add(self.flushed);
-        // SAFETY: [flushed, flushed + staged) lies in the plane (asserted
-        // by `commit`).
-        unsafe {
-            for (i, &v) in stage[..self.staged].iter().enumerate() {
-                at.add(i).write(v);
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: sfence has no precondition (SSE, baseline on x86-64).
-        unsafe {
-            std::arch::x86_64::_mm_sfence()
-        };
-    }
-}
-
-/// Copies `src` (whole 16-element lines) to `dst` with non-temporal
-/// stores.
-///
-/// # Safety
-/// `dst` must be 64-byte aligned and valid for `src.len()` writes.
-#[inline(always)]
-unsafe fn stream_lines(dst: *mut f32, src: &[f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
-        for (i, quad) in src.chunks_exact(4).enumerate() {
-            // SAFETY: by the caller's contract, dst + 4i is 16-byte aligned
-            // and writable; `quad` holds 4 elements.
-            unsafe { _mm_stream_ps(dst.add(4 * i), _mm_loadu_ps(quad.as_ptr())) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    for (i, &v) in src.iter().enumerate() {
-        // SAFETY: by the caller's contract.
-        unsafe { dst.add(i).write(v) };
-    }
-}
-
 /// Floats per row of window codes in the scratch of [`max_3x3_avx512`] /
 /// [`max_3x3_avx2`]: every output column rounded up to whole vectors, plus
 /// one vector, since the odd dx columns read the codes one element on.
@@ -1062,14 +932,7 @@ fn rows_3x3(k: usize, h: usize) -> [(usize, f32); 3] {
 /// The CPU must run AVX-512F. Slice lengths are asserted on entry.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn max_3x3_avx512(
-    g: &PoolGeometry,
-    codes: &mut [f32],
-    stage: Option<&mut [f32]>,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [MaybeUninit<f32>],
-) {
+unsafe fn max_3x3_avx512(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::{
         __m512, _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps,
         _mm512_cmp_ps_mask, _mm512_mask_add_ps, _mm512_mask_blend_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
@@ -1091,12 +954,11 @@ unsafe fn max_3x3_avx512(
         unsafe { _mm512_maskz_loadu_ps(lanes(n), at) }
     };
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
+    let dx_ptr = dx.as_mut_ptr().cast::<f32>();
     let codes_ptr = codes.as_mut_ptr();
-    let mut sink = RowSink::new(dx, stage);
     // Writes dx row r from windows rows (code row, dy row, code base): up
     // to two windows reach a row.
-    let mut emit = |r: usize, parts: &[(usize, usize, f32)]| {
-        let out = sink.rows(r, w, 1);
+    let emit = |r: usize, parts: &[(usize, usize, f32)]| {
         for m0 in (0..ow).step_by(16) {
             let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
             for &(code_row, k, base) in parts {
@@ -1119,10 +981,10 @@ unsafe fn max_3x3_avx512(
                 odd = _mm512_mask_add_ps(odd, is(c_next, base), odd, grad_next);
             }
             let left = w as isize - 2 * m0 as isize;
-            // SAFETY: lanes below `left` are columns 2m0 + l < w of the
-            // row `out` holds.
+            // SAFETY: lanes below `left` are columns 2m0 + l < w of row
+            // r < h, inside dx.
             unsafe {
-                let at = out.add(2 * m0);
+                let at = dx_ptr.add(r * w + 2 * m0);
                 _mm512_mask_storeu_ps(at, lanes(left), _mm512_permutex2var_ps(even, low_pairs, odd));
                 _mm512_mask_storeu_ps(
                     at.wrapping_add(16),
@@ -1131,7 +993,6 @@ unsafe fn max_3x3_avx512(
                 );
             }
         }
-        sink.commit(w);
     };
     for k in 0..oh {
         let (cur, prev) = (k % 2, (k + 1) % 2);
@@ -1183,7 +1044,6 @@ unsafe fn max_3x3_avx512(
     if oh > 0 && 2 * oh - 1 < h {
         emit(2 * oh - 1, &[((oh - 1) % 2, oh - 1, 6.0)]);
     }
-    sink.finish();
 }
 
 /// Max backward of 2x2 stride 2 unpadded pooling for one plane, AVX-512
@@ -1198,13 +1058,7 @@ unsafe fn max_3x3_avx512(
 /// The CPU must run AVX-512F. Slice lengths are asserted on entry.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn max_2x2_avx512(
-    g: &PoolGeometry,
-    stage: Option<&mut [f32]>,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [MaybeUninit<f32>],
-) {
+unsafe fn max_2x2_avx512(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::{
         _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm512_cmp_ps_mask, _mm512_mask_blend_ps, _mm512_mask_storeu_ps,
         _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps, _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32,
@@ -1217,9 +1071,9 @@ unsafe fn max_2x2_avx512(
     let high_pairs = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let lanes = |n: isize| lane_range(0, n);
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
-    let mut sink = RowSink::new(dx, stage);
     for k in 0..oh {
-        let out = sink.rows(2 * k, w, 2);
+        // Taken per row pair: `uncovered_2x2` below borrows dx again.
+        let dx_ptr = dx.as_mut_ptr().cast::<f32>();
         for m0 in (0..ow).step_by(16) {
             // Covered columns left in the row from 2m0.
             let left = 2 * (ow - m0) as isize;
@@ -1245,11 +1099,11 @@ unsafe fn max_2x2_avx512(
                 code = _mm512_mask_blend_ps(take, code, _mm512_set1_ps(v_code));
             }
             let part = |v: f32| _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(code, _mm512_set1_ps(v)), grad);
-            for (row, even, odd) in [(0, part(0.0), part(1.0)), (1, part(2.0), part(3.0))] {
+            for (row, even, odd) in [(2 * k, part(0.0), part(1.0)), (2 * k + 1, part(2.0), part(3.0))] {
                 // SAFETY: as above, lanes below `left` are columns < w of
                 // row < h.
                 unsafe {
-                    let at = out.add(row * w + 2 * m0);
+                    let at = dx_ptr.add(row * w + 2 * m0);
                     _mm512_mask_storeu_ps(at, lanes(left), _mm512_permutex2var_ps(even, low_pairs, odd));
                     _mm512_mask_storeu_ps(
                         at.wrapping_add(16),
@@ -1259,28 +1113,18 @@ unsafe fn max_2x2_avx512(
                 }
             }
         }
-        uncovered_2x2(g, out, &mut sink);
+        uncovered_2x2(g, k, dx);
     }
-    for r in 2 * oh..h {
-        let out = sink.rows(r, w, 1);
-        // SAFETY: `out` holds a row of w elements.
-        unsafe { std::slice::from_raw_parts_mut(out, w).fill(0.0) };
-        sink.commit(w);
-    }
-    sink.finish();
+    write_zeros(&mut dx[2 * oh * w..h * w]);
 }
 
-/// The columns of the row pair at `out` (from [`RowSink::rows`]) that no
-/// 2x2 window covers (an odd w's last), as zeros; then the pair is done.
+/// The columns of rows 2k and 2k + 1 that no 2x2 window covers (an odd
+/// w's last), as zeros.
 #[inline(always)]
-fn uncovered_2x2(g: &PoolGeometry, out: *mut f32, sink: &mut RowSink) {
-    for row in 0..2 {
-        for column in 2 * g.ow..g.w {
-            // SAFETY: `out` holds two rows of w elements.
-            unsafe { out.add(row * g.w + column).write(0.0) };
-        }
+fn uncovered_2x2(g: &PoolGeometry, k: usize, dx: &mut [MaybeUninit<f32>]) {
+    for row in [2 * k, 2 * k + 1] {
+        write_zeros(&mut dx[row * g.w + 2 * g.ow..(row + 1) * g.w]);
     }
-    sink.commit(2 * g.w);
 }
 
 /// AVX2 lane helpers for the register kernels: 8 lanes, masks as vectors.
@@ -1362,14 +1206,7 @@ mod avx2_lanes {
 /// The CPU must run AVX2. Slice lengths are asserted on entry.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn max_3x3_avx2(
-    g: &PoolGeometry,
-    codes: &mut [f32],
-    stage: Option<&mut [f32]>,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [MaybeUninit<f32>],
-) {
+unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use avx2_lanes::{join, load, split, store};
     use std::arch::x86_64::{
         __m256, _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm256_add_ps, _mm256_and_ps, _mm256_blend_ps, _mm256_blendv_ps,
@@ -1381,10 +1218,9 @@ unsafe fn max_3x3_avx2(
     assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && codes.len() >= 2 * row_len);
     let rotate = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
+    let dx_ptr = dx.as_mut_ptr().cast::<f32>();
     let codes_ptr = codes.as_mut_ptr();
-    let mut sink = RowSink::new(dx, stage);
-    let mut emit = |r: usize, parts: &[(usize, usize, f32)]| {
-        let out = sink.rows(r, w, 1);
+    let emit = |r: usize, parts: &[(usize, usize, f32)]| {
         for m0 in (0..ow).step_by(8) {
             let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
             for &(code_row, k, base) in parts {
@@ -1410,15 +1246,14 @@ unsafe fn max_3x3_avx2(
             }
             let left = w as isize - 2 * m0 as isize;
             let [lo, hi] = join(even, odd);
-            // SAFETY: lanes below `left` are columns 2m0 + l < w of the
-            // row `out` holds.
+            // SAFETY: lanes below `left` are columns 2m0 + l < w of row
+            // r < h, inside dx.
             unsafe {
-                let at = out.add(2 * m0);
+                let at = dx_ptr.add(r * w + 2 * m0);
                 store(at, left, lo);
                 store(at.wrapping_add(8), left - 8, hi);
             }
         }
-        sink.commit(w);
     };
     for k in 0..oh {
         let (cur, prev) = (k % 2, (k + 1) % 2);
@@ -1469,7 +1304,6 @@ unsafe fn max_3x3_avx2(
     if oh > 0 && 2 * oh - 1 < h {
         emit(2 * oh - 1, &[((oh - 1) % 2, oh - 1, 6.0)]);
     }
-    sink.finish();
 }
 
 /// [`max_2x2_avx512`] at AVX2: 8 windows at a time.
@@ -1478,13 +1312,7 @@ unsafe fn max_3x3_avx2(
 /// The CPU must run AVX2. Slice lengths are asserted on entry.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn max_2x2_avx2(
-    g: &PoolGeometry,
-    stage: Option<&mut [f32]>,
-    x: &[f32],
-    dy: &[f32],
-    dx: &mut [MaybeUninit<f32>],
-) {
+unsafe fn max_2x2_avx2(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use avx2_lanes::{join, load, split, store};
     use std::arch::x86_64::{
         _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm256_and_ps, _mm256_blendv_ps, _mm256_cmp_ps, _mm256_or_ps,
@@ -1493,9 +1321,9 @@ unsafe fn max_2x2_avx2(
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
     assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && 2 * ow <= w && 2 * oh <= h);
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
-    let mut sink = RowSink::new(dx, stage);
     for k in 0..oh {
-        let out = sink.rows(2 * k, w, 2);
+        // Taken per row pair: `uncovered_2x2` below borrows dx again.
+        let dx_ptr = dx.as_mut_ptr().cast::<f32>();
         for m0 in (0..ow).step_by(8) {
             let left = 2 * (ow - m0) as isize;
             // SAFETY: lanes below `left` (and `left` − 8) are columns
@@ -1517,26 +1345,20 @@ unsafe fn max_2x2_avx2(
                 code = _mm256_blendv_ps(code, _mm256_set1_ps(v_code), take);
             }
             let part = |v: f32| _mm256_and_ps(grad, _mm256_cmp_ps::<_CMP_EQ_OQ>(code, _mm256_set1_ps(v)));
-            for (row, even, odd) in [(0, part(0.0), part(1.0)), (1, part(2.0), part(3.0))] {
+            for (row, even, odd) in [(2 * k, part(0.0), part(1.0)), (2 * k + 1, part(2.0), part(3.0))] {
                 let [lo, hi] = join(even, odd);
                 // SAFETY: as above, lanes below `left` are columns < w of
                 // row < h.
                 unsafe {
-                    let at = out.add(row * w + 2 * m0);
+                    let at = dx_ptr.add(row * w + 2 * m0);
                     store(at, left, lo);
                     store(at.wrapping_add(8), left - 8, hi);
                 }
             }
         }
-        uncovered_2x2(g, out, &mut sink);
+        uncovered_2x2(g, k, dx);
     }
-    for r in 2 * oh..h {
-        let out = sink.rows(r, w, 1);
-        // SAFETY: `out` holds a row of w elements.
-        unsafe { std::slice::from_raw_parts_mut(out, w).fill(0.0) };
-        sink.commit(w);
-    }
-    sink.finish();
+    write_zeros(&mut dx[2 * oh * w..h * w]);
 }
 
 #[cfg(test)]
@@ -1656,8 +1478,7 @@ mod tests {
     /// an odd w's padded last column, an odd h's padded last row, partial
     /// vectors and the lane carried between vectors all occur), with ties,
     /// ±inf (an all −inf plane: padding must still never win), and NaNs
-    /// scattered, including at vector boundaries, at every ISA, writing dx
-    /// with ordinary and with streaming stores.
+    /// scattered, including at vector boundaries, at every ISA.
     #[test]
     fn register_kernels_match_the_definition_on_every_size_at_every_isa() {
         let mut rng = kernels_core::SplitMix64::new(57);
@@ -1686,14 +1507,12 @@ mod tests {
                     let dy: Vec<f32> = (0..3 * g.oh * g.ow).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
                     let expect = reference_dx(&g, &x, &dy);
                     for isa in crate::simd::Isa::supported() {
-                        for stream in [false, true] {
-                            let dx = backward_streaming(Simd::new(isa), &g, &x, &dy, stream);
-                            for (i, (&got, &e)) in dx.iter().zip(&expect).enumerate() {
-                                assert!(
-                                    (f64::from(got) - e).abs() <= 1e-5 * (1.0 + e.abs()),
-                                    "{isa} stream {stream} {params:?} {shape:?}: dx[{i}] {got} vs {e}"
-                                );
-                            }
+                        let dx = backward(Simd::new(isa), &g, &x, &dy);
+                        for (i, (&got, &e)) in dx.iter().zip(&expect).enumerate() {
+                            assert!(
+                                (f64::from(got) - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                                "{isa} {params:?} {shape:?}: dx[{i}] {got} vs {e}"
+                            );
                         }
                     }
                 }
