@@ -934,9 +934,9 @@ fn rows_3x3(k: usize, h: usize) -> [(usize, f32); 3] {
 #[target_feature(enable = "avx512f")]
 unsafe fn max_3x3_avx512(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::{
-        __m512, _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps,
+        __m512, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps,
         _mm512_cmp_ps_mask, _mm512_mask_add_ps, _mm512_mask_blend_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
-        _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
+        _mm512_min_ps, _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
     };
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
     let row_len = code_row_len(ow);
@@ -946,6 +946,10 @@ unsafe fn max_3x3_avx512(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f
     let low_pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let high_pairs = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let lanes = |n: isize| lane_range(0, n);
+    // The running best holds a NaN as +inf (MINPS returns its second
+    // operand for a NaN): then `!(v <= best)`, one compare, is the exact
+    // rule (`v > best` or `v` NaN; after a NaN only a NaN takes over).
+    let clean = |v: __m512| _mm512_min_ps(v, _mm512_set1_ps(f32::INFINITY));
     // The lanes of `at[..16]` below `n`, zeros elsewhere.
     let load = |at: *const f32, n: isize| {
         // SAFETY: only lanes l < n are read, and every caller passes the
@@ -1025,11 +1029,11 @@ unsafe fn max_3x3_avx512(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f
                 let candidates = [(l, l_code), (e, _mm512_set1_ps(base + 1.0)), (o, o_code)];
                 for (j, (v, v_code)) in candidates.into_iter().enumerate() {
                     if slot == 0 && j == 0 {
-                        (best, code) = (v, v_code);
+                        (best, code) = (clean(v), v_code);
                         continue;
                     }
-                    let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                    best = _mm512_mask_blend_ps(take, best, v);
+                    let take = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, best);
+                    best = _mm512_mask_blend_ps(take, best, clean(v));
                     code = _mm512_mask_blend_ps(take, code, v_code);
                 }
             }
@@ -1060,8 +1064,9 @@ unsafe fn max_3x3_avx512(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f
 #[target_feature(enable = "avx512f")]
 unsafe fn max_2x2_avx512(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::{
-        _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm512_cmp_ps_mask, _mm512_mask_blend_ps, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps, _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32,
+        __m512, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm512_cmp_ps_mask, _mm512_mask_blend_ps, _mm512_mask_storeu_ps,
+        _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps, _mm512_min_ps, _mm512_permutex2var_ps, _mm512_set1_ps,
+        _mm512_setr_epi32,
     };
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
     assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && 2 * ow <= w && 2 * oh <= h);
@@ -1070,6 +1075,10 @@ unsafe fn max_2x2_avx512(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [Mayb
     let low_pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     let high_pairs = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     let lanes = |n: isize| lane_range(0, n);
+    // The running best holds a NaN as +inf (MINPS returns its second
+    // operand for a NaN): then `!(v <= best)`, one compare, is the exact
+    // rule (`v > best` or `v` NaN; after a NaN only a NaN takes over).
+    let clean = |v: __m512| _mm512_min_ps(v, _mm512_set1_ps(f32::INFINITY));
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
     for k in 0..oh {
         // Taken per row pair: `uncovered_2x2` below borrows dx again.
@@ -1092,10 +1101,10 @@ unsafe fn max_2x2_avx512(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [Mayb
                     _mm512_maskz_loadu_ps(lanes((ow - m0) as isize), dy_ptr.add(k * ow + m0)),
                 )
             };
-            let (mut best, mut code) = (a, _mm512_set1_ps(0.0));
+            let (mut best, mut code) = (clean(a), _mm512_set1_ps(0.0));
             for (v, v_code) in [(b, 1.0), (c, 2.0), (d, 3.0)] {
-                let take = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(v, best) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-                best = _mm512_mask_blend_ps(take, best, v);
+                let take = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, best);
+                best = _mm512_mask_blend_ps(take, best, clean(v));
                 code = _mm512_mask_blend_ps(take, code, _mm512_set1_ps(v_code));
             }
             let part = |v: f32| _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(code, _mm512_set1_ps(v)), grad);
@@ -1224,14 +1233,16 @@ mod avx2_lanes {
 unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use avx2_lanes::{join, load, split, store};
     use std::arch::x86_64::{
-        __m256, _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm256_add_ps, _mm256_and_ps, _mm256_blend_ps, _mm256_blendv_ps,
-        _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_or_ps, _mm256_permutevar8x32_ps, _mm256_set1_ps,
+        __m256, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm256_add_ps, _mm256_and_ps, _mm256_blend_ps, _mm256_blendv_ps,
+        _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_min_ps, _mm256_permutevar8x32_ps, _mm256_set1_ps,
         _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
     };
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
     let row_len = code_row_len(ow);
     assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && codes.len() >= 2 * row_len);
     let rotate = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+    // A NaN held as +inf in the running best, as in `max_3x3_avx512`.
+    let clean = |v: __m256| _mm256_min_ps(v, _mm256_set1_ps(f32::INFINITY));
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
     let dx_ptr = dx.as_mut_ptr().cast::<f32>();
     let codes_ptr = codes.as_mut_ptr();
@@ -1300,11 +1311,11 @@ unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32
                 let candidates = [(l, l_code), (e, _mm256_set1_ps(base + 1.0)), (o, o_code)];
                 for (j, (v, v_code)) in candidates.into_iter().enumerate() {
                     if slot == 0 && j == 0 {
-                        (best, code) = (v, v_code);
+                        (best, code) = (clean(v), v_code);
                         continue;
                     }
-                    let take = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, best), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-                    best = _mm256_blendv_ps(best, v, take);
+                    let take = _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best);
+                    best = _mm256_blendv_ps(best, clean(v), take);
                     code = _mm256_blendv_ps(code, v_code, take);
                 }
             }
@@ -1330,11 +1341,12 @@ unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32
 unsafe fn max_2x2_avx2(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     use avx2_lanes::{join, load, split, store};
     use std::arch::x86_64::{
-        _CMP_EQ_OQ, _CMP_GT_OQ, _CMP_UNORD_Q, _mm256_and_ps, _mm256_blendv_ps, _mm256_cmp_ps, _mm256_or_ps,
-        _mm256_set1_ps,
+        __m256, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm256_and_ps, _mm256_blendv_ps, _mm256_cmp_ps, _mm256_min_ps, _mm256_set1_ps,
     };
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
     assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && 2 * ow <= w && 2 * oh <= h);
+    // A NaN held as +inf in the running best, as in `max_3x3_avx512`.
+    let clean = |v: __m256| _mm256_min_ps(v, _mm256_set1_ps(f32::INFINITY));
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
     for k in 0..oh {
         // Taken per row pair: `uncovered_2x2` below borrows dx again.
@@ -1353,10 +1365,10 @@ unsafe fn max_2x2_avx2(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [MaybeU
                     load(dy_ptr.add(k * ow + m0), (ow - m0) as isize),
                 )
             };
-            let (mut best, mut code) = (a, _mm256_set1_ps(0.0));
+            let (mut best, mut code) = (clean(a), _mm256_set1_ps(0.0));
             for (v, v_code) in [(b, 1.0), (c, 2.0), (d, 3.0)] {
-                let take = _mm256_or_ps(_mm256_cmp_ps::<_CMP_GT_OQ>(v, best), _mm256_cmp_ps::<_CMP_UNORD_Q>(v, v));
-                best = _mm256_blendv_ps(best, v, take);
+                let take = _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best);
+                best = _mm256_blendv_ps(best, clean(v), take);
                 code = _mm256_blendv_ps(code, _mm256_set1_ps(v_code), take);
             }
             let part = |v: f32| _mm256_and_ps(grad, _mm256_cmp_ps::<_CMP_EQ_OQ>(code, _mm256_set1_ps(v)));
