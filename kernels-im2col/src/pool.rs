@@ -23,6 +23,14 @@
 //!   step 55): separable with the winner's row tracked, dx rows through a
 //!   small ring, each dx element written once. Every other geometry takes
 //!   the separable path into a zeroed dx.
+//! - Max backward at AVX-512 and AVX2 for 2x2 stride 2 unpadded (lenet-p1)
+//!   and 3x3 stride 2 padding 1 (resnet-p0): register kernels (step 57)
+//!   that load each window row's x once per vector of windows, split it
+//!   into even and odd columns by permutes, pick each window's winner by a
+//!   select chain over its candidates as whole vectors (keeping a position
+//!   code), and write every dx row once from registers (dy masked by code,
+//!   interleaved back): no scratch passes, ring or memmove. The NaN rule is
+//!   in the chain, so these need no NaN redo.
 //! - NaN (a NaN in a max window wins, the last one in row-major order):
 //!   the fast backward paths test for it in the pass that reads x and redo
 //!   only the rows that hold one with the exact rule; the forward scans
@@ -200,7 +208,9 @@ fn argmax(
 /// - 2x2 stride 2 unpadded ([`windows_tile`]) and stride 2 with windows 2
 ///   or 3 columns wide ([`stride2_applies`]: resnet-p0's 3x3/2 pad 1) write
 ///   every dx element exactly once into an uninitialised vector; each
-///   other geometry accumulates into a zeroed one.
+///   other geometry accumulates into a zeroed one. Max at 2x2/2 and
+///   3x3/2 pad 1 runs the register kernels at AVX-512 and AVX2
+///   ([`select_max_2x2`], [`select_max_stride2`]).
 /// - `simd` picks the AVX-512, AVX2 or portable build of the same loops
 ///   (they are written to vectorise; the tokens let them use the wide
 ///   registers on a binary built for baseline x86-64).
@@ -236,7 +246,9 @@ pub(crate) fn backward(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32]) -> V
         // each plane kernel writes every element of its plane (2x2: every
         // covered pair of rows and columns, then the uncovered row and
         // column as zeros; stride 2: `RowRing::flush` writes rows 0..h
-        // in order, each once).
+        // in order, each once; 3x3 register kernels: rows 2k − 1 and 2k
+        // for every output row k, then row 2·oh − 1 when below h, which is
+        // every row, all columns < w).
         unsafe { dx.set_len(len) };
         return dx;
     }
