@@ -23,6 +23,14 @@
 //!   step 55): separable with the winner's row tracked, dx rows through a
 //!   small ring, each dx element written once. Every other geometry takes
 //!   the separable path into a zeroed dx.
+//! - Max backward at AVX-512 and AVX2 for 2x2 stride 2 unpadded (lenet-p1)
+//!   and 3x3 stride 2 padding 1 (resnet-p0): register kernels (step 57)
+//!   that load each window row's x once per vector of windows, split it
+//!   into even and odd columns by permutes, pick each window's winner by a
+//!   select chain over its candidates as whole vectors (keeping a position
+//!   code), and write every dx row once from registers (dy masked by code,
+//!   interleaved back): no scratch passes, ring or memmove. The NaN rule is
+//!   in the chain, so these need no NaN redo.
 //! - NaN (a NaN in a max window wins, the last one in row-major order):
 //!   the fast backward paths test for it in the pass that reads x and redo
 //!   only the rows that hold one with the exact rule; the forward scans
@@ -40,6 +48,7 @@ use std::ops::Range;
 use kernels_core::{PoolGeometry, PoolKind, max_pool_takes};
 use rayon::prelude::*;
 
+use crate::lanes::lane_range;
 use crate::simd::Simd;
 
 /// Input indices [lo, hi) that window `o` of one axis covers, clipped to the
@@ -199,7 +208,9 @@ fn argmax(
 /// - 2x2 stride 2 unpadded ([`windows_tile`]) and stride 2 with windows 2
 ///   or 3 columns wide ([`stride2_applies`]: resnet-p0's 3x3/2 pad 1) write
 ///   every dx element exactly once into an uninitialised vector; each
-///   other geometry accumulates into a zeroed one.
+///   other geometry accumulates into a zeroed one. Max at 2x2/2 and
+///   3x3/2 pad 1 runs the register kernels at AVX-512 and AVX2
+///   ([`select_max_2x2`], [`select_max_stride2`]).
 /// - `simd` picks the AVX-512, AVX2 or portable build of the same loops
 ///   (they are written to vectorise; the tokens let them use the wide
 ///   registers on a binary built for baseline x86-64).
@@ -212,7 +223,7 @@ pub(crate) fn backward(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32]) -> V
         })
     } else if stride2_applies(g) {
         Some(match g.params.kind {
-            PoolKind::Max => select_max_stride2(simd),
+            PoolKind::Max => select_max_stride2(simd, g),
             PoolKind::Avg => select_avg_stride2(simd),
         })
     } else {
@@ -235,7 +246,9 @@ pub(crate) fn backward(simd: Simd, g: &PoolGeometry, x: &[f32], dy: &[f32]) -> V
         // each plane kernel writes every element of its plane (2x2: every
         // covered pair of rows and columns, then the uncovered row and
         // column as zeros; stride 2: `RowRing::flush` writes rows 0..h
-        // in order, each once).
+        // in order, each once; 3x3 register kernels: rows 2k − 1 and 2k
+        // for every output row k, then row 2·oh − 1 when below h, which is
+        // every row, all columns < w).
         unsafe { dx.set_len(len) };
         return dx;
     }
@@ -327,6 +340,9 @@ struct Scratch {
     ring: Vec<f32>,
     /// Clipped column range of each output column (the NaN fallback).
     cols: Vec<Range<usize>>,
+    /// Two rows of window position codes for the 3x3 register kernels
+    /// ([`code_row_len`] each).
+    codes: Vec<f32>,
 }
 
 impl Scratch {
@@ -344,6 +360,7 @@ impl Scratch {
                 spread: Vec::new(),
                 ring: Vec::new(),
                 cols: Vec::new(),
+                codes: Vec::new(),
             };
         }
         let pairs = g.ow + 1;
@@ -363,6 +380,7 @@ impl Scratch {
             spread: vec![0.0; 2 * pairs],
             ring: vec![0.0; g.params.window[0] * g.w],
             cols: column_ranges(g),
+            codes: vec![0.0; 2 * code_row_len(g.ow)],
         }
     }
 }
@@ -413,10 +431,55 @@ macro_rules! plane_kernel {
     };
 }
 
-plane_kernel!(select_max_2x2, max_2x2_plane);
 plane_kernel!(select_avg_2x2, avg_2x2_plane);
-plane_kernel!(select_max_stride2, max_stride2_plane);
+plane_kernel!(select_max_stride2_loops, max_stride2_plane);
 plane_kernel!(select_avg_stride2, avg_stride2_plane);
+
+/// The 2x2 max backward's plane kernel at `simd`: the register kernels at
+/// AVX-512 and AVX2 (step 57), the portable loops otherwise.
+fn select_max_2x2(simd: Simd) -> PlaneKernel {
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |g, _s, x, dy, dx| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F.
+            unsafe { max_2x2_avx512(g, x, dy, dx) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |g, _s, x, dy, dx| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2.
+            unsafe { max_2x2_avx2(g, x, dy, dx) }
+        },
+        #[cfg(not(target_arch = "x86_64"))]
+        Simd::Avx512(_) | Simd::Avx2(_) => max_2x2_plane,
+        Simd::Portable => max_2x2_plane,
+    }
+}
+
+/// The stride-2 max backward's plane kernel for `g` at `simd`: the
+/// register kernels for 3x3 padding 1 at AVX-512 and AVX2 (step 57), step
+/// 55's loops for every other stride-2 geometry and the portable ISA.
+fn select_max_stride2(simd: Simd, g: &PoolGeometry) -> PlaneKernel {
+    if !max_3x3_applies(g) {
+        return select_max_stride2_loops(simd);
+    }
+    match simd {
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx512(_token) => |g, s, x, dy, dx| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx512Token, the proof that the CPU runs AVX-512F.
+            unsafe { max_3x3_avx512(g, &mut s.codes, x, dy, dx) }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Simd::Avx2(_token) => |g, s, x, dy, dx| {
+            // SAFETY: this pointer is made only in the arm holding an
+            // Avx2Token, the proof that the CPU runs AVX2.
+            unsafe { max_3x3_avx2(g, &mut s.codes, x, dy, dx) }
+        },
+        _ => select_max_stride2_loops(simd),
+    }
+}
 
 /// Writes `src` into `dst` (element by element, which compiles to vector
 /// stores or a memcpy).
@@ -810,6 +873,533 @@ fn avg_stride2_plane(g: &PoolGeometry, s: &mut Scratch, _x: &[f32], dy: &[f32], 
     ring.flush(g, &s.ring, dx, g.h);
 }
 
+/// Whether the register kernels for 3x3 windows at stride 2 with padding 1
+/// ([`max_3x3_avx512`], [`max_3x3_avx2`]) take `g` (resnet-p0's pool).
+pub(crate) fn max_3x3_applies(g: &PoolGeometry) -> bool {
+    let p = g.params;
+    p.kind == PoolKind::Max && p.window == [3, 3] && p.stride == [2, 2] && p.padding == [1, 1]
+}
+
+/// How many x rows ahead of the window the register kernels prefetch:
+/// without it the kernel waited on the loads of each new x row (perf: 19%
+/// of its samples on the first use of one load).
+const PREFETCH_ROWS: usize = 8;
+
+/// Prefetches `count` x rows from row `first` (into L1; lines past the
+/// plane are the next plane's, or unmapped, which a prefetch ignores).
+#[inline(always)]
+fn prefetch_rows(x: *const f32, w: usize, first: usize, count: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let start = x.wrapping_add(first * w);
+        for line in (0..count * w).step_by(16) {
+            // SAFETY: a prefetch never faults and reads nothing into the
+            // program; the address is formed with wrapping arithmetic.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (x, w, first, count);
+}
+
+/// Floats per row of window codes in the scratch of [`max_3x3_avx512`] /
+/// [`max_3x3_avx2`]: every output column rounded up to whole vectors, plus
+/// one vector, since the odd dx columns read the codes one element on.
+fn code_row_len(ow: usize) -> usize {
+    ow.next_multiple_of(16) + 16
+}
+
+/// The real row and position-code base (3i, i the window row) of each of
+/// the three window rows of output row `k` (3x3, stride 2, padding 1). A
+/// row in the padding (−1, or h for an odd h) is replaced by the middle
+/// row with the middle row's codes: the window's winner over the sequence
+/// with that row twice is the same element (the first largest lies in the
+/// first copy and the last NaN in the second, with the same code), so
+/// padding never wins and no candidate needs a validity test.
+#[inline(always)]
+fn rows_3x3(k: usize, h: usize) -> [(usize, f32); 3] {
+    let mid = (2 * k, 3.0);
+    let top = if k == 0 { mid } else { (2 * k - 1, 0.0) };
+    let bottom = if 2 * k + 1 < h { (2 * k + 1, 6.0) } else { mid };
+    [top, mid, bottom]
+}
+
+/// Max backward of 3x3 stride 2 padding 1 pooling for one plane, AVX-512
+/// (OPTIMISATION.md step 57). Per output row k, 16 windows at a time:
+/// each window row's x columns 2m0 .. 2m0 + 32 are split by two permutes
+/// into E[m] = x[2m] and O[m] = x[2m + 1], and L[m] = x[2m − 1] is O moved
+/// one lane on; the nine candidates (L, E, O per row, in row-major order)
+/// go through a select chain under the exact rule (`v > best` or `v` NaN,
+/// [`max_pool_takes`]) that keeps the winner's code 3i + j. A padded
+/// column (−1, or w for an odd w) is replaced by E with E's code, the
+/// element next to it in window order (as [`rows_3x3`] argues for rows).
+/// Then the dx rows that no later window reaches are written once from
+/// registers: even columns 2m get dy[m] where window m's code is 3i + 1,
+/// odd columns 2m + 1 where window m's code is 3i + 2 plus dy[m + 1] where
+/// window m + 1's is 3i; rows 2k − 1 (windows k − 1 and k) and 2k (window
+/// k only).
+///
+/// # Safety
+/// The CPU must run AVX-512F. Slice lengths are asserted on entry.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_3x3_avx512(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    use std::arch::x86_64::{
+        __m512, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm512_alignr_epi32, _mm512_castps_si512, _mm512_castsi512_ps,
+        _mm512_cmp_ps_mask, _mm512_mask_add_ps, _mm512_mask_blend_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+        _mm512_min_ps, _mm512_permutex2var_ps, _mm512_set1_ps, _mm512_setr_epi32, _mm512_setzero_ps, _mm512_storeu_ps,
+    };
+    let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
+    let row_len = code_row_len(ow);
+    assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && codes.len() >= 2 * row_len);
+    let even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let low_pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let high_pairs = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let lanes = |n: isize| lane_range(0, n);
+    // The running best holds a NaN as +inf (MINPS returns its second
+    // operand for a NaN): then `!(v <= best)`, one compare, is the exact
+    // rule (`v > best` or `v` NaN; after a NaN only a NaN takes over).
+    let clean = |v: __m512| _mm512_min_ps(v, _mm512_set1_ps(f32::INFINITY));
+    // The lanes of `at[..16]` below `n`, zeros elsewhere.
+    let load = |at: *const f32, n: isize| {
+        // SAFETY: only lanes l < n are read, and every caller passes the
+        // number of elements of its slice left at `at` (masked lanes are
+        // never touched, so `at` may point at a slice's end).
+        unsafe { _mm512_maskz_loadu_ps(lanes(n), at) }
+    };
+    let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
+    let dx_ptr = dx.as_mut_ptr().cast::<f32>();
+    let codes_ptr = codes.as_mut_ptr();
+    // Writes dx row r from windows rows (code row, dy row, code base): up
+    // to two windows reach a row.
+    let emit = |r: usize, parts: &[(usize, usize, f32)]| {
+        for m0 in (0..ow).step_by(16) {
+            let (mut even, mut odd) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            for &(code_row, k, base) in parts {
+                // SAFETY: codes rows hold row_len ≥ m0 + 17 floats; dy
+                // row k has ow elements, ow − m0 left at m0.
+                let (c, c_next, grad, grad_next) = unsafe {
+                    let c_at = codes_ptr.add(code_row * row_len + m0);
+                    let g_at = dy_ptr.add(k * ow + m0);
+                    let left = (ow - m0) as isize;
+                    (
+                        _mm512_maskz_loadu_ps(0xFFFF, c_at),
+                        _mm512_maskz_loadu_ps(0xFFFF, c_at.add(1)),
+                        load(g_at, left),
+                        load(g_at.wrapping_add(1), left - 1),
+                    )
+                };
+                let is = |c: __m512, code: f32| _mm512_cmp_ps_mask::<_CMP_EQ_OQ>(c, _mm512_set1_ps(code));
+                even = _mm512_mask_add_ps(even, is(c, base + 1.0), even, grad);
+                odd = _mm512_mask_add_ps(odd, is(c, base + 2.0), odd, grad);
+                odd = _mm512_mask_add_ps(odd, is(c_next, base), odd, grad_next);
+            }
+            let left = w as isize - 2 * m0 as isize;
+            // SAFETY: lanes below `left` are columns 2m0 + l < w of row
+            // r < h, inside dx.
+            unsafe {
+                let at = dx_ptr.add(r * w + 2 * m0);
+                _mm512_mask_storeu_ps(at, lanes(left), _mm512_permutex2var_ps(even, low_pairs, odd));
+                _mm512_mask_storeu_ps(
+                    at.wrapping_add(16),
+                    lanes(left - 16),
+                    _mm512_permutex2var_ps(even, high_pairs, odd),
+                );
+            }
+        }
+    };
+    for k in 0..oh {
+        let (cur, prev) = (k % 2, (k + 1) % 2);
+        let rows = rows_3x3(k, h);
+        prefetch_rows(x_ptr, w, 2 * k + PREFETCH_ROWS, 2);
+        let mut carried = [_mm512_setzero_ps(); 3];
+        for m0 in (0..ow).step_by(16) {
+            let left = w as isize - 2 * m0 as isize;
+            // Lanes whose odd column 2m + 1 is real (not the padding after
+            // an odd w's last column).
+            let odd_real = lanes(left / 2);
+            let mut best = _mm512_setzero_ps();
+            let mut code = _mm512_setzero_ps();
+            for (slot, &(r, base)) in rows.iter().enumerate() {
+                let at = x_ptr.wrapping_add(r * w + 2 * m0);
+                let (lo, hi) = (load(at, left), load(at.wrapping_add(16), left - 16));
+                let e = _mm512_permutex2var_ps(lo, even_lanes, hi);
+                let o = _mm512_mask_blend_ps(odd_real, e, _mm512_permutex2var_ps(lo, odd_lanes, hi));
+                // [previous chunk's O[15], O[0..15]]: x[2m − 1].
+                let l = _mm512_castsi512_ps(_mm512_alignr_epi32::<15>(
+                    _mm512_castps_si512(o),
+                    _mm512_castps_si512(carried[slot]),
+                ));
+                carried[slot] = o;
+                // Column −1 is padding: window 0 takes E there.
+                let first = if m0 == 0 { 1 } else { 0 };
+                let l = _mm512_mask_blend_ps(first, l, e);
+                let l_code = _mm512_mask_blend_ps(first, _mm512_set1_ps(base), _mm512_set1_ps(base + 1.0));
+                let o_code = _mm512_mask_blend_ps(odd_real, _mm512_set1_ps(base + 1.0), _mm512_set1_ps(base + 2.0));
+                let candidates = [(l, l_code), (e, _mm512_set1_ps(base + 1.0)), (o, o_code)];
+                for (j, (v, v_code)) in candidates.into_iter().enumerate() {
+                    if slot == 0 && j == 0 {
+                        (best, code) = (clean(v), v_code);
+                        continue;
+                    }
+                    let take = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, best);
+                    best = _mm512_mask_blend_ps(take, best, clean(v));
+                    code = _mm512_mask_blend_ps(take, code, v_code);
+                }
+            }
+            // SAFETY: code row `cur` holds row_len ≥ m0 + 16 floats.
+            unsafe { _mm512_storeu_ps(codes_ptr.add(cur * row_len + m0), code) };
+        }
+        if k > 0 {
+            emit(2 * k - 1, &[(prev, k - 1, 6.0), (cur, k, 0.0)]);
+        }
+        emit(2 * k, &[(cur, k, 3.0)]);
+    }
+    if oh > 0 && 2 * oh - 1 < h {
+        emit(2 * oh - 1, &[((oh - 1) % 2, oh - 1, 6.0)]);
+    }
+}
+
+/// Max backward of 2x2 stride 2 unpadded pooling for one plane, AVX-512
+/// (OPTIMISATION.md step 57): per row pair, 16 windows at a time, the top
+/// and bottom rows split by permutes into a, b (top even, odd columns) and
+/// c, d (bottom), a select chain under the exact rule keeps the winner's
+/// code (0-3), and both dx rows are written once: dy masked by code,
+/// interleaved back. An odd w's last column and an odd h's last row, which
+/// no window covers, are written as zeros.
+///
+/// # Safety
+/// The CPU must run AVX-512F. Slice lengths are asserted on entry.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn max_2x2_avx512(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    use std::arch::x86_64::{
+        __m512, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm512_cmp_ps_mask, _mm512_mask_blend_ps, _mm512_mask_storeu_ps,
+        _mm512_maskz_loadu_ps, _mm512_maskz_mov_ps, _mm512_min_ps, _mm512_permutex2var_ps, _mm512_set1_ps,
+        _mm512_setr_epi32,
+    };
+    let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
+    assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && 2 * ow <= w && 2 * oh <= h);
+    let even_lanes = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd_lanes = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let low_pairs = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    let high_pairs = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    let lanes = |n: isize| lane_range(0, n);
+    // The running best holds a NaN as +inf (MINPS returns its second
+    // operand for a NaN): then `!(v <= best)`, one compare, is the exact
+    // rule (`v > best` or `v` NaN; after a NaN only a NaN takes over).
+    let clean = |v: __m512| _mm512_min_ps(v, _mm512_set1_ps(f32::INFINITY));
+    let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
+    for k in 0..oh {
+        // Taken per row pair: `uncovered_2x2` below borrows dx again.
+        let dx_ptr = dx.as_mut_ptr().cast::<f32>();
+        for m0 in (0..ow).step_by(16) {
+            // Covered columns left in the row from 2m0.
+            let left = 2 * (ow - m0) as isize;
+            // SAFETY: lanes below `left` (and `left` − 16) are columns
+            // 2m0 + l < 2ow ≤ w of rows 2k, 2k + 1 < h, and dy lanes below
+            // ow − m0 lie in dy row k; masked lanes are never touched.
+            let ([a, b], [c, d], grad) = unsafe {
+                let split = |at: *const f32| {
+                    let lo = _mm512_maskz_loadu_ps(lanes(left), at);
+                    let hi = _mm512_maskz_loadu_ps(lanes(left - 16), at.wrapping_add(16));
+                    [_mm512_permutex2var_ps(lo, even_lanes, hi), _mm512_permutex2var_ps(lo, odd_lanes, hi)]
+                };
+                (
+                    split(x_ptr.add(2 * k * w + 2 * m0)),
+                    split(x_ptr.add((2 * k + 1) * w + 2 * m0)),
+                    _mm512_maskz_loadu_ps(lanes((ow - m0) as isize), dy_ptr.add(k * ow + m0)),
+                )
+            };
+            let (mut best, mut code) = (clean(a), _mm512_set1_ps(0.0));
+            for (v, v_code) in [(b, 1.0), (c, 2.0), (d, 3.0)] {
+                let take = _mm512_cmp_ps_mask::<_CMP_NLE_UQ>(v, best);
+                best = _mm512_mask_blend_ps(take, best, clean(v));
+                code = _mm512_mask_blend_ps(take, code, _mm512_set1_ps(v_code));
+            }
+            let part = |v: f32| _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_EQ_OQ>(code, _mm512_set1_ps(v)), grad);
+            for (row, even, odd) in [(2 * k, part(0.0), part(1.0)), (2 * k + 1, part(2.0), part(3.0))] {
+                // SAFETY: as above, lanes below `left` are columns < w of
+                // row < h.
+                unsafe {
+                    let at = dx_ptr.add(row * w + 2 * m0);
+                    _mm512_mask_storeu_ps(at, lanes(left), _mm512_permutex2var_ps(even, low_pairs, odd));
+                    _mm512_mask_storeu_ps(
+                        at.wrapping_add(16),
+                        lanes(left - 16),
+                        _mm512_permutex2var_ps(even, high_pairs, odd),
+                    );
+                }
+            }
+        }
+        uncovered_2x2(g, k, dx);
+    }
+    write_zeros(&mut dx[2 * oh * w..h * w]);
+}
+
+/// The columns of rows 2k and 2k + 1 that no 2x2 window covers (an odd
+/// w's last), as zeros.
+#[inline(always)]
+fn uncovered_2x2(g: &PoolGeometry, k: usize, dx: &mut [MaybeUninit<f32>]) {
+    for row in [2 * k, 2 * k + 1] {
+        write_zeros(&mut dx[row * g.w + 2 * g.ow..(row + 1) * g.w]);
+    }
+}
+
+/// AVX2 lane helpers for the register kernels: 8 lanes, masks as vectors.
+#[cfg(target_arch = "x86_64")]
+mod avx2_lanes {
+    use std::arch::x86_64::{
+        __m256, __m256i, _mm_castps_pd, _mm_movehl_ps, _mm_store_ss, _mm_storel_pd, _mm_storeu_ps, _mm256_castpd_ps,
+        _mm256_castps_pd, _mm256_castps256_ps128, _mm256_cmpgt_epi32, _mm256_extractf128_ps, _mm256_loadu_ps,
+        _mm256_maskload_ps, _mm256_permute4x64_pd, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_setzero_ps,
+        _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps,
+    };
+
+    /// Lanes l < n all ones.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn first(n: isize) -> __m256i {
+        _mm256_cmpgt_epi32(_mm256_set1_epi32(n.clamp(0, 8) as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+    }
+
+    /// Lanes l < n of `at[..8]`, zeros elsewhere.
+    ///
+    /// # Safety
+    /// `at[..n.min(8)]` must be readable (nothing is read when n ≤ 0).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn load(at: *const f32, n: isize) -> __m256 {
+        // SAFETY: by the caller's contract; a masked load touches only the
+        // lanes its mask selects.
+        unsafe {
+            if n >= 8 {
+                _mm256_loadu_ps(at)
+            } else if n <= 0 {
+                _mm256_setzero_ps()
+            } else {
+                _mm256_maskload_ps(at, first(n))
+            }
+        }
+    }
+
+    /// Stores lanes l < n of `v` at `at`. A part vector goes out as 4-, 2-
+    /// and 1-lane stores: `vmaskmovps` to memory is slow on Zen 4 (perf:
+    /// 17% of lenet-p1's AVX2 kernel on the two instructions after it).
+    ///
+    /// # Safety
+    /// `at[..n.min(8)]` must be writable.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn store(at: *mut f32, n: isize, v: __m256) {
+        // SAFETY: by the caller's contract: each store below writes lanes
+        // below n only.
+        unsafe {
+            if n >= 8 {
+                _mm256_storeu_ps(at, v);
+                return;
+            }
+            let (mut at, mut n, mut part) = (at, n, _mm256_castps256_ps128(v));
+            if n >= 4 {
+                _mm_storeu_ps(at, part);
+                (at, n, part) = (at.add(4), n - 4, _mm256_extractf128_ps::<1>(v));
+            }
+            if n >= 2 {
+                _mm_storel_pd(at.cast(), _mm_castps_pd(part));
+                (at, n, part) = (at.add(2), n - 2, _mm_movehl_ps(part, part));
+            }
+            if n >= 1 {
+                _mm_store_ss(at, part);
+            }
+        }
+    }
+
+    /// (even, odd) lanes of the 16 floats lo ++ hi.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn split(lo: __m256, hi: __m256) -> [__m256; 2] {
+        // shuffle gives [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6]; the 64-bit
+        // permute puts the pairs in order.
+        let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        [order(_mm256_shuffle_ps::<0b10_00_10_00>(lo, hi)), order(_mm256_shuffle_ps::<0b11_01_11_01>(lo, hi))]
+    }
+
+    /// The inverse of [`split`]: (lo, hi) of even and odd interleaved.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(super) fn join(even: __m256, odd: __m256) -> [__m256; 2] {
+        let order = |v: __m256| _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(v)));
+        let (even, odd) = (order(even), order(odd));
+        [_mm256_unpacklo_ps(even, odd), _mm256_unpackhi_ps(even, odd)]
+    }
+}
+
+/// [`max_3x3_avx512`] at AVX2: 8 windows at a time, masks as vectors.
+///
+/// # Safety
+/// The CPU must run AVX2. Slice lengths are asserted on entry.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    use avx2_lanes::{join, load, split, store};
+    use std::arch::x86_64::{
+        __m256, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm256_add_ps, _mm256_and_ps, _mm256_blend_ps, _mm256_blendv_ps,
+        _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_min_ps, _mm256_permutevar8x32_ps, _mm256_set1_ps,
+        _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
+    let row_len = code_row_len(ow);
+    assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && codes.len() >= 2 * row_len);
+    let rotate = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+    // A NaN held as +inf in the running best, as in `max_3x3_avx512`.
+    let clean = |v: __m256| _mm256_min_ps(v, _mm256_set1_ps(f32::INFINITY));
+    let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
+    let dx_ptr = dx.as_mut_ptr().cast::<f32>();
+    let codes_ptr = codes.as_mut_ptr();
+    let emit = |r: usize, parts: &[(usize, usize, f32)]| {
+        for m0 in (0..ow).step_by(8) {
+            let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            for &(code_row, k, base) in parts {
+                // SAFETY: codes rows hold row_len ≥ m0 + 9 floats; dy row
+                // k has ow elements, ow − m0 left at m0.
+                let (c, c_next, grad, grad_next) = unsafe {
+                    let c_at = codes_ptr.add(code_row * row_len + m0);
+                    let g_at = dy_ptr.add(k * ow + m0);
+                    let left = (ow - m0) as isize;
+                    (
+                        _mm256_loadu_ps(c_at),
+                        _mm256_loadu_ps(c_at.add(1)),
+                        load(g_at, left),
+                        load(g_at.wrapping_add(1), left - 1),
+                    )
+                };
+                let part = |c: __m256, code: f32, grad: __m256| {
+                    _mm256_and_ps(grad, _mm256_cmp_ps::<_CMP_EQ_OQ>(c, _mm256_set1_ps(code)))
+                };
+                even = _mm256_add_ps(even, part(c, base + 1.0, grad));
+                odd = _mm256_add_ps(odd, part(c, base + 2.0, grad));
+                odd = _mm256_add_ps(odd, part(c_next, base, grad_next));
+            }
+            let left = w as isize - 2 * m0 as isize;
+            let [lo, hi] = join(even, odd);
+            // SAFETY: lanes below `left` are columns 2m0 + l < w of row
+            // r < h, inside dx.
+            unsafe {
+                let at = dx_ptr.add(r * w + 2 * m0);
+                store(at, left, lo);
+                store(at.wrapping_add(8), left - 8, hi);
+            }
+        }
+    };
+    for k in 0..oh {
+        let (cur, prev) = (k % 2, (k + 1) % 2);
+        let rows = rows_3x3(k, h);
+        prefetch_rows(x_ptr, w, 2 * k + PREFETCH_ROWS, 2);
+        let mut carried = [_mm256_setzero_ps(); 3];
+        for m0 in (0..ow).step_by(8) {
+            let left = w as isize - 2 * m0 as isize;
+            let odd_real = _mm256_castsi256_ps(avx2_lanes::first(left / 2));
+            let mut best = _mm256_setzero_ps();
+            let mut code = _mm256_setzero_ps();
+            for (slot, &(r, base)) in rows.iter().enumerate() {
+                let at = x_ptr.wrapping_add(r * w + 2 * m0);
+                // SAFETY: lanes below `left` are columns 2m0 + l < w of row
+                // r < h; the rest are not read.
+                let [e, o] = unsafe { split(load(at, left), load(at.wrapping_add(8), left - 8)) };
+                let o = _mm256_blendv_ps(e, o, odd_real);
+                // [previous chunk's O[7], O[0..7]]: x[2m − 1].
+                let rotated = _mm256_permutevar8x32_ps(o, rotate);
+                let l = _mm256_blend_ps::<1>(rotated, carried[slot]);
+                carried[slot] = rotated;
+                let (l, l_code) = if m0 == 0 {
+                    // Column −1 is padding: window 0 takes E there.
+                    (_mm256_blend_ps::<1>(l, e), _mm256_blend_ps::<1>(_mm256_set1_ps(base), _mm256_set1_ps(base + 1.0)))
+                } else {
+                    (l, _mm256_set1_ps(base))
+                };
+                let o_code = _mm256_blendv_ps(_mm256_set1_ps(base + 1.0), _mm256_set1_ps(base + 2.0), odd_real);
+                let candidates = [(l, l_code), (e, _mm256_set1_ps(base + 1.0)), (o, o_code)];
+                for (j, (v, v_code)) in candidates.into_iter().enumerate() {
+                    if slot == 0 && j == 0 {
+                        (best, code) = (clean(v), v_code);
+                        continue;
+                    }
+                    let take = _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best);
+                    best = _mm256_blendv_ps(best, clean(v), take);
+                    code = _mm256_blendv_ps(code, v_code, take);
+                }
+            }
+            // SAFETY: code row `cur` holds row_len ≥ m0 + 8 floats.
+            unsafe { _mm256_storeu_ps(codes_ptr.add(cur * row_len + m0), code) };
+        }
+        if k > 0 {
+            emit(2 * k - 1, &[(prev, k - 1, 6.0), (cur, k, 0.0)]);
+        }
+        emit(2 * k, &[(cur, k, 3.0)]);
+    }
+    if oh > 0 && 2 * oh - 1 < h {
+        emit(2 * oh - 1, &[((oh - 1) % 2, oh - 1, 6.0)]);
+    }
+}
+
+/// [`max_2x2_avx512`] at AVX2: 8 windows at a time.
+///
+/// # Safety
+/// The CPU must run AVX2. Slice lengths are asserted on entry.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn max_2x2_avx2(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+    use avx2_lanes::{join, load, split, store};
+    use std::arch::x86_64::{
+        __m256, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm256_and_ps, _mm256_blendv_ps, _mm256_cmp_ps, _mm256_min_ps, _mm256_set1_ps,
+    };
+    let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
+    assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && 2 * ow <= w && 2 * oh <= h);
+    // A NaN held as +inf in the running best, as in `max_3x3_avx512`.
+    let clean = |v: __m256| _mm256_min_ps(v, _mm256_set1_ps(f32::INFINITY));
+    let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
+    for k in 0..oh {
+        // Taken per row pair: `uncovered_2x2` below borrows dx again.
+        let dx_ptr = dx.as_mut_ptr().cast::<f32>();
+        for m0 in (0..ow).step_by(8) {
+            let left = 2 * (ow - m0) as isize;
+            // SAFETY: lanes below `left` (and `left` − 8) are columns
+            // 2m0 + l < 2ow ≤ w of rows 2k, 2k + 1 < h; dy lanes below
+            // ow − m0 lie in dy row k.
+            let ([a, b], [c, d], grad) = unsafe {
+                let top = x_ptr.add(2 * k * w + 2 * m0);
+                let bottom = x_ptr.add((2 * k + 1) * w + 2 * m0);
+                (
+                    split(load(top, left), load(top.wrapping_add(8), left - 8)),
+                    split(load(bottom, left), load(bottom.wrapping_add(8), left - 8)),
+                    load(dy_ptr.add(k * ow + m0), (ow - m0) as isize),
+                )
+            };
+            let (mut best, mut code) = (clean(a), _mm256_set1_ps(0.0));
+            for (v, v_code) in [(b, 1.0), (c, 2.0), (d, 3.0)] {
+                let take = _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best);
+                best = _mm256_blendv_ps(best, clean(v), take);
+                code = _mm256_blendv_ps(code, _mm256_set1_ps(v_code), take);
+            }
+            let part = |v: f32| _mm256_and_ps(grad, _mm256_cmp_ps::<_CMP_EQ_OQ>(code, _mm256_set1_ps(v)));
+            for (row, even, odd) in [(2 * k, part(0.0), part(1.0)), (2 * k + 1, part(2.0), part(3.0))] {
+                let [lo, hi] = join(even, odd);
+                // SAFETY: as above, lanes below `left` are columns < w of
+                // row < h.
+                unsafe {
+                    let at = dx_ptr.add(row * w + 2 * m0);
+                    store(at, left, lo);
+                    store(at.wrapping_add(8), left - 8, hi);
+                }
+            }
+        }
+        uncovered_2x2(g, k, dx);
+    }
+    write_zeros(&mut dx[2 * oh * w..h * w]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -911,6 +1501,52 @@ mod tests {
                     let expect = reference_dx(&g, x, &dy);
                     for isa in crate::simd::Isa::supported() {
                         let dx = backward(Simd::new(isa), &g, x, &dy);
+                        for (i, (&got, &e)) in dx.iter().zip(&expect).enumerate() {
+                            assert!(
+                                (f64::from(got) - e).abs() <= 1e-5 * (1.0 + e.abs()),
+                                "{isa} {params:?} {shape:?}: dx[{i}] {got} vs {e}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    /// The register kernels (step 57) on planes of every size class: widths
+    /// and heights from 1 to past two vectors of outputs (odd and even, so
+    /// an odd w's padded last column, an odd h's padded last row, partial
+    /// vectors and the lane carried between vectors all occur), with ties,
+    /// ±inf (an all −inf plane: padding must still never win), and NaNs
+    /// scattered, including at vector boundaries, at every ISA.
+    #[test]
+    fn register_kernels_match_the_definition_on_every_size_at_every_isa() {
+        let mut rng = kernels_core::SplitMix64::new(57);
+        let sides = [1usize, 2, 3, 4, 5, 16, 17, 31, 32, 33, 34, 35, 63, 64, 65, 66];
+        let pools = [(PoolKind::Max, 3, 2, 1), (PoolKind::Max, 2, 2, 0)];
+        for (kind, window, stride, padding) in pools {
+            let params = Pool2d::new(kind, window, stride, padding);
+            for (i, &h) in sides.iter().enumerate() {
+                // Every width with a few heights (all pairs would be slow
+                // in debug builds), including both odd-even mixes.
+                for &w in sides.iter().filter(|&&w| (w + i) % 3 == 0 || h <= 3 || w <= 3) {
+                    let shape = [1, 3, h, w];
+                    let Ok(g) = PoolGeometry::new(&shape, &params) else { continue };
+                    let len = 3 * h * w;
+                    // Plane 0: ties, ±inf and NaNs; plane 1: all −inf;
+                    // plane 2: ties only.
+                    let x: Vec<f32> = (0..len)
+                        .map(|at| match (at / (h * w), rng.next_u64() % 16) {
+                            (1, _) => f32::NEG_INFINITY,
+                            (0, 0) => f32::NAN,
+                            (0, 1) => f32::NEG_INFINITY,
+                            (0, 2) => f32::INFINITY,
+                            _ => (rng.uniform(-1.0, 1.0) * 2.0).round() as f32,
+                        })
+                        .collect();
+                    let dy: Vec<f32> = (0..3 * g.oh * g.ow).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+                    let expect = reference_dx(&g, &x, &dy);
+                    for isa in crate::simd::Isa::supported() {
+                        let dx = backward(Simd::new(isa), &g, &x, &dy);
                         for (i, (&got, &e)) in dx.iter().zip(&expect).enumerate() {
                             assert!(
                                 (f64::from(got) - e).abs() <= 1e-5 * (1.0 + e.abs()),
