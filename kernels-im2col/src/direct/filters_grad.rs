@@ -38,17 +38,22 @@ pub(crate) fn backward_dw(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]) -
         .zip(dy.par_chunks(per_worker * image_out))
         .map(|(x_run, dy_run)| {
             let mut partial = vec![0.0f32; taps * FILTERS];
-            let mut padded = vec![0.0f32; padded_floats(g)];
+            // Without padding the image is read in place (as in filters.rs).
+            let in_place = g.params.padding == [0, 0];
+            let mut padded = vec![0.0f32; if in_place { 0 } else { padded_floats(g) }];
             let mut dy_t = vec![0.0f32; pixels * FILTERS];
             for (x_image, dy_image) in x_run.chunks_exact(image_in).zip(dy_run.chunks_exact(image_out)) {
-                pad(g, x_image, &mut padded);
+                if !in_place {
+                    pad(g, x_image, &mut padded);
+                }
+                let padded: &[f32] = if in_place { x_image } else { &padded };
                 // dy_t[p][k] = dy[k][p], zero past k.
                 for (k, row) in dy_image.chunks_exact(pixels).enumerate() {
                     for (p, &v) in row.iter().enumerate() {
                         dy_t[p * FILTERS + k] = v;
                     }
                 }
-                kernel(&Operands { padded: &padded, dy_t: &dy_t, tap_at: &tap_at, pixel_at: &pixel_at }, &mut partial);
+                kernel(&Operands { padded, dy_t: &dy_t, tap_at: &tap_at, pixel_at: &pixel_at }, &mut partial);
             }
             partial
         })
@@ -275,6 +280,38 @@ mod tests {
             for (i, ((&e, &s), &p)) in expect.iter().zip(&selected).zip(&portable).enumerate() {
                 assert!((s as f64 - e).abs() < 1e-4, "{isa}: dw[{i}] {s} vs {e}");
                 assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: dw[{i}] portable {p} selected {s}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// Without padding the image is read in place: dW at every ISA against
+    /// the f64 definition (7x8 outputs, 13 filters, 6 channels x 3x4 taps).
+    #[test]
+    fn unpadded_dw_matches_the_definition() {
+        let g = ConvGeometry::from_dims([3, 6, 9, 11], [13, 3, 4], &Conv2d::new(1, 0)).unwrap();
+        let mut rng = SplitMix64::new(19);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (x, dy) = (data(3 * 6 * 9 * 11), data(3 * 13 * 56));
+        for isa in crate::simd::Isa::supported() {
+            let dw = backward_dw(Simd::new(isa), &g, &x, &dy);
+            for (i, &got) in dw.iter().enumerate() {
+                let (k, t) = (i / 72, i % 72);
+                let (c, r, s) = (t / 12, t / 4 % 3, t % 4);
+                let mut expect = 0.0f64;
+                for n in 0..3 {
+                    for p in 0..56 {
+                        let (oh, ow) = (p / 8, p % 8);
+                        let xi = ((n * 6 + c) * 9 + oh + r) * 11 + ow + s;
+                        expect += f64::from(dy[(n * 13 + k) * 56 + p]) * f64::from(x[xi]);
+                    }
+                }
+                assert!((f64::from(got) - expect).abs() < 1e-4, "{isa}: dw[{k}][{t}] {got} vs {expect}");
             }
         }
     }
