@@ -159,6 +159,47 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixe
     unsafe { by_filter_avx2(g.k, by_pixel, y) }
 }
 
+/// The 8 x 8 transposition: lane j of row i to lane i of row j (8
+/// unpacks, 8 shuffles, 8 lane permutes).
+///
+/// # Safety
+/// The CPU must run AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::{_mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps};
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let s = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2f128_ps::<0x20>(s[0], s[4]),
+        _mm256_permute2f128_ps::<0x20>(s[1], s[5]),
+        _mm256_permute2f128_ps::<0x20>(s[2], s[6]),
+        _mm256_permute2f128_ps::<0x20>(s[3], s[7]),
+        _mm256_permute2f128_ps::<0x31>(s[0], s[4]),
+        _mm256_permute2f128_ps::<0x31>(s[1], s[5]),
+        _mm256_permute2f128_ps::<0x31>(s[2], s[6]),
+        _mm256_permute2f128_ps::<0x31>(s[3], s[7]),
+    ]
+}
+
 /// y [k][p] = by_pixel [p][k] for k < K: the scalar transposition.
 fn by_filter(k: usize, by_pixel: &[f32], y_image: &mut [f32]) {
     let pixels = y_image.len() / k;
@@ -181,10 +222,7 @@ fn by_filter(k: usize, by_pixel: &[f32], y_image: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn by_filter_avx2(k: usize, by_pixel: &[f32], y_image: &mut [f32]) {
-    use std::arch::x86_64::{
-        __m256, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
-        _mm256_unpacklo_ps,
-    };
+    use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_storeu_ps};
     let pixels = y_image.len() / k;
     // One check for every access below: K ≤ 16 rows of `pixels` in
     // y_image, `pixels` rows of 16 in by_pixel.
@@ -198,37 +236,8 @@ unsafe fn by_filter_avx2(k: usize, by_pixel: &[f32], y_image: &mut [f32]) {
             unsafe {
                 let r: [__m256; 8] =
                     std::array::from_fn(|i| _mm256_loadu_ps(by_pixel.as_ptr().add((p0 + i) * FILTERS + k0)));
-                let t = [
-                    _mm256_unpacklo_ps(r[0], r[1]),
-                    _mm256_unpackhi_ps(r[0], r[1]),
-                    _mm256_unpacklo_ps(r[2], r[3]),
-                    _mm256_unpackhi_ps(r[2], r[3]),
-                    _mm256_unpacklo_ps(r[4], r[5]),
-                    _mm256_unpackhi_ps(r[4], r[5]),
-                    _mm256_unpacklo_ps(r[6], r[7]),
-                    _mm256_unpackhi_ps(r[6], r[7]),
-                ];
-                let s = [
-                    _mm256_shuffle_ps::<0x44>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
-                    _mm256_shuffle_ps::<0x44>(t[1], t[3]),
-                    _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
-                    _mm256_shuffle_ps::<0x44>(t[4], t[6]),
-                    _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
-                    _mm256_shuffle_ps::<0x44>(t[5], t[7]),
-                    _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
-                ];
                 // Column j of the 8 x 8 block: lane k0 + j of the 8 pixels.
-                let columns = [
-                    _mm256_permute2f128_ps::<0x20>(s[0], s[4]),
-                    _mm256_permute2f128_ps::<0x20>(s[1], s[5]),
-                    _mm256_permute2f128_ps::<0x20>(s[2], s[6]),
-                    _mm256_permute2f128_ps::<0x20>(s[3], s[7]),
-                    _mm256_permute2f128_ps::<0x31>(s[0], s[4]),
-                    _mm256_permute2f128_ps::<0x31>(s[1], s[5]),
-                    _mm256_permute2f128_ps::<0x31>(s[2], s[6]),
-                    _mm256_permute2f128_ps::<0x31>(s[3], s[7]),
-                ];
+                let columns = transpose8(r);
                 for (j, &column) in columns.iter().enumerate().take(k - k0) {
                     _mm256_storeu_ps(y_image.as_mut_ptr().add((k0 + j) * pixels + p0), column);
                 }
