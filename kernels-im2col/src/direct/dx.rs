@@ -143,10 +143,15 @@ unsafe fn pad_rows_avx512(g: &ConvGeometry, dy_image: &[f32], dy_pad: &mut [f32]
     use std::arch::x86_64::{_mm512_maskz_loadu_ps, _mm512_storeu_ps};
     let width = dy_width(g);
     let rows = g.k * g.oh;
-    // One check for every access below: OW ≤ 16 (`applies`), each row's
-    // 16-lane window S − 1 .. S + 15 ends inside its padded row (width ≥ S
-    // − 1 + 16), and both buffers hold every row.
-    assert!(g.ow <= LANES && width >= g.s - 1 + LANES, "direct_dx: rows wider than a vector");
+    // `applies` bounds W, not OW: padding can make dy rows wider than a
+    // vector, and those take the slice copy.
+    if g.ow > LANES {
+        return pad_rows(g, dy_image, dy_pad);
+    }
+    // One check for every access below: each row's 16-lane window S − 1 ..
+    // S + 15 ends inside its padded row (width ≥ S − 1 + 16), and both
+    // buffers hold every row.
+    assert!(width >= g.s - 1 + LANES, "direct_dx: rows wider than a vector");
     assert!(dy_image.len() >= rows * g.ow && dy_pad.len() >= rows * width, "direct_dx: rows past the buffers");
     let mask = ((1u32 << g.ow) - 1) as u16;
     for j in 0..rows {
@@ -173,8 +178,12 @@ unsafe fn pad_rows_avx2(g: &ConvGeometry, dy_image: &[f32], dy_pad: &mut [f32]) 
     };
     let width = dy_width(g);
     let rows = g.k * g.oh;
+    // Rows wider than a vector as in `pad_rows_avx512`.
+    if g.ow > LANES {
+        return pad_rows(g, dy_image, dy_pad);
+    }
     // One check for every access below, as in `pad_rows_avx512`.
-    assert!(g.ow <= LANES && width >= g.s - 1 + LANES, "direct_dx: rows wider than a vector");
+    assert!(width >= g.s - 1 + LANES, "direct_dx: rows wider than a vector");
     assert!(dy_image.len() >= rows * g.ow && dy_pad.len() >= rows * width, "direct_dx: rows past the buffers");
     let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let low = _mm256_cmpgt_epi32(_mm256_set1_epi32(g.ow as i32), lane);
@@ -427,32 +436,38 @@ mod narrow_tests {
     use kernels_core::{Conv2d, SplitMix64};
 
     /// Rows of at most 8 columns (OW = 5: the AVX2 row copy's second half
-    /// is all zeros), 3 channels, 4 filters of 3x3, no padding: every dx at
-    /// every ISA against the f64 definition.
+    /// is all zeros), and dy rows wider than a vector (W = 16, padding 2:
+    /// OW = 18, the slice copy); every dx at every ISA against the f64
+    /// definition.
     #[test]
-    fn narrow_rows_match_the_definition() {
-        let g = ConvGeometry::from_dims([2, 3, 6, 7], [4, 3, 3], &Conv2d::new(1, 0)).unwrap();
-        assert!(applies(&g));
-        let mut rng = SplitMix64::new(23);
-        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
-        let (w, dy) = (data(4 * 27), data(2 * 4 * g.oh * g.ow));
-        for isa in crate::simd::Isa::supported() {
-            let dx = backward_dx(Simd::new(isa), &g, &w, &dy);
-            for (i, &got) in dx.iter().enumerate() {
-                let (n, c, iy, ix) = (i / 126, i / 42 % 3, i / 7 % 6, i % 7);
-                let mut expect = 0.0f64;
-                for k in 0..4 {
-                    for r in 0..3 {
-                        for s in 0..3 {
-                            let (oy, ox) = (iy as isize - r as isize, ix as isize - s as isize);
-                            if (0..g.oh as isize).contains(&oy) && (0..g.ow as isize).contains(&ox) {
-                                let d = dy[((n * 4 + k) * g.oh + oy as usize) * g.ow + ox as usize];
-                                expect += f64::from(d) * f64::from(w[(k * 3 + c) * 9 + r * 3 + s]);
+    fn narrow_and_wide_rows_match_the_definition() {
+        for (dims, filter, pad) in [([2, 3, 6, 7], [4, 3, 3], 0), ([2, 2, 5, 16], [3, 3, 3], 2)] {
+            let g = ConvGeometry::from_dims(dims, filter, &Conv2d::new(1, pad)).unwrap();
+            assert!(applies(&g));
+            let [n, c, h, w] = dims;
+            let [k, r, s] = filter;
+            let mut rng = SplitMix64::new(23);
+            let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+            let (wt, dy) = (data(k * c * r * s), data(n * k * g.oh * g.ow));
+            for isa in crate::simd::Isa::supported() {
+                let dx = backward_dx(Simd::new(isa), &g, &wt, &dy);
+                for (i, &got) in dx.iter().enumerate() {
+                    let (nn, cc, iy, ix) = (i / (c * h * w), i / (h * w) % c, i / w % h, i % w);
+                    let mut expect = 0.0f64;
+                    for kk in 0..k {
+                        for rr in 0..r {
+                            for ss in 0..s {
+                                let oy = (iy + pad) as isize - rr as isize;
+                                let ox = (ix + pad) as isize - ss as isize;
+                                if (0..g.oh as isize).contains(&oy) && (0..g.ow as isize).contains(&ox) {
+                                    let d = dy[((nn * k + kk) * g.oh + oy as usize) * g.ow + ox as usize];
+                                    expect += f64::from(d) * f64::from(wt[((kk * c + cc) * r + rr) * s + ss]);
+                                }
                             }
                         }
                     }
+                    assert!((f64::from(got) - expect).abs() < 1e-4, "{isa} {dims:?}: dx[{i}] {got} vs {expect}");
                 }
-                assert!((f64::from(got) - expect).abs() < 1e-4, "{isa}: dx[{n},{c},{iy},{ix}] {got} vs {expect}");
             }
         }
     }
