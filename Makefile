@@ -3,26 +3,33 @@
 # Fashion-MNIST) once; every other target depends on it and it is idempotent.
 
 SHELL := /bin/bash
+comma := ,
 CARGO ?= cargo
 SETUP_PACKAGES := ocl-icd-opencl-dev pocl-opencl-icd clinfo dataset-fashion-mnist oclgrind
 
-.PHONY: setup test test-oclgrind lenet bench report peers fmt clippy
+.PHONY: setup test test-aarch64 test-oclgrind lenet bench report peers fmt clippy
 
-setup:
+# Installs the Debian packages $(1) that are missing (apt-get, sudo only
+# when not root); idempotent. $(2) says what they are for, where apt-get is missing.
+define apt_install
 	@missing=""; \
-	for p in $(SETUP_PACKAGES); do \
+	for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then echo "setup: system packages already installed"; exit 0; fi; \
 	if ! command -v apt-get >/dev/null 2>&1; then \
 	  echo "setup: apt-get not found; install these packages by hand:$$missing" >&2; \
-	  echo "setup: (an OpenCL ICD loader, an OpenCL driver such as PoCL, clinfo, and Fashion-MNIST; or pass --data DIR to lenet)" >&2; \
+	  echo "setup: ($(2))" >&2; \
 	  exit 1; \
 	fi; \
 	if [ "$$(id -u)" -eq 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	echo "setup: installing$$missing"; \
 	$$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing
+endef
+
+setup:
+	$(call apt_install,$(SETUP_PACKAGES),an OpenCL ICD loader$(comma) an OpenCL driver such as PoCL$(comma) clinfo$(comma) and Fashion-MNIST; or pass --data DIR to lenet)
 
 # Every test on PoCL, the harness's quick run, and the OpenCL unit tests
 # under Oclgrind (a second OpenCL implementation, with memory, API and race
@@ -31,6 +38,19 @@ test: setup
 	$(CARGO) test --workspace
 	$(CARGO) run --profile test -p harness -- --quick --out target/harness-quick
 	CARGO="$(CARGO)" kernels-opencl/scripts/oclgrind.sh
+
+# The CPU crates' tests built for aarch64 and run under qemu-user: the
+# portable paths and matrixmultiply's NEON kernels, checked for correctness
+# (not speed) on the next platform users bring. Not part of `make test`
+# (about 3 minutes of compile and 2 of emulation on 2 cores).
+AARCH64_PACKAGES := qemu-user gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+AARCH64 := aarch64-unknown-linux-gnu
+test-aarch64:
+	$(call apt_install,$(AARCH64_PACKAGES),qemu-user and an aarch64 cross linker with its libc)
+	rustup target add $(AARCH64)
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" \
+	$(CARGO) test --target $(AARCH64) -p kernels-core -p kernels-naive -p kernels-im2col
 
 # The kernels-opencl unit tests under Oclgrind (Debian package oclgrind,
 # installed by setup): memory, API and data-race checks; fails on any

@@ -8,6 +8,8 @@ use harness::cli::Args;
 use harness::run::{check_out_dir, keep_results, read_report, run, write_report};
 
 fn main() -> ExitCode {
+    // Like lenet: freed activations stay mapped (lenet::allocator says why).
+    lenet::allocator::keep_freed_memory();
     let args = Args::parse();
     let command = std::iter::once("harness".to_string()).chain(std::env::args().skip(1)).collect::<Vec<_>>().join(" ");
     // The output directory is checked before anything is measured.

@@ -270,10 +270,19 @@ pub fn run(args: &Args, command: String) -> Result<Report> {
     if let Some(im2col) = &backends.im2col {
         notes.push(format!(
             "im2col's kernels ran at ISA {} (the CPU's best {}, capped by --isa or KERNELS_ISA when given; \
-             matrixmultiply's sgemm picks its own kernel); each conv row of results.json records the plan",
+             every conv GEMM included; matrixmultiply, which picks its own kernel, runs only the linear ops' GEMMs); each conv row of results.json records the plan",
             im2col.isa(),
             kernels_im2col::Isa::detected()
         ));
+    }
+    // main() already applied it; asking again only reads whether glibc took it.
+    if lenet::allocator::keep_freed_memory() {
+        notes.push(
+            "this process kept freed memory mapped (glibc malloc: mmap threshold 32 MiB, trim threshold 512 MiB), \
+             as the lenet binary does, so repeated calls reuse their output buffers instead of faulting fresh pages \
+             in (lenet::allocator says why); the PyTorch peer's process keeps its own allocator's defaults"
+                .into(),
+        );
     }
     let selection = Selection { backends: backends.kinds(), ..selection };
     let (torch, peer_status) = start_torch(args, &selection)?;

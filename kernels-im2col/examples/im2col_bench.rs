@@ -7,10 +7,12 @@
 //!   floats, fewest GEMM columns per tile; `--columns 1` turns image
 //!   grouping off) for tuning sweeps; `--no-winograd` and
 //!   `--no-direct-wide` send the convs those paths take down the unfold
-//!   path instead, and `--packed` keeps the unfold path's GEMMs
-//!   on matrixmultiply, to compare with.
+//!   path instead, and `--packed` runs the unfold path's GEMMs
+//!   on the packed GEMM (gemm/packed.rs) where AVX-512 would take the
+//!   unpacked one, to compare with.
 //! - ISA: `--isa`, else the `KERNELS_ISA` environment variable, caps the
-//!   crate's own kernels (not matrixmultiply's, which picks its own); the
+//!   crate's own kernels, every conv GEMM included (not matrixmultiply's, which
+//!   picks its own and runs only linear layers and the portable level); the
 //!   header line prints the ISA they run at.
 //! - `--forward`, `--dx`, `--dw` force a pass's algorithm (names as in
 //!   `ConvPath`, `DxPath`, `DwPath`, e.g. `--forward Unfold --dx Col2im`);

@@ -26,8 +26,10 @@
 //! - `subpixel.rs`: dX of stride-2 convs by input phase.
 //! - `gemm/mod.rs`: the one bounds-checked door to `matrixmultiply::sgemm`;
 //!   `gemm/unpacked.rs`: this crate's AVX-512 and AVX2 GEMM on unpacked
-//!   operands.
-//! - `simd.rs`: the CPU-feature layer (see below); `lanes.rs`: lane masks.
+//!   operands; `gemm/packed.rs`: this crate's packed AVX-512 and AVX2 GEMM
+//!   (gemm/mod.rs says which runs where).
+//! - `simd.rs`: the CPU-feature layer (see below); `lanes.rs`: the vector
+//!   trait the Winograd transforms are written over.
 //! - `pool.rs`: max / avg pooling as direct loops over (n, c) planes
 //!   (2x2 stride 2 unpadded windows take dedicated loops both ways).
 //! - `linear.rs`: linear layers through sgemm. `elementwise.rs`: relu,
@@ -70,8 +72,9 @@
 //!   operands where they lie, where matrixmultiply packs both on every
 //!   call; 6-22% off those ops here. At AVX2 its 6x16 kernel lost 7-19%
 //!   on those shapes to matrixmultiply's AVX2 kernel (OPTIMISATION.md step
-//!   54), so AVX2, the portable level and every other shape keep
-//!   matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
+//!   54), so AVX2 and every other shape run `gemm/packed.rs`, our packed
+//!   GEMM, which follows the cap and ties matrixmultiply (step 56); the
+//!   portable level keeps matrixmultiply. On that plan a stride-2 conv with H = 2·OH and W =
 //!   2·OW takes its dX by input phase (`subpixel.rs`,
 //!   [`ConvPlan::subpixel_dx`]): one GEMM per tap into one of four phase
 //!   planes, no col2im.
@@ -153,13 +156,13 @@
 //!   forwards since step 53; the Winograd transforms, the unpacked GEMM
 //!   and its 8 x 8 transposes on the Winograd path since step 54), and the
 //!   AVX2 variants of the direct family's backward kernels (direct/); the
-//!   unfold path keeps matrixmultiply there (its packed AVX2 kernel beat
-//!   the unpacked one) and so col2im for dX. Portable: plain loops, the direct forwards replaced by
+//!   unfold path runs the packed GEMM's AVX2 kernel there, and col2im for
+//!   dX. Portable: plain loops, the direct forwards replaced by
 //!   unfolding, every GEMM matrixmultiply's. Each kernel call is counted at
 //!   the level it ran ([`dispatch_counts`], with the `dispatch-counts`
 //!   feature).
-//! - matrixmultiply picks its own micro-kernel from the CPU; the cap does
-//!   not reach it (its compile-time `MMTEST_FEATURE` variable, a testing
+//! - matrixmultiply (now only linear.rs's GEMMs and the portable level)
+//!   picks its own micro-kernel from the CPU; the cap does not reach it (its compile-time `MMTEST_FEATURE` variable, a testing
 //!   hook, can; OPTIMISATION.md step 53 used it to emulate an AVX2 CPU).
 //! - Other architectures (aarch64: Apple silicon, Graviton) run at
 //!   [`Isa::Portable`]: every kernel's portable variant (plain Rust that
@@ -167,8 +170,10 @@
 //!   unfold path without the x86 register kernels (no unpacked GEMM, no
 //!   subpixel dX), and matrixmultiply's own NEON micro-kernel for every
 //!   GEMM. `cargo clippy --target aarch64-unknown-linux-gnu -p
-//!   kernels-im2col --all-targets -- -D warnings` checks that it builds;
-//!   nothing there has been run or timed.
+//!   kernels-im2col --all-targets -- -D warnings` checks that it builds,
+//!   and `make test-aarch64` runs this crate's, kernels-core's and
+//!   kernels-naive's tests built for aarch64 under qemu-user (correctness
+//!   only: emulated, nothing there is timed).
 
 mod conv;
 mod direct;

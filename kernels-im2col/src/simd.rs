@@ -28,7 +28,10 @@
 //! - matrixmultiply (gemm/mod.rs) picks its own micro-kernel (AVX-512 when the
 //!   CPU has AVX-512F, built with the `avx512` feature); it offers no
 //!   run-time cap, so under `KERNELS_ISA=avx2` its GEMMs still run its
-//!   AVX-512 kernel. Only this crate's own kernels follow the cap.
+//!   AVX-512 kernel. Only this crate's own kernels follow the cap; since
+//!   step 56 every conv GEMM at AVX2 and AVX-512 is ours (gemm/packed.rs,
+//!   gemm/unpacked.rs), and matrixmultiply runs linear.rs's GEMMs and the
+//!   portable level.
 //! - Checked by the tests below and by every kernel test, which loop over
 //!   [`Isa::supported`]; in unit tests (and with the `dispatch-counts`
 //!   feature) [`dispatch_counts`] counts the kernel calls made at each ISA,

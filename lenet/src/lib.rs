@@ -189,6 +189,7 @@
 //! needs the data set (`make setup`) and the agreement test needs an OpenCL
 //! device (PoCL); both fail rather than skip without them.
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod cli;
 pub mod data;

@@ -4,7 +4,9 @@
 //!
 //! - Per image: dW += dY [K, P] · colᵀ [P, C·R·S]; dX = col2im(Wᵀ
 //!   [C·R·S, K] · dY [K, P]); db = Σ dY, fused into the same pass while dY
-//!   is in cache. Tiles, image groups and phased inputs as in the forward
+//!   is in cache. The GEMMs run gemm/packed.rs at the plan's ISA
+//!   (matrixmultiply at the portable level; OPTIMISATION.md step 56),
+//!   except on the unpacked-GEMM plan below. Tiles, image groups and phased inputs as in the forward
 //!   (conv/mod.rs, conv/plan.rs); phased convs also accumulate dX phased.
 //! - With AVX-512 and at least 32 filters (`ConvPlan::unpacked_gemms`)
 //!   the two GEMMs run through gemm/unpacked.rs, which reads its operands
@@ -28,8 +30,8 @@ use rayon::prelude::*;
 use super::plan::{ConvPlan, DbPath, DwPath, DxPath, TileTargets};
 use super::workers::{HostGrads, Partial, Scratch, add_row_sums, dyt_stride, inputs, over_image_runs};
 use crate::direct::{dx as direct_dx, filters_grad as direct_filters_grad, tiny_grad as direct_grad};
-use crate::gemm::unpacked;
-use crate::gemm::{View, mat, mat_mut, sgemm};
+use crate::gemm::{View, mat, mat_mut};
+use crate::gemm::{packed, unpacked};
 use crate::simd::Simd;
 use crate::subpixel;
 use crate::unfold::{Output, col2im, im2col, phased_floats, unphase};
@@ -153,7 +155,7 @@ fn transposed(simd: Simd, m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 }
 
 /// The weights as the backward GEMMs read them: W [K, C·R·S] for
-/// matrixmultiply, Wᵀ [C·R·S, K] (empty unless dX is wanted) for the unpacked GEMM.
+/// gemm/packed.rs (or matrixmultiply), Wᵀ [C·R·S, K] (empty unless dX is wanted) for the unpacked GEMM.
 struct Operands<'a> {
     w: &'a [f32],
     wt: &'a [f32],
@@ -200,7 +202,7 @@ fn backward_images(
         let tiles = GradRequest { dx: need.dx && !gemm.dx, dw: need.dw && !gemm.dw, db: false };
         let (dx_gemm, dx_tiles) = if gemm.dx { (dx_group, None) } else { (None, dx_group) };
         if gemm.dx || gemm.dw {
-            backward_pointwise(g, x_group, w, dy_group, dx_gemm, gemm, &mut dw);
+            backward_pointwise(plan.simd(), g, x_group, w, dy_group, dx_gemm, gemm, &mut dw);
         }
         if tiles.dx || tiles.dw {
             backward_group(g, plan, x_group, operands, dy_group, dx_tiles, tiles, &mut dw, &mut s);
@@ -211,7 +213,9 @@ fn backward_images(
 }
 
 /// 1x1 stride-1 unpadded: dW += dY·Xᵀ and dX = Wᵀ·dY per image, no col.
+#[allow(clippy::too_many_arguments)] // one call site; a struct would only rename these
 fn backward_pointwise(
+    simd: Simd,
     g: &ConvGeometry,
     x_group: &[f32],
     w: &[f32],
@@ -226,11 +230,11 @@ fn backward_pointwise(
         x_group.chunks_exact(g.c * pixels).zip(dy_group.chunks_exact(g.k * pixels)).enumerate()
     {
         if need.dw {
-            sgemm(1.0, mat(dy_image, vdy), mat(x_image, vx.t()), 1.0, mat_mut(dw, vw));
+            packed::gemm(simd, mat(dy_image, vdy), mat(x_image, vx.t()), mat_mut(dw, vw), true);
         }
         if let Some(dx_group) = dx_group.as_deref_mut() {
             let dx_image = &mut dx_group[i * g.c * pixels..][..g.c * pixels];
-            sgemm(1.0, mat(w, vw.t()), mat(dy_image, vdy), 0.0, mat_mut(dx_image, vx));
+            packed::gemm(simd, mat(w, vw.t()), mat(dy_image, vdy), mat_mut(dx_image, vx), false);
         }
     }
 }
@@ -304,7 +308,13 @@ fn backward_group(
                 let product = mat_mut(dwt, View::row_major(rows, g.k));
                 unpacked::gemm(plan.simd(), mat(col, vcol), mat(dyt, View::strided(columns, g.k, ld)), product, true);
             } else {
-                sgemm(1.0, dy_tile, mat(col, vcol.t()), 1.0, mat_mut(&mut dw[tile.c0 * taps..], vw_tile));
+                packed::gemm(
+                    plan.simd(),
+                    dy_tile,
+                    mat(col, vcol.t()),
+                    mat_mut(&mut dw[tile.c0 * taps..], vw_tile),
+                    true,
+                );
             }
         }
         if let Some(dx_group) = dx_group.as_deref_mut() {
@@ -312,7 +322,7 @@ fn backward_group(
                 let wt = mat(&operands.wt[tile.c0 * taps * g.k..], View::row_major(rows, g.k));
                 unpacked::gemm(plan.simd(), wt, dy_tile, mat_mut(col, vcol), false);
             } else {
-                sgemm(1.0, mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, 0.0, mat_mut(col, vcol));
+                packed::gemm(plan.simd(), mat(&w[tile.c0 * taps..], vw_tile.t()), dy_tile, mat_mut(col, vcol), false);
             }
             if plan.phased {
                 // Accumulate phased (contiguous adds), put back once below.

@@ -10,11 +10,12 @@
 //!   (unfold.rs); the direct forward kernels (direct/tiny.rs, direct/filters.rs)
 //!   take tiny reductions and few-filter small images, and the latter's dW
 //!   (direct/filters_grad.rs).
-//! - The GEMM is matrixmultiply's sgemm, or with AVX-512 and a plan that
-//!   allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2) gemm/unpacked.rs,
-//!   which reads W and the col tile where they lie instead of packing both
-//!   on every call (resnet-s2 forward 3.05-3.85 -> 2.62-2.71 ms,
-//!   OPTIMISATION.md step 38).
+//! - The GEMM is gemm/packed.rs at the plan's ISA (matrixmultiply at the
+//!   portable level; OPTIMISATION.md step 56), or with AVX-512 and a plan
+//!   that allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2)
+//!   gemm/unpacked.rs, which reads W and the col tile where they lie
+//!   instead of packing both on every call (resnet-s2 forward 3.05-3.85 ->
+//!   2.62-2.71 ms against matrixmultiply, step 38).
 //! - Parallelism: rayon over images or groups, also over blocks of filters
 //!   when there are fewer images than threads. sgemm itself stays
 //!   single-threaded (lib.rs says why).
@@ -35,8 +36,8 @@ pub(crate) mod workers;
 use plan::{ConvPath, ConvPlan, TileTargets};
 use workers::{Scratch, inputs};
 
-use crate::gemm::unpacked;
-use crate::gemm::{View, mat, mat_mut, sgemm};
+use crate::gemm::{View, mat, mat_mut};
+use crate::gemm::{packed, unpacked};
 use crate::unfold::im2col;
 
 /// y [n, k, oh, ow] = x ⋆ w + b.
@@ -132,7 +133,7 @@ fn forward_group(
         if plan.unpacked_gemms {
             unpacked::gemm(plan.simd(), w_tile, col, gather, tile.c0 > 0);
         } else {
-            sgemm(1.0, w_tile, col, if tile.c0 == 0 { 0.0 } else { 1.0 }, gather);
+            packed::gemm(plan.simd(), w_tile, col, gather, tile.c0 > 0);
         }
     }
     for (i, y_image) in y_group.chunks_exact_mut(g.k * pixels).enumerate() {
@@ -183,7 +184,8 @@ fn forward_rows(
         ConvPath::Pointwise => {
             let vw = View::row_major(filters, g.c);
             let vx = View::row_major(g.c, pixels);
-            sgemm(1.0, mat(w_rows, vw), mat(x_image, vx), 1.0, mat_mut(y_rows, View::row_major(filters, pixels)));
+            let y_rows = mat_mut(y_rows, View::row_major(filters, pixels));
+            packed::gemm(plan.simd(), mat(w_rows, vw), mat(x_image, vx), y_rows, true);
         }
         ConvPath::Unfold | ConvPath::Direct | ConvPath::DirectFilters | ConvPath::DirectWide | ConvPath::Winograd => {
             let taps = g.r * g.s;
@@ -199,7 +201,7 @@ fn forward_rows(
                 if plan.unpacked_gemms {
                     unpacked::gemm(plan.simd(), w_tile, col, y_tile, true);
                 } else {
-                    sgemm(1.0, w_tile, col, 1.0, y_tile);
+                    packed::gemm(plan.simd(), w_tile, col, y_tile, true);
                 }
             }
         }

@@ -168,7 +168,7 @@ pub struct TileTargets {
     pub direct_wide: bool,
     /// Whether the unfold path may run its GEMMs through gemm/unpacked.rs on
     /// operands laid out for it (see [`ConvPlan::unpacked_gemms`]); off to
-    /// compare with matrixmultiply.
+    /// compare with gemm/packed.rs, which then runs them.
     pub unpacked_gemms: bool,
     /// Paths forced per pass, for tests and measurements.
     pub force: Forced,
@@ -209,10 +209,11 @@ pub struct ConvPlan {
     pub tile_floats: usize,
     /// Unfold path (and direct_wide's backward, which unfolds): the GEMMs
     /// run through gemm/unpacked.rs (AVX-512, no packing) rather than
-    /// matrixmultiply, the forward's on W and col as they are, the
+    /// gemm/packed.rs, the forward's on W and col as they are, the
     /// backward's on Wᵀ, dYᵀ and dWᵀ. Taken with AVX-512 and at least 32
-    /// filters (a full 32-column register block for the backward's dW); at
-    /// AVX2 matrixmultiply's packed kernel measured faster (step 54).
+    /// filters (a full 32-column register block for the backward's dW);
+    /// otherwise (AVX2, fewer filters) gemm/packed.rs runs them at the
+    /// plan's ISA, and matrixmultiply at the portable level (step 56).
     pub unpacked_gemms: bool,
     /// Backward on the unpacked-GEMM plan for stride-2 convs with H = 2·OH
     /// and W = 2·OW (resnet-s2): dX by input phase (subpixel.rs), GEMMs
@@ -263,11 +264,15 @@ fn unfold_beats_direct_forward(isa: Isa, path: ConvPath) -> bool {
 }
 
 /// Whether, at `isa`, the unfold path's GEMMs run through gemm/unpacked.rs
-/// rather than matrixmultiply: at AVX-512 only (6-22% off resnet-s2,
-/// mxnet-c2 and alexnet-c1's backward). Its AVX2 kernel (6x16 block, which
-/// the Winograd path uses at AVX2) lost 7-19% there to matrixmultiply's
-/// own AVX2 kernel on Zen 4 (OPTIMISATION.md step 54: resnet-s2 both ways,
-/// alexnet-c1's backward); the portable level has no unpacked kernel.
+/// rather than gemm/packed.rs: at AVX-512 only (6-22% off resnet-s2,
+/// mxnet-c2 and alexnet-c1's backward against matrixmultiply, step 38; on
+/// resnet-s2's forward tile it also led gemm/packed.rs's AVX-512 kernel,
+/// ~103 against ~87-93 GFLOP/s per core, step 56). Its AVX2 kernel (6x16
+/// block, which the Winograd path uses at AVX2) lost 7-19% to
+/// matrixmultiply there (step 54); at AVX2 the unfold path runs
+/// gemm/packed.rs's AVX2 kernel, which follows the ISA cap where
+/// matrixmultiply ran its AVX-512 kernel (step 56). The portable level
+/// has neither kernel: gemm/packed.rs hands it to matrixmultiply.
 fn unpacked_gemms_at(isa: Isa) -> bool {
     isa == Isa::Avx512
 }
@@ -721,7 +726,13 @@ mod tests {
         let plan = ConvPlan::new(&lenet_c2, 2, force(Some(ConvPath::Unfold), Some(DxPath::Col2im), None)).unwrap();
         assert_eq!((plan.path, plan.dx, plan.dw), (ConvPath::Unfold, DxPath::Col2im, DwPath::Unfold));
         let plan = ConvPlan::new(&lenet_c2, 2, force(None, None, Some(DwPath::Unfold))).unwrap();
-        assert_eq!((plan.path, plan.dw, plan.db), (ConvPath::DirectFilters, DwPath::Unfold, DbPath::Fused));
+        // Without AVX2 (aarch64, say) the forward unfolds: see the test below.
+        let forward = if unfold_beats_direct_forward(plan.isa, ConvPath::DirectFilters) {
+            ConvPath::Unfold
+        } else {
+            ConvPath::DirectFilters
+        };
+        assert_eq!((plan.path, plan.dw, plan.db), (forward, DwPath::Unfold, DbPath::Fused));
         // Not 3x3: no Winograd; a DirectFilters forward has no Winograd dW.
         for targets in [
             force(Some(ConvPath::Winograd), None, None),

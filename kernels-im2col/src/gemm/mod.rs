@@ -9,7 +9,18 @@
 //!   (its sgemm n=2048 line is the ceiling every figure is compared with).
 //! - `unpacked.rs`: this crate's own AVX-512 and AVX2 GEMM, which reads its
 //!   operands where they lie (no packing), on the same views.
+//! - `packed.rs`: this crate's own packed (BLIS-style) GEMM, AVX2 6 x 16 and
+//!   AVX-512 12 x 32 register kernels chosen by the `Simd` token, so it
+//!   follows the ISA cap; portable falls back to `sgemm` here.
+//! - What runs where (OPTIMISATION.md step 56): the unfold path's GEMMs
+//!   (forward, dX, dW, pointwise) run `packed` at AVX2, and at AVX-512
+//!   where the plan does not take `unpacked` (fewer than 32 filters, or
+//!   `TileTargets::unpacked_gemms` off); `unpacked` runs the unfold path at
+//!   AVX-512 with 32 or more filters, subpixel.rs's dX, and Winograd's
+//!   GEMMs at both ISAs; `sgemm` (matrixmultiply, which ignores the cap)
+//!   runs linear.rs and everything at the portable level.
 
+pub(crate) mod packed;
 pub(crate) mod unpacked;
 
 /// A strided matrix view: element (i, j) sits at `i·row_stride + j·col_stride`.

@@ -19,9 +19,10 @@
 //!   the last m mod 6 rows and n mod 16 columns run as narrower
 //!   const-generic blocks, and only that last column step uses masked
 //!   (`vmaskmovps`) loads and stores; the depth runs in passes of 256 so
-//!   a 16-column B panel stays in L1. The Winograd path uses it at AVX2;
-//!   the unfold path keeps matrixmultiply there, whose packed AVX2 kernel
-//!   measured 7-19% faster on its larger GEMMs (OPTIMISATION.md step 54).
+//!   a 16-column B panel stays in L1. The Winograd path uses it at AVX2
+//!   (gemm/packed.rs measured slower on its 64 x 64 x 112 GEMMs, step 56);
+//!   the unfold path runs gemm/packed.rs there (matrixmultiply's packed
+//!   kernel measured 7-19% faster than this one, step 54).
 //! - A view with a column stride other than 1, or the portable level (no
 //!   AVX2, any non-x86 CPU), goes to matrixmultiply through gemm/mod.rs.
 //!   Each call is counted at the ISA it ran (simd.rs).

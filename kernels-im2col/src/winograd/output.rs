@@ -1,212 +1,104 @@
-//! y = Aᵀ M A + b per tile (winograd/mod.rs's output transform, the last step
-//! of its forward), in AVX-512 registers, 16 tiles of a tile row at a time,
-//! or AVX2 ones, 8 at a time.
+//! y = Aᵀ M A + b per tile (winograd/mod.rs's output transform, the last
+//! step of its forward), in vector registers: 16 tiles of a tile row at a
+//! time at AVX-512, 8 at AVX2 + FMA.
 //!
-//! - `_avx2`: the same kernel at AVX2 + FMA, 8 tiles per chunk, on
-//!   winograd/avx2.rs's 8-lane helpers (no mask registers or two-source
-//!   permutes there); the same arithmetic in the same order, tested bit for
-//!   bit against the portable loops by the same unit test (OPTIMISATION.md
-//!   step 54).
+//! - One body over crate::lanes's `Lanes` (16 or 8 lanes), run at either
+//!   ISA by `Lanes::vectorize`; the AVX-512 and AVX2 copies it replaces
+//!   (OPTIMISATION.md steps 54 and 59) were the same arithmetic in the
+//!   same order.
 //! - The same arithmetic, in the same order, as the portable
 //!   `winograd_transforms::transform_output`: per chunk the 16 M values of
 //!   each tile are loaded once (from planes laid out by `plane_floats`, so
 //!   the 16 loads fall into different L1 sets), both output rows formed in
-//!   registers, and each row's even and odd columns interleaved by
-//!   two-source permutes into 32 output columns, stored with a mask that
-//!   drops the columns past OW where a tile overhangs.
-//! - Checked bit for bit against the portable loops by the unit test below,
-//!   and through winograd/mod.rs's tests against the f64 reference; timed by
-//!   examples/im2col_bench.rs (resnet-3x3 fwd).
+//!   registers, and each row's even and odd columns interleaved
+//!   (`Lanes::interleave`) into 2N output columns, stored with a mask
+//!   that drops the columns past OW where a tile overhangs.
+//! - Checked bit for bit against the portable loops at every ISA by the
+//!   unit test below, and through winograd/mod.rs's tests against the f64
+//!   reference; timed by examples/im2col_bench.rs (resnet-3x3 fwd).
 
 #[cfg(target_arch = "x86_64")]
 use kernels_core::ConvGeometry;
 
 #[cfg(target_arch = "x86_64")]
-use crate::simd::{Avx2Token, Avx512Token};
-
-#[cfg(target_arch = "x86_64")]
 use super::blocking::{Blocking, plane_floats};
 #[cfg(target_arch = "x86_64")]
-use crate::lanes::lane_range;
+use crate::lanes::{Kernel, Lanes};
 
-/// Runs the transform into `y_image` [K, OH, OW] (the block's output rows)
-/// on the AVX-512F its token proves (winograd/transforms.rs dispatches).
+/// The transform of one block into `y_image` [K, OH, OW] (the block's
+/// output rows), as a [`Kernel`] (winograd/transforms.rs runs it at the
+/// call's ISA).
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn transform_output(
-    _token: Avx512Token,
-    g: &ConvGeometry,
-    b: &Blocking,
-    m: &[f32],
-    block: std::ops::Range<usize>,
-    bias: Option<&[f32]>,
-    y_image: &mut [f32],
-) {
-    let (tiles, n) = (b.block_tiles(), b.tiles_w);
-    // The invariants every access below relies on: all 16 positions of
-    // every filter's block in, one whole image's output, a bias per
-    // filter, and tile rows that fit the block.
-    assert!(m.len() >= 16 * plane_floats(g.k, tiles), "winograd output: M too short");
-    assert!(y_image.len() == g.k * g.oh * g.ow, "winograd output: not one image");
-    assert!(bias.is_none_or(|b| b.len() >= g.k), "winograd output: bias too short");
-    assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd output: block past the blocking");
-    // SAFETY: `_token` (an Avx512Token) proves AVX-512F; the asserts
-    // above bound every access.
-    unsafe { transform_avx512(g, n, tiles, m, block, bias, y_image) };
+pub(crate) struct Output<'a> {
+    pub(crate) g: &'a ConvGeometry,
+    pub(crate) b: &'a Blocking,
+    pub(crate) m: &'a [f32],
+    pub(crate) block: std::ops::Range<usize>,
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) y_image: &'a mut [f32],
 }
 
-/// # Safety
-/// The CPU must run AVX-512F (the caller holds an `Avx512Token`). Every access stays inside the
-/// slices only under the bounds its caller asserts (see the call site).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn transform_avx512(
-    g: &ConvGeometry,
-    n: usize,
-    tiles: usize,
-    m: &[f32],
-    block: std::ops::Range<usize>,
-    bias: Option<&[f32]>,
-    y_image: &mut [f32],
-) {
-    use std::arch::x86_64::{
-        __m512, _mm512_add_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps, _mm512_set1_ps,
-        _mm512_setr_epi32, _mm512_sub_ps,
-    };
-    let ow = g.ow as isize;
-    let position_stride = plane_floats(g.k, tiles);
-    // Interleave even and odd output columns: lanes 0..16 and 16..32.
-    let low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    let high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
-    for k in 0..g.k {
-        let bias_k = _mm512_set1_ps(bias.map_or(0.0, |b| b[k]));
-        for (row_in_block, ty) in block.clone().enumerate() {
-            let base = k * tiles + row_in_block * n;
-            for tx0 in (0..n).step_by(16) {
-                let mask = lane_range(0, n as isize - tx0 as isize);
-                // SAFETY: lanes tx0 + l < n of position ξν's tile row lie in
-                // m (asserted); the rest are masked off, never read, so the
-                // pointer may pass the slice (wrapping arithmetic).
-                let at: [[__m512; 4]; 4] = std::array::from_fn(|xi| {
-                    // SAFETY: as stated above this array.
-                    std::array::from_fn(|nu| unsafe {
-                        let p = m.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
-                        _mm512_maskz_loadu_ps(mask, p)
-                    })
-                });
-                // Aᵀ M over ξ: output rows 0 and 1, per ν.
-                let r: [[__m512; 4]; 2] = [
-                    std::array::from_fn(|nu| _mm512_add_ps(_mm512_add_ps(at[0][nu], at[1][nu]), at[2][nu])),
-                    std::array::from_fn(|nu| _mm512_sub_ps(_mm512_sub_ps(at[1][nu], at[2][nu]), at[3][nu])),
-                ];
-                for (a, [q0, q1, q2, q3]) in r.into_iter().enumerate() {
-                    let oy = 2 * ty + a;
-                    if oy >= g.oh {
-                        continue; // the overhang of an odd OH
-                    }
-                    // · A over ν, plus the bias.
-                    let even = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(q0, q1), q2), bias_k);
-                    let odd = _mm512_add_ps(_mm512_sub_ps(_mm512_sub_ps(q1, q2), q3), bias_k);
-                    let start = 2 * tx0 as isize;
-                    for (half, index) in [(0isize, low), (16, high)] {
-                        let first = start + half;
-                        let lanes = lane_range(-first, ow - first);
-                        if lanes == 0 {
-                            continue;
-                        }
-                        // SAFETY: only lanes whose column first + l lies in
-                        // [0, OW) are written, inside row oy < OH of plane
-                        // k; the rest are masked off.
-                        unsafe {
-                            let p = y_image.as_mut_ptr().wrapping_add((k * g.oh + oy) * g.ow).wrapping_offset(first);
-                            _mm512_mask_storeu_ps(p, lanes, _mm512_permutex2var_ps(even, index, odd));
+impl Kernel for Output<'_> {
+    #[inline(always)]
+    fn run<S: Lanes>(self, s: S) {
+        let Self { g, b, m, block, bias, y_image } = self;
+        let (tiles, n) = (b.block_tiles(), b.tiles_w);
+        // The invariants every access below relies on: all 16 positions of
+        // every filter's block in, one whole image's output, a bias per
+        // filter, and tile rows that fit the block.
+        assert!(m.len() >= 16 * plane_floats(g.k, tiles), "winograd output: M too short");
+        assert!(y_image.len() == g.k * g.oh * g.ow, "winograd output: not one image");
+        assert!(bias.is_none_or(|b| b.len() >= g.k), "winograd output: bias too short");
+        assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd output: block past the blocking");
+        let ow = g.ow as isize;
+        let position_stride = plane_floats(g.k, tiles);
+        for k in 0..g.k {
+            let bias_k = s.splat(bias.map_or(0.0, |b| b[k]));
+            for (row_in_block, ty) in block.clone().enumerate() {
+                let base = k * tiles + row_in_block * n;
+                for tx0 in (0..n).step_by(S::N) {
+                    let valid = n as isize - tx0 as isize;
+                    // Loops over arrays, not closures (`array::from_fn`):
+                    // see crate::lanes on inlining.
+                    let mut at = [[s.zero(); 4]; 4];
+                    for (xi, row) in at.iter_mut().enumerate() {
+                        for (nu, value) in row.iter_mut().enumerate() {
+                            // SAFETY: lanes tx0 + l < n of position ξν's
+                            // tile row lie in m (asserted); the rest are not
+                            // read, so the pointer may pass the slice
+                            // (wrapping arithmetic).
+                            *value = unsafe {
+                                let p = m.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0);
+                                s.load_lanes(p, 0, valid)
+                            };
                         }
                     }
-                }
-            }
-        }
-    }
-}
-
-/// [`transform_output`] on the AVX2 + FMA its token proves
-/// (winograd/transforms.rs dispatches): 8 tiles per chunk, each output
-/// row's even and odd columns interleaved by winograd/avx2.rs into 16
-/// output columns.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)] // the token, the block and its operands, as the AVX-512 kernel
-pub(crate) fn transform_output_avx2(
-    _token: Avx2Token,
-    g: &ConvGeometry,
-    b: &Blocking,
-    m: &[f32],
-    block: std::ops::Range<usize>,
-    bias: Option<&[f32]>,
-    y_image: &mut [f32],
-) {
-    let (tiles, n) = (b.block_tiles(), b.tiles_w);
-    // The same invariants as the AVX-512 kernel's.
-    assert!(m.len() >= 16 * plane_floats(g.k, tiles), "winograd output: M too short");
-    assert!(y_image.len() == g.k * g.oh * g.ow, "winograd output: not one image");
-    assert!(bias.is_none_or(|b| b.len() >= g.k), "winograd output: bias too short");
-    assert!(block.len() * n <= tiles && block.end <= b.tiles_h, "winograd output: block past the blocking");
-    // SAFETY: `_token` (an Avx2Token) proves AVX2 and FMA; the asserts
-    // above bound every access.
-    unsafe { transform_avx2(g, n, tiles, m, block, bias, y_image) };
-}
-
-/// # Safety
-/// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`). Every access stays inside the
-/// slices only under the bounds its caller asserts (see the call site).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transform_avx2(
-    g: &ConvGeometry,
-    n: usize,
-    tiles: usize,
-    m: &[f32],
-    block: std::ops::Range<usize>,
-    bias: Option<&[f32]>,
-    y_image: &mut [f32],
-) {
-    use super::avx2::{LANES, interleave, load, store};
-    use std::arch::x86_64::{__m256, _mm256_add_ps, _mm256_set1_ps, _mm256_sub_ps};
-    let ow = g.ow as isize;
-    let position_stride = plane_floats(g.k, tiles);
-    for k in 0..g.k {
-        let bias_k = _mm256_set1_ps(bias.map_or(0.0, |b| b[k]));
-        for (row_in_block, ty) in block.clone().enumerate() {
-            let base = k * tiles + row_in_block * n;
-            for tx0 in (0..n).step_by(LANES) {
-                let valid = n as isize - tx0 as isize;
-                let at: [[__m256; 4]; 4] = std::array::from_fn(|xi| {
-                    std::array::from_fn(|nu| {
-                        // SAFETY: lanes tx0 + l < n of position ξν's tile
-                        // row lie in m (asserted); the rest are not read,
-                        // so the pointer may pass the slice (wrapping).
-                        unsafe { load(m.as_ptr().wrapping_add((xi * 4 + nu) * position_stride + base + tx0), 0, valid) }
-                    })
-                });
-                // Aᵀ M over ξ: output rows 0 and 1, per ν.
-                let r: [[__m256; 4]; 2] = [
-                    std::array::from_fn(|nu| _mm256_add_ps(_mm256_add_ps(at[0][nu], at[1][nu]), at[2][nu])),
-                    std::array::from_fn(|nu| _mm256_sub_ps(_mm256_sub_ps(at[1][nu], at[2][nu]), at[3][nu])),
-                ];
-                for (a, [q0, q1, q2, q3]) in r.into_iter().enumerate() {
-                    let oy = 2 * ty + a;
-                    if oy >= g.oh {
-                        continue; // the overhang of an odd OH
+                    // Aᵀ M over ξ: output rows 0 and 1, per ν.
+                    let mut r = [[s.zero(); 4]; 2];
+                    for nu in 0..4 {
+                        r[0][nu] = s.add(s.add(at[0][nu], at[1][nu]), at[2][nu]);
+                        r[1][nu] = s.sub(s.sub(at[1][nu], at[2][nu]), at[3][nu]);
                     }
-                    // · A over ν, plus the bias.
-                    let even = _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(q0, q1), q2), bias_k);
-                    let odd = _mm256_add_ps(_mm256_sub_ps(_mm256_sub_ps(q1, q2), q3), bias_k);
-                    let (low, high) = interleave(even, odd);
-                    for (half, value) in [(0isize, low), (LANES as isize, high)] {
-                        let first = 2 * tx0 as isize + half;
-                        // SAFETY: only lanes whose column first + l lies in
-                        // [0, OW) are written, inside row oy < OH of plane
-                        // k; the rest are not touched.
-                        unsafe {
-                            let p = y_image.as_mut_ptr().wrapping_add((k * g.oh + oy) * g.ow).wrapping_offset(first);
-                            store(p, -first, ow - first, value);
+                    for (a, [q0, q1, q2, q3]) in r.into_iter().enumerate() {
+                        let oy = 2 * ty + a;
+                        if oy >= g.oh {
+                            continue; // the overhang of an odd OH
+                        }
+                        // · A over ν, plus the bias.
+                        let even = s.add(s.add(s.add(q0, q1), q2), bias_k);
+                        let odd = s.add(s.sub(s.sub(q1, q2), q3), bias_k);
+                        let (low, high) = s.interleave(even, odd);
+                        for (half, value) in [(0, low), (S::N as isize, high)] {
+                            let first = 2 * tx0 as isize + half;
+                            // SAFETY: only lanes whose column first + l lies
+                            // in [0, OW) are written, inside row oy < OH of
+                            // plane k (asserted sizes); the rest are not
+                            // touched (wrapping arithmetic).
+                            unsafe {
+                                let row = y_image.as_mut_ptr().wrapping_add((k * g.oh + oy) * g.ow);
+                                s.store_lanes(row.wrapping_offset(first), -first, ow - first, value);
+                            }
                         }
                     }
                 }
@@ -219,7 +111,7 @@ unsafe fn transform_avx2(
 mod tests {
     use super::*;
     use crate::simd::{Isa, Simd};
-    use crate::winograd::transforms::{RowBuffers, transform_output_portable};
+    use crate::winograd::transforms::{RowBuffers, transform_output, transform_output_portable};
     use kernels_core::{Conv2d, SplitMix64};
 
     #[test]
@@ -247,13 +139,9 @@ mod tests {
                 let mut want = vec![f32::NAN; k * g.oh * g.ow];
                 transform_output_portable(&g, &b, &m, block.clone(), bias, &mut want, &mut bufs);
                 // Each register kernel this CPU runs.
-                for isa in Isa::supported() {
+                for isa in Isa::supported().into_iter().filter(|&isa| isa != Isa::Portable) {
                     let mut got = vec![f32::NAN; k * g.oh * g.ow];
-                    match Simd::new(isa) {
-                        Simd::Avx512(token) => transform_output(token, &g, &b, &m, block.clone(), bias, &mut got),
-                        Simd::Avx2(token) => transform_output_avx2(token, &g, &b, &m, block.clone(), bias, &mut got),
-                        Simd::Portable => continue,
-                    }
+                    transform_output(Simd::new(isa), &g, &b, &m, block.clone(), bias, &mut got, &mut bufs);
                     // Bit for bit; NaN (not written) outside the block's rows in both.
                     let same = got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits());
                     assert!(same, "{isa}: k {k} h {h} w {w} pad {pad} block {block:?}");

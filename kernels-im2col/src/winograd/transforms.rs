@@ -7,11 +7,12 @@
 //!   rows are split by column parity first (`split`): patch column 2tx + j
 //!   is then even[tx + j / 2] or odd[tx + j / 2], a plain offset, and every
 //!   loop runs over contiguous arrays.
-//! - Each public transform runs its AVX-512 or AVX2 version
-//!   (winograd/input.rs, winograd/output.rs, winograd/dm.rs,
-//!   winograd/dx.rs) at the ISA the call runs at, counted per ISA, and
-//!   these loops (the `_portable` functions) elsewhere; each register
-//!   version is tested bit for bit against them.
+//! - Each public transform runs its register kernel (winograd/input.rs,
+//!   winograd/output.rs, winograd/dm.rs, winograd/dx.rs: one body each
+//!   over crate::lanes's `Lanes`) at AVX-512 or AVX2, whichever the call
+//!   runs at, counted per ISA, and these loops (the `_portable` functions)
+//!   elsewhere; each kernel is tested bit for bit against them at every
+//!   ISA.
 //! - Checked through winograd/mod.rs's tests (against the f64 reference and by
 //!   central differences).
 
@@ -20,6 +21,27 @@ use kernels_core::ConvGeometry;
 use crate::simd::{Isa, Simd};
 
 use super::blocking::{Blocking, POSITIONS, plane_floats};
+
+/// Runs the kernel `make` builds in AVX-512 or AVX2 registers when `simd`
+/// names one of them (counted per ISA), and says whether it did; the
+/// caller runs its portable loops otherwise. `make` is called only then,
+/// so the kernel's borrows end before those loops need the same slices.
+#[cfg(target_arch = "x86_64")]
+fn in_registers<K: crate::lanes::Kernel>(simd: Simd, make: impl FnOnce() -> K) -> bool {
+    use crate::lanes::Lanes;
+    match simd {
+        Simd::Avx512(token) => {
+            crate::simd::count(Isa::Avx512);
+            token.vectorize(make());
+        }
+        Simd::Avx2(token) => {
+            crate::simd::count(Isa::Avx2);
+            token.vectorize(make());
+        }
+        Simd::Portable => return false,
+    }
+    true
+}
 
 /// Arrays of tiles_w + 1 floats in a worker's [`RowBuffers`].
 pub(crate) const ROW_BUFFERS: usize = 4 + 4 + POSITIONS + 4 + 4;
@@ -130,21 +152,13 @@ pub(crate) fn transform_input(
     v: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    // Only the x86 kernels below read the ISA.
+    #[cfg(target_arch = "x86_64")]
+    if in_registers(simd, || super::input::Input { g, b, x_image, block: block.clone(), v: &mut *v }) {
+        return;
+    }
+    // Only the x86 kernels read the ISA.
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
-    #[cfg(target_arch = "x86_64")]
-    match simd {
-        Simd::Avx512(token) => {
-            crate::simd::count(Isa::Avx512);
-            return super::input::transform_input(token, g, b, x_image, block, v);
-        }
-        Simd::Avx2(token) => {
-            crate::simd::count(Isa::Avx2);
-            return super::input::transform_input_avx2(token, g, b, x_image, block, v);
-        }
-        Simd::Portable => {}
-    }
     crate::simd::count(Isa::Portable);
     transform_input_portable(g, b, x_image, block, v, bufs);
 }
@@ -218,21 +232,13 @@ pub(crate) fn transform_output(
     y_image: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    // Only the x86 kernels below read the ISA.
+    #[cfg(target_arch = "x86_64")]
+    if in_registers(simd, || super::output::Output { g, b, m, block: block.clone(), bias, y_image: &mut *y_image }) {
+        return;
+    }
+    // Only the x86 kernels read the ISA.
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
-    #[cfg(target_arch = "x86_64")]
-    match simd {
-        Simd::Avx512(token) => {
-            crate::simd::count(Isa::Avx512);
-            return super::output::transform_output(token, g, b, m, block, bias, y_image);
-        }
-        Simd::Avx2(token) => {
-            crate::simd::count(Isa::Avx2);
-            return super::output::transform_output_avx2(token, g, b, m, block, bias, y_image);
-        }
-        Simd::Portable => {}
-    }
     crate::simd::count(Isa::Portable);
     transform_output_portable(g, b, m, block, bias, y_image, bufs);
 }
@@ -308,21 +314,13 @@ pub(crate) fn transform_output_gradient(
     dm: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    // Only the x86 kernels below read the ISA.
+    #[cfg(target_arch = "x86_64")]
+    if in_registers(simd, || super::dm::OutputGradient { g, b, dy_image, block: block.clone(), dm: &mut *dm }) {
+        return;
+    }
+    // Only the x86 kernels read the ISA.
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
-    #[cfg(target_arch = "x86_64")]
-    match simd {
-        Simd::Avx512(token) => {
-            crate::simd::count(Isa::Avx512);
-            return super::dm::transform_output_gradient(token, g, b, dy_image, block, dm);
-        }
-        Simd::Avx2(token) => {
-            crate::simd::count(Isa::Avx2);
-            return super::dm::transform_output_gradient_avx2(token, g, b, dy_image, block, dm);
-        }
-        Simd::Portable => {}
-    }
     crate::simd::count(Isa::Portable);
     transform_output_gradient_portable(g, b, dy_image, block, dm, bufs);
 }
@@ -396,29 +394,20 @@ pub(crate) fn transform_input_gradient(
     dx_image: &mut [f32],
     bufs: &mut RowBuffers,
 ) {
-    // Only the x86 kernels below read the ISA.
+    #[cfg(target_arch = "x86_64")]
+    if in_registers(simd, || super::dx::InputGradient {
+        g,
+        b,
+        dv,
+        block: block.clone(),
+        dx_image: &mut *dx_image,
+        pending: &mut bufs.pending_chunks,
+    }) {
+        return;
+    }
+    // Only the x86 kernels read the ISA.
     #[cfg(not(target_arch = "x86_64"))]
     let _ = simd;
-    #[cfg(target_arch = "x86_64")]
-    match simd {
-        Simd::Avx512(token) => {
-            crate::simd::count(Isa::Avx512);
-            return super::dx::transform_input_gradient(token, g, b, dv, block, dx_image, &mut bufs.pending_chunks);
-        }
-        Simd::Avx2(token) => {
-            crate::simd::count(Isa::Avx2);
-            return super::dx::transform_input_gradient_avx2(
-                token,
-                g,
-                b,
-                dv,
-                block,
-                dx_image,
-                &mut bufs.pending_chunks,
-            );
-        }
-        Simd::Portable => {}
-    }
     crate::simd::count(Isa::Portable);
     transform_input_gradient_portable(g, b, dv, block, dx_image, bufs);
 }
