@@ -9,9 +9,12 @@
 //!   16 filters (one 16-lane accumulator) x 12 output pixels; per filter tap
 //!   one load of the tap's 16 weights and 12 broadcast multiply-adds of the
 //!   input element each pixel meets there, read straight from a zero-padded
-//!   copy of the image at precomputed offsets. Pixel blocks run over the
-//!   flattened (oh, ow) order, so OW = 10 wastes nothing; the last block is
-//!   shifted back to end at OH·OW.
+//!   copy of the image (the image itself when unpadded) at precomputed
+//!   offsets. Pixel blocks run over the flattened (oh, ow) order, so OW =
+//!   10 wastes nothing; the last block is shifted back to end at OH·OW.
+//!   Blocks store whole [pixel][16 filters] rows into a per-worker scratch,
+//!   transposed to y's [filter][pixel] once per image (8 x 8 AVX blocks at
+//!   AVX2 and AVX-512).
 //! - Variants: AVX-512F + FMA (the loop below, 12 pixels), AVX2 + FMA in
 //!   intrinsics (6 pixels x two 8-lane vectors: 16 ymm registers), picked
 //!   through simd.rs's tokens, and portable.
