@@ -74,13 +74,11 @@ pub(crate) fn backward_dx(simd: Simd, g: &ConvGeometry, w: &[f32], dy: &[f32]) -
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let width = dy_width(g);
     let mut dx = vec![0.0f32; g.n * image_in];
-    let kernel = select_kernel(simd);
+    let (kernel, pad_rows) = select_kernel(simd);
     dx.par_chunks_mut(image_in).zip(dy.par_chunks(image_out)).for_each_init(
         || vec![0.0f32; g.k * g.oh * width],
         |dy_pad, (dx_image, dy_image)| {
-            for (row, padded) in dy_image.chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(width)) {
-                padded[g.s - 1..g.s - 1 + g.ow].copy_from_slice(row);
-            }
+            pad_rows(g, dy_image, dy_pad);
             kernel(&Operands { g, dy_pad, w_blocks: &w_blocks }, dx_image);
         },
     );
@@ -88,25 +86,118 @@ pub(crate) fn backward_dx(simd: Simd, g: &ConvGeometry, w: &[f32], dy: &[f32]) -
 }
 
 type DxKernel = fn(&Operands<'_>, &mut [f32]);
+/// Copies one image's dy rows into the padded rows (see [`dy_width`]).
+type PadRows = fn(&ConvGeometry, &[f32], &mut [f32]);
 
-fn select_kernel(simd: Simd) -> DxKernel {
+fn select_kernel(simd: Simd) -> (DxKernel, PadRows) {
     crate::simd::count(simd.isa());
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(_token) => |o, dx| {
-            // SAFETY: this pointer is made only in the arm holding an
-            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
-            unsafe { dx_avx512(o, dx) }
-        },
+        Simd::Avx512(_token) => (
+            |o, dx| {
+                // SAFETY: this pointer is made only in the arm holding an
+                // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+                unsafe { dx_avx512(o, dx) }
+            },
+            |g, dy, dy_pad| {
+                // SAFETY: as above.
+                unsafe { pad_rows_avx512(g, dy, dy_pad) }
+            },
+        ),
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(_token) => |o, dx| {
-            // SAFETY: this pointer is made only in the arm holding an
-            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
-            unsafe { dx_avx2(o, dx) }
-        },
+        Simd::Avx2(_token) => (
+            |o, dx| {
+                // SAFETY: this pointer is made only in the arm holding an
+                // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+                unsafe { dx_avx2(o, dx) }
+            },
+            |g, dy, dy_pad| {
+                // SAFETY: as above.
+                unsafe { pad_rows_avx2(g, dy, dy_pad) }
+            },
+        ),
         #[cfg(not(target_arch = "x86_64"))]
-        Simd::Avx512(_) | Simd::Avx2(_) => |o, dx| dx_image(o, dx, |a, b, c| a * b + c),
-        Simd::Portable => |o, dx| dx_image(o, dx, |a, b, c| a * b + c),
+        Simd::Avx512(_) | Simd::Avx2(_) => (|o, dx| dx_image(o, dx, |a, b, c| a * b + c), pad_rows),
+        Simd::Portable => (|o, dx| dx_image(o, dx, |a, b, c| a * b + c), pad_rows),
+    }
+}
+
+/// dy row j at columns S − 1 .. S − 1 + OW of padded row j; the columns
+/// around it stay zero from the allocation (no row writes there).
+fn pad_rows(g: &ConvGeometry, dy_image: &[f32], dy_pad: &mut [f32]) {
+    for (row, padded) in dy_image.chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(dy_width(g))) {
+        padded[g.s - 1..g.s - 1 + g.ow].copy_from_slice(row);
+    }
+}
+
+/// `pad_rows` with one masked 16-lane load and one store per row: the
+/// slice copy called memcpy once per row of OW ≤ 16 floats, 160 calls per
+/// lenet-c2 image (OPTIMISATION.md step 58). Lanes past OW load as zero,
+/// so the store rewrites the zeros after the row.
+///
+/// # Safety
+/// The CPU must run AVX-512F (the caller holds an `Avx512Token`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pad_rows_avx512(g: &ConvGeometry, dy_image: &[f32], dy_pad: &mut [f32]) {
+    use std::arch::x86_64::{_mm512_maskz_loadu_ps, _mm512_storeu_ps};
+    let width = dy_width(g);
+    let rows = g.k * g.oh;
+    // `applies` bounds W, not OW: padding can make dy rows wider than a
+    // vector, and those take the slice copy.
+    if g.ow > LANES {
+        return pad_rows(g, dy_image, dy_pad);
+    }
+    // One check for every access below: each row's 16-lane window S − 1 ..
+    // S + 15 ends inside its padded row (width ≥ S − 1 + 16), and both
+    // buffers hold every row.
+    assert!(width >= g.s - 1 + LANES, "direct_dx: rows wider than a vector");
+    assert!(dy_image.len() >= rows * g.ow && dy_pad.len() >= rows * width, "direct_dx: rows past the buffers");
+    let mask = ((1u32 << g.ow) - 1) as u16;
+    for j in 0..rows {
+        // SAFETY: the masked load reads only row j's OW floats; the store
+        // writes 16 floats inside padded row j (asserted above).
+        unsafe {
+            let v = _mm512_maskz_loadu_ps(mask, dy_image.as_ptr().add(j * g.ow));
+            _mm512_storeu_ps(dy_pad.as_mut_ptr().add(j * width + g.s - 1), v);
+        }
+    }
+}
+
+/// `pad_rows` with two masked 8-lane loads and stores per row (as
+/// `pad_rows_avx512`).
+///
+/// # Safety
+/// The CPU must run AVX2 (the caller holds an `Avx2Token`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn pad_rows_avx2(g: &ConvGeometry, dy_image: &[f32], dy_pad: &mut [f32]) {
+    use std::arch::x86_64::{
+        _mm256_cmpgt_epi32, _mm256_maskload_ps, _mm256_set1_epi32, _mm256_setr_epi32, _mm256_setzero_ps,
+        _mm256_storeu_ps,
+    };
+    let width = dy_width(g);
+    let rows = g.k * g.oh;
+    // Rows wider than a vector as in `pad_rows_avx512`.
+    if g.ow > LANES {
+        return pad_rows(g, dy_image, dy_pad);
+    }
+    // One check for every access below, as in `pad_rows_avx512`.
+    assert!(width >= g.s - 1 + LANES, "direct_dx: rows wider than a vector");
+    assert!(dy_image.len() >= rows * g.ow && dy_pad.len() >= rows * width, "direct_dx: rows past the buffers");
+    let lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let low = _mm256_cmpgt_epi32(_mm256_set1_epi32(g.ow as i32), lane);
+    let high = _mm256_cmpgt_epi32(_mm256_set1_epi32(g.ow as i32 - 8), lane);
+    for j in 0..rows {
+        // SAFETY: the masked loads read only row j's OW floats (the second
+        // runs only when OW > 8, so its address lies inside the row); the
+        // stores write 16 floats inside padded row j (asserted above).
+        unsafe {
+            let (src, dst) = (dy_image.as_ptr().add(j * g.ow), dy_pad.as_mut_ptr().add(j * width + g.s - 1));
+            _mm256_storeu_ps(dst, _mm256_maskload_ps(src, low));
+            let upper = if g.ow > 8 { _mm256_maskload_ps(src.add(8), high) } else { _mm256_setzero_ps() };
+            _mm256_storeu_ps(dst.add(8), upper);
+        }
     }
 }
 
@@ -334,6 +425,49 @@ mod tests {
             for (i, ((&e, &s), &p)) in expect.iter().zip(&selected).zip(&portable).enumerate() {
                 assert!((s as f64 - e).abs() < 1e-4, "{isa}: dx[{i}] {s} vs {e}");
                 assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: dx[{i}] portable {p} selected {s}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod narrow_tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// Rows of at most 8 columns (OW = 5: the AVX2 row copy's second half
+    /// is all zeros), and dy rows wider than a vector (W = 16, padding 2:
+    /// OW = 18, the slice copy); every dx at every ISA against the f64
+    /// definition.
+    #[test]
+    fn narrow_and_wide_rows_match_the_definition() {
+        for (dims, filter, pad) in [([2, 3, 6, 7], [4, 3, 3], 0), ([2, 2, 5, 16], [3, 3, 3], 2)] {
+            let g = ConvGeometry::from_dims(dims, filter, &Conv2d::new(1, pad)).unwrap();
+            assert!(applies(&g));
+            let [n, c, h, w] = dims;
+            let [k, r, s] = filter;
+            let mut rng = SplitMix64::new(23);
+            let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+            let (wt, dy) = (data(k * c * r * s), data(n * k * g.oh * g.ow));
+            for isa in crate::simd::Isa::supported() {
+                let dx = backward_dx(Simd::new(isa), &g, &wt, &dy);
+                for (i, &got) in dx.iter().enumerate() {
+                    let (nn, cc, iy, ix) = (i / (c * h * w), i / (h * w) % c, i / w % h, i % w);
+                    let mut expect = 0.0f64;
+                    for kk in 0..k {
+                        for rr in 0..r {
+                            for ss in 0..s {
+                                let oy = (iy + pad) as isize - rr as isize;
+                                let ox = (ix + pad) as isize - ss as isize;
+                                if (0..g.oh as isize).contains(&oy) && (0..g.ow as isize).contains(&ox) {
+                                    let d = dy[((nn * k + kk) * g.oh + oy as usize) * g.ow + ox as usize];
+                                    expect += f64::from(d) * f64::from(wt[((kk * c + cc) * r + rr) * s + ss]);
+                                }
+                            }
+                        }
+                    }
+                    assert!((f64::from(got) - expect).abs() < 1e-4, "{isa} {dims:?}: dx[{i}] {got} vs {expect}");
+                }
             }
         }
     }

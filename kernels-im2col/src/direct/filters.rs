@@ -9,9 +9,12 @@
 //!   16 filters (one 16-lane accumulator) x 12 output pixels; per filter tap
 //!   one load of the tap's 16 weights and 12 broadcast multiply-adds of the
 //!   input element each pixel meets there, read straight from a zero-padded
-//!   copy of the image at precomputed offsets. Pixel blocks run over the
-//!   flattened (oh, ow) order, so OW = 10 wastes nothing; the last block is
-//!   shifted back to end at OH·OW.
+//!   copy of the image (the image itself when unpadded) at precomputed
+//!   offsets. Pixel blocks run over the flattened (oh, ow) order, so OW =
+//!   10 wastes nothing; the last block is shifted back to end at OH·OW.
+//!   Blocks store whole [pixel][16 filters] rows into a per-worker scratch,
+//!   transposed to y's [filter][pixel] once per image (8 x 8 AVX blocks at
+//!   AVX2 and AVX-512).
 //! - Variants: AVX-512F + FMA (the loop below, 12 pixels), AVX2 + FMA in
 //!   intrinsics (6 pixels x two 8-lane vectors: 16 ymm registers), picked
 //!   through simd.rs's tokens, and portable.
@@ -57,11 +60,19 @@ pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: 
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let kernel = select_kernel(simd);
     let mut y = vec![0.0f32; g.n * image_out];
+    // Without padding the padded image is the image itself: read it in
+    // place (lenet-c2: a copy of 84 rows of 14 floats per image, one
+    // memcpy call each, saved; OPTIMISATION.md step 58).
+    let in_place = g.params.padding == [0, 0];
     y.par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
-        || vec![0.0f32; padded_floats(g)],
-        |padded, (y_image, x_image)| {
-            pad(g, x_image, padded);
-            kernel(g, &layout, padded, y_image);
+        || (vec![0.0f32; if in_place { 0 } else { padded_floats(g) }], vec![0.0f32; g.oh * g.ow * FILTERS]),
+        |(padded, by_pixel), (y_image, x_image)| {
+            if in_place {
+                kernel(g, &layout, x_image, by_pixel, y_image);
+            } else {
+                pad(g, x_image, padded);
+                kernel(g, &layout, padded, by_pixel, y_image);
+            }
         },
     );
     y
@@ -110,26 +121,34 @@ pub(crate) fn pad(g: &ConvGeometry, x_image: &[f32], padded: &mut [f32]) {
     }
 }
 
-type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [f32]);
+/// One image: (geometry, layout, padded image, by-pixel scratch of OH·OW x
+/// 16 floats, y_image).
+type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [f32], &mut [f32]);
 
 fn select_kernel(simd: Simd) -> ImageKernel {
     crate::simd::count(simd.isa());
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(_token) => |g, l, p, y| {
+        Simd::Avx512(_token) => |g, l, p, t, y| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
-            unsafe { image_avx512(g, l, p, y) }
+            unsafe { image_avx512(g, l, p, t, y) }
         },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(_token) => |g, l, p, y| {
+        Simd::Avx2(_token) => |g, l, p, t, y| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx2Token, the proof that the CPU runs AVX2 and FMA.
-            unsafe { image_avx2(g, l, p, y) }
+            unsafe { image_avx2(g, l, p, t, y) }
         },
         #[cfg(not(target_arch = "x86_64"))]
-        Simd::Avx512(_) | Simd::Avx2(_) => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
-        Simd::Portable => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
+        Simd::Avx512(_) | Simd::Avx2(_) => |g, l, p, t, y| {
+            image(g, l, p, t, |a, v, acc| a * v + acc);
+            by_filter(g.k, t, y);
+        },
+        Simd::Portable => |g, l, p, t, y| {
+            image(g, l, p, t, |a, v, acc| a * v + acc);
+            by_filter(g.k, t, y);
+        },
     }
 }
 
@@ -137,8 +156,102 @@ fn select_kernel(simd: Simd) -> ImageKernel {
 /// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y: &mut [f32]) {
-    image(g, l, padded, y, f32::mul_add)
+unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel: &mut [f32], y: &mut [f32]) {
+    image(g, l, padded, by_pixel, f32::mul_add);
+    // SAFETY: AVX-512F implies AVX2 (the caller holds an Avx512Token).
+    unsafe { by_filter_avx2(g.k, by_pixel, y) }
+}
+
+/// The 8 x 8 transposition: lane j of row i to lane i of row j (8
+/// unpacks, 8 shuffles, 8 lane permutes).
+///
+/// # Safety
+/// The CPU must run AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn transpose8(r: [std::arch::x86_64::__m256; 8]) -> [std::arch::x86_64::__m256; 8] {
+    use std::arch::x86_64::{_mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_unpackhi_ps, _mm256_unpacklo_ps};
+    let t = [
+        _mm256_unpacklo_ps(r[0], r[1]),
+        _mm256_unpackhi_ps(r[0], r[1]),
+        _mm256_unpacklo_ps(r[2], r[3]),
+        _mm256_unpackhi_ps(r[2], r[3]),
+        _mm256_unpacklo_ps(r[4], r[5]),
+        _mm256_unpackhi_ps(r[4], r[5]),
+        _mm256_unpacklo_ps(r[6], r[7]),
+        _mm256_unpackhi_ps(r[6], r[7]),
+    ];
+    let s = [
+        _mm256_shuffle_ps::<0x44>(t[0], t[2]),
+        _mm256_shuffle_ps::<0xEE>(t[0], t[2]),
+        _mm256_shuffle_ps::<0x44>(t[1], t[3]),
+        _mm256_shuffle_ps::<0xEE>(t[1], t[3]),
+        _mm256_shuffle_ps::<0x44>(t[4], t[6]),
+        _mm256_shuffle_ps::<0xEE>(t[4], t[6]),
+        _mm256_shuffle_ps::<0x44>(t[5], t[7]),
+        _mm256_shuffle_ps::<0xEE>(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2f128_ps::<0x20>(s[0], s[4]),
+        _mm256_permute2f128_ps::<0x20>(s[1], s[5]),
+        _mm256_permute2f128_ps::<0x20>(s[2], s[6]),
+        _mm256_permute2f128_ps::<0x20>(s[3], s[7]),
+        _mm256_permute2f128_ps::<0x31>(s[0], s[4]),
+        _mm256_permute2f128_ps::<0x31>(s[1], s[5]),
+        _mm256_permute2f128_ps::<0x31>(s[2], s[6]),
+        _mm256_permute2f128_ps::<0x31>(s[3], s[7]),
+    ]
+}
+
+/// y [k][p] = by_pixel [p][k] for k < K: the scalar transposition.
+fn by_filter(k: usize, by_pixel: &[f32], y_image: &mut [f32]) {
+    let pixels = y_image.len() / k;
+    for (p, lanes) in by_pixel.chunks_exact(FILTERS).take(pixels).enumerate() {
+        for (f, &v) in lanes.iter().enumerate().take(k) {
+            y_image[f * pixels + p] = v;
+        }
+    }
+}
+
+/// `by_filter` in 8 x 8 blocks transposed in AVX registers (8 loads, 24
+/// shuffles, 8 stores per 64 floats); the last OH·OW mod 8 pixels as
+/// scalars. The per-block scalar scatter it replaces was 16 checked
+/// scalar stores per pixel, ~13% of the AVX2 kernel's instructions on
+/// lenet-c2 (OPTIMISATION.md step 58).
+///
+/// # Safety
+/// The CPU must run AVX2 (the caller holds an `Avx2Token` or an
+/// `Avx512Token`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn by_filter_avx2(k: usize, by_pixel: &[f32], y_image: &mut [f32]) {
+    use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_storeu_ps};
+    let pixels = y_image.len() / k;
+    // One check for every access below: K ≤ 16 rows of `pixels` in
+    // y_image, `pixels` rows of 16 in by_pixel.
+    assert!(k <= FILTERS && by_pixel.len() >= pixels * FILTERS, "direct_filters: by-pixel block too short");
+    let whole = pixels - pixels % 8;
+    for p0 in (0..whole).step_by(8) {
+        for k0 in (0..k).step_by(8) {
+            // SAFETY: rows p0 .. p0 + 8 < pixels of by_pixel, lanes k0 ..
+            // k0 + 8 ≤ 16; stores go to rows k0 + j < K of y_image, columns
+            // p0 .. p0 + 8 ≤ pixels (asserted above).
+            unsafe {
+                let r: [__m256; 8] =
+                    std::array::from_fn(|i| _mm256_loadu_ps(by_pixel.as_ptr().add((p0 + i) * FILTERS + k0)));
+                // Column j of the 8 x 8 block: lane k0 + j of the 8 pixels.
+                let columns = transpose8(r);
+                for (j, &column) in columns.iter().enumerate().take(k - k0) {
+                    _mm256_storeu_ps(y_image.as_mut_ptr().add((k0 + j) * pixels + p0), column);
+                }
+            }
+        }
+    }
+    for p in whole..pixels {
+        for f in 0..k {
+            y_image[f * pixels + p] = by_pixel[p * FILTERS + f];
+        }
+    }
 }
 
 /// Output pixels per AVX2 register block: 6 x 2 accumulators, two weight
@@ -156,7 +269,7 @@ const AVX2_PIXELS: usize = 6;
 /// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32]) {
+unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel: &mut [f32], y_image: &mut [f32]) {
     use std::arch::x86_64::{__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps};
     let pixels = g.oh * g.ow;
     let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
@@ -166,9 +279,9 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: 
     assert!(last_pixel + last_tap < padded.len(), "direct_filters: offsets past the padded image");
     assert!(l.wt.len() >= l.tap_at.len() * FILTERS, "direct_filters: weight block too short");
     assert!(pixels >= AVX2_PIXELS, "direct_filters: fewer pixels than a block");
+    assert!(by_pixel.len() >= pixels * FILTERS, "direct_filters: by-pixel block too short");
     // SAFETY: the bias array holds FILTERS = 16 floats.
     let (b0, b1) = unsafe { (_mm256_loadu_ps(l.bias.as_ptr()), _mm256_loadu_ps(l.bias.as_ptr().add(8))) };
-    let mut out = [[0.0f32; FILTERS]; AVX2_PIXELS];
     let mut p = 0;
     while p < pixels {
         let start = p.min(pixels - AVX2_PIXELS);
@@ -188,25 +301,24 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: 
                 }
             }
         }
-        for (lanes, o) in acc.iter().zip(out.iter_mut()) {
-            // SAFETY: each row of `out` holds 16 floats.
+        for (j, lanes) in acc.iter().enumerate() {
+            // SAFETY: start + j < pixels, a row of 16 inside by_pixel
+            // (asserted above).
             unsafe {
-                _mm256_storeu_ps(o.as_mut_ptr(), lanes[0]);
-                _mm256_storeu_ps(o.as_mut_ptr().add(8), lanes[1]);
-            }
-        }
-        for (j, lanes) in out.iter().enumerate() {
-            for (k, &value) in lanes.iter().enumerate().take(g.k) {
-                y_image[k * pixels + start + j] = value;
+                let o = by_pixel.as_mut_ptr().add((start + j) * FILTERS);
+                _mm256_storeu_ps(o, lanes[0]);
+                _mm256_storeu_ps(o.add(8), lanes[1]);
             }
         }
         p += AVX2_PIXELS;
     }
+    // SAFETY: the caller holds the AVX2 proof.
+    unsafe { by_filter_avx2(g.k, by_pixel, y_image) }
 }
 
 /// One image, block of 12 pixels by block (the last shifted back).
 #[inline(always)]
-fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32) {
+fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32) {
     let pixels = g.oh * g.ow;
     let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
     let mut p = 0;
@@ -234,10 +346,9 @@ fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [f32], 
                 }
             }
         }
-        for (j, lanes) in acc.iter().enumerate() {
-            for (k, &value) in lanes.iter().enumerate().take(g.k) {
-                y_image[k * pixels + start + j] = value;
-            }
+        // Whole 16-lane rows, [pixel][filter]; the caller transposes.
+        for (row, lanes) in by_pixel[start * FILTERS..][..PIXELS * FILTERS].chunks_exact_mut(FILTERS).zip(&acc) {
+            row.copy_from_slice(lanes);
         }
         p += PIXELS;
     }
@@ -294,9 +405,42 @@ mod tests {
             let mut padded = vec![0.0f32; padded_floats(&g)];
             pad(&g, &x[..8 * 9 * 7], &mut padded);
             let mut portable = vec![0.0f32; 11 * g.oh * g.ow];
-            image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
+            let mut by_pixel = vec![0.0f32; g.oh * g.ow * FILTERS];
+            image(&g, &layout, &padded, &mut by_pixel, |a, v, acc| a * v + acc);
+            by_filter(11, &by_pixel, &mut portable);
             for (p, s) in portable.iter().zip(selected_first) {
                 assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// Without padding the kernels read the image in place: every output
+    /// at every ISA against the f64 definition, odd sizes (7x8 outputs,
+    /// 13 filters, 6 channels x 3x4 taps).
+    #[test]
+    fn unpadded_forward_matches_the_definition() {
+        let g = ConvGeometry::from_dims([3, 6, 9, 11], [13, 3, 4], &Conv2d::new(1, 0)).unwrap();
+        assert!(applies(&g, 512), "{g:?}");
+        let mut rng = SplitMix64::new(9);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (x, w, b) = (data(3 * 6 * 9 * 11), data(13 * 72), data(13));
+        for isa in crate::simd::Isa::supported() {
+            let y = forward(Simd::new(isa), &g, &x, &w, Some(&b));
+            for (i, &got) in y.iter().enumerate() {
+                let (n, k, oh, ow) = (i / (13 * 56), i / 56 % 13, i / 8 % 7, i % 8);
+                let mut expect = f64::from(b[k]);
+                for t in 0..72 {
+                    let (c, r, s) = (t / 12, t / 4 % 3, t % 4);
+                    let xi = ((n * 6 + c) * 9 + oh + r) * 11 + ow + s;
+                    expect += f64::from(w[k * 72 + t]) * f64::from(x[xi]);
+                }
+                assert!((f64::from(got) - expect).abs() < 1e-4, "{isa}: y[{n},{k},{oh},{ow}] {got} vs {expect}");
             }
         }
     }

@@ -32,23 +32,24 @@ pub(crate) fn backward_dw(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]) -
     let taps = tap_at.len();
     let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
     let per_worker = g.n.div_ceil(rayon::current_num_threads()).max(1);
-    let kernel = select_kernel(simd);
+    let (kernel, transpose) = select_kernel(simd);
     let total = x
         .par_chunks(per_worker * image_in)
         .zip(dy.par_chunks(per_worker * image_out))
         .map(|(x_run, dy_run)| {
             let mut partial = vec![0.0f32; taps * FILTERS];
-            let mut padded = vec![0.0f32; padded_floats(g)];
+            // Without padding the image is read in place (as in filters.rs).
+            let in_place = g.params.padding == [0, 0];
+            let mut padded = vec![0.0f32; if in_place { 0 } else { padded_floats(g) }];
             let mut dy_t = vec![0.0f32; pixels * FILTERS];
             for (x_image, dy_image) in x_run.chunks_exact(image_in).zip(dy_run.chunks_exact(image_out)) {
-                pad(g, x_image, &mut padded);
-                // dy_t[p][k] = dy[k][p], zero past k.
-                for (k, row) in dy_image.chunks_exact(pixels).enumerate() {
-                    for (p, &v) in row.iter().enumerate() {
-                        dy_t[p * FILTERS + k] = v;
-                    }
+                if !in_place {
+                    pad(g, x_image, &mut padded);
                 }
-                kernel(&Operands { padded: &padded, dy_t: &dy_t, tap_at: &tap_at, pixel_at: &pixel_at }, &mut partial);
+                let padded: &[f32] = if in_place { x_image } else { &padded };
+                // dy_t[p][k] = dy[k][p], zero past k (never written).
+                transpose(g.k, dy_image, &mut dy_t);
+                kernel(&Operands { padded, dy_t: &dy_t, tap_at: &tap_at, pixel_at: &pixel_at }, &mut partial);
             }
             partial
         })
@@ -77,25 +78,93 @@ struct Operands<'a> {
 }
 
 type DwKernel = fn(&Operands<'_>, &mut [f32]);
+/// dy_t [p][k] = dy [k][p] for k < K (K, dy_image, dy_t).
+type Transpose = fn(usize, &[f32], &mut [f32]);
 
-fn select_kernel(simd: Simd) -> DwKernel {
+fn select_kernel(simd: Simd) -> (DwKernel, Transpose) {
     crate::simd::count(simd.isa());
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(_token) => |o, acc| {
-            // SAFETY: this pointer is made only in the arm holding an
-            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
-            unsafe { dw_avx512(o, acc) }
-        },
+        Simd::Avx512(_token) => (
+            |o, acc| {
+                // SAFETY: this pointer is made only in the arm holding an
+                // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+                unsafe { dw_avx512(o, acc) }
+            },
+            |k, dy, dy_t| {
+                // SAFETY: as above; AVX-512F implies AVX2.
+                unsafe { by_pixel_avx2(k, dy, dy_t) }
+            },
+        ),
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(_token) => |o, acc| {
-            // SAFETY: this pointer is made only in the arm holding an
-            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
-            unsafe { dw_avx2(o, acc) }
-        },
+        Simd::Avx2(_token) => (
+            |o, acc| {
+                // SAFETY: this pointer is made only in the arm holding an
+                // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+                unsafe { dw_avx2(o, acc) }
+            },
+            |k, dy, dy_t| {
+                // SAFETY: as above.
+                unsafe { by_pixel_avx2(k, dy, dy_t) }
+            },
+        ),
         #[cfg(not(target_arch = "x86_64"))]
-        Simd::Avx512(_) | Simd::Avx2(_) => |o, acc| dw_image(o, acc, |a, v, s| a * v + s),
-        Simd::Portable => |o, acc| dw_image(o, acc, |a, v, s| a * v + s),
+        Simd::Avx512(_) | Simd::Avx2(_) => (|o, acc| dw_image(o, acc, |a, v, s| a * v + s), by_pixel),
+        Simd::Portable => (|o, acc| dw_image(o, acc, |a, v, s| a * v + s), by_pixel),
+    }
+}
+
+/// dy_t [p][k] = dy [k][p] for k < K, scalar.
+fn by_pixel(k: usize, dy_image: &[f32], dy_t: &mut [f32]) {
+    let pixels = dy_image.len() / k;
+    for (f, row) in dy_image.chunks_exact(pixels).enumerate() {
+        for (p, &v) in row.iter().enumerate() {
+            dy_t[p * FILTERS + f] = v;
+        }
+    }
+}
+
+/// `by_pixel` in 8 x 8 blocks transposed in AVX registers (rows past K
+/// as zeros); the last OH·OW mod 8 pixels scalar. The scalar loop it
+/// replaces made 16 checked stores per pixel per image (OPTIMISATION.md
+/// step 58).
+///
+/// # Safety
+/// The CPU must run AVX2 (the caller holds an `Avx2Token` or an
+/// `Avx512Token`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn by_pixel_avx2(k: usize, dy_image: &[f32], dy_t: &mut [f32]) {
+    use std::arch::x86_64::{__m256, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps};
+    let pixels = dy_image.len() / k;
+    // One check for every access below: K ≤ 16 rows of `pixels` in dy,
+    // `pixels` rows of 16 in dy_t.
+    assert!(k <= FILTERS && dy_t.len() >= pixels * FILTERS, "direct_filters_grad: dy block too short");
+    let whole = pixels - pixels % 8;
+    for p0 in (0..whole).step_by(8) {
+        for k0 in (0..k).step_by(8) {
+            // SAFETY: loads read rows k0 + i < K of dy, columns p0 .. p0 + 8
+            // ≤ pixels; stores write rows p0 + j < pixels of dy_t, lanes k0
+            // .. k0 + 8 ≤ 16 (asserted above).
+            unsafe {
+                let r: [__m256; 8] = std::array::from_fn(|i| {
+                    if k0 + i < k {
+                        _mm256_loadu_ps(dy_image.as_ptr().add((k0 + i) * pixels + p0))
+                    } else {
+                        _mm256_setzero_ps()
+                    }
+                });
+                let columns = crate::direct::filters::transpose8(r);
+                for (j, &column) in columns.iter().enumerate() {
+                    _mm256_storeu_ps(dy_t.as_mut_ptr().add((p0 + j) * FILTERS + k0), column);
+                }
+            }
+        }
+    }
+    for p in whole..pixels {
+        for f in 0..k {
+            dy_t[p * FILTERS + f] = dy_image[f * pixels + p];
+        }
     }
 }
 
@@ -275,6 +344,38 @@ mod tests {
             for (i, ((&e, &s), &p)) in expect.iter().zip(&selected).zip(&portable).enumerate() {
                 assert!((s as f64 - e).abs() < 1e-4, "{isa}: dw[{i}] {s} vs {e}");
                 assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: dw[{i}] portable {p} selected {s}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod in_place_tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// Without padding the image is read in place: dW at every ISA against
+    /// the f64 definition (7x8 outputs, 13 filters, 6 channels x 3x4 taps).
+    #[test]
+    fn unpadded_dw_matches_the_definition() {
+        let g = ConvGeometry::from_dims([3, 6, 9, 11], [13, 3, 4], &Conv2d::new(1, 0)).unwrap();
+        let mut rng = SplitMix64::new(19);
+        let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+        let (x, dy) = (data(3 * 6 * 9 * 11), data(3 * 13 * 56));
+        for isa in crate::simd::Isa::supported() {
+            let dw = backward_dw(Simd::new(isa), &g, &x, &dy);
+            for (i, &got) in dw.iter().enumerate() {
+                let (k, t) = (i / 72, i % 72);
+                let (c, r, s) = (t / 12, t / 4 % 3, t % 4);
+                let mut expect = 0.0f64;
+                for n in 0..3 {
+                    for p in 0..56 {
+                        let (oh, ow) = (p / 8, p % 8);
+                        let xi = ((n * 6 + c) * 9 + oh + r) * 11 + ow + s;
+                        expect += f64::from(dy[(n * 13 + k) * 56 + p]) * f64::from(x[xi]);
+                    }
+                }
+                assert!((f64::from(got) - expect).abs() < 1e-4, "{isa}: dw[{k}][{t}] {got} vs {expect}");
             }
         }
     }

@@ -16,8 +16,9 @@
 //! - Workers take runs of images with their own partial dW and db, summed
 //!   at the end. dX (when requested) stays with conv/backward.rs.
 //! - Variants: AVX-512F + FMA (the loop below), AVX2 + FMA in intrinsics
-//!   (2 filters x 6 taps of 8-lane chunks: 16 ymm registers), picked
-//!   through simd.rs's tokens, and portable.
+//!   (2 filters x a run of up to 6 taps of one input row, 8-lane chunks:
+//!   at most 15 of the 16 ymm registers), picked through simd.rs's tokens,
+//!   and portable.
 //! - Checked against the reference by tests/against_naive.rs and
 //!   harness/tests/im2col.rs (any geometry meeting `applies`); timed by
 //!   examples/im2col_bench.rs (lenet-c1 backward).
@@ -59,7 +60,11 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
 struct Operands<'a> {
     g: &'a ConvGeometry,
     x_pad: &'a [f32],
+    /// dy rows padded to `widths(g).0` (empty for the AVX2 kernel, which
+    /// reads `dy`).
     dy_pad: &'a [f32],
+    /// The image's dy as given, [k][oh][ow].
+    dy: &'a [f32],
     /// Offset of each tap (c, r, s) in `x_pad`.
     tap_at: &'a [usize],
 }
@@ -72,7 +77,7 @@ pub(crate) fn backward_dw_db(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]
     let tap_at: Vec<usize> = (0..taps).map(|t| (t / (g.r * g.s) * rows + t / g.s % g.r) * x_width + t % g.s).collect();
     let (image_in, image_out) = (g.c * g.h * g.w, g.k * g.oh * g.ow);
     let per_worker = g.n.div_ceil(rayon::current_num_threads()).max(1);
-    let kernel = select_kernel(simd);
+    let (kernel, pads_dy) = select_kernel(simd);
     let (dw, db) = x
         .par_chunks(per_worker * image_in)
         .zip(dy.par_chunks(per_worker * image_out))
@@ -81,16 +86,21 @@ pub(crate) fn backward_dw_db(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]
             let mut dw_lanes = vec![0.0f32; g.k * taps * LANES];
             let mut db = vec![0.0f64; g.k];
             let mut x_pad = vec![0.0f32; g.c * rows * x_width];
-            let mut dy_pad = vec![0.0f32; g.k * g.oh * dy_width];
+            let mut dy_pad = if pads_dy { vec![0.0f32; g.k * g.oh * dy_width] } else { Vec::new() };
             for (x_image, dy_image) in x_run.chunks_exact(image_in).zip(dy_run.chunks_exact(image_out)) {
                 pad_image(g, x_image, x_width, &mut x_pad);
-                // Rows are [k][oh]: filter k's rows are g.oh in a row.
-                let rows = dy_image.chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(dy_width));
-                for (index, (row, padded)) in rows.enumerate() {
-                    padded[..g.ow].copy_from_slice(row);
-                    db[index / g.oh] += crate::conv::workers::sum(row) as f64;
+                if pads_dy {
+                    for (row, padded) in dy_image.chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(dy_width)) {
+                        padded[..g.ow].copy_from_slice(row);
+                    }
                 }
-                kernel(&Operands { g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at }, &mut dw_lanes);
+                // One sum per filter's plane: per row (as before step 58)
+                // it was 28 calls per plane on lenet-c1.
+                for (k, plane) in dy_image.chunks_exact(g.oh * g.ow).enumerate() {
+                    db[k] += crate::conv::workers::sum(plane) as f64;
+                }
+                let o = Operands { g, x_pad: &x_pad, dy_pad: &dy_pad, dy: dy_image, tap_at: &tap_at };
+                kernel(&o, &mut dw_lanes);
             }
             let dw = dw_lanes.chunks_exact(LANES).map(|lanes| lanes.iter().sum::<f32>()).collect::<Vec<f32>>();
             (dw, db)
@@ -125,24 +135,32 @@ fn pad_image(g: &ConvGeometry, x_image: &[f32], x_width: usize, x_pad: &mut [f32
 
 type DwKernel = fn(&Operands<'_>, &mut [f32]);
 
-fn select_kernel(simd: Simd) -> DwKernel {
+/// The variant for `simd`, and whether it reads the padded dy rows (the
+/// AVX2 kernel reads dy as given, masking each row's last chunk).
+fn select_kernel(simd: Simd) -> (DwKernel, bool) {
     crate::simd::count(simd.isa());
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(_token) => |o, dw| {
-            // SAFETY: this pointer is made only in the arm holding an
-            // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
-            unsafe { dw_avx512(o, dw) }
-        },
+        Simd::Avx512(_token) => (
+            |o, dw| {
+                // SAFETY: this pointer is made only in the arm holding an
+                // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
+                unsafe { dw_avx512(o, dw) }
+            },
+            true,
+        ),
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(_token) => |o, dw| {
-            // SAFETY: this pointer is made only in the arm holding an
-            // Avx2Token, the proof that the CPU runs AVX2 and FMA.
-            unsafe { dw_avx2(o, dw) }
-        },
+        Simd::Avx2(_token) => (
+            |o, dw| {
+                // SAFETY: this pointer is made only in the arm holding an
+                // Avx2Token, the proof that the CPU runs AVX2 and FMA.
+                unsafe { dw_avx2(o, dw) }
+            },
+            false,
+        ),
         #[cfg(not(target_arch = "x86_64"))]
-        Simd::Avx512(_) | Simd::Avx2(_) => |o, dw| dw_image(o, dw, |a, b, c| a * b + c),
-        Simd::Portable => |o, dw| dw_image(o, dw, |a, b, c| a * b + c),
+        Simd::Avx512(_) | Simd::Avx2(_) => (|o, dw| dw_image(o, dw, |a, b, c| a * b + c), true),
+        Simd::Portable => (|o, dw| dw_image(o, dw, |a, b, c| a * b + c), true),
     }
 }
 
@@ -154,102 +172,125 @@ unsafe fn dw_avx512(o: &Operands<'_>, dw: &mut [f32]) {
     dw_image(o, dw, f32::mul_add)
 }
 
-/// Filters and taps per AVX2 register block: 2 x 6 eight-lane accumulators,
-/// two dy vectors and one x vector fill 15 of the 16 ymm registers.
+/// Filters and taps per AVX2 register block: 2 filters x a run of at most
+/// 6 taps of one input row (c, r), eight-lane accumulators, with the two dy
+/// vectors and one x vector: at most 15 of the 16 ymm registers.
 #[cfg(target_arch = "x86_64")]
 const AVX2_FILTERS: usize = 2;
 #[cfg(target_arch = "x86_64")]
 const AVX2_TAPS: usize = 6;
 
-/// The AVX2 variant in intrinsics. The portable loop built for AVX2 (what
-/// ran here before, OPTIMISATION.md step 55) keeps 3 x 6 accumulators of 16
-/// lanes, 36 ymm registers of the 16 there are, and spilled them on every
-/// chunk; this one walks the rows in 8-column chunks with 2 filters x 6
-/// taps of one ymm each (then 1 filter, and the 1-5 taps left over in one
-/// block), and adds its lanes into the first 8 of each tap's 16 partial
-/// lanes (summed with the other 8 at the end, as for AVX-512).
+/// The AVX2 variant in intrinsics, walking the rows in 8-column chunks.
+/// Its blocks are 2 filters x a run of consecutive taps s0 .. s0 + T of one
+/// input row (c, r) (T ≤ 6; a 5x5 kernel's row is one run of 5), so the
+/// run's x vectors sit at constant offsets 0 .. T − 1 from one pointer.
+/// Step 55's version took any 6 taps, each at its own offset: LLVM kept
+/// the six offsets in registers and on the stack and spilled accumulators
+/// on every chunk, and a 25-tap kernel left a block of 1 tap (2 FMAs per 3
+/// loads) (OPTIMISATION.md step 58). Lanes go into the first 8 of each
+/// tap's 16 partial lanes (summed with the other 8 at the end, as for
+/// AVX-512).
 ///
 /// # Safety
 /// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dw_avx2(o: &Operands<'_>, dw: &mut [f32]) {
-    let (k, taps) = (o.g.k, o.tap_at.len());
+    let g = o.g;
     let mut k0 = 0;
-    while k0 < k {
-        let filters = (k - k0).min(AVX2_FILTERS);
-        let mut t0 = 0;
-        while t0 < taps {
-            let block = (taps - t0).min(AVX2_TAPS);
-            // SAFETY: the caller holds the AVX2 + FMA proof; k0 + filters
-            // ≤ K and t0 + block ≤ taps.
-            unsafe {
-                match (filters, block) {
-                    (2, 6) => dw_block_avx2::<2, 6>(o, k0, t0, dw),
-                    (2, 5) => dw_block_avx2::<2, 5>(o, k0, t0, dw),
-                    (2, 4) => dw_block_avx2::<2, 4>(o, k0, t0, dw),
-                    (2, 3) => dw_block_avx2::<2, 3>(o, k0, t0, dw),
-                    (2, 2) => dw_block_avx2::<2, 2>(o, k0, t0, dw),
-                    (2, _) => dw_block_avx2::<2, 1>(o, k0, t0, dw),
-                    (_, 6) => dw_block_avx2::<1, 6>(o, k0, t0, dw),
-                    (_, 5) => dw_block_avx2::<1, 5>(o, k0, t0, dw),
-                    (_, 4) => dw_block_avx2::<1, 4>(o, k0, t0, dw),
-                    (_, 3) => dw_block_avx2::<1, 3>(o, k0, t0, dw),
-                    (_, 2) => dw_block_avx2::<1, 2>(o, k0, t0, dw),
-                    (_, _) => dw_block_avx2::<1, 1>(o, k0, t0, dw),
+    while k0 < g.k {
+        let filters = (g.k - k0).min(AVX2_FILTERS);
+        for row in 0..g.c * g.r {
+            let mut s0 = 0;
+            while s0 < g.s {
+                let run = (g.s - s0).min(AVX2_TAPS);
+                let t0 = row * g.s + s0;
+                // SAFETY: the caller holds the AVX2 + FMA proof; k0 +
+                // filters ≤ K and the run's taps t0 .. t0 + run lie in one
+                // row (c, r), at consecutive offsets (stride and dilation 1,
+                // `tiny::applies`).
+                unsafe {
+                    match (filters, run) {
+                        (2, 6) => dw_run_avx2::<2, 6>(o, k0, t0, dw),
+                        (2, 5) => dw_run_avx2::<2, 5>(o, k0, t0, dw),
+                        (2, 4) => dw_run_avx2::<2, 4>(o, k0, t0, dw),
+                        (2, 3) => dw_run_avx2::<2, 3>(o, k0, t0, dw),
+                        (2, 2) => dw_run_avx2::<2, 2>(o, k0, t0, dw),
+                        (2, _) => dw_run_avx2::<2, 1>(o, k0, t0, dw),
+                        (_, 6) => dw_run_avx2::<1, 6>(o, k0, t0, dw),
+                        (_, 5) => dw_run_avx2::<1, 5>(o, k0, t0, dw),
+                        (_, 4) => dw_run_avx2::<1, 4>(o, k0, t0, dw),
+                        (_, 3) => dw_run_avx2::<1, 3>(o, k0, t0, dw),
+                        (_, 2) => dw_run_avx2::<1, 2>(o, k0, t0, dw),
+                        (_, _) => dw_run_avx2::<1, 1>(o, k0, t0, dw),
+                    }
                 }
+                s0 += run;
             }
-            t0 += block;
         }
         k0 += filters;
     }
 }
 
 /// dw [k0 .. k0 + F][t0 .. t0 + T][0 .. 8] += one image's dW for those
-/// filters and taps, in 8-column chunks.
+/// filters and a run of T consecutive taps of one input row.
 ///
 /// # Safety
-/// The CPU must run AVX2 and FMA.
+/// The CPU must run AVX2 and FMA; taps t0 .. t0 + T must sit at
+/// consecutive offsets (`tap_at[t0 + j] = tap_at[t0] + j`, checked below).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dw_block_avx2<const F: usize, const T: usize>(o: &Operands<'_>, k0: usize, t0: usize, dw: &mut [f32]) {
+unsafe fn dw_run_avx2<const F: usize, const T: usize>(o: &Operands<'_>, k0: usize, t0: usize, dw: &mut [f32]) {
     use std::arch::x86_64::{
-        __m256, _mm256_add_ps, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_setzero_ps, _mm256_storeu_ps,
+        __m256, _mm256_add_ps, _mm256_cmpgt_epi32, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_maskload_ps,
+        _mm256_set1_epi32, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
     };
     const HALF: usize = 8;
     let g = o.g;
     let (dy_width, x_width) = widths(g);
-    let plane = g.oh * dy_width;
+    let plane = g.oh * g.ow;
     let taps = o.tap_at.len();
-    let at: [usize; T] = std::array::from_fn(|t| o.tap_at[t0 + t]);
-    // One check for every read below, as in `dw_block` (dy_width is a
-    // multiple of 16, so 8-column chunks also end on it).
-    let last_tap = at.iter().copied().max().unwrap_or(0);
-    assert!(last_tap + (g.oh - 1) * x_width + dy_width <= o.x_pad.len(), "direct_grad: taps past the padded image");
-    assert!((k0 + F) * plane <= o.dy_pad.len(), "direct_grad: filters past the padded dy");
+    let first = o.tap_at[t0];
+    // One check for every read below: the run's taps are consecutive; the
+    // last chunk of the last row at the run's last tap ends inside x_pad
+    // (chunks end at OW rounded up to 8 ≤ dy_width); the last filter's
+    // plane lies inside dy.
+    assert!((0..T).all(|j| o.tap_at[t0 + j] == first + j), "direct_grad: run of taps not consecutive");
+    assert!(
+        first + T - 1 + (g.oh - 1) * x_width + dy_width <= o.x_pad.len(),
+        "direct_grad: taps past the padded image"
+    );
+    assert!((k0 + F) * plane <= o.dy.len(), "direct_grad: filters past dy");
     assert!(((k0 + F - 1) * taps + t0 + T) * LANES <= dw.len(), "direct_grad: filters past the partial");
+    // The last chunk of a row holds OW mod 8 columns of dy (8 when OW is a
+    // multiple of 8): its lanes past them are masked off (read as zero).
+    let tail = g.ow - (g.ow.div_ceil(HALF) - 1) * HALF;
+    let last_column = g.ow - tail;
+    let tail_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(tail as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     let mut acc: [[__m256; T]; F] = [[_mm256_setzero_ps(); T]; F];
-    let (mut x_at, mut column) = (0, 0);
-    for chunk in (0..plane).step_by(HALF) {
-        // SAFETY: (k0 + f)·plane + chunk + 8 ≤ (k0 + F)·plane ≤
-        // dy_pad.len(); a + x_at + 8 ≤ last_tap + (oh − 1)·x_width +
-        // dy_width ≤ x_pad.len() (both asserted above; x_at as in
-        // `dw_block`).
-        unsafe {
-            let dv: [__m256; F] =
-                std::array::from_fn(|f| _mm256_loadu_ps(o.dy_pad.as_ptr().add((k0 + f) * plane + chunk)));
-            for (t, &a) in at.iter().enumerate() {
-                let xv = _mm256_loadu_ps(o.x_pad.as_ptr().add(a + x_at));
-                for (acc_f, &d) in acc.iter_mut().zip(&dv) {
-                    acc_f[t] = _mm256_fmadd_ps(xv, d, acc_f[t]);
+    for oh in 0..g.oh {
+        // SAFETY: both row starts lie inside their buffers (asserted above).
+        let (x_row, dy_row) = unsafe { (o.x_pad.as_ptr().add(first + oh * x_width), o.dy.as_ptr().add(oh * g.ow)) };
+        for column in (0..g.ow).step_by(HALF) {
+            // SAFETY: a full chunk (column < last_column) ends at column + 8
+            // ≤ OW inside its row of dy, (k0 + f)·plane + oh·OW + OW ≤ (k0 +
+            // F)·plane ≤ dy.len(); the last chunk's masked lanes read only
+            // its `tail` columns, inside the row. x: first + j + oh·x_width
+            // + column + 8 ≤ first + T − 1 + (oh − 1)·x_width + dy_width ≤
+            // x_pad.len() (asserted above), as column + 8 ≤ OW rounded up
+            // to 8 ≤ dy_width.
+            unsafe {
+                let dv: [__m256; F] = std::array::from_fn(|f| {
+                    let at = dy_row.add((k0 + f) * plane + column);
+                    if column < last_column { _mm256_loadu_ps(at) } else { _mm256_maskload_ps(at, tail_mask) }
+                });
+                for t in 0..T {
+                    let xv = _mm256_loadu_ps(x_row.add(column + t));
+                    for (acc_f, &d) in acc.iter_mut().zip(&dv) {
+                        acc_f[t] = _mm256_fmadd_ps(xv, d, acc_f[t]);
+                    }
                 }
             }
-        }
-        column += HALF;
-        x_at += HALF;
-        if column == dy_width {
-            column = 0;
-            x_at += x_width - dy_width;
         }
     }
     for (f, acc_f) in acc.iter().enumerate() {
@@ -397,17 +438,71 @@ mod tests {
         for (row, padded) in dy[..7 * g.oh * g.ow].chunks_exact(g.ow).zip(dy_pad.chunks_exact_mut(dy_width)) {
             padded[..g.ow].copy_from_slice(row);
         }
-        let o = Operands { g: &g, x_pad: &x_pad, dy_pad: &dy_pad, tap_at: &tap_at };
+        let o = Operands { g: &g, x_pad: &x_pad, dy_pad: &dy_pad, dy: &dy[..7 * g.oh * g.ow], tap_at: &tap_at };
         let mut portable = vec![0.0f32; 7 * taps * LANES];
         dw_image(&o, &mut portable, |a, b, c| a * b + c);
         for isa in crate::simd::Isa::supported() {
             let mut selected = vec![0.0f32; 7 * taps * LANES];
-            select_kernel(Simd::new(isa))(&o, &mut selected);
+            select_kernel(Simd::new(isa)).0(&o, &mut selected);
             // Per (filter, tap), the sum of its lanes: the AVX2 kernel
             // fills 8 of the 16, the others all 16.
             let sums = |lanes: &[f32]| lanes.chunks_exact(LANES).map(|l| l.iter().sum::<f32>()).collect::<Vec<f32>>();
             for (i, (p, s)) in sums(&portable).iter().zip(&sums(&selected)).enumerate() {
                 assert!((p - s).abs() <= 1e-4 * (1.0 + p.abs()), "{isa}: [{i}] portable {p} selected {s}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod run_tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// dW and db at every ISA against the f64 definition on geometries the
+    /// AVX2 kernel's runs and row tails cover: OW = 19 and 17 (last chunks
+    /// of 3 and 1 columns), S = 5 (one run per row) and 7 (runs of 6 and
+    /// 1), an odd K (a block of one filter), two channels.
+    #[test]
+    fn runs_and_row_tails_match_the_definition() {
+        for (dims, filter, pad) in [([3, 2, 7, 19], [5, 2, 5], 2), ([2, 1, 9, 17], [3, 7, 7], 3)] {
+            let g = ConvGeometry::from_dims(dims, filter, &Conv2d::new(1, pad)).unwrap();
+            assert!(applies(&g), "{g:?}");
+            let [n, c, h, w] = dims;
+            let [k, r, s] = filter;
+            let mut rng = SplitMix64::new(5);
+            let x: Vec<f32> = (0..n * c * h * w).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+            let dy: Vec<f32> = (0..n * k * g.oh * g.ow).map(|_| rng.uniform(-1.0, 1.0) as f32).collect();
+            for isa in crate::simd::Isa::supported() {
+                let (dw, db) = backward_dw_db(Simd::new(isa), &g, &x, &dy);
+                for kk in 0..k {
+                    let mut expect_db = 0.0f64;
+                    for nn in 0..n {
+                        for p in 0..g.oh * g.ow {
+                            expect_db += f64::from(dy[(nn * k + kk) * g.oh * g.ow + p]);
+                        }
+                    }
+                    assert!((f64::from(db[kk]) - expect_db).abs() < 1e-4, "{isa}: db[{kk}]");
+                    for t in 0..c * r * s {
+                        let (cc, rr, ss) = (t / (r * s), t / s % r, t % s);
+                        let mut expect = 0.0f64;
+                        for nn in 0..n {
+                            for oh in 0..g.oh {
+                                for ow in 0..g.ow {
+                                    let (ih, iw) =
+                                        ((oh + rr) as isize - pad as isize, (ow + ss) as isize - pad as isize);
+                                    if (0..h as isize).contains(&ih) && (0..w as isize).contains(&iw) {
+                                        let xv = x[((nn * c + cc) * h + ih as usize) * w + iw as usize];
+                                        let d = dy[((nn * k + kk) * g.oh + oh) * g.ow + ow];
+                                        expect += f64::from(xv) * f64::from(d);
+                                    }
+                                }
+                            }
+                        }
+                        let got = f64::from(dw[kk * c * r * s + t]);
+                        assert!((got - expect).abs() < 1e-4, "{isa} {dims:?}: dw[{kk}][{t}] {got} vs {expect}");
+                    }
+                }
             }
         }
     }
