@@ -110,13 +110,21 @@ struct Layout<'a> {
 pub(crate) fn pad(g: &ConvGeometry, x_image: &[f32], padded: &mut [f32]) {
     let [ph, pw] = g.params.padding;
     let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-    if ph > 0 || pw > 0 {
-        padded.fill(0.0);
-    }
-    for c in 0..g.c {
-        for ih in 0..g.h {
-            let at = (c * hp + ih + ph) * wp + pw;
-            padded[at..at + g.w].copy_from_slice(&x_image[(c * g.h + ih) * g.w..][..g.w]);
+    assert_eq!(padded.len(), padded_floats(g), "pad: scratch is not one padded image");
+    assert_eq!(x_image.len(), g.c * g.h * g.w, "pad: input is not one image");
+    // Only the border is zeroed: filling the whole image first wrote the
+    // interior twice (OPTIMISATION.md step 61).
+    for (plane, x_plane) in padded.chunks_exact_mut(hp * wp).zip(x_image.chunks_exact(g.h * g.w)) {
+        let (top, rest) = plane.split_at_mut(ph * wp);
+        let (rows, bottom) = rest.split_at_mut(g.h * wp);
+        top.fill(0.0);
+        bottom.fill(0.0);
+        for (row, x_row) in rows.chunks_exact_mut(wp).zip(x_plane.chunks_exact(g.w)) {
+            let (left, rest) = row.split_at_mut(pw);
+            let (inside, right) = rest.split_at_mut(g.w);
+            left.fill(0.0);
+            inside.copy_from_slice(x_row);
+            right.fill(0.0);
         }
     }
 }

@@ -56,7 +56,8 @@ pub(crate) fn scratch_floats(g: &ConvGeometry) -> usize {
 
 /// What every image shares: the blocked weights, offsets and bias.
 struct Layout<'a> {
-    /// [block][tap][32 filters], zero past K.
+    /// [block][tap][32 filters], zero past K; for the AVX2 kernel
+    /// [block][half][tap][16 filters] (`halved_weights`).
     wt: &'a [f32],
     tap_at: &'a [usize],
     pixel_at: &'a [usize],
@@ -69,10 +70,17 @@ pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: 
     let taps = g.c * g.r * g.s;
     let blocks = g.k.div_ceil(FILTERS);
     let mut wt = vec![0.0f32; blocks * taps * FILTERS];
+    let halved = halved_weights(simd);
     for k in 0..g.k {
         let (block, lane) = (k / FILTERS, k % FILTERS);
         for tap in 0..taps {
-            wt[(block * taps + tap) * FILTERS + lane] = w[k * taps + tap];
+            let at = if halved {
+                let (half, lane) = (lane / HALF, lane % HALF);
+                block * taps * FILTERS + (half * taps + tap) * HALF + lane
+            } else {
+                (block * taps + tap) * FILTERS + lane
+            };
+            wt[at] = w[k * taps + tap];
         }
     }
     let mut b = vec![0.0f32; blocks * FILTERS];
@@ -101,6 +109,19 @@ pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: 
     // OH·OW, cover every pixel when OH·OW ≥ PIXELS (asserted above).
     unsafe { y.set_len(total) };
     y
+}
+
+/// Half a filter block: the AVX2 kernel's 16 filters (two 8-lane vectors).
+const HALF: usize = FILTERS / 2;
+
+/// Whether the selected kernel reads each block's weights as two halves of
+/// 16 filters, [half][tap][16], rather than [tap][32]: the AVX2 kernel
+/// sweeps a block half by half, and a half's taps x 16 floats (23 KiB for
+/// alexnet-c1) then stay in the 32 KiB L1 while its pixel blocks run,
+/// where reading every other 64 bytes of the 46 KiB block streamed it from
+/// L2 (OPTIMISATION.md step 61).
+fn halved_weights(simd: Simd) -> bool {
+    cfg!(target_arch = "x86_64") && matches!(simd, Simd::Avx2(_))
 }
 
 type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [MaybeUninit<f32>]);
@@ -157,7 +178,10 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
         let mut p = 0;
         while p < pixels {
             let start = p.min(pixels - PIXELS);
-            let at: [usize; PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+            // One pointer per pixel, so each broadcast is a single load from
+            // pointer + tap offset (an index sum cost an extra add per load
+            // and spilled a register: OPTIMISATION.md step 61).
+            let at: [*const f32; PIXELS] = std::array::from_fn(|j| padded.as_ptr().wrapping_add(l.pixel_at[start + j]));
             let mut acc: [[__m512; 2]; PIXELS] = [[b0, b1]; PIXELS];
             for (tap, &tap_at) in l.tap_at.iter().enumerate() {
                 // SAFETY: tap < taps, so floats tap·32 .. tap·32 + 32 lie in
@@ -167,7 +191,7 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
                     let wp = w_block.as_ptr().add(tap * FILTERS);
                     let (w0, w1) = (_mm512_loadu_ps(wp), _mm512_loadu_ps(wp.add(16)));
                     for (lanes, &a) in acc.iter_mut().zip(&at) {
-                        let v = _mm512_set1_ps(*padded.get_unchecked(a + tap_at));
+                        let v = _mm512_set1_ps(*a.add(tap_at));
                         lanes[0] = _mm512_fmadd_ps(v, w0, lanes[0]);
                         lanes[1] = _mm512_fmadd_ps(v, w1, lanes[1]);
                     }
@@ -180,9 +204,12 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
                     _mm512_storeu_ps(o.as_mut_ptr().add(16), lanes[1]);
                 }
             }
-            for (j, lanes) in out.iter().enumerate() {
-                for (f, &value) in lanes.iter().enumerate().take(filters) {
-                    y_image[(block * FILTERS + f) * pixels + start + j].write(value);
+            // Row by row: one bounds check per filter's 8 pixels, where
+            // pixel-major order checked every store (OPTIMISATION.md step 61).
+            for f in 0..filters {
+                let row = &mut y_image[(block * FILTERS + f) * pixels + start..][..PIXELS];
+                for (slot, o) in row.iter_mut().zip(&out) {
+                    slot.write(o[f]);
                 }
             }
             p += PIXELS;
@@ -192,7 +219,7 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
 
 /// Filters per AVX2 register block: two 8-lane vectors.
 #[cfg(target_arch = "x86_64")]
-const AVX2_FILTERS: usize = 16;
+const AVX2_FILTERS: usize = HALF;
 /// Output pixels per AVX2 register block: 6 x 2 accumulators, two weight
 /// vectors and a broadcast fill 15 of the 16 ymm registers.
 #[cfg(target_arch = "x86_64")]
@@ -238,17 +265,19 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: 
             let mut p = 0;
             while p < pixels {
                 let start = p.min(pixels - AVX2_PIXELS);
-                let at: [usize; AVX2_PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+                let at: [*const f32; AVX2_PIXELS] =
+                    std::array::from_fn(|j| padded.as_ptr().wrapping_add(l.pixel_at[start + j]));
                 let mut acc: [[__m256; 2]; AVX2_PIXELS] = [[b0, b1]; AVX2_PIXELS];
                 for (tap, &tap_at) in l.tap_at.iter().enumerate() {
-                    // SAFETY: tap < taps, so floats tap·32 + half·16 ..
-                    // + 16 lie in w_block; a + tap_at ≤ last_pixel +
+                    // SAFETY: the block is [half][tap][16] (halved_weights)
+                    // and half < 2, tap < taps, so floats (half·taps + tap)·16
+                    // .. + 16 lie in its taps·32; a + tap_at ≤ last_pixel +
                     // last_tap < padded.len() (asserted above).
                     unsafe {
-                        let wp = w_block.as_ptr().add(tap * FILTERS + half * AVX2_FILTERS);
+                        let wp = w_block.as_ptr().add((half * taps + tap) * AVX2_FILTERS);
                         let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
                         for (lanes, &a) in acc.iter_mut().zip(&at) {
-                            let v = _mm256_broadcast_ss(&*padded.as_ptr().add(a + tap_at));
+                            let v = _mm256_broadcast_ss(&*a.add(tap_at));
                             lanes[0] = _mm256_fmadd_ps(v, w0, lanes[0]);
                             lanes[1] = _mm256_fmadd_ps(v, w1, lanes[1]);
                         }
@@ -261,9 +290,10 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: 
                         _mm256_storeu_ps(o.as_mut_ptr().add(8), lanes[1]);
                     }
                 }
-                for (j, lanes) in out.iter().enumerate() {
-                    for (f, &value) in lanes.iter().enumerate().take(filters) {
-                        y_image[(first + f) * pixels + start + j].write(value);
+                for f in 0..filters {
+                    let row = &mut y_image[(first + f) * pixels + start..][..AVX2_PIXELS];
+                    for (slot, o) in row.iter_mut().zip(&out) {
+                        slot.write(o[f]);
                     }
                 }
                 p += AVX2_PIXELS;
