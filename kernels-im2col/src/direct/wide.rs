@@ -23,7 +23,9 @@
 //! - Checked against the reference in tests/against_naive.rs and
 //!   harness/tests/im2col.rs; timed by examples/im2col_bench.rs (alexnet-c1).
 
+use std::cell::RefCell;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
@@ -53,6 +55,22 @@ pub(crate) fn applies(g: &ConvGeometry) -> bool {
 pub(crate) fn scratch_floats(g: &ConvGeometry) -> usize {
     padded_floats(g)
 }
+
+/// A thread's padded image, kept between calls so that no call allocates
+/// (at most `MAX_PADDED_FLOATS`, 4 MiB, per rayon thread), and the (call,
+/// image) it holds: a call number, not the input's address, because a
+/// later call's input may sit where an earlier one did.
+struct PaddedScratch {
+    padded: Vec<f32>,
+    holds: Option<(u64, usize)>,
+}
+
+thread_local! {
+    static PADDED: RefCell<PaddedScratch> = const { RefCell::new(PaddedScratch { padded: Vec::new(), holds: None }) };
+}
+
+/// Numbers the calls of `forward`, for `PaddedScratch::holds`.
+static CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// What every image shares: the blocked weights, offsets and bias.
 struct Layout<'a> {
@@ -96,15 +114,38 @@ pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: 
     assert!(g.oh * g.ow >= PIXELS, "direct_wide: fewer pixels than a block");
     let total = g.n * image_out;
     let mut y: Vec<f32> = Vec::with_capacity(total);
-    y.spare_capacity_mut()[..total].par_chunks_mut(image_out).zip(x.par_chunks(image_in)).for_each_init(
-        || vec![0.0f32; padded_floats(g)],
-        |padded, (y_image, x_image)| {
-            pad(g, x_image, padded);
-            kernel(g, &layout, padded, y_image);
-        },
-    );
-    // SAFETY: the chunks cover elements 0..total, and every image kernel
-    // writes each element of its chunk: filter blocks cover 0..K, and pixel
+    // Work items are (image, filter block), not images: alexnet-c1's batch
+    // of 8 made 4 items a thread, and a thread slowed by its neighbours left
+    // the other idle for up to one image. Each thread pads an image into its
+    // own buffer once and keeps it for that image's next block
+    // (OPTIMISATION.md step 62).
+    let block_out = FILTERS * g.oh * g.ow;
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    y.spare_capacity_mut()[..total]
+        .par_chunks_mut(image_out)
+        .zip(x.par_chunks(image_in))
+        .enumerate()
+        .flat_map(|(image, (y_image, x_image))| {
+            y_image.par_chunks_mut(block_out).enumerate().map(move |(block, y_block)| (image, x_image, block, y_block))
+        })
+        .for_each(|(image, x_image, block, y_block)| {
+            PADDED.with_borrow_mut(|scratch| {
+                let floats = padded_floats(g);
+                if scratch.padded.len() != floats {
+                    scratch.padded.clear();
+                    scratch.padded.resize(floats, 0.0);
+                    scratch.holds = None;
+                }
+                if scratch.holds != Some((call, image)) {
+                    pad(g, x_image, &mut scratch.padded);
+                    scratch.holds = Some((call, image));
+                }
+                kernel(g, &layout, &scratch.padded, block, y_block);
+            });
+        });
+    // SAFETY: the chunks cover elements 0..total, and every block kernel
+    // writes each element of its chunk: the blocks of an image cover 0..K
+    // (check_block: the last is K mod 32 filters long), and pixel
     // blocks from 0 in steps of PIXELS, the last shifted back to end at
     // OH·OW, cover every pixel when OH·OW ≥ PIXELS (asserted above).
     unsafe { y.set_len(total) };
@@ -124,26 +165,36 @@ fn halved_weights(simd: Simd) -> bool {
     cfg!(target_arch = "x86_64") && matches!(simd, Simd::Avx2(_))
 }
 
-type ImageKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], &mut [MaybeUninit<f32>]);
+/// Asserts that `y_block` is filter block `block` of an image's output:
+/// its filters (32, or K mod 32 for the last) times OH·OW floats.
+fn check_block(g: &ConvGeometry, block: usize, y_block_len: usize) {
+    assert!(block < g.k.div_ceil(FILTERS), "direct_wide: block {block} past K = {}", g.k);
+    let filters = (g.k - block * FILTERS).min(FILTERS);
+    assert_eq!(y_block_len, filters * g.oh * g.ow, "direct_wide: output block of the wrong length");
+}
 
-fn select_kernel(simd: Simd) -> ImageKernel {
+/// One filter block of one image: (geometry, layout, padded image, block,
+/// its output rows [filters][OH·OW]).
+type BlockKernel = fn(&ConvGeometry, &Layout<'_>, &[f32], usize, &mut [MaybeUninit<f32>]);
+
+fn select_kernel(simd: Simd) -> BlockKernel {
     crate::simd::count(simd.isa());
     match simd {
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx512(_token) => |g, l, p, y| {
+        Simd::Avx512(_token) => |g, l, p, b, y| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx512Token, the proof that the CPU runs AVX-512F and FMA.
-            unsafe { image_avx512(g, l, p, y) }
+            unsafe { image_avx512(g, l, p, b, y) }
         },
         #[cfg(target_arch = "x86_64")]
-        Simd::Avx2(_token) => |g, l, p, y| {
+        Simd::Avx2(_token) => |g, l, p, b, y| {
             // SAFETY: this pointer is made only in the arm holding an
             // Avx2Token, the proof that the CPU runs AVX2 and FMA.
-            unsafe { image_avx2(g, l, p, y) }
+            unsafe { image_avx2(g, l, p, b, y) }
         },
         #[cfg(not(target_arch = "x86_64"))]
-        Simd::Avx512(_) | Simd::Avx2(_) => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
-        Simd::Portable => |g, l, p, y| image(g, l, p, y, |a, v, acc| a * v + acc),
+        Simd::Avx512(_) | Simd::Avx2(_) => |g, l, p, b, y| image(g, l, p, b, y, |a, v, acc| a * v + acc),
+        Simd::Portable => |g, l, p, b, y| image(g, l, p, b, y, |a, v, acc| a * v + acc),
     }
 }
 
@@ -156,7 +207,13 @@ fn select_kernel(simd: Simd) -> ImageKernel {
 /// The CPU must run AVX-512F and FMA (the caller holds an `Avx512Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [MaybeUninit<f32>]) {
+unsafe fn image_avx512(
+    g: &ConvGeometry,
+    l: &Layout<'_>,
+    padded: &[f32],
+    block: usize,
+    y_block: &mut [MaybeUninit<f32>],
+) {
     use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
     let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
     let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
@@ -166,54 +223,53 @@ unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image
     assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
     assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
     assert!(l.bias.len() >= g.k.div_ceil(FILTERS) * FILTERS, "direct_wide: bias blocks too short");
+    check_block(g, block, y_block.len());
     let mut out = [[0.0f32; FILTERS]; PIXELS];
-    for block in 0..g.k.div_ceil(FILTERS) {
-        let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
-        let filters = (g.k - block * FILTERS).min(FILTERS);
-        // SAFETY: the bias block holds FILTERS floats (asserted above).
-        let (b0, b1) = unsafe {
-            let b = l.bias.as_ptr().add(block * FILTERS);
-            (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
-        };
-        let mut p = 0;
-        while p < pixels {
-            let start = p.min(pixels - PIXELS);
-            // One pointer per pixel, so each broadcast is a single load from
-            // pointer + tap offset (an index sum cost an extra add per load
-            // and spilled a register: OPTIMISATION.md step 61).
-            let at: [*const f32; PIXELS] = std::array::from_fn(|j| padded.as_ptr().wrapping_add(l.pixel_at[start + j]));
-            let mut acc: [[__m512; 2]; PIXELS] = [[b0, b1]; PIXELS];
-            for (tap, &tap_at) in l.tap_at.iter().enumerate() {
-                // SAFETY: tap < taps, so floats tap·32 .. tap·32 + 32 lie in
-                // w_block; a + tap_at ≤ last_pixel + last_tap < padded.len()
-                // (asserted above).
-                unsafe {
-                    let wp = w_block.as_ptr().add(tap * FILTERS);
-                    let (w0, w1) = (_mm512_loadu_ps(wp), _mm512_loadu_ps(wp.add(16)));
-                    for (lanes, &a) in acc.iter_mut().zip(&at) {
-                        let v = _mm512_set1_ps(*a.add(tap_at));
-                        lanes[0] = _mm512_fmadd_ps(v, w0, lanes[0]);
-                        lanes[1] = _mm512_fmadd_ps(v, w1, lanes[1]);
-                    }
+    let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
+    let filters = (g.k - block * FILTERS).min(FILTERS);
+    // SAFETY: the bias block holds FILTERS floats (asserted above).
+    let (b0, b1) = unsafe {
+        let b = l.bias.as_ptr().add(block * FILTERS);
+        (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
+    };
+    let mut p = 0;
+    while p < pixels {
+        let start = p.min(pixels - PIXELS);
+        // One pointer per pixel, so each broadcast is a single load from
+        // pointer + tap offset (an index sum cost an extra add per load
+        // and spilled a register: OPTIMISATION.md step 61).
+        let at: [*const f32; PIXELS] = std::array::from_fn(|j| padded.as_ptr().wrapping_add(l.pixel_at[start + j]));
+        let mut acc: [[__m512; 2]; PIXELS] = [[b0, b1]; PIXELS];
+        for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+            // SAFETY: tap < taps, so floats tap·32 .. tap·32 + 32 lie in
+            // w_block; a + tap_at ≤ last_pixel + last_tap < padded.len()
+            // (asserted above).
+            unsafe {
+                let wp = w_block.as_ptr().add(tap * FILTERS);
+                let (w0, w1) = (_mm512_loadu_ps(wp), _mm512_loadu_ps(wp.add(16)));
+                for (lanes, &a) in acc.iter_mut().zip(&at) {
+                    let v = _mm512_set1_ps(*a.add(tap_at));
+                    lanes[0] = _mm512_fmadd_ps(v, w0, lanes[0]);
+                    lanes[1] = _mm512_fmadd_ps(v, w1, lanes[1]);
                 }
             }
-            for (lanes, o) in acc.iter().zip(out.iter_mut()) {
-                // SAFETY: each row of `out` holds 32 floats.
-                unsafe {
-                    _mm512_storeu_ps(o.as_mut_ptr(), lanes[0]);
-                    _mm512_storeu_ps(o.as_mut_ptr().add(16), lanes[1]);
-                }
-            }
-            // Row by row: one bounds check per filter's 8 pixels, where
-            // pixel-major order checked every store (OPTIMISATION.md step 61).
-            for f in 0..filters {
-                let row = &mut y_image[(block * FILTERS + f) * pixels + start..][..PIXELS];
-                for (slot, o) in row.iter_mut().zip(&out) {
-                    slot.write(o[f]);
-                }
-            }
-            p += PIXELS;
         }
+        for (lanes, o) in acc.iter().zip(out.iter_mut()) {
+            // SAFETY: each row of `out` holds 32 floats.
+            unsafe {
+                _mm512_storeu_ps(o.as_mut_ptr(), lanes[0]);
+                _mm512_storeu_ps(o.as_mut_ptr().add(16), lanes[1]);
+            }
+        }
+        // Row by row: one bounds check per filter's 8 pixels, where
+        // pixel-major order checked every store (OPTIMISATION.md step 61).
+        for f in 0..filters {
+            let row = &mut y_block[f * pixels + start..][..PIXELS];
+            for (slot, o) in row.iter_mut().zip(&out) {
+                slot.write(o[f]);
+            }
+        }
+        p += PIXELS;
     }
 }
 
@@ -236,7 +292,7 @@ const AVX2_PIXELS: usize = 6;
 /// The CPU must run AVX2 and FMA (the caller holds an `Avx2Token`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: &mut [MaybeUninit<f32>]) {
+unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], block: usize, y_block: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::{__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps};
     let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
     let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
@@ -246,69 +302,69 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], y_image: 
     assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
     assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
     assert!(l.bias.len() >= g.k.div_ceil(FILTERS) * FILTERS, "direct_wide: bias blocks too short");
+    check_block(g, block, y_block.len());
     assert!(pixels >= AVX2_PIXELS, "direct_wide: fewer pixels than a block");
     let mut out = [[0.0f32; AVX2_FILTERS]; AVX2_PIXELS];
-    for block in 0..g.k.div_ceil(FILTERS) {
-        let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
-        for half in 0..FILTERS / AVX2_FILTERS {
-            let first = block * FILTERS + half * AVX2_FILTERS;
-            if first >= g.k {
-                break;
+    let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
+    for half in 0..FILTERS / AVX2_FILTERS {
+        let first = block * FILTERS + half * AVX2_FILTERS;
+        if first >= g.k {
+            break;
+        }
+        let filters = (g.k - first).min(AVX2_FILTERS);
+        // SAFETY: the bias block holds FILTERS floats (asserted above),
+        // and half·16 + 16 ≤ FILTERS.
+        let (b0, b1) = unsafe {
+            let b = l.bias.as_ptr().add(first);
+            (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)))
+        };
+        let mut p = 0;
+        while p < pixels {
+            let start = p.min(pixels - AVX2_PIXELS);
+            let at: [*const f32; AVX2_PIXELS] =
+                std::array::from_fn(|j| padded.as_ptr().wrapping_add(l.pixel_at[start + j]));
+            let mut acc: [[__m256; 2]; AVX2_PIXELS] = [[b0, b1]; AVX2_PIXELS];
+            for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+                // SAFETY: the block is [half][tap][16] (halved_weights)
+                // and half < 2, tap < taps, so floats (half·taps + tap)·16
+                // .. + 16 lie in its taps·32; a + tap_at ≤ last_pixel +
+                // last_tap < padded.len() (asserted above).
+                unsafe {
+                    let wp = w_block.as_ptr().add((half * taps + tap) * AVX2_FILTERS);
+                    let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
+                    for (lanes, &a) in acc.iter_mut().zip(&at) {
+                        let v = _mm256_broadcast_ss(&*a.add(tap_at));
+                        lanes[0] = _mm256_fmadd_ps(v, w0, lanes[0]);
+                        lanes[1] = _mm256_fmadd_ps(v, w1, lanes[1]);
+                    }
+                }
             }
-            let filters = (g.k - first).min(AVX2_FILTERS);
-            // SAFETY: the bias block holds FILTERS floats (asserted above),
-            // and half·16 + 16 ≤ FILTERS.
-            let (b0, b1) = unsafe {
-                let b = l.bias.as_ptr().add(first);
-                (_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(8)))
-            };
-            let mut p = 0;
-            while p < pixels {
-                let start = p.min(pixels - AVX2_PIXELS);
-                let at: [*const f32; AVX2_PIXELS] =
-                    std::array::from_fn(|j| padded.as_ptr().wrapping_add(l.pixel_at[start + j]));
-                let mut acc: [[__m256; 2]; AVX2_PIXELS] = [[b0, b1]; AVX2_PIXELS];
-                for (tap, &tap_at) in l.tap_at.iter().enumerate() {
-                    // SAFETY: the block is [half][tap][16] (halved_weights)
-                    // and half < 2, tap < taps, so floats (half·taps + tap)·16
-                    // .. + 16 lie in its taps·32; a + tap_at ≤ last_pixel +
-                    // last_tap < padded.len() (asserted above).
-                    unsafe {
-                        let wp = w_block.as_ptr().add((half * taps + tap) * AVX2_FILTERS);
-                        let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
-                        for (lanes, &a) in acc.iter_mut().zip(&at) {
-                            let v = _mm256_broadcast_ss(&*a.add(tap_at));
-                            lanes[0] = _mm256_fmadd_ps(v, w0, lanes[0]);
-                            lanes[1] = _mm256_fmadd_ps(v, w1, lanes[1]);
-                        }
-                    }
+            for (lanes, o) in acc.iter().zip(out.iter_mut()) {
+                // SAFETY: each row of `out` holds 16 floats.
+                unsafe {
+                    _mm256_storeu_ps(o.as_mut_ptr(), lanes[0]);
+                    _mm256_storeu_ps(o.as_mut_ptr().add(8), lanes[1]);
                 }
-                for (lanes, o) in acc.iter().zip(out.iter_mut()) {
-                    // SAFETY: each row of `out` holds 16 floats.
-                    unsafe {
-                        _mm256_storeu_ps(o.as_mut_ptr(), lanes[0]);
-                        _mm256_storeu_ps(o.as_mut_ptr().add(8), lanes[1]);
-                    }
-                }
-                for f in 0..filters {
-                    let row = &mut y_image[(first + f) * pixels + start..][..AVX2_PIXELS];
-                    for (slot, o) in row.iter_mut().zip(&out) {
-                        slot.write(o[f]);
-                    }
-                }
-                p += AVX2_PIXELS;
             }
+            for f in 0..filters {
+                let row = &mut y_block[(half * AVX2_FILTERS + f) * pixels + start..][..AVX2_PIXELS];
+                for (slot, o) in row.iter_mut().zip(&out) {
+                    slot.write(o[f]);
+                }
+            }
+            p += AVX2_PIXELS;
         }
     }
 }
 
-/// One image: filter blocks outside, blocks of 8 pixels inside.
+/// One filter block of one image, in blocks of 8 pixels.
 #[inline(always)]
 fn image(
     g: &ConvGeometry,
     l: &Layout<'_>,
     padded: &[f32],
-    y_image: &mut [MaybeUninit<f32>],
+    block: usize,
+    y_block: &mut [MaybeUninit<f32>],
     fma: impl Fn(f32, f32, f32) -> f32,
 ) {
     let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
@@ -320,34 +376,34 @@ fn image(
     // accumulators on every tap).
     assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
     assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
-    for (block, (w_block, bias)) in l.wt.chunks_exact(taps * FILTERS).zip(l.bias.chunks_exact(FILTERS)).enumerate() {
-        let bias: [f32; FILTERS] = std::array::from_fn(|f| bias[f]);
-        let filters = (g.k - block * FILTERS).min(FILTERS);
-        let mut p = 0;
-        while p < pixels {
-            let start = p.min(pixels - PIXELS);
-            let at: [usize; PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
-            let mut acc = [bias; PIXELS];
-            for (tap, &tap_at) in l.tap_at.iter().enumerate() {
-                // SAFETY: tap < taps, so its 32 weights lie inside the block
-                // (asserted above).
-                let wv = unsafe { w_block.as_ptr().add(tap * FILTERS).cast::<[f32; FILTERS]>().read_unaligned() };
-                for (lanes, &a) in acc.iter_mut().zip(&at) {
-                    // SAFETY: a + tap_at ≤ last_pixel + last_tap <
-                    // padded.len(), asserted above.
-                    let v = unsafe { *padded.get_unchecked(a + tap_at) };
-                    for (acc_f, &w_f) in lanes.iter_mut().zip(&wv) {
-                        *acc_f = fma(v, w_f, *acc_f);
-                    }
+    check_block(g, block, y_block.len());
+    let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
+    let bias: [f32; FILTERS] = std::array::from_fn(|f| l.bias[block * FILTERS + f]);
+    let filters = (g.k - block * FILTERS).min(FILTERS);
+    let mut p = 0;
+    while p < pixels {
+        let start = p.min(pixels - PIXELS);
+        let at: [usize; PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+        let mut acc = [bias; PIXELS];
+        for (tap, &tap_at) in l.tap_at.iter().enumerate() {
+            // SAFETY: tap < taps, so its 32 weights lie inside the block
+            // (asserted above).
+            let wv = unsafe { w_block.as_ptr().add(tap * FILTERS).cast::<[f32; FILTERS]>().read_unaligned() };
+            for (lanes, &a) in acc.iter_mut().zip(&at) {
+                // SAFETY: a + tap_at ≤ last_pixel + last_tap <
+                // padded.len(), asserted above.
+                let v = unsafe { *padded.get_unchecked(a + tap_at) };
+                for (acc_f, &w_f) in lanes.iter_mut().zip(&wv) {
+                    *acc_f = fma(v, w_f, *acc_f);
                 }
             }
-            for (j, lanes) in acc.iter().enumerate() {
-                for (f, &value) in lanes.iter().enumerate().take(filters) {
-                    y_image[(block * FILTERS + f) * pixels + start + j].write(value);
-                }
-            }
-            p += PIXELS;
         }
+        for (j, lanes) in acc.iter().enumerate() {
+            for (f, &value) in lanes.iter().enumerate().take(filters) {
+                y_block[f * pixels + start + j].write(value);
+            }
+        }
+        p += PIXELS;
     }
 }
 
@@ -403,7 +459,9 @@ mod tests {
             let mut padded = vec![0.0f32; padded_floats(&g)];
             pad(&g, &x, &mut padded);
             let mut portable = vec![MaybeUninit::new(f32::NAN); 40 * g.oh * g.ow];
-            image(&g, &layout, &padded, &mut portable, |a, v, acc| a * v + acc);
+            for (block, y_block) in portable.chunks_mut(FILTERS * g.oh * g.ow).enumerate() {
+                image(&g, &layout, &padded, block, y_block, |a, v, acc| a * v + acc);
+            }
             // SAFETY: every element was initialised (to NaN) above.
             let portable: Vec<f32> = portable.iter().map(|v| unsafe { v.assume_init() }).collect();
             assert!(portable.iter().all(|v| !v.is_nan()), "an output element was not written");
