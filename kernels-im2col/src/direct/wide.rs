@@ -13,12 +13,14 @@
 //!   pixels, 16 accumulators; per tap two loads of the tap's 32 weights and
 //!   eight broadcast loads of the input each pixel meets there, 16
 //!   multiply-adds.
-//!   Filter blocks outside, so a block's weights (taps x 32 floats, 46 KiB
-//!   for alexnet-c1) stay in L1/L2 while its pixel blocks sweep the image;
-//!   pixel blocks run over the flattened (oh, ow) order, the last one shifted
-//!   back to end at OH·OW.
+//!   Work items are (image, filter block): a block's weights (taps x 32
+//!   floats, 46 KiB for alexnet-c1) stay in L1/L2 while its pixel blocks
+//!   sweep the image; pixel blocks run over the flattened (oh, ow) order,
+//!   the last one shifted back to end at OH·OW. Each rayon thread pads an
+//!   image into a buffer it keeps and reuses it for the image's next block.
 //! - Variants: AVX-512F + FMA (32 filters x 8 pixels), AVX2 + FMA (16
-//!   filters x 6 pixels, two halves per block: 16 ymm registers), picked
+//!   filters x 6 pixels, two halves per block, each half's weights
+//!   contiguous: 16 ymm registers), picked
 //!   through simd.rs's tokens, and portable.
 //! - Checked against the reference in tests/against_naive.rs and
 //!   harness/tests/im2col.rs; timed by examples/im2col_bench.rs (alexnet-c1).
@@ -242,7 +244,8 @@ unsafe fn image_avx512(
         let mut acc: [[__m512; 2]; PIXELS] = [[b0, b1]; PIXELS];
         for (tap, &tap_at) in l.tap_at.iter().enumerate() {
             // SAFETY: tap < taps, so floats tap·32 .. tap·32 + 32 lie in
-            // w_block; a + tap_at ≤ last_pixel + last_tap < padded.len()
+            // w_block; a is padded + a pixel offset ≤ last_pixel, so a +
+            // tap_at ≤ padded + last_pixel + last_tap, inside padded
             // (asserted above).
             unsafe {
                 let wp = w_block.as_ptr().add(tap * FILTERS);
@@ -327,8 +330,9 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], block: us
             for (tap, &tap_at) in l.tap_at.iter().enumerate() {
                 // SAFETY: the block is [half][tap][16] (halved_weights)
                 // and half < 2, tap < taps, so floats (half·taps + tap)·16
-                // .. + 16 lie in its taps·32; a + tap_at ≤ last_pixel +
-                // last_tap < padded.len() (asserted above).
+                // .. + 16 lie in its taps·32; a is padded + a pixel offset
+                // ≤ last_pixel, so a + tap_at ≤ padded + last_pixel +
+                // last_tap, inside padded (asserted above).
                 unsafe {
                     let wp = w_block.as_ptr().add((half * taps + tap) * AVX2_FILTERS);
                     let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
