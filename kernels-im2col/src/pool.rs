@@ -48,6 +48,7 @@ use std::ops::Range;
 use kernels_core::{PoolGeometry, PoolKind, max_pool_takes};
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
 use crate::lanes::lane_range;
 use crate::simd::Simd;
 
@@ -341,7 +342,8 @@ struct Scratch {
     /// Clipped column range of each output column (the NaN fallback).
     cols: Vec<Range<usize>>,
     /// Two rows of window position codes for the 3x3 register kernels
-    /// ([`code_row_len`] each).
+    /// ([`code_row_len`] each; those kernels are x86 only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     codes: Vec<f32>,
 }
 
@@ -883,10 +885,12 @@ pub(crate) fn max_3x3_applies(g: &PoolGeometry) -> bool {
 /// How many x rows ahead of the window the register kernels prefetch:
 /// without it the kernel waited on the loads of each new x row (perf: 19%
 /// of its samples on the first use of one load).
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_ROWS: usize = 8;
 
 /// Prefetches `count` x rows from row `first` (into L1; lines past the
 /// plane are the next plane's, or unmapped, which a prefetch ignores).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefetch_rows(x: *const f32, w: usize, first: usize, count: usize) {
     #[cfg(target_arch = "x86_64")]
@@ -917,6 +921,7 @@ fn code_row_len(ow: usize) -> usize {
 /// with that row twice is the same element (the first largest lies in the
 /// first copy and the last NaN in the second, with the same code), so
 /// padding never wins and no candidate needs a validity test.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn rows_3x3(k: usize, h: usize) -> [(usize, f32); 3] {
     let mid = (2 * k, 3.0);
@@ -1141,6 +1146,7 @@ unsafe fn max_2x2_avx512(g: &PoolGeometry, x: &[f32], dy: &[f32], dx: &mut [Mayb
 
 /// The columns of rows 2k and 2k + 1 that no 2x2 window covers (an odd
 /// w's last), as zeros.
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn uncovered_2x2(g: &PoolGeometry, k: usize, dx: &mut [MaybeUninit<f32>]) {
     for row in [2 * k, 2 * k + 1] {

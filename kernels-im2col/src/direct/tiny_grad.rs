@@ -63,7 +63,8 @@ struct Operands<'a> {
     /// dy rows padded to `widths(g).0` (empty for the AVX2 kernel, which
     /// reads `dy`).
     dy_pad: &'a [f32],
-    /// The image's dy as given, [k][oh][ow].
+    /// The image's dy as given, [k][oh][ow] (read by the AVX2 kernel only).
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     dy: &'a [f32],
     /// Offset of each tap (c, r, s) in `x_pad`.
     tap_at: &'a [usize],
