@@ -91,12 +91,15 @@
 //!   a tile of channels x output pixels of about [`TILE_FLOATS`] floats per
 //!   worker; images with fewer than [`TILE_COLUMNS`] output pixels are
 //!   grouped, several per tile, so one GEMM covers them. With a column
-//!   stride > 1, im2col reads a copy of the image split by column phase, so
-//!   it copies instead of gathering. Scratch (col tile, gathered output,
-//!   phased images, padded images of the direct kernels, partial dW) stays
-//!   below [`SCRATCH_LIMIT_BYTES`] (64 MiB) for every suite shape whatever
-//!   the batch; a call that would need more (kernels of hundreds of
-//!   thousands of taps) is refused with `Error::Scratch` rather than run.
+//!   stride > 1, im2col reads a copy of the image split by column phase
+//!   (when a tile's copies fit 1 MiB), so it copies instead of gathering.
+//!   Scratch (col tile, gathered output, phased images, padded images of
+//!   the direct kernels, partial dW) stays below [`SCRATCH_LIMIT_BYTES`]
+//!   (64 MiB) for every suite shape whatever the batch; a call that would
+//!   need more (kernels of hundreds of thousands of taps) is refused with
+//!   `Error::Scratch` rather than run. One piece outlives its call:
+//!   direct_wide keeps each rayon thread's padded image (at most 4 MiB) for
+//!   the next call.
 //! - [`TileTargets`] (via [`Im2col::with_tile_targets`]) changes the two
 //!   targets, for tuning sweeps and for tests that force every branch.
 //!
