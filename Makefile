@@ -43,7 +43,7 @@ test: setup
 # The CPU crates type-checked and linted for aarch64 (no cross linker, no
 # emulation; about a minute): x86-only code left outside its cfg breaks the
 # aarch64 build, which nothing else in `make test` compiles (it happened
-# once: ce8d215). Skipped with a note where rustup or its target is
+# once, fixed in ce8d215). Skipped with a note where rustup or its target is
 # unavailable; `make test-aarch64` runs the tests themselves.
 check-aarch64:
 	@if ! command -v rustup >/dev/null 2>&1 || ! rustup target add $(AARCH64) >/dev/null 2>&1; then \
