@@ -167,12 +167,45 @@ fn halved_weights(simd: Simd) -> bool {
     cfg!(target_arch = "x86_64") && matches!(simd, Simd::Avx2(_))
 }
 
-/// Asserts that `y_block` is filter block `block` of an image's output:
-/// its filters (32, or K mod 32 for the last) times OH·OW floats.
-fn check_block(g: &ConvGeometry, block: usize, y_block_len: usize) {
+/// The one-time checks every block kernel makes before its unchecked
+/// reads, returning (OH·OW, taps): every input read is padded[pixel_at +
+/// tap_at], so the furthest pixel plus the furthest tap must lie inside the
+/// padded image; the weight and bias blocks must be whole; and `y_block`
+/// must be filter block `block` of an image's output, its filters (32, or
+/// K mod 32 for the last) times OH·OW floats. Checked once per block, so
+/// the tap loops carry no bounds checks (they made LLVM spill the
+/// accumulators on every tap).
+fn check_block(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], block: usize, y_block_len: usize) -> (usize, usize) {
+    let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
+    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
+    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
+    assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
+    assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
+    assert!(l.bias.len() >= g.k.div_ceil(FILTERS) * FILTERS, "direct_wide: bias blocks too short");
     assert!(block < g.k.div_ceil(FILTERS), "direct_wide: block {block} past K = {}", g.k);
     let filters = (g.k - block * FILTERS).min(FILTERS);
-    assert_eq!(y_block_len, filters * g.oh * g.ow, "direct_wide: output block of the wrong length");
+    assert_eq!(y_block_len, filters * pixels, "direct_wide: output block of the wrong length");
+    (pixels, taps)
+}
+
+/// Writes a register block's outputs, staged as [pixel][filter] in `out`,
+/// to the first `filters` rows of y's [filter][OH·OW] layout at pixel
+/// `start`: one bounds-checked row of P pixels per filter, where
+/// pixel-major order checked every store (OPTIMISATION.md step 61).
+#[inline(always)]
+fn write_rows<const F: usize, const P: usize>(
+    out: &[[f32; F]; P],
+    filters: usize,
+    pixels: usize,
+    start: usize,
+    y_rows: &mut [MaybeUninit<f32>],
+) {
+    for f in 0..filters {
+        let row = &mut y_rows[f * pixels + start..][..P];
+        for (slot, o) in row.iter_mut().zip(out) {
+            slot.write(o[f]);
+        }
+    }
 }
 
 /// One filter block of one image: (geometry, layout, padded image, block,
@@ -217,19 +250,12 @@ unsafe fn image_avx512(
     y_block: &mut [MaybeUninit<f32>],
 ) {
     use std::arch::x86_64::{__m512, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_storeu_ps};
-    let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
-    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
-    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
-    // The same one-time checks as `image`, which make the unchecked reads
-    // below sound.
-    assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
-    assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
-    assert!(l.bias.len() >= g.k.div_ceil(FILTERS) * FILTERS, "direct_wide: bias blocks too short");
-    check_block(g, block, y_block.len());
+    // The checks that make the unchecked reads below sound.
+    let (pixels, taps) = check_block(g, l, padded, block, y_block.len());
     let mut out = [[0.0f32; FILTERS]; PIXELS];
     let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
     let filters = (g.k - block * FILTERS).min(FILTERS);
-    // SAFETY: the bias block holds FILTERS floats (asserted above).
+    // SAFETY: the bias block holds FILTERS floats (check_block).
     let (b0, b1) = unsafe {
         let b = l.bias.as_ptr().add(block * FILTERS);
         (_mm512_loadu_ps(b), _mm512_loadu_ps(b.add(16)))
@@ -246,7 +272,7 @@ unsafe fn image_avx512(
             // SAFETY: tap < taps, so floats tap·32 .. tap·32 + 32 lie in
             // w_block; a is padded + a pixel offset ≤ last_pixel, so a +
             // tap_at ≤ padded + last_pixel + last_tap, inside padded
-            // (asserted above).
+            // (check_block).
             unsafe {
                 let wp = w_block.as_ptr().add(tap * FILTERS);
                 let (w0, w1) = (_mm512_loadu_ps(wp), _mm512_loadu_ps(wp.add(16)));
@@ -264,14 +290,7 @@ unsafe fn image_avx512(
                 _mm512_storeu_ps(o.as_mut_ptr().add(16), lanes[1]);
             }
         }
-        // Row by row: one bounds check per filter's 8 pixels, where
-        // pixel-major order checked every store (OPTIMISATION.md step 61).
-        for f in 0..filters {
-            let row = &mut y_block[f * pixels + start..][..PIXELS];
-            for (slot, o) in row.iter_mut().zip(&out) {
-                slot.write(o[f]);
-            }
-        }
+        write_rows(&out, filters, pixels, start, y_block);
         p += PIXELS;
     }
 }
@@ -297,15 +316,9 @@ const AVX2_PIXELS: usize = 6;
 #[target_feature(enable = "avx2,fma")]
 unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], block: usize, y_block: &mut [MaybeUninit<f32>]) {
     use std::arch::x86_64::{__m256, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_storeu_ps};
-    let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
-    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
-    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
-    // The same one-time checks as `image`, which make the unchecked reads
-    // below sound; `applies` guarantees OH·OW ≥ PIXELS > AVX2_PIXELS.
-    assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
-    assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
-    assert!(l.bias.len() >= g.k.div_ceil(FILTERS) * FILTERS, "direct_wide: bias blocks too short");
-    check_block(g, block, y_block.len());
+    // The checks that make the unchecked reads below sound; `applies`
+    // guarantees OH·OW ≥ PIXELS > AVX2_PIXELS.
+    let (pixels, taps) = check_block(g, l, padded, block, y_block.len());
     assert!(pixels >= AVX2_PIXELS, "direct_wide: fewer pixels than a block");
     let mut out = [[0.0f32; AVX2_FILTERS]; AVX2_PIXELS];
     let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
@@ -315,7 +328,7 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], block: us
             break;
         }
         let filters = (g.k - first).min(AVX2_FILTERS);
-        // SAFETY: the bias block holds FILTERS floats (asserted above),
+        // SAFETY: the bias block holds FILTERS floats (check_block),
         // and half·16 + 16 ≤ FILTERS.
         let (b0, b1) = unsafe {
             let b = l.bias.as_ptr().add(first);
@@ -332,7 +345,7 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], block: us
                 // and half < 2, tap < taps, so floats (half·taps + tap)·16
                 // .. + 16 lie in its taps·32; a is padded + a pixel offset
                 // ≤ last_pixel, so a + tap_at ≤ padded + last_pixel +
-                // last_tap, inside padded (asserted above).
+                // last_tap, inside padded (check_block).
                 unsafe {
                     let wp = w_block.as_ptr().add((half * taps + tap) * AVX2_FILTERS);
                     let (w0, w1) = (_mm256_loadu_ps(wp), _mm256_loadu_ps(wp.add(8)));
@@ -350,12 +363,7 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], block: us
                     _mm256_storeu_ps(o.as_mut_ptr().add(8), lanes[1]);
                 }
             }
-            for f in 0..filters {
-                let row = &mut y_block[(half * AVX2_FILTERS + f) * pixels + start..][..AVX2_PIXELS];
-                for (slot, o) in row.iter_mut().zip(&out) {
-                    slot.write(o[f]);
-                }
-            }
+            write_rows(&out, filters, pixels, start, &mut y_block[half * AVX2_FILTERS * pixels..]);
             p += AVX2_PIXELS;
         }
     }
@@ -371,16 +379,8 @@ fn image(
     y_block: &mut [MaybeUninit<f32>],
     fma: impl Fn(f32, f32, f32) -> f32,
 ) {
-    let (pixels, taps) = (g.oh * g.ow, l.tap_at.len());
-    let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
-    let last_pixel = l.pixel_at.iter().copied().max().unwrap_or(0);
-    // Every input read below is padded[pixel_at + tap_at] and every weight
-    // read a whole 32-float group of a block's taps: checked once here, so
-    // the inner loop has no bounds checks (they would make LLVM spill the
-    // accumulators on every tap).
-    assert!(last_pixel + last_tap < padded.len(), "direct_wide: offsets past the padded image");
-    assert!(l.wt.len() >= g.k.div_ceil(FILTERS) * taps * FILTERS, "direct_wide: weight blocks too short");
-    check_block(g, block, y_block.len());
+    // The checks that make the unchecked reads below sound.
+    let (pixels, taps) = check_block(g, l, padded, block, y_block.len());
     let w_block = &l.wt[block * taps * FILTERS..][..taps * FILTERS];
     let bias: [f32; FILTERS] = std::array::from_fn(|f| l.bias[block * FILTERS + f]);
     let filters = (g.k - block * FILTERS).min(FILTERS);
@@ -391,22 +391,18 @@ fn image(
         let mut acc = [bias; PIXELS];
         for (tap, &tap_at) in l.tap_at.iter().enumerate() {
             // SAFETY: tap < taps, so its 32 weights lie inside the block
-            // (asserted above).
+            // (check_block).
             let wv = unsafe { w_block.as_ptr().add(tap * FILTERS).cast::<[f32; FILTERS]>().read_unaligned() };
             for (lanes, &a) in acc.iter_mut().zip(&at) {
                 // SAFETY: a + tap_at ≤ last_pixel + last_tap <
-                // padded.len(), asserted above.
+                // padded.len(), checked by check_block.
                 let v = unsafe { *padded.get_unchecked(a + tap_at) };
                 for (acc_f, &w_f) in lanes.iter_mut().zip(&wv) {
                     *acc_f = fma(v, w_f, *acc_f);
                 }
             }
         }
-        for (j, lanes) in acc.iter().enumerate() {
-            for (f, &value) in lanes.iter().enumerate().take(filters) {
-                y_block[f * pixels + start + j].write(value);
-            }
-        }
+        write_rows(&acc, filters, pixels, start, y_block);
         p += PIXELS;
     }
 }
