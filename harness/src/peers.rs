@@ -156,22 +156,23 @@ pub struct TorchPeer {
     lines: Receiver<std::io::Result<String>>,
     pub info: PeerInfo,
     pub command: String,
-    scratch: PathBuf,
+    /// Removed when the peer is dropped (after the child has quit).
+    scratch: tempfile::TempDir,
 }
 
 fn peer_error(what: impl std::fmt::Display) -> HarnessError {
     HarnessError::Setup(format!("pytorch peer: {what}"))
 }
 
-fn scratch_dir() -> Result<PathBuf> {
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("harness-peer-{}-{stamp}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|source| HarnessError::Io {
+/// A fresh directory of its own for each peer: a name made of the process
+/// id and the clock was shared by two peers started at once (tests run in
+/// parallel), and the first to quit deleted the other's inputs.
+fn scratch_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("harness-peer-").tempdir().map_err(|source| HarnessError::Io {
         action: "creating the peer's scratch directory",
-        path: dir.clone(),
+        path: std::env::temp_dir(),
         source,
-    })?;
-    Ok(dir)
+    })
 }
 
 impl TorchPeer {
@@ -271,7 +272,7 @@ impl TorchPeer {
     fn write_inputs(&self, shape: &Shape, inputs: &Inputs) -> Result<Value> {
         let mut specs = serde_json::Map::new();
         for (name, t) in inputs.named() {
-            let path = self.scratch.join(format!("{}-{name}.f32", shape.name()));
+            let path = self.scratch.path().join(format!("{}-{name}.f32", shape.name()));
             write_f32(&path, t.data())?;
             specs.insert(name.into(), json!({ "path": path, "shape": t.shape() }));
         }
@@ -289,7 +290,7 @@ impl TorchPeer {
         policy: &Policy,
     ) -> Result<Vec<Record>> {
         let input_specs = self.write_inputs(shape, inputs)?;
-        let out_dir = self.scratch.join("out");
+        let out_dir = self.scratch.path().join("out");
         std::fs::create_dir_all(&out_dir).map_err(|source| HarnessError::Io {
             action: "creating the peer's output directory",
             path: out_dir.clone(),
@@ -365,7 +366,7 @@ impl TorchPeer {
     /// weights and batches; returns what the peer measured (the caller
     /// checks `initial_loss` against its reference).
     pub fn lenet(&mut self, job: &LenetJob) -> Result<LenetReply> {
-        let dir = self.scratch.join("lenet");
+        let dir = self.scratch.path().join("lenet");
         std::fs::create_dir_all(&dir).map_err(|source| HarnessError::Io {
             action: "creating the peer's LeNet directory",
             path: dir.clone(),
@@ -500,7 +501,6 @@ impl Drop for TorchPeer {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-        let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
 
@@ -528,11 +528,10 @@ mod tests {
     #[test]
     fn f32_files_round_trip_and_a_short_file_is_refused() {
         let dir = scratch_dir().unwrap();
-        let path = dir.join("t.f32");
+        let path = dir.path().join("t.f32");
         write_f32(&path, &[1.5, -2.0, f32::MIN_POSITIVE]).unwrap();
         assert_eq!(read_f32(&path, 3).unwrap(), [1.5, -2.0, f32::MIN_POSITIVE]);
         assert!(read_f32(&path, 4).unwrap_err().contains("expected 16"));
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
