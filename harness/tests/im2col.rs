@@ -229,19 +229,26 @@ fn conv_backward_every_dx_and_dw_algorithm_matches_naive_f64() {
     }
 }
 
-/// Geometries the wide direct kernel takes: K > 16, C ≤ 4, C·R·S ≥ 64, any
-/// stride, padding and dilation.
+/// Geometries the wide direct kernel takes: K > 16, C·R·S ≥ 64, and C ≤ 4
+/// (alexnet-c1's kind, 1 to 9 taps a side) or, in half the cases, 5 to 24
+/// channels with at least 96 output pixels (resnet-s2's and mxnet-c2's
+/// kind, 1 to 3 taps a side); any stride, padding and dilation.
 fn direct_wide_problem() -> impl Strategy<Value = ConvProblem> {
     let dims = (1..=2usize, 1..=4usize, 17..=40usize, 5..=9usize, 5..=9usize);
     let params = ([1..=4usize, 1..=4usize], [0..=3usize, 0..=3usize], [1..=2usize, 1..=2usize]);
-    (dims, params, 0..=8usize, 0..=8usize, any::<bool>(), any::<u64>()).prop_map(
-        |((n, c, k, r, s), (stride, padding, dilation), eh, ew, bias, seed)| {
+    let many = (any::<bool>(), 5..=24usize, 1..=3usize, 1..=3usize);
+    (dims, params, many, 0..=8usize, 0..=8usize, any::<bool>(), any::<u64>()).prop_map(
+        |((n, c, k, r, s), (stride, padding, dilation), many, eh, ew, bias, seed)| {
+            let (many_channels, many_c, many_r, many_s) = many;
+            let (c, r, s) = if many_channels { (many_c, many_r, many_s) } else { (c, r, s) };
             let c = c.max((64usize).div_ceil(r * s));
             let fit = |kernel: usize, axis: usize| {
                 (dilation[axis] * (kernel - 1) + 1).saturating_sub(2 * padding[axis]).max(1)
             };
-            // At least 4 output rows and columns: 16 ≥ 8 output pixels.
-            let input = [n, c, fit(r, 0) + 3 * stride[0] + eh, fit(s, 1) + 3 * stride[1] + ew];
+            // At least 4 output rows and columns (16 ≥ 8 output pixels),
+            // or 10 (100 ≥ 96) past 4 channels.
+            let side = if c > 4 { 9 } else { 3 };
+            let input = [n, c, fit(r, 0) + side * stride[0] + eh, fit(s, 1) + side * stride[1] + ew];
             ConvProblem { input, filters: [k, r, s], params: Conv2d { stride, padding, dilation }, bias, seed }
         },
     )

@@ -1,6 +1,6 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [--isa portable|avx2|avx512] [--forward P] [--dx P] [--dw P] [filters...]`
+//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [--isa portable|avx2|avx512] [--forward P] [--dx P] [--dw P] [--conv N,C,H,W,K,R,S,STRIDE,PAD]... [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
@@ -18,6 +18,9 @@
 //!   `ConvPath`, `DxPath`, `DwPath`, e.g. `--forward Unfold --dx Col2im`);
 //!   a case the forced path does not apply to fails with the plan's error.
 //! - `--only fwd` or `--only bwd` times one direction (for profiling).
+//! - `--conv` (repeatable) times that shape instead of the suite, e.g.
+//!   `--conv 8,256,14,14,512,3,3,2,1`, for planner decisions on shapes the
+//!   suite lacks.
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
 //! - Each conv case is validated against the f64 reference (kernels-naive)
@@ -47,6 +50,25 @@ struct Options {
     /// Time only forward ("fwd") or only backward ("bwd") calls.
     only: Option<String>,
     filters: Vec<String>,
+    /// Shapes outside the suite, from `--conv`.
+    extra: Vec<kernels_core::ConvCase>,
+}
+
+/// A `--conv N,C,H,W,K,R,S,STRIDE,PAD` shape, named after its numbers.
+fn parse_conv(spec: &str) -> Result<kernels_core::ConvCase, String> {
+    let numbers: Vec<usize> = spec
+        .split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("--conv {spec}: {v:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let [n, c, h, w, k, r, s, stride, padding] = numbers[..] else {
+        return Err(format!("--conv takes N,C,H,W,K,R,S,STRIDE,PAD (9 numbers), not {spec}"));
+    };
+    // The suite's cases carry &'static names; an ad-hoc one lives as long
+    // as the run, so leaking its name is the lifetime it needs.
+    let name: &'static str = Box::leak(format!("conv-{}", spec.replace(',', "-")).into_boxed_str());
+    let case = kernels_core::ConvCase { name, input: [n, c, h, w], filters: [k, r, s], stride, padding };
+    case.geometry().map_err(|e| format!("--conv {spec}: {e}"))?;
+    Ok(case)
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -57,6 +79,7 @@ fn parse_options() -> Result<Options, String> {
         targets: TileTargets::default(),
         only: None,
         filters: Vec::new(),
+        extra: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -75,6 +98,7 @@ fn parse_options() -> Result<Options, String> {
             "--forward" => options.targets.force.forward = Some(value("--forward")?.parse::<ConvPath>()?),
             "--dx" => options.targets.force.dx = Some(value("--dx")?.parse::<DxPath>()?),
             "--dw" => options.targets.force.dw = Some(value("--dw")?.parse::<DwPath>()?),
+            "--conv" => options.extra.push(parse_conv(&value("--conv")?)?),
             "--isa" => options.targets.isa = Some(value("--isa")?.parse().map_err(|e| format!("--isa: {e}"))?),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),
@@ -331,12 +355,14 @@ fn run(options: &Options) -> Result<(), String> {
         Some(other) => return Err(format!("--only takes fwd or bwd, not {other}")),
     };
     let mut rows = Vec::new();
-    for case in CONV_SUITE.iter().filter(|c| wanted(c.name)) {
+    let extra = options.extra.iter();
+    let suite = CONV_SUITE.iter().filter(|c| options.extra.is_empty() && wanted(c.name));
+    for case in suite.chain(extra) {
         let g = case.geometry().map_err(|e| e.to_string())?;
         println!("{}: {:?}", case.name, backend.conv_plan(&g).map_err(|e| e.to_string())?);
         rows.extend(bench_conv(&backend, case, secs)?);
     }
-    for case in POOL_SUITE.iter().filter(|c| wanted(c.name)) {
+    for case in POOL_SUITE.iter().filter(|c| options.extra.is_empty() && wanted(c.name)) {
         rows.extend(bench_pool(&backend, case, secs)?);
     }
     let sgemm_after = sgemm_rate(&backend, options.secs.min(1.0))?;

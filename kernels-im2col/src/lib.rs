@@ -18,7 +18,7 @@
 //! - `direct/`: the implicit-GEMM kernels — `tiny.rs` (tiny reductions) and
 //!   `tiny_grad.rs` (their dW, db), `filters.rs` (few filters) and
 //!   `filters_grad.rs` (its dW), `wide.rs` (many filters over few
-//!   channels), `dx.rs` (dX on narrow images).
+//!   channels or many output pixels), `dx.rs` (dX on narrow images).
 //! - `winograd/`: F(2x2, 3x3) both ways (`mod.rs`), its blocking
 //!   (`blocking.rs`), its tile transforms (`transforms.rs`, in AVX-512 or
 //!   AVX2 registers in `input.rs`, `output.rs`, `dm.rs` and `dx.rs`, the
@@ -50,9 +50,10 @@
 //!   across filters ([`ConvPath::DirectFilters`], `direct/filters.rs`),
 //!   reading the input where im2col would have copied it. Its backward
 //!   computes dW the same way (`direct/filters_grad.rs`) and dX by col2im.
-//! - A forward with more than 16 filters over at most 4 input channels and
-//!   C·R·S ≥ 64 (alexnet-c1) runs the same implicit GEMM with blocks of 32
-//!   filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512 and
+//! - A forward with more than 16 filters, C·R·S ≥ 64, and at most 4 input
+//!   channels (alexnet-c1) or at least 96 output pixels (mxnet-c2,
+//!   resnet-s2; OPTIMISATION.md step 63) runs the same implicit GEMM with
+//!   blocks of 32 filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512 and
 //!   AVX2 intrinsics); its backward unfolds.
 //! - The three direct forwards above have AVX-512 and AVX2 + FMA variants;
 //!   at [`Isa::Portable`] (no AVX2, or any non-x86 CPU) their plain loops

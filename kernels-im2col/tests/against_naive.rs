@@ -118,7 +118,10 @@ fn unpacked_gemms_matches_the_reference() {
     // 8-row blocks (with a ragged last tile: the unpacked GEMM's padded remainder
     // block), pixel tiles, grouped images, stride-2 dX by phase
     // (subpixel.rs); 1 to 3 threads.
-    let small = TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, ..TileTargets::default() };
+    // direct_wide would take the forwards with 96+ pixels (step 63); its
+    // own test below covers it, this one the unfold path.
+    let small =
+        TileTargets { floats: 8 * 9 * 81, columns: 40, winograd: false, direct_wide: false, ..TileTargets::default() };
     // Every ISA this CPU has: below AVX-512 the same plans keep
     // matrixmultiply (and col2im for dX).
     let backends: Vec<Im2col> = Isa::supported()
@@ -166,6 +169,8 @@ fn direct_wide_matches_the_reference() {
         ([2, 3, 36, 36], [40, 11, 11], Conv2d::new(4, 2)), // alexnet-c1's kind: two blocks, the second partial
         ([3, 1, 13, 12], [17, 9, 8], Conv2d::new(1, 3)),   // one channel, 17 filters, padded
         ([1, 4, 9, 10], [32, 4, 4], Conv2d { stride: [2, 1], padding: [0, 1], dilation: [1, 2] }),
+        ([2, 24, 20, 20], [40, 3, 3], Conv2d::new(2, 1)), // resnet-s2's kind: many channels, 10x10 outputs
+        ([3, 20, 12, 12], [50, 3, 3], Conv2d::new(1, 0)), // mxnet-c2's kind: 100 pixels, K = 32 + 18
     ];
     for (x, f, params) in cases {
         let g = kernels_core::ConvGeometry::from_dims(x, f, &params).unwrap();

@@ -12,7 +12,8 @@
 //!   (direct/filters_grad.rs).
 //! - The GEMM is gemm/packed.rs at the plan's ISA (matrixmultiply at the
 //!   portable level; OPTIMISATION.md step 56), or with AVX-512 and a plan
-//!   that allows it (`ConvPlan::unpacked_gemms`: resnet-s2, mxnet-c2)
+//!   that allows it (`ConvPlan::unpacked_gemms`: resnet-s2's and mxnet-c2's
+//!   backward; their forwards are direct/wide.rs's since step 63)
 //!   gemm/unpacked.rs, which reads W and the col tile where they lie
 //!   instead of packing both on every call (resnet-s2 forward 3.05-3.85 ->
 //!   2.62-2.71 ms against matrixmultiply, step 38).

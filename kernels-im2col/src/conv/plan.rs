@@ -60,8 +60,8 @@ pub enum ConvPath {
     /// K ≤ 16 filters on images smaller than a GEMM tile, C·R·S ≥ 64,
     /// padded image within a tile: direct/filters.rs.
     DirectFilters,
-    /// K > 16 filters over C ≤ 4 channels, C·R·S ≥ 64 (alexnet-c1):
-    /// direct/wide.rs.
+    /// K > 16 filters, C·R·S ≥ 64, over C ≤ 4 channels (alexnet-c1) or
+    /// onto at least 96 output pixels (mxnet-c2, resnet-s2): direct/wide.rs.
     DirectWide,
     /// 3x3, stride 1, undilated, C and K ≥ 32, at least one image per
     /// thread: Winograd F(2x2, 3x3) (winograd/), 16 GEMMs of 2.25x fewer
@@ -672,12 +672,18 @@ mod tests {
         assert_eq!(path([256, 1, 28, 28], [6, 5, 5], Conv2d::new(1, 2)), ConvPath::Direct);
         assert_eq!(path([100, 1, 28, 28], [30, 5, 5], Conv2d::new(1, 0)), ConvPath::Direct);
         assert_eq!(path([256, 6, 14, 14], [16, 5, 5], Conv2d::new(1, 0)), ConvPath::DirectFilters);
-        assert_eq!(path([256, 20, 12, 12], [50, 3, 3], Conv2d::new(1, 0)), ConvPath::Unfold); // K > 16
+        // K > 16 over many channels: direct_wide from 96 output pixels.
+        assert_eq!(path([256, 20, 12, 12], [50, 3, 3], Conv2d::new(1, 0)), ConvPath::DirectWide); // mxnet-c2
+        assert_eq!(path([8, 128, 28, 28], [256, 3, 3], Conv2d::new(2, 1)), ConvPath::DirectWide); // resnet-s2
+        assert_eq!(path([8, 256, 14, 14], [512, 3, 3], Conv2d::new(2, 1)), ConvPath::Unfold); // 7x7 outputs
+        assert_eq!(path([256, 20, 11, 11], [50, 3, 3], Conv2d::new(1, 0)), ConvPath::Unfold); // 81 pixels
         assert_eq!(path([8, 1, 64, 64], [6, 5, 5], Conv2d::new(2, 2)), ConvPath::Unfold);
         assert_eq!(path([2, 1, 12, 12], [6, 5, 5], Conv2d::new(1, 0)), ConvPath::Unfold); // OW 8 < 16
         assert_eq!(path([1, 1, 4000, 4000], [2, 3, 3], Conv2d::new(1, 1)), ConvPath::Unfold); // padded image too big
         assert_eq!(path([8, 3, 224, 224], [64, 11, 11], Conv2d::new(4, 2)), ConvPath::DirectWide); // alexnet-c1
-        assert_eq!(path([8, 5, 224, 224], [64, 11, 11], Conv2d::new(4, 2)), ConvPath::Unfold); // C > 4
+        assert_eq!(path([8, 5, 224, 224], [64, 11, 11], Conv2d::new(4, 2)), ConvPath::DirectWide); // C > 4, 3025 pixels
+        assert_eq!(path([8, 5, 64, 64], [64, 11, 11], Conv2d::new(8, 2)), ConvPath::Unfold); // C > 4, 64 pixels
+        assert_eq!(path([8, 3, 64, 64], [64, 11, 11], Conv2d::new(8, 2)), ConvPath::DirectWide); // C ≤ 4, 64 pixels
     }
 
     #[test]
@@ -713,10 +719,13 @@ mod tests {
         let g = ConvGeometry::from_dims(s2.input, s2.filters, &s2.params()).unwrap();
         let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
         let dx = if unpacked_gemms_at(plan.isa) { DxPath::Subpixel } else { DxPath::Col2im };
-        assert_eq!(
-            (plan.path, plan.dx, plan.dw, plan.subpixel_dx),
-            (ConvPath::Unfold, dx, DwPath::Unfold, dx == DxPath::Subpixel)
-        );
+        // Its forward is direct_wide's (step 63) and its backward unfolds.
+        let path = if unfold_beats_direct_forward(plan.isa, ConvPath::DirectWide) {
+            ConvPath::Unfold
+        } else {
+            ConvPath::DirectWide
+        };
+        assert_eq!((plan.path, plan.dx, plan.dw, plan.subpixel_dx), (path, dx, DwPath::Unfold, dx == DxPath::Subpixel));
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Direct conv2d forward vectorised across blocks of 32 filters (implicit
 //! GEMM), for many filters over few input channels: alexnet-c1 (3 channels,
-//! 64 11x11 filters at stride 4 on 224x224 images).
+//! 64 11x11 filters at stride 4 on 224x224 images); and, since it beat
+//! unfold + GEMM there too (OPTIMISATION.md step 63), over many channels
+//! onto at least 96 output pixels: mxnet-c2, resnet-s2 (128 channels, a
+//! 147 KiB filter block streamed from L2: two vector loads per 16 FMAs).
 //!
 //! - Computes y [n, k, oh, ow] = x ⋆ w + b as the GEMM y = W·col with col
 //!   never built. For such convs im2col is a gather of 363 taps per output
@@ -43,11 +46,21 @@ const PIXELS: usize = 8;
 /// Most floats of the padded image each worker copies (4 MiB).
 const MAX_PADDED_FLOATS: usize = 1 << 20;
 
+/// Past a few input channels, the fewest output pixels per image at which
+/// this kernel beats unfold + GEMM. Measured (OPTIMISATION.md step 63, 1
+/// thread, AVX-512): it won by 6-20% at 100-3136 pixels (mxnet-c2,
+/// resnet-s2, C up to 512 at 14x14 outputs) and lost by 9-30% at 7x7
+/// outputs (C = 256 and 512), where its weights stream from L2 once per
+/// 8-pixel block and the last block repeats 7 of 49 pixels.
+const MIN_PIXELS_MANY_CHANNELS: usize = 96;
+
 /// Whether this kernel takes `g`: more filters than direct/filters.rs
-/// takes, at most 4 input channels, a reduction of at least 64 taps.
+/// takes, a reduction of at least 64 taps, and at most 4 input channels
+/// (alexnet-c1) or else at least `MIN_PIXELS_MANY_CHANNELS` output pixels
+/// (mxnet-c2, resnet-s2).
 pub(crate) fn applies(g: &ConvGeometry) -> bool {
     g.k > crate::direct::filters::FILTERS
-        && g.c <= 4
+        && (g.c <= 4 || g.oh * g.ow >= MIN_PIXELS_MANY_CHANNELS)
         && g.c * g.r * g.s >= 64
         && g.oh * g.ow >= PIXELS
         && padded_floats(g) <= MAX_PADDED_FLOATS
