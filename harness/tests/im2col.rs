@@ -275,10 +275,15 @@ fn conv_direct_wide_forward_matches_naive_f64() {
             prop_assert!(on_path(p), "not on the wide direct path: {p:?}");
             conv_forward(&backend, p)
         });
-        // Its backward unfolds (through small_gemm at AVX-512).
-        common::run(&format!("conv2d backward, wide direct geometry, {isa}"), edges, direct_wide_problem(), |p| {
-            conv_backward(&backend, p, GradRequest::ALL)
-        });
+        // Its backward: dX unfolds (through small_gemm at AVX-512); dW
+        // both by unfold + GEMM and by filter blocks (direct/filters_grad.rs).
+        for dw in [DwPath::Unfold, DwPath::DirectWide] {
+            let backend = forced(isa, Some(ConvPath::DirectWide), None, Some(dw));
+            let property = format!("conv2d backward, wide direct geometry, dW {dw:?}, {isa}");
+            common::run(&property, edges.clone(), direct_wide_problem(), |p| {
+                conv_backward(&backend, p, GradRequest::ALL)
+            });
+        }
     }
 }
 

@@ -17,7 +17,8 @@
 //! - `unfold.rs`: im2col / col2im of one tile.
 //! - `direct/`: the implicit-GEMM kernels — `tiny.rs` (tiny reductions) and
 //!   `tiny_grad.rs` (their dW, db), `filters.rs` (few filters) and
-//!   `filters_grad.rs` (its dW), `wide.rs` (many filters over few
+//!   `filters_grad.rs` (its dW, and by blocks of 16 filters the dW of
+//!   `wide.rs`'s geometries), `wide.rs` (many filters over few
 //!   channels or many output pixels), `dx.rs` (dX on narrow images).
 //! - `winograd/`: F(2x2, 3x3) both ways (`mod.rs`), its blocking
 //!   (`blocking.rs`), its tile transforms (`transforms.rs`, in AVX-512 or
@@ -54,7 +55,10 @@
 //!   channels (alexnet-c1) or at least 96 output pixels (mxnet-c2,
 //!   resnet-s2; OPTIMISATION.md step 63) runs the same implicit GEMM with
 //!   blocks of 32 filters ([`ConvPath::DirectWide`], `direct/wide.rs`, AVX-512 and
-//!   AVX2 intrinsics); its backward unfolds.
+//!   AVX2 intrinsics). Its dX unfolds; its dW runs `direct/filters_grad.rs`'s
+//!   kernel over blocks of 16 filters ([`DwPath::DirectWide`]) where that
+//!   measured faster: K a multiple of 16 and, at AVX-512, more than 4
+//!   channels (resnet-s2; OPTIMISATION.md step 65); elsewhere it unfolds.
 //! - The three direct forwards above have AVX-512 and AVX2 + FMA variants;
 //!   at [`Isa::Portable`] (no AVX2, or any non-x86 CPU) their plain loops
 //!   lost 3-8x to unfolding (matrixmultiply's SIMD GEMM) and tied on

@@ -7,7 +7,7 @@ use kernels_core::{
     Backend, Conv2d, GradRequest, LinearGeometry, Optimizer, Pool2d, PoolKind, Shaped, SplitMix64, Tensor, Tolerance,
     compare,
 };
-use kernels_im2col::{ConvPath, Forced, Im2col, Isa, TileTargets};
+use kernels_im2col::{ConvPath, DwPath, Forced, Im2col, Isa, TileTargets};
 use kernels_naive::Naive;
 
 fn random(rng: &mut SplitMix64, shape: &[usize]) -> Tensor<f64> {
@@ -157,13 +157,17 @@ fn direct_wide_matches_the_reference() {
     // Forced, at every ISA this CPU has: the planner unfolds these at the
     // portable level (OPTIMISATION.md step 53), and the AVX2 and AVX-512
     // kernels differ.
-    let wide = TileTargets {
-        force: Forced { forward: Some(ConvPath::DirectWide), ..Forced::default() },
+    // dW both ways: unfold + GEMM and by filter blocks (direct/filters_grad.rs).
+    let wide = |dw| TileTargets {
+        force: Forced { forward: Some(ConvPath::DirectWide), dx: None, dw: Some(dw) },
         ..TileTargets::default()
     };
     let backends: Vec<Im2col> = Isa::supported()
         .into_iter()
-        .flat_map(|isa| [1, 2, 3].map(|t| Im2col::with_threads(t).unwrap().with_tile_targets(wide).with_isa(isa)))
+        .flat_map(|isa| {
+            [(1, DwPath::Unfold), (2, DwPath::DirectWide), (3, DwPath::Unfold), (1, DwPath::DirectWide)]
+                .map(|(t, dw)| Im2col::with_threads(t).unwrap().with_tile_targets(wide(dw)).with_isa(isa))
+        })
         .collect();
     let cases = [
         ([2, 3, 36, 36], [40, 11, 11], Conv2d::new(4, 2)), // alexnet-c1's kind: two blocks, the second partial

@@ -17,7 +17,8 @@
 //!   H = 2·OH, W = 2·OW take dX from subpixel.rs (by input phase, no
 //!   col2im; step 39).
 //! - Other algorithms run where the plan names them: dW (and db) from
-//!   direct/tiny_grad.rs or direct/filters_grad.rs, dX from direct/dx.rs,
+//!   direct/tiny_grad.rs or direct/filters_grad.rs (K ≤ 16, or by blocks of
+//!   16 filters for direct_wide's geometries), dX from direct/dx.rs,
 //!   all three passes from winograd/; the pointwise GEMMs (1x1 convs) here.
 //! - Parallelism: each worker takes a contiguous run of images with its own
 //!   partial dW and db, summed at the end.
@@ -91,6 +92,10 @@ pub(crate) fn backward(
     }
     if need.dw && plan.dw == DwPath::DirectFilters {
         take(HostGrads { dx: None, dw: Some(direct_filters_grad::backward_dw(plan.simd(), g, x, dy)), db: None });
+    }
+    if need.dw && plan.dw == DwPath::DirectWide {
+        let dw = direct_filters_grad::backward_dw_blocks(plan.simd(), g, x, dy);
+        take(HostGrads { dx: None, dw: Some(dw), db: None });
     }
     if need.dx && plan.dx == DxPath::Direct {
         take(HostGrads { dx: Some(direct_dx::backward_dx(plan.simd(), g, w, dy)), dw: None, db: None });

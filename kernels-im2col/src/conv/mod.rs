@@ -9,7 +9,8 @@
 //!   column-strided convs unfold from, and col2im into, phased copies
 //!   (unfold.rs); the direct forward kernels (direct/tiny.rs, direct/filters.rs)
 //!   take tiny reductions and few-filter small images, and the latter's dW
-//!   (direct/filters_grad.rs).
+//!   (direct/filters_grad.rs, which also takes resnet-s2's dW by blocks of
+//!   16 filters).
 //! - The GEMM is gemm/packed.rs at the plan's ISA (matrixmultiply at the
 //!   portable level; OPTIMISATION.md step 56), or with AVX-512 and a plan
 //!   that allows it (`ConvPlan::unpacked_gemms`: resnet-s2's and mxnet-c2's

@@ -97,6 +97,10 @@ pub enum DwPath {
     DirectTiny,
     /// The filter-vectorised forward's geometries: direct/filters_grad.rs.
     DirectFilters,
+    /// The direct_wide forward's geometries: direct/filters_grad.rs's
+    /// kernel over blocks of 16 filters, reading the padded images in
+    /// place of im2col tiles.
+    DirectWide,
     /// The Winograd forward's adjoint (winograd/).
     Winograd,
 }
@@ -151,7 +155,7 @@ macro_rules! path_names {
 
 path_names!(ConvPath: Pointwise, Unfold, Direct, DirectFilters, DirectWide, Winograd);
 path_names!(DxPath: Gemm, Col2im, Subpixel, Direct, Winograd);
-path_names!(DwPath: Gemm, Unfold, DirectTiny, DirectFilters, Winograd);
+path_names!(DwPath: Gemm, Unfold, DirectTiny, DirectFilters, DirectWide, Winograd);
 
 /// The knobs of the tiling (the defaults are what the backend uses; the
 /// bench sweeps them).
@@ -325,6 +329,8 @@ impl ConvPlan {
                 DwPath::Unfold => unfold_tiling,
                 DwPath::DirectTiny => crate::direct::tiny_grad::applies(g) && !winograd,
                 DwPath::DirectFilters => crate::direct::filters::applies(g, targets.columns) && fits && !winograd,
+                // Any geometry (its scratch is bounded per group of images).
+                DwPath::DirectWide => !winograd,
                 DwPath::Winograd => winograd,
             };
             if !applies {
@@ -332,9 +338,21 @@ impl ConvPlan {
                 return Err(Error::param("conv2d plan", what));
             }
             plan.dw = forced;
-            plan.db = if forced == DwPath::DirectFilters { DbPath::Separate } else { DbPath::Fused };
+            plan.db = if matches!(forced, DwPath::DirectFilters | DwPath::DirectWide) {
+                DbPath::Separate
+            } else {
+                DbPath::Fused
+            };
         }
         plan.subpixel_dx = plan.dx == DxPath::Subpixel;
+        // dW by filter blocks holds a group of padded images and dY once per
+        // call; where that would pass the limit, dW keeps the unfold path.
+        if targets.force.dw.is_none()
+            && plan.dw == DwPath::DirectWide
+            && plan.scratch_bytes(g, threads.min(g.n).max(1), true) > SCRATCH_LIMIT_BYTES
+        {
+            (plan.dw, plan.db) = (DwPath::Unfold, DbPath::Fused);
+        }
         Ok(plan)
     }
 
@@ -357,6 +375,11 @@ impl ConvPlan {
             // 1.3x slower: its 6 "filters" fill 6 of 16 lanes and half its
             // taps meet padding).
             ConvPath::DirectFilters => (direct_dx, DwPath::DirectFilters, DbPath::Separate),
+            // dW by filter blocks where it measured faster (its rule's
+            // docs); db then in a pass of its own.
+            ConvPath::DirectWide if crate::direct::filters_grad::blocks_beat_unfold(self.isa, g) => {
+                (unfold_dx, DwPath::DirectWide, DbPath::Separate)
+            }
             ConvPath::Direct | ConvPath::DirectWide | ConvPath::Unfold => (unfold_dx, DwPath::Unfold, DbPath::Fused),
         }
     }
@@ -553,8 +576,15 @@ impl ConvPlan {
             (false, ConvPath::DirectWide) => crate::direct::wide::scratch_floats(g),
             (false, _) => self.col_floats(g) + self.gather_floats(g) + self.phased_floats(g),
         };
-        // Once per call: the unpacked GEMM's Wᵀ and dWᵀ.
-        let shared = if backward && self.unpacked_gemms { 2 * g.k * g.c * g.r * g.s } else { 0 };
+        // Once per call: the unpacked GEMM's Wᵀ and dWᵀ; dW by filter
+        // blocks' group of images.
+        let unpacked = if backward && self.unpacked_gemms { 2 * g.k * g.c * g.r * g.s } else { 0 };
+        let blocks = if backward && self.dw == DwPath::DirectWide {
+            crate::direct::filters_grad::blocks_scratch_floats(g)
+        } else {
+            0
+        };
+        let shared = unpacked + blocks;
         workers.saturating_mul(per_worker).saturating_add(shared).saturating_mul(size_of::<f32>())
     }
 
@@ -711,6 +741,12 @@ mod tests {
             let case = CONV_SUITE.iter().find(|c| c.name == name).unwrap();
             let g = ConvGeometry::from_dims(case.input, case.filters, &case.params()).unwrap();
             let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
+            // alexnet-c1's dW goes by filter blocks at AVX2 only (step 65).
+            let (dw, db) = if name == "alexnet-c1" && plan.isa == Isa::Avx2 {
+                (DwPath::DirectWide, DbPath::Separate)
+            } else {
+                (dw, db)
+            };
             // Without AVX2 the direct forwards unfold (the test above).
             let path = if unfold_beats_direct_forward(plan.isa, path) { ConvPath::Unfold } else { path };
             assert_eq!((plan.path, plan.dx, plan.dw, plan.db), (path, dx, dw, db), "{name}: {plan:?}");
@@ -719,13 +755,44 @@ mod tests {
         let g = ConvGeometry::from_dims(s2.input, s2.filters, &s2.params()).unwrap();
         let plan = ConvPlan::new(&g, 2, TileTargets::default()).unwrap();
         let dx = if unpacked_gemms_at(plan.isa) { DxPath::Subpixel } else { DxPath::Col2im };
-        // Its forward is direct_wide's (step 63) and its backward unfolds.
-        let path = if unfold_beats_direct_forward(plan.isa, ConvPath::DirectWide) {
-            ConvPath::Unfold
+        // Its forward is direct_wide's (step 63), its dX unfolds and its
+        // dW goes by filter blocks (step 65), except at the portable level.
+        let (path, dw, db) = if plan.isa == Isa::Portable {
+            (ConvPath::Unfold, DwPath::Unfold, DbPath::Fused)
         } else {
-            ConvPath::DirectWide
+            (ConvPath::DirectWide, DwPath::DirectWide, DbPath::Separate)
         };
-        assert_eq!((plan.path, plan.dx, plan.dw, plan.subpixel_dx), (path, dx, DwPath::Unfold, dx == DxPath::Subpixel));
+        assert_eq!(
+            (plan.path, plan.dx, plan.dw, plan.db, plan.subpixel_dx),
+            (path, dx, dw, db, dx == DxPath::Subpixel)
+        );
+    }
+
+    #[test]
+    fn dw_by_filter_blocks_follows_its_rule_and_yields_to_the_scratch_limit() {
+        let at = |isa, input, filters, params: Conv2d| {
+            let g = ConvGeometry::from_dims(input, filters, &params).unwrap();
+            let plan = ConvPlan::new(&g, 2, TileTargets { isa: Some(isa), ..TileTargets::default() }).unwrap();
+            plan.check_scratch(&g, 2, true).unwrap();
+            (plan.path, plan.dw, plan.db)
+        };
+        let blocks = (ConvPath::DirectWide, DwPath::DirectWide, DbPath::Separate);
+        let unfold = (ConvPath::DirectWide, DwPath::Unfold, DbPath::Fused);
+        for isa in Isa::supported().into_iter().filter(|&isa| isa != Isa::Portable) {
+            // resnet-s2: many channels, K a multiple of 16.
+            assert_eq!(at(isa, [8, 128, 28, 28], [256, 3, 3], Conv2d::new(2, 1)), blocks, "{isa}");
+            // mxnet-c2: K = 50 leaves 14 of 64 lanes idle.
+            assert_eq!(at(isa, [256, 20, 12, 12], [50, 3, 3], Conv2d::new(1, 0)), unfold, "{isa}");
+            // alexnet-c1: 3 channels, by filter blocks at AVX2 only.
+            let alexnet = if isa == Isa::Avx2 { blocks } else { unfold };
+            assert_eq!(at(isa, [8, 3, 224, 224], [64, 11, 11], Conv2d::new(4, 2)), alexnet, "{isa}");
+            // One image's transposed dY alone (2048 filters x 96x96 pixels,
+            // 72 MiB) passes the limit: dW unfolds.
+            let g = ConvGeometry::from_dims([2, 8, 96, 96], [2048, 3, 3], &Conv2d::new(1, 1)).unwrap();
+            assert!(crate::direct::filters_grad::blocks_scratch_floats(&g) * 4 > SCRATCH_LIMIT_BYTES);
+            let (path, dw, _) = at(isa, [2, 8, 96, 96], [2048, 3, 3], Conv2d::new(1, 1));
+            assert_eq!(dw, DwPath::Unfold, "{isa}: {path:?}");
+        }
     }
 
     #[test]
@@ -770,6 +837,8 @@ mod tests {
             for isa in Isa::supported() {
                 let targets = TileTargets { isa: Some(isa), ..TileTargets::default() };
                 let plan = ConvPlan::new(&g, 2, targets).unwrap();
+                // alexnet-c1's dW by filter blocks won at AVX2 only (step 65).
+                let dw = if name == "alexnet-c1" && isa == Isa::Avx2 { DwPath::DirectWide } else { dw };
                 let forward = if isa == Isa::Portable { ConvPath::Unfold } else { direct };
                 assert_eq!((plan.path, plan.dx, plan.dw, plan.isa), (forward, dx, dw, isa), "{name} at {isa}");
                 // A forced direct forward still runs at any ISA (tests, benches).

@@ -6,6 +6,12 @@
 //!   pixel one load of its 16 filters' dy and 12 broadcast FMAs of the
 //!   input elements the taps meet there. Workers take runs of images and
 //!   sum their partial dW at the end.
+//! - The same kernel over blocks of 16 filters gives the dW of
+//!   direct/wide.rs's geometries (`backward_dw_blocks`, any K): work items
+//!   are (filter block, run of 96 taps) over a group of padded images and
+//!   their dY transposed by block, so no partial sums. The planner takes
+//!   it where it beat unfold + GEMM (`blocks_beat_unfold`: resnet-s2,
+//!   OPTIMISATION.md step 65).
 //! - dX stays with conv/backward.rs (col2im): computing it as the forward of the
 //!   transposed conv through direct_filters measured 1.3x slower on
 //!   lenet-c2 (OPTIMISATION.md, step 9).
@@ -19,7 +25,7 @@
 use kernels_core::ConvGeometry;
 use rayon::prelude::*;
 
-use crate::simd::Simd;
+use crate::simd::{Isa, Simd};
 
 use crate::direct::filters::{FILTERS, offsets, pad, padded_floats};
 
@@ -64,6 +70,129 @@ pub(crate) fn backward_dw(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]) -
     for (t, lanes) in total.chunks_exact(FILTERS).enumerate() {
         for (k, &v) in lanes.iter().enumerate().take(g.k) {
             dw[k * taps + t] = v;
+        }
+    }
+    dw
+}
+
+/// Taps per work item of `backward_dw_blocks`: 96 taps x 16 filters of dW
+/// (6 KiB) per item, and enough items to balance (resnet-s2: 16 filter
+/// blocks x 12 tap runs).
+const RUN_TAPS: usize = 96;
+
+/// Most floats of the images and transposed dY one group of
+/// `backward_dw_blocks` holds (8 MiB: resnet-s2's 8 images in one
+/// group); one image's always fits, since
+/// direct/wide.rs caps its padded image at 1M floats.
+const GROUP_FLOATS: usize = 1 << 21;
+
+/// Floats one image adds to a group of `backward_dw_blocks`: its padded
+/// copy (none without padding) and its dY transposed by filter block.
+fn group_floats_per_image(g: &ConvGeometry) -> usize {
+    let padded = if g.params.padding == [0, 0] { 0 } else { padded_floats(g) };
+    padded + g.k.div_ceil(FILTERS) * FILTERS * g.oh * g.ow
+}
+
+/// Images per group of `backward_dw_blocks`.
+fn group_images(g: &ConvGeometry) -> usize {
+    (GROUP_FLOATS / group_floats_per_image(g).max(1)).clamp(1, g.n.max(1))
+}
+
+/// Scratch floats of `backward_dw_blocks`, once per call: one group's
+/// padded images and transposed dY, and dW by block.
+pub(crate) fn blocks_scratch_floats(g: &ConvGeometry) -> usize {
+    let taps = g.c * g.r * g.s;
+    group_images(g) * group_floats_per_image(g) + g.k.div_ceil(FILTERS) * FILTERS * taps
+}
+
+/// Whether dW by filter blocks (`backward_dw_blocks`) beats unfold + GEMM
+/// on `g`, a direct_wide forward's geometry, at `isa`. Measured
+/// (OPTIMISATION.md step 65, backward dX + dW + db, Zen 4): it won at
+/// both ISAs, 1 and 2 threads, where the input has more than 4 channels
+/// and K fills its 16-filter blocks (resnet-s2 -3..-23%, 96 -> 256
+/// filters 5x5 on 27x27 -16..-26%, two stride-2 shapes 1-16%). With 3
+/// channels (alexnet-c1, whose unfold GEMM reduces over 3025 pixels) it
+/// lost 14% at AVX-512 and won 4-12% at AVX2; with K = 50 (mxnet-c2, 50
+/// of 64 lanes) it lost 4-10% in medians at AVX-512 and was mixed at
+/// AVX2. Not measured at the portable level, which keeps unfold + GEMM.
+pub(crate) fn blocks_beat_unfold(isa: Isa, g: &ConvGeometry) -> bool {
+    match isa {
+        Isa::Avx512 => g.c > 4 && g.k.is_multiple_of(FILTERS),
+        Isa::Avx2 => g.k.is_multiple_of(FILTERS),
+        Isa::Portable => false,
+    }
+}
+
+/// dw [k, c, r, s] for any K (the direct_wide forward's geometries):
+/// the 16-filter kernel of `backward_dw` over blocks of 16 filters.
+/// Unfold + GEMM computes the same sums through an im2col tile per image
+/// and a GEMM whose reduction is the image's pixels (196 on resnet-s2),
+/// so each col tile is written once and read once; here the padded image
+/// is read in place (OPTIMISATION.md step 64).
+///
+/// Images go in groups of at most `GROUP_FLOATS` of scratch; within a
+/// group the work items are (filter block, run of `RUN_TAPS` taps), each
+/// summing every image and pixel into its own part of dW, so there are no
+/// partial sums to add.
+pub(crate) fn backward_dw_blocks(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32]) -> Vec<f32> {
+    backward_dw_blocks_grouped(simd, g, x, dy, group_images(g))
+}
+
+/// `backward_dw_blocks` with `group` images per group (≥ 1).
+fn backward_dw_blocks_grouped(simd: Simd, g: &ConvGeometry, x: &[f32], dy: &[f32], group: usize) -> Vec<f32> {
+    let group = group.max(1);
+    let (tap_at, pixel_at) = offsets(g);
+    let taps = tap_at.len();
+    let (image_in, image_out, pixels) = (g.c * g.h * g.w, g.k * g.oh * g.ow, g.oh * g.ow);
+    let blocks = g.k.div_ceil(FILTERS);
+    let (kernel, transpose) = select_kernel(simd);
+    let in_place = g.params.padding == [0, 0];
+    let per_padded = if in_place { image_in } else { padded_floats(g) };
+    let per_dy_t = pixels * FILTERS;
+    let mut padded = vec![0.0f32; if in_place { 0 } else { group * per_padded }];
+    let mut dy_t = vec![0.0f32; blocks * group * per_dy_t];
+    // dW by block, [block][tap][16], zero past K.
+    let mut total = vec![0.0f32; blocks * taps * FILTERS];
+    for (x_group, dy_group) in x.chunks(group * image_in).zip(dy.chunks(group * image_out)) {
+        let images_here = x_group.len() / image_in;
+        let images: &[f32] = if in_place {
+            x_group
+        } else {
+            padded[..images_here * per_padded]
+                .par_chunks_mut(per_padded)
+                .zip(x_group.par_chunks(image_in))
+                .for_each(|(out, x_image)| pad(g, x_image, out));
+            &padded[..images_here * per_padded]
+        };
+        // dy_t [block][image of the group][pixel][16]. Lanes past K are
+        // never written (zero), and their sums are dropped below anyway. A
+        // shorter last group leaves its slots past `images_here` unread.
+        dy_t.par_chunks_mut(per_dy_t).enumerate().filter(|(i, _)| i % group < images_here).for_each(|(i, out)| {
+            let (block, image) = (i / group, i % group);
+            let rows = (g.k - block * FILTERS).min(FILTERS);
+            transpose(rows, &dy_group[image * image_out + block * FILTERS * pixels..][..rows * pixels], out);
+        });
+        let dy_t: &[f32] = &dy_t;
+        total
+            .par_chunks_mut(taps * FILTERS)
+            .enumerate()
+            .flat_map(|(block, by_tap)| {
+                by_tap.par_chunks_mut(RUN_TAPS * FILTERS).enumerate().map(move |(run, part)| (block, run, part))
+            })
+            .for_each(|(block, run, part)| {
+                let t0 = run * RUN_TAPS;
+                let run_taps = &tap_at[t0..(t0 + RUN_TAPS).min(taps)];
+                for (image, padded) in images.chunks_exact(per_padded).enumerate() {
+                    let dy_t = &dy_t[(block * group + image) * per_dy_t..][..per_dy_t];
+                    kernel(&Operands { padded, dy_t, tap_at: run_taps, pixel_at: &pixel_at }, part);
+                }
+            });
+    }
+    let mut dw = vec![0.0f32; g.k * taps];
+    for (k, row) in dw.chunks_exact_mut(taps).enumerate() {
+        let (block, lane) = (k / FILTERS, k % FILTERS);
+        for (t, out) in row.iter_mut().enumerate() {
+            *out = total[(block * taps + t) * FILTERS + lane];
         }
     }
     dw
@@ -346,6 +475,72 @@ mod tests {
                 assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "{isa}: dw[{i}] portable {p} selected {s}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod blocks_tests {
+    use super::*;
+    use kernels_core::{Conv2d, SplitMix64};
+
+    /// dW by filter blocks at every ISA against the f64 definition: 5
+    /// images in groups of 2, 2 and 1 (the last group shorter), 40
+    /// filters (the third block partial), 12 channels x
+    /// 3x3 = 108 taps (a run of 96 and one of 12), padded and unpadded, stride 1 and 2.
+    #[test]
+    fn grouped_blocks_match_the_definition() {
+        for (stride, padding) in [(2, 1), (1, 0)] {
+            let g = ConvGeometry::from_dims([5, 12, 11, 10], [40, 3, 3], &Conv2d::new(stride, padding)).unwrap();
+            let mut rng = SplitMix64::new(41);
+            let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+            let pixels = g.oh * g.ow;
+            let (x, dy) = (data(5 * 12 * 11 * 10), data(5 * 40 * pixels));
+            let taps = 108;
+            let mut expect = vec![0.0f64; 40 * taps];
+            for n in 0..5 {
+                for k in 0..40 {
+                    for p in 0..pixels {
+                        let d = f64::from(dy[(n * 40 + k) * pixels + p]);
+                        let (oy, ox) = (p / g.ow, p % g.ow);
+                        for t in 0..taps {
+                            let (c, r, s) = (t / 9, t / 3 % 3, t % 3);
+                            let iy = (stride * oy + r) as isize - padding as isize;
+                            let ix = (stride * ox + s) as isize - padding as isize;
+                            if (0..11).contains(&iy) && (0..10).contains(&ix) {
+                                expect[k * taps + t] +=
+                                    d * f64::from(x[((n * 12 + c) * 11 + iy as usize) * 10 + ix as usize]);
+                            }
+                        }
+                    }
+                }
+            }
+            for isa in crate::simd::Isa::supported() {
+                for group in [2, 5] {
+                    let dw = backward_dw_blocks_grouped(Simd::new(isa), &g, &x, &dy, group);
+                    for (i, (&got, &e)) in dw.iter().zip(&expect).enumerate() {
+                        assert!(
+                            (f64::from(got) - e).abs() < 1e-4,
+                            "{isa} stride {stride} group {group}: dw[{i}] {got} vs {e}"
+                        );
+                    }
+                }
+            }
+            // The public entry point's group (all 5 here).
+            assert_eq!(group_images(&g), 5);
+        }
+    }
+
+    #[test]
+    fn the_group_bound_holds_and_keeps_one_image() {
+        // resnet-s2: 8 images of 115200 padded + 16 blocks x 196 x 16 floats.
+        let s2 = ConvGeometry::from_dims([8, 128, 28, 28], [256, 3, 3], &Conv2d::new(2, 1)).unwrap();
+        assert_eq!(group_images(&s2), 8);
+        assert!(group_images(&s2) * group_floats_per_image(&s2) <= GROUP_FLOATS);
+        // One image past the bound still forms a group of one.
+        let big = ConvGeometry::from_dims([4, 8, 200, 200], [64, 3, 3], &Conv2d::new(1, 1)).unwrap();
+        assert!(group_floats_per_image(&big) > GROUP_FLOATS);
+        assert_eq!(group_images(&big), 1);
+        assert_eq!(blocks_scratch_floats(&big), group_floats_per_image(&big) + 64 * 72);
     }
 }
 
