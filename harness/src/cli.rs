@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub im2col_dx: Option<kernels_im2col::DxPath>,
 
-    /// Force im2col's conv dw algorithm (Gemm, Unfold, DirectTiny, DirectFilters, Winograd).
+    /// Force im2col's conv dw algorithm (Gemm, Unfold, DirectTiny, DirectFilters, DirectWide, Winograd).
     #[arg(long, value_name = "PATH")]
     pub im2col_dw: Option<kernels_im2col::DwPath>,
 
