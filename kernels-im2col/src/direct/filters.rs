@@ -6,7 +6,8 @@
 //!   group images) and C·R·S ≥ 64: lenet-c2 (6x14x14, 16 5x5 filters). Any
 //!   stride, padding and dilation.
 //! - It is the GEMM y = W·col with col never built: the register block is
-//!   16 filters (one 16-lane accumulator) x 12 output pixels; per filter tap
+//!   16 filters (one 16-lane accumulator) x 12 output pixels (10 at
+//!   AVX-512 where that repeats fewer pixels: lenet-c2's 100); per filter tap
 //!   one load of the tap's 16 weights and 12 broadcast multiply-adds of the
 //!   input element each pixel meets there, read straight from a zero-padded
 //!   copy of the image (the image itself when unpadded) at precomputed
@@ -15,7 +16,7 @@
 //!   Blocks store whole [pixel][16 filters] rows into a per-worker scratch,
 //!   transposed to y's [filter][pixel] once per image (8 x 8 AVX blocks at
 //!   AVX2 and AVX-512).
-//! - Variants: AVX-512F + FMA (the loop below, 12 pixels), AVX2 + FMA in
+//! - Variants: AVX-512F + FMA (the loop below, 12 or 10 pixels), AVX2 + FMA in
 //!   intrinsics (6 pixels x two 8-lane vectors: 16 ymm registers), picked
 //!   through simd.rs's tokens, and portable.
 //! - Checked against the reference in harness/tests/im2col.rs and
@@ -150,11 +151,11 @@ fn select_kernel(simd: Simd) -> ImageKernel {
         },
         #[cfg(not(target_arch = "x86_64"))]
         Simd::Avx512(_) | Simd::Avx2(_) => |g, l, p, t, y| {
-            image(g, l, p, t, |a, v, acc| a * v + acc);
+            image::<PIXELS>(g, l, p, t, |a, v, acc| a * v + acc);
             by_filter(g.k, t, y);
         },
         Simd::Portable => |g, l, p, t, y| {
-            image(g, l, p, t, |a, v, acc| a * v + acc);
+            image::<PIXELS>(g, l, p, t, |a, v, acc| a * v + acc);
             by_filter(g.k, t, y);
         },
     }
@@ -165,7 +166,11 @@ fn select_kernel(simd: Simd) -> ImageKernel {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn image_avx512(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel: &mut [f32], y: &mut [f32]) {
-    image(g, l, padded, by_pixel, f32::mul_add);
+    if tens_waste_less(g.oh * g.ow) {
+        image::<10>(g, l, padded, by_pixel, f32::mul_add);
+    } else {
+        image::<PIXELS>(g, l, padded, by_pixel, f32::mul_add);
+    }
     // SAFETY: AVX-512F implies AVX2 (the caller holds an Avx512Token).
     unsafe { by_filter_avx2(g.k, by_pixel, y) }
 }
@@ -324,15 +329,31 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel:
     unsafe { by_filter_avx2(g.k, by_pixel, y_image) }
 }
 
-/// One image, block of 12 pixels by block (the last shifted back).
+/// Whether blocks of 10 pixels cover `pixels` with fewer repeated pixels
+/// than blocks of 12 (whose last block is shifted back over the one before
+/// it): lenet-c2's 100 pixels take 10 blocks of 10, where 9 blocks of 12
+/// computed 108 (OPTIMISATION.md step 69).
+fn tens_waste_less(pixels: usize) -> bool {
+    pixels.div_ceil(10) * 10 < pixels.div_ceil(PIXELS) * PIXELS
+}
+
+/// One image, block of P pixels by block (the last shifted back); P ≤
+/// OH·OW (`applies` asks for at least 12).
 #[inline(always)]
-fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel: &mut [f32], fma: impl Fn(f32, f32, f32) -> f32) {
+fn image<const P: usize>(
+    g: &ConvGeometry,
+    l: &Layout<'_>,
+    padded: &[f32],
+    by_pixel: &mut [f32],
+    fma: impl Fn(f32, f32, f32) -> f32,
+) {
     let pixels = g.oh * g.ow;
+    assert!(pixels >= P, "direct_filters: fewer pixels than a block");
     let last_tap = l.tap_at.iter().copied().max().unwrap_or(0);
     let mut p = 0;
     while p < pixels {
-        let start = p.min(pixels - PIXELS);
-        let at: [usize; PIXELS] = std::array::from_fn(|j| l.pixel_at[start + j]);
+        let start = p.min(pixels - P);
+        let at: [usize; P] = std::array::from_fn(|j| l.pixel_at[start + j]);
         // Every read below is padded[at[j] + tap_at] with at[j] ≤ the last
         // pixel's offset and tap_at ≤ the last tap's: check that sum once
         // per block, so the inner loop needs no bounds checks (they made
@@ -340,7 +361,7 @@ fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel: &mut [f32],
         let last_pixel = at.iter().copied().max().unwrap_or(0);
         assert!(last_pixel + last_tap < padded.len(), "direct_filters: offsets past the padded image");
         assert!(l.wt.len() >= l.tap_at.len() * FILTERS, "direct_filters: weight block too short");
-        let mut acc = [l.bias; PIXELS];
+        let mut acc = [l.bias; P];
         for (tap, &tap_at) in l.tap_at.iter().enumerate() {
             // SAFETY: tap < tap_at.len(), so its 16 weights lie inside wt
             // (asserted above).
@@ -355,10 +376,10 @@ fn image(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel: &mut [f32],
             }
         }
         // Whole 16-lane rows, [pixel][filter]; the caller transposes.
-        for (row, lanes) in by_pixel[start * FILTERS..][..PIXELS * FILTERS].chunks_exact_mut(FILTERS).zip(&acc) {
+        for (row, lanes) in by_pixel[start * FILTERS..][..P * FILTERS].chunks_exact_mut(FILTERS).zip(&acc) {
             row.copy_from_slice(lanes);
         }
-        p += PIXELS;
+        p += P;
     }
 }
 
@@ -414,7 +435,7 @@ mod tests {
             pad(&g, &x[..8 * 9 * 7], &mut padded);
             let mut portable = vec![0.0f32; 11 * g.oh * g.ow];
             let mut by_pixel = vec![0.0f32; g.oh * g.ow * FILTERS];
-            image(&g, &layout, &padded, &mut by_pixel, |a, v, acc| a * v + acc);
+            image::<PIXELS>(&g, &layout, &padded, &mut by_pixel, |a, v, acc| a * v + acc);
             by_filter(11, &by_pixel, &mut portable);
             for (p, s) in portable.iter().zip(selected_first) {
                 assert!((p - s).abs() <= 1e-5 * (1.0 + p.abs()), "portable {p} selected {s}");
@@ -449,6 +470,39 @@ mod in_place_tests {
                     expect += f64::from(w[k * 72 + t]) * f64::from(x[xi]);
                 }
                 assert!((f64::from(got) - expect).abs() < 1e-4, "{isa}: y[{n},{k},{oh},{ow}] {got} vs {expect}");
+            }
+        }
+    }
+
+    /// lenet-c2's kind (10x10 outputs: blocks of 10 at AVX-512) and a
+    /// 7x8 one (56 pixels: blocks of 12 and 10 both waste 4, so 12), every
+    /// output at every ISA against the f64 definition.
+    #[test]
+    fn ten_and_twelve_pixel_blocks_match_the_definition() {
+        assert!(tens_waste_less(100) && !tens_waste_less(56) && !tens_waste_less(144) && tens_waste_less(20));
+        for (input, filters) in [([3, 6, 14, 14], [13, 5, 5]), ([2, 8, 9, 10], [16, 3, 3])] {
+            let g = ConvGeometry::from_dims(input, filters, &Conv2d::new(1, 0)).unwrap();
+            assert!(applies(&g, 512), "{g:?}");
+            let mut rng = SplitMix64::new(10);
+            let mut data = |len: usize| (0..len).map(|_| rng.uniform(-1.0, 1.0) as f32).collect::<Vec<f32>>();
+            let [n, c, h, w] = input;
+            let [k, r, s] = filters;
+            let (x, wt, b) = (data(n * c * h * w), data(k * c * r * s), data(k));
+            for isa in crate::simd::Isa::supported() {
+                let y = forward(Simd::new(isa), &g, &x, &wt, Some(&b));
+                for (i, &got) in y.iter().enumerate() {
+                    let (image, f, oy, ox) = (i / (k * g.oh * g.ow), i / (g.oh * g.ow) % k, i / g.ow % g.oh, i % g.ow);
+                    let mut expect = f64::from(b[f]);
+                    for ch in 0..c {
+                        for dy in 0..r {
+                            for dx in 0..s {
+                                let xv = x[((image * c + ch) * h + oy + dy) * w + ox + dx];
+                                expect += f64::from(wt[((f * c + ch) * r + dy) * s + dx]) * f64::from(xv);
+                            }
+                        }
+                    }
+                    assert!((f64::from(got) - expect).abs() < 1e-4, "{isa} {input:?}: y[{i}] {got} vs {expect}");
+                }
             }
         }
     }
