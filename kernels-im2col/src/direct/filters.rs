@@ -332,7 +332,8 @@ unsafe fn image_avx2(g: &ConvGeometry, l: &Layout<'_>, padded: &[f32], by_pixel:
 /// Whether blocks of 10 pixels cover `pixels` with fewer repeated pixels
 /// than blocks of 12 (whose last block is shifted back over the one before
 /// it): lenet-c2's 100 pixels take 10 blocks of 10, where 9 blocks of 12
-/// computed 108 (OPTIMISATION.md step 69).
+/// computed 108 (OPTIMISATION.md step 69). Only the AVX-512 kernel asks.
+#[cfg(any(target_arch = "x86_64", test))]
 fn tens_waste_less(pixels: usize) -> bool {
     pixels.div_ceil(10) * 10 < pixels.div_ceil(PIXELS) * PIXELS
 }
