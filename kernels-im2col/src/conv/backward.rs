@@ -114,16 +114,14 @@ pub(crate) fn backward(
 /// of lenet-c2's, 2-4x PyTorch's db; OPTIMISATION.md step 70).
 fn bias_gradient(g: &ConvGeometry, dy: &[f32]) -> Vec<f32> {
     let pixels = g.oh * g.ow;
-    let image_out = g.k * pixels;
+    // ConvGeometry has K, OH and OW ≥ 1, so no chunk size below is 0.
     let mut per_image = vec![0.0f64; g.n * g.k];
-    if image_out > 0 {
-        per_image
-            .par_chunks_mut(g.k.max(1))
-            .zip(dy.par_chunks(image_out))
-            .for_each(|(db, dy_image)| add_row_sums(db, dy_image, pixels));
-    }
+    per_image
+        .par_chunks_mut(g.k)
+        .zip(dy.par_chunks(g.k * pixels))
+        .for_each(|(db, dy_image)| add_row_sums(db, dy_image, pixels));
     let mut db = vec![0.0f64; g.k];
-    for row in per_image.chunks_exact(g.k.max(1)) {
+    for row in per_image.chunks_exact(g.k) {
         db.iter_mut().zip(row).for_each(|(total, v)| *total += v);
     }
     db.iter().map(|&v| v as f32).collect()

@@ -95,7 +95,7 @@ fn group_floats_per_image(g: &ConvGeometry) -> usize {
 
 /// Images per group of `backward_dw_blocks`.
 fn group_images(g: &ConvGeometry) -> usize {
-    (GROUP_FLOATS / group_floats_per_image(g).max(1)).clamp(1, g.n.max(1))
+    (GROUP_FLOATS / group_floats_per_image(g)).clamp(1, g.n)
 }
 
 /// Scratch floats of `backward_dw_blocks`, once per call: one group's
