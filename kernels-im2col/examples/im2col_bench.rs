@@ -17,7 +17,9 @@
 //! - `--forward`, `--dx`, `--dw` force a pass's algorithm (names as in
 //!   `ConvPath`, `DxPath`, `DwPath`, e.g. `--forward Unfold --dx Col2im`);
 //!   a case the forced path does not apply to fails with the plan's error.
-//! - `--only fwd` or `--only bwd` times one direction (for profiling).
+//! - `--only fwd` or `--only bwd` times that direction for `--secs`, for
+//!   profiling; the other still runs its minimum of 10 samples and is
+//!   printed.
 //! - `--conv` (repeatable) times that shape instead of the suite, e.g.
 //!   `--conv 8,256,14,14,512,3,3,2,1`, for planner decisions on shapes the
 //!   suite lacks.
