@@ -102,6 +102,9 @@ struct Layout<'a> {
 pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let taps = g.c * g.r * g.s;
     let blocks = g.k.div_ceil(FILTERS);
+    // The transpose below reads w by whole filters; a short w must fail
+    // here rather than leave zero weights.
+    assert_eq!(w.len(), g.k * taps, "direct_wide: weights are not K x C x R x S");
     let mut wt = vec![0.0f32; blocks * taps * FILTERS];
     let halved = halved_weights(simd);
     // Block by block in parallel: done serially, this transpose (1.2 MiB
