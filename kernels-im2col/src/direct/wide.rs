@@ -113,14 +113,12 @@ pub(crate) fn forward(simd: Simd, g: &ConvGeometry, x: &[f32], w: &[f32], bias: 
     // step 72).
     wt.par_chunks_mut(taps * FILTERS).enumerate().for_each(|(block, wt_block)| {
         for (lane, w_filter) in w.chunks_exact(taps).skip(block * FILTERS).take(FILTERS).enumerate() {
+            // Where this filter's tap 0 goes and how far apart its taps lie:
+            // [half][tap][16] for the AVX2 kernel, [tap][32] otherwise.
+            let (first, step) =
+                if halved { ((lane / HALF) * taps * HALF + lane % HALF, HALF) } else { (lane, FILTERS) };
             for (tap, &weight) in w_filter.iter().enumerate() {
-                let at = if halved {
-                    let (half, lane) = (lane / HALF, lane % HALF);
-                    (half * taps + tap) * HALF + lane
-                } else {
-                    tap * FILTERS + lane
-                };
-                wt_block[at] = weight;
+                wt_block[first + tap * step] = weight;
             }
         }
     });
