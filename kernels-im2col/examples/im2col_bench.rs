@@ -1,6 +1,6 @@
 //! Validate-then-time benchmark of the im2col backend on the shape suite.
 //!
-//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [--isa portable|avx2|avx512] [--forward P] [--dx P] [--dw P] [--conv N,C,H,W,K,R,S,STRIDE,PAD]... [filters...]`
+//! `cargo run --release -p kernels-im2col --example im2col_bench -- [--threads N] [--secs S] [--tile F] [--columns C] [--no-winograd] [--no-direct-wide] [--packed] [--isa portable|avx2|avx512] [--forward P] [--dx P] [--dw P] [--conv N,C,H,W,K,R,S,STRIDE,PAD]... [--pool N,C,H,W,WINDOW,STRIDE,PAD]... [filters...]`
 //!
 //! - Threads: `--threads`, else RAYON_NUM_THREADS, else 2.
 //! - `--tile F` and `--columns C` override the conv tiling targets (col tile
@@ -22,7 +22,9 @@
 //!   printed.
 //! - `--conv` (repeatable) times that shape instead of the suite, e.g.
 //!   `--conv 8,256,14,14,512,3,3,2,1`, for planner decisions on shapes the
-//!   suite lacks.
+//!   suite lacks. `--pool` (repeatable) likewise for pooling, e.g.
+//!   `--pool 1,2,112,112,3,2,1` for resnet-p0's geometry on a working set
+//!   that stays in L2 (its compute alone). Either replaces the whole suite.
 //! - Filters pick suite cases whose name contains any of them (all when
 //!   none); "sgemm" always runs, first and last, as the ceiling.
 //! - Each conv case is validated against the f64 reference (kernels-naive)
@@ -54,6 +56,8 @@ struct Options {
     filters: Vec<String>,
     /// Shapes outside the suite, from `--conv`.
     extra: Vec<kernels_core::ConvCase>,
+    /// Pooling shapes outside the suite, from `--pool`.
+    extra_pools: Vec<kernels_core::PoolCase>,
 }
 
 /// A `--conv N,C,H,W,K,R,S,STRIDE,PAD` shape, named after its numbers.
@@ -73,6 +77,22 @@ fn parse_conv(spec: &str) -> Result<kernels_core::ConvCase, String> {
     Ok(case)
 }
 
+/// A `--pool N,C,H,W,WINDOW,STRIDE,PAD` shape, named after its numbers.
+fn parse_pool(spec: &str) -> Result<kernels_core::PoolCase, String> {
+    let numbers: Vec<usize> = spec
+        .split(',')
+        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("--pool {spec}: {v:?}: {e}")))
+        .collect::<Result<_, _>>()?;
+    let [n, c, h, w, window, stride, padding] = numbers[..] else {
+        return Err(format!("--pool takes N,C,H,W,WINDOW,STRIDE,PAD (7 numbers), not {spec}"));
+    };
+    // As in `parse_conv`: the name lives as long as the run.
+    let name: &'static str = Box::leak(format!("pool-{}", spec.replace(',', "-")).into_boxed_str());
+    let case = kernels_core::PoolCase { name, input: [n, c, h, w], window, stride, padding };
+    case.geometry(PoolKind::Max).map_err(|e| format!("--pool {spec}: {e}"))?;
+    Ok(case)
+}
+
 fn parse_options() -> Result<Options, String> {
     let env_threads = std::env::var("RAYON_NUM_THREADS").ok().and_then(|v| v.parse().ok());
     let mut options = Options {
@@ -82,6 +102,7 @@ fn parse_options() -> Result<Options, String> {
         only: None,
         filters: Vec::new(),
         extra: Vec::new(),
+        extra_pools: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -101,6 +122,7 @@ fn parse_options() -> Result<Options, String> {
             "--dx" => options.targets.force.dx = Some(value("--dx")?.parse::<DxPath>()?),
             "--dw" => options.targets.force.dw = Some(value("--dw")?.parse::<DwPath>()?),
             "--conv" => options.extra.push(parse_conv(&value("--conv")?)?),
+            "--pool" => options.extra_pools.push(parse_pool(&value("--pool")?)?),
             "--isa" => options.targets.isa = Some(value("--isa")?.parse().map_err(|e| format!("--isa: {e}"))?),
             _ if arg.starts_with("--") => return Err(format!("unknown option {arg}")),
             _ => options.filters.push(arg),
@@ -357,14 +379,17 @@ fn run(options: &Options) -> Result<(), String> {
         Some(other) => return Err(format!("--only takes fwd or bwd, not {other}")),
     };
     let mut rows = Vec::new();
+    // Shapes given by --conv or --pool replace the whole suite.
+    let suite_wanted = options.extra.is_empty() && options.extra_pools.is_empty();
     let extra = options.extra.iter();
-    let suite = CONV_SUITE.iter().filter(|c| options.extra.is_empty() && wanted(c.name));
+    let suite = CONV_SUITE.iter().filter(|c| suite_wanted && wanted(c.name));
     for case in suite.chain(extra) {
         let g = case.geometry().map_err(|e| e.to_string())?;
         println!("{}: {:?}", case.name, backend.conv_plan(&g).map_err(|e| e.to_string())?);
         rows.extend(bench_conv(&backend, case, secs)?);
     }
-    for case in POOL_SUITE.iter().filter(|c| options.extra.is_empty() && wanted(c.name)) {
+    let pools = POOL_SUITE.iter().filter(|c| suite_wanted && wanted(c.name));
+    for case in pools.chain(&options.extra_pools) {
         rows.extend(bench_pool(&backend, case, secs)?);
     }
     let sgemm_after = sgemm_rate(&backend, options.secs.min(1.0))?;

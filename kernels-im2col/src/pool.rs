@@ -1249,56 +1249,33 @@ mod avx2_lanes {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
-    use avx2_lanes::{join, load, split, store};
+    use avx2_lanes::{load, split};
     use std::arch::x86_64::{
-        __m256, _CMP_EQ_OQ, _CMP_NLE_UQ, _mm256_add_ps, _mm256_and_ps, _mm256_blend_ps, _mm256_blendv_ps,
-        _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_min_ps, _mm256_permutevar8x32_ps, _mm256_set1_ps,
-        _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
+        __m256, _CMP_NLE_UQ, _mm256_blend_ps, _mm256_blendv_ps, _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_min_ps,
+        _mm256_permutevar8x32_ps, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
     };
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
     let row_len = code_row_len(ow);
+    // 2·ow ≤ w + 1 (ow = ⌊(w − 1)/2⌋ + 1) bounds `emit_3x3_avx2`'s whole
+    // vectors.
     assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && codes.len() >= 2 * row_len);
+    assert!(2 * ow <= w + 1);
     let rotate = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
     // A NaN held as +inf in the running best, as in `max_3x3_avx512`.
     let clean = |v: __m256| _mm256_min_ps(v, _mm256_set1_ps(f32::INFINITY));
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
     let dx_ptr = dx.as_mut_ptr().cast::<f32>();
     let codes_ptr = codes.as_mut_ptr();
-    let emit = |r: usize, parts: &[(usize, usize, f32)]| {
-        for m0 in (0..ow).step_by(8) {
-            let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-            for &(code_row, k, base) in parts {
-                // SAFETY: codes rows hold row_len ≥ m0 + 9 floats; dy row
-                // k has ow elements, ow − m0 left at m0.
-                let (c, c_next, grad, grad_next) = unsafe {
-                    let c_at = codes_ptr.add(code_row * row_len + m0);
-                    let g_at = dy_ptr.add(k * ow + m0);
-                    let left = (ow - m0) as isize;
-                    (
-                        _mm256_loadu_ps(c_at),
-                        _mm256_loadu_ps(c_at.add(1)),
-                        load(g_at, left),
-                        load(g_at.wrapping_add(1), left - 1),
-                    )
-                };
-                let part = |c: __m256, code: f32, grad: __m256| {
-                    _mm256_and_ps(grad, _mm256_cmp_ps::<_CMP_EQ_OQ>(c, _mm256_set1_ps(code)))
-                };
-                even = _mm256_add_ps(even, part(c, base + 1.0, grad));
-                odd = _mm256_add_ps(odd, part(c, base + 2.0, grad));
-                odd = _mm256_add_ps(odd, part(c_next, base, grad_next));
-            }
-            let left = w as isize - 2 * m0 as isize;
-            let [lo, hi] = join(even, odd);
-            // SAFETY: lanes below `left` are columns 2m0 + l < w of row
-            // r < h, inside dx.
-            unsafe {
-                let at = dx_ptr.add(r * w + 2 * m0);
-                store(at, left, lo);
-                store(at.wrapping_add(8), left - 8, hi);
-            }
-        }
+    // The share of window row k (code row `code_row`) in a dx row that is
+    // its window row `base` / 3 (OPTIMISATION.md step 77). Formed with
+    // wrapping arithmetic; every use below has code_row < 2 and k < oh,
+    // inside codes and dy (asserted above).
+    let part = |code_row: usize, k: usize, base: f32| EmitPart {
+        codes: codes_ptr.wrapping_add(code_row * row_len).cast_const(),
+        dy: dy_ptr.wrapping_add(k * ow),
+        base,
     };
+    let dx_row = |r: usize| dx_ptr.wrapping_add(r * w);
     for k in 0..oh {
         let (cur, prev) = (k % 2, (k + 1) % 2);
         let rows = rows_3x3(k, h);
@@ -1341,12 +1318,107 @@ unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32
             unsafe { _mm256_storeu_ps(codes_ptr.add(cur * row_len + m0), code) };
         }
         if k > 0 {
-            emit(2 * k - 1, &[(prev, k - 1, 6.0), (cur, k, 0.0)]);
+            // SAFETY: rows 2k − 1 < h of dx, k − 1 and k < oh of dy, code
+            // rows < 2; 2·ow ≤ w + 1 (asserted above).
+            unsafe { emit_3x3_avx2(dx_row(2 * k - 1), w, ow, [part(prev, k - 1, 6.0), part(cur, k, 0.0)]) };
         }
-        emit(2 * k, &[(cur, k, 3.0)]);
+        // SAFETY: as above, row 2k < h.
+        unsafe { emit_3x3_avx2(dx_row(2 * k), w, ow, [part(cur, k, 3.0)]) };
     }
     if oh > 0 && 2 * oh - 1 < h {
-        emit(2 * oh - 1, &[((oh - 1) % 2, oh - 1, 6.0)]);
+        // SAFETY: as above, row 2·oh − 1 < h.
+        unsafe { emit_3x3_avx2(dx_row(2 * oh - 1), w, ow, [part((oh - 1) % 2, oh - 1, 6.0)]) };
+    }
+}
+
+/// One window row's share of a dx row in [`emit_3x3_avx2`]: its code row
+/// (`row_len` floats, [`code_row_len`]), its dy row (ow floats) and the
+/// code base 3i of the window row i that the dx row is.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct EmitPart {
+    codes: *const f32,
+    dy: *const f32,
+    base: f32,
+}
+
+/// Writes one dx row (w floats at `dx_row`) of [`max_3x3_avx2`]: even
+/// columns 2m get dy[m] where window m's code is base + 1, odd columns
+/// 2m + 1 get dy[m] where it is base + 2 plus dy[m + 1] where window
+/// m + 1's is base, summed over the P window rows that reach the row.
+/// Generic over P so that each count gets its own unrolled body with the
+/// code vectors built once: as a closure over a slice of parts it looped
+/// over them per vector and rebuilt each code with a scalar add and a
+/// broadcast (perf: its half of the kernel's time). Vectors whose dy
+/// reads (m0 + 9 ≤ ow) and dx writes are whole skip the masking.
+///
+/// # Safety
+/// The CPU must run AVX2; each part's codes hold `code_row_len(ow)`
+/// floats and its dy `ow`; `dx_row[..w]` is writable; 2·ow ≤ w + 1.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn emit_3x3_avx2<const P: usize>(dx_row: *mut f32, w: usize, ow: usize, parts: [EmitPart; P]) {
+    use avx2_lanes::{join, load, store};
+    use std::arch::x86_64::{
+        __m256, _CMP_EQ_OQ, _mm256_add_ps, _mm256_and_ps, _mm256_cmp_ps, _mm256_loadu_ps, _mm256_set1_ps,
+        _mm256_setzero_ps, _mm256_storeu_ps,
+    };
+    // [even, odd, next]: the codes that route dy[m] to column 2m, dy[m] to
+    // 2m + 1, and dy[m + 1] to 2m + 1.
+    let codes = parts.map(|p| [_mm256_set1_ps(p.base + 1.0), _mm256_set1_ps(p.base + 2.0), _mm256_set1_ps(p.base)]);
+    let masked = |c: __m256, code: __m256, grad: __m256| _mm256_and_ps(grad, _mm256_cmp_ps::<_CMP_EQ_OQ>(c, code));
+    let whole = if ow >= 9 { (ow - 9) / 8 + 1 } else { 0 };
+    for m0 in (0..whole).map(|i| 8 * i) {
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for (p, [e_code, o_code, n_code]) in parts.iter().zip(&codes) {
+            // SAFETY: m0 + 9 ≤ ow ≤ row_len, so both vectors of codes and
+            // of dy lie inside their rows.
+            let (c, c_next, grad, grad_next) = unsafe {
+                (
+                    _mm256_loadu_ps(p.codes.add(m0)),
+                    _mm256_loadu_ps(p.codes.add(m0 + 1)),
+                    _mm256_loadu_ps(p.dy.add(m0)),
+                    _mm256_loadu_ps(p.dy.add(m0 + 1)),
+                )
+            };
+            even = _mm256_add_ps(even, masked(c, *e_code, grad));
+            odd = _mm256_add_ps(odd, masked(c, *o_code, grad));
+            odd = _mm256_add_ps(odd, masked(c_next, *n_code, grad_next));
+        }
+        let [lo, hi] = join(even, odd);
+        // SAFETY: 2m0 + 16 ≤ 2·ow − 2 ≤ w − 1, inside the dx row.
+        unsafe {
+            _mm256_storeu_ps(dx_row.add(2 * m0), lo);
+            _mm256_storeu_ps(dx_row.add(2 * m0 + 8), hi);
+        }
+    }
+    for m0 in (8 * whole..ow).step_by(8) {
+        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let left = (ow - m0) as isize;
+        for (p, [e_code, o_code, n_code]) in parts.iter().zip(&codes) {
+            // SAFETY: code rows hold row_len ≥ m0 + 9 floats; the dy row
+            // has ow − m0 elements left at m0, which bounds the masks.
+            let (c, c_next, grad, grad_next) = unsafe {
+                (
+                    _mm256_loadu_ps(p.codes.add(m0)),
+                    _mm256_loadu_ps(p.codes.add(m0 + 1)),
+                    load(p.dy.add(m0), left),
+                    load(p.dy.wrapping_add(m0 + 1), left - 1),
+                )
+            };
+            even = _mm256_add_ps(even, masked(c, *e_code, grad));
+            odd = _mm256_add_ps(odd, masked(c, *o_code, grad));
+            odd = _mm256_add_ps(odd, masked(c_next, *n_code, grad_next));
+        }
+        let columns = w as isize - 2 * m0 as isize;
+        let [lo, hi] = join(even, odd);
+        // SAFETY: lanes below `columns` are columns 2m0 + l < w.
+        unsafe {
+            let at = dx_row.add(2 * m0);
+            store(at, columns, lo);
+            store(at.wrapping_add(8), columns - 8, hi);
+        }
     }
 }
 
