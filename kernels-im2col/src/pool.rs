@@ -1249,20 +1249,13 @@ mod avx2_lanes {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
-    use avx2_lanes::{load, split};
-    use std::arch::x86_64::{
-        __m256, _CMP_NLE_UQ, _mm256_blend_ps, _mm256_blendv_ps, _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_min_ps,
-        _mm256_permutevar8x32_ps, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps, _mm256_storeu_ps,
-    };
+    use std::arch::x86_64::{_mm256_setzero_ps, _mm256_storeu_ps};
     let (h, w, oh, ow) = (g.h, g.w, g.oh, g.ow);
     let row_len = code_row_len(ow);
     // 2·ow ≤ w + 1 (ow = ⌊(w − 1)/2⌋ + 1) bounds `emit_3x3_avx2`'s whole
     // vectors.
     assert!(x.len() >= h * w && dx.len() >= h * w && dy.len() >= oh * ow && codes.len() >= 2 * row_len);
     assert!(2 * ow <= w + 1);
-    let rotate = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
-    // A NaN held as +inf in the running best, as in `max_3x3_avx512`.
-    let clean = |v: __m256| _mm256_min_ps(v, _mm256_set1_ps(f32::INFINITY));
     let (x_ptr, dy_ptr) = (x.as_ptr(), dy.as_ptr());
     let dx_ptr = dx.as_mut_ptr().cast::<f32>();
     let codes_ptr = codes.as_mut_ptr();
@@ -1282,38 +1275,15 @@ unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32
         prefetch_rows(x_ptr, w, 2 * k + PREFETCH_ROWS, 2);
         let mut carried = [_mm256_setzero_ps(); 3];
         for m0 in (0..ow).step_by(8) {
-            let left = w as isize - 2 * m0 as isize;
-            let odd_real = _mm256_castsi256_ps(avx2_lanes::first(left / 2));
-            let mut best = _mm256_setzero_ps();
-            let mut code = _mm256_setzero_ps();
-            for (slot, &(r, base)) in rows.iter().enumerate() {
-                let at = x_ptr.wrapping_add(r * w + 2 * m0);
-                // SAFETY: lanes below `left` are columns 2m0 + l < w of row
-                // r < h; the rest are not read.
-                let [e, o] = unsafe { split(load(at, left), load(at.wrapping_add(8), left - 8)) };
-                let o = _mm256_blendv_ps(e, o, odd_real);
-                // [previous chunk's O[7], O[0..7]]: x[2m − 1].
-                let rotated = _mm256_permutevar8x32_ps(o, rotate);
-                let l = _mm256_blend_ps::<1>(rotated, carried[slot]);
-                carried[slot] = rotated;
-                let (l, l_code) = if m0 == 0 {
-                    // Column −1 is padding: window 0 takes E there.
-                    (_mm256_blend_ps::<1>(l, e), _mm256_blend_ps::<1>(_mm256_set1_ps(base), _mm256_set1_ps(base + 1.0)))
+            // SAFETY: rows r < h (rows_3x3); the helper reads x only where
+            // its bounds say.
+            let code = unsafe {
+                if m0 > 0 && 2 * m0 + 16 <= w {
+                    select_3x3_avx2::<true>(x_ptr, w, m0, &rows, &mut carried)
                 } else {
-                    (l, _mm256_set1_ps(base))
-                };
-                let o_code = _mm256_blendv_ps(_mm256_set1_ps(base + 1.0), _mm256_set1_ps(base + 2.0), odd_real);
-                let candidates = [(l, l_code), (e, _mm256_set1_ps(base + 1.0)), (o, o_code)];
-                for (j, (v, v_code)) in candidates.into_iter().enumerate() {
-                    if slot == 0 && j == 0 {
-                        (best, code) = (clean(v), v_code);
-                        continue;
-                    }
-                    let take = _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best);
-                    best = _mm256_blendv_ps(best, clean(v), take);
-                    code = _mm256_blendv_ps(code, v_code, take);
+                    select_3x3_avx2::<false>(x_ptr, w, m0, &rows, &mut carried)
                 }
-            }
+            };
             // SAFETY: code row `cur` holds row_len ≥ m0 + 8 floats.
             unsafe { _mm256_storeu_ps(codes_ptr.add(cur * row_len + m0), code) };
         }
@@ -1329,6 +1299,79 @@ unsafe fn max_3x3_avx2(g: &PoolGeometry, codes: &mut [f32], x: &[f32], dy: &[f32
         // SAFETY: as above, row 2·oh − 1 < h.
         unsafe { emit_3x3_avx2(dx_row(2 * oh - 1), w, ow, [part((oh - 1) % 2, oh - 1, 6.0)]) };
     }
+}
+
+/// Codes of windows m0 .. m0 + 8 of one output row for [`max_3x3_avx2`]
+/// (the select chain of [`max_3x3_avx512`] over 8 lanes): each window row's
+/// x columns 2m0 .. 2m0 + 16 split into E and O, L being O one lane on
+/// with the previous vector's last O carried in `carried`. `INTERIOR`
+/// vectors (m0 > 0 and 2m0 + 16 ≤ w: no padded column, every lane real)
+/// skip the masked loads and the padding blends, which the first and last
+/// vectors of a row need (OPTIMISATION.md step 78).
+///
+/// # Safety
+/// The CPU must run AVX2; `rows` are rows < h of the h x w plane at `x`;
+/// with `INTERIOR`, 2m0 + 16 ≤ w.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn select_3x3_avx2<const INTERIOR: bool>(
+    x: *const f32,
+    w: usize,
+    m0: usize,
+    rows: &[(usize, f32); 3],
+    carried: &mut [std::arch::x86_64::__m256; 3],
+) -> std::arch::x86_64::__m256 {
+    use avx2_lanes::{load, split};
+    use std::arch::x86_64::{
+        __m256, _CMP_NLE_UQ, _mm256_blend_ps, _mm256_blendv_ps, _mm256_castsi256_ps, _mm256_cmp_ps, _mm256_loadu_ps,
+        _mm256_min_ps, _mm256_permutevar8x32_ps, _mm256_set1_ps, _mm256_setr_epi32, _mm256_setzero_ps,
+    };
+    let rotate = _mm256_setr_epi32(7, 0, 1, 2, 3, 4, 5, 6);
+    // A NaN held as +inf in the running best, as in `max_3x3_avx512`.
+    let clean = |v: __m256| _mm256_min_ps(v, _mm256_set1_ps(f32::INFINITY));
+    let left = w as isize - 2 * m0 as isize;
+    let odd_real = _mm256_castsi256_ps(avx2_lanes::first(left / 2));
+    let (mut best, mut code) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    for (slot, &(r, base)) in rows.iter().enumerate() {
+        let at = x.wrapping_add(r * w + 2 * m0);
+        // SAFETY: lanes below `left` are columns 2m0 + l < w of row r < h;
+        // the rest are not read (an interior vector has left ≥ 16).
+        let [e, o] = unsafe {
+            if INTERIOR {
+                split(_mm256_loadu_ps(at), _mm256_loadu_ps(at.add(8)))
+            } else {
+                split(load(at, left), load(at.wrapping_add(8), left - 8))
+            }
+        };
+        let o = if INTERIOR { o } else { _mm256_blendv_ps(e, o, odd_real) };
+        // [previous vector's O[7], O[0..7]]: x[2m − 1].
+        let rotated = _mm256_permutevar8x32_ps(o, rotate);
+        let l = _mm256_blend_ps::<1>(rotated, carried[slot]);
+        carried[slot] = rotated;
+        let (l, l_code) = if !INTERIOR && m0 == 0 {
+            // Column −1 is padding: window 0 takes E there.
+            (_mm256_blend_ps::<1>(l, e), _mm256_blend_ps::<1>(_mm256_set1_ps(base), _mm256_set1_ps(base + 1.0)))
+        } else {
+            (l, _mm256_set1_ps(base))
+        };
+        let o_code = if INTERIOR {
+            _mm256_set1_ps(base + 2.0)
+        } else {
+            _mm256_blendv_ps(_mm256_set1_ps(base + 1.0), _mm256_set1_ps(base + 2.0), odd_real)
+        };
+        let candidates = [(l, l_code), (e, _mm256_set1_ps(base + 1.0)), (o, o_code)];
+        for (j, (v, v_code)) in candidates.into_iter().enumerate() {
+            if slot == 0 && j == 0 {
+                (best, code) = (clean(v), v_code);
+                continue;
+            }
+            let take = _mm256_cmp_ps::<_CMP_NLE_UQ>(v, best);
+            best = _mm256_blendv_ps(best, clean(v), take);
+            code = _mm256_blendv_ps(code, v_code, take);
+        }
+    }
+    code
 }
 
 /// One window row's share of a dx row in [`emit_3x3_avx2`]: its code row
