@@ -1411,57 +1411,49 @@ unsafe fn emit_3x3_avx2<const P: usize>(dx_row: *mut f32, w: usize, ow: usize, p
     // 2m + 1, and dy[m + 1] to 2m + 1.
     let codes = parts.map(|p| [_mm256_set1_ps(p.base + 1.0), _mm256_set1_ps(p.base + 2.0), _mm256_set1_ps(p.base)]);
     let masked = |c: __m256, code: __m256, grad: __m256| _mm256_and_ps(grad, _mm256_cmp_ps::<_CMP_EQ_OQ>(c, code));
-    let whole = if ow >= 9 { (ow - 9) / 8 + 1 } else { 0 };
-    for m0 in (0..whole).map(|i| 8 * i) {
-        let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for (p, [e_code, o_code, n_code]) in parts.iter().zip(&codes) {
-            // SAFETY: m0 + 9 ≤ ow ≤ row_len, so both vectors of codes and
-            // of dy lie inside their rows.
-            let (c, c_next, grad, grad_next) = unsafe {
-                (
-                    _mm256_loadu_ps(p.codes.add(m0)),
-                    _mm256_loadu_ps(p.codes.add(m0 + 1)),
-                    _mm256_loadu_ps(p.dy.add(m0)),
-                    _mm256_loadu_ps(p.dy.add(m0 + 1)),
-                )
-            };
-            even = _mm256_add_ps(even, masked(c, *e_code, grad));
-            odd = _mm256_add_ps(odd, masked(c, *o_code, grad));
-            odd = _mm256_add_ps(odd, masked(c_next, *n_code, grad_next));
-        }
-        let [lo, hi] = join(even, odd);
-        // SAFETY: 2m0 + 16 ≤ 2·ow − 2 ≤ w − 1, inside the dx row.
-        unsafe {
-            _mm256_storeu_ps(dx_row.add(2 * m0), lo);
-            _mm256_storeu_ps(dx_row.add(2 * m0 + 8), hi);
-        }
-    }
-    for m0 in (8 * whole..ow).step_by(8) {
+    // Windows m0 .. m0 + 8, dx columns 2m0 .. 2m0 + 16; `whole` when every
+    // dy read (m0 + 9 ≤ ow) and dx write lies inside its row (called with
+    // a constant, so each call is its own loop body).
+    let vector = |m0: usize, whole: bool| {
         let (mut even, mut odd) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         let left = (ow - m0) as isize;
         for (p, [e_code, o_code, n_code]) in parts.iter().zip(&codes) {
             // SAFETY: code rows hold row_len ≥ m0 + 9 floats; the dy row
-            // has ow − m0 elements left at m0, which bounds the masks.
+            // has ow − m0 elements left at m0, all of both vectors when
+            // `whole`, else bounding the masks.
             let (c, c_next, grad, grad_next) = unsafe {
-                (
-                    _mm256_loadu_ps(p.codes.add(m0)),
-                    _mm256_loadu_ps(p.codes.add(m0 + 1)),
-                    load(p.dy.add(m0), left),
-                    load(p.dy.wrapping_add(m0 + 1), left - 1),
-                )
+                let (grad, grad_next) = if whole {
+                    (_mm256_loadu_ps(p.dy.add(m0)), _mm256_loadu_ps(p.dy.add(m0 + 1)))
+                } else {
+                    (load(p.dy.add(m0), left), load(p.dy.wrapping_add(m0 + 1), left - 1))
+                };
+                (_mm256_loadu_ps(p.codes.add(m0)), _mm256_loadu_ps(p.codes.add(m0 + 1)), grad, grad_next)
             };
             even = _mm256_add_ps(even, masked(c, *e_code, grad));
             odd = _mm256_add_ps(odd, masked(c, *o_code, grad));
             odd = _mm256_add_ps(odd, masked(c_next, *n_code, grad_next));
         }
-        let columns = w as isize - 2 * m0 as isize;
         let [lo, hi] = join(even, odd);
-        // SAFETY: lanes below `columns` are columns 2m0 + l < w.
+        // SAFETY: when `whole`, 2m0 + 16 ≤ 2·ow − 2 ≤ w − 1; else lanes
+        // below `columns` are columns 2m0 + l < w. Inside the dx row.
         unsafe {
             let at = dx_row.add(2 * m0);
-            store(at, columns, lo);
-            store(at.wrapping_add(8), columns - 8, hi);
+            if whole {
+                _mm256_storeu_ps(at, lo);
+                _mm256_storeu_ps(at.add(8), hi);
+            } else {
+                let columns = w as isize - 2 * m0 as isize;
+                store(at, columns, lo);
+                store(at.wrapping_add(8), columns - 8, hi);
+            }
         }
+    };
+    let whole = if ow >= 9 { (ow - 9) / 8 + 1 } else { 0 };
+    for m0 in (0..whole).map(|i| 8 * i) {
+        vector(m0, true);
+    }
+    for m0 in (8 * whole..ow).step_by(8) {
+        vector(m0, false);
     }
 }
 
