@@ -136,9 +136,11 @@ pub fn weighted_sum(y: &[f64], r: &[f64]) -> f64 {
 #[derive(Debug, Clone)]
 pub struct GradCheck {
     pub len: usize,
-    /// max over elements of |analytic − numeric| / max(|analytic|, |numeric|, floor),
-    /// with floor = 1e-3 · max|analytic| (so near-zero entries of a large
-    /// gradient are judged on the gradient's scale) and at least 1e-8.
+    /// max over elements of max(|analytic − numeric| − resolution, 0) /
+    /// max(|analytic|, |numeric|, floor), with floor = 1e-3 · max|analytic|
+    /// (so near-zero entries of a large gradient are judged on the
+    /// gradient's scale) and at least 1e-8, and resolution what the
+    /// central difference can resolve at that element ([`gradcheck`]).
     pub max_rel_err: f64,
     pub worst_index: usize,
     pub worst_analytic: f64,
@@ -155,8 +157,24 @@ impl fmt::Display for GradCheck {
     }
 }
 
+/// Ulps of the loss allowed for the rounding of a central difference. The
+/// failure this absorbs was 1.4 ulps (below); 16 leaves room for losses
+/// summed over more terms while a 0.1% error in a gradient a million times
+/// smaller than its loss (7e-10 against 7e-7) still stands well above it
+/// (4e-11 at h = 1e-4, loss 1).
+const LOSS_ROUNDING_ULPS: f64 = 16.0;
+
 /// Checks `analytic` = ∂loss/∂x at `x` by central differences with step `h`:
 /// (loss(x + h·eᵢ) − loss(x − h·eᵢ)) / 2h for every i.
+///
+/// A difference within the central difference's resolution at i,
+/// `LOSS_ROUNDING_ULPS` · ε · (|loss(x + h·eᵢ)| + |loss(x − h·eᵢ)|) / 2h,
+/// counts as none: below it the numeric value is rounding, not the
+/// derivative. Without it a gradient far smaller than its loss failed on
+/// rounding alone: batch norm with two values per channel far apart, dx
+/// 7.439e-7 against a loss of 1.59, analytic and numeric 2.5e-12 (1.4
+/// ulps of the loss over 2h) apart, 3.4e-6 relative, in a property test's
+/// random case (kernels-naive/tests/gradcheck.rs).
 pub fn gradcheck(x: &[f64], analytic: &[f64], h: f64, mut loss: impl FnMut(&[f64]) -> f64) -> Result<GradCheck> {
     if x.len() != analytic.len() {
         return Err(Error::shape("gradcheck", format!("x has {} elements, gradient {}", x.len(), analytic.len())));
@@ -172,7 +190,11 @@ pub fn gradcheck(x: &[f64], analytic: &[f64], h: f64, mut loss: impl FnMut(&[f64
         let down = loss(&probe);
         probe[i] = x[i];
         let numeric = (up - down) / (2.0 * h);
-        let err = (analytic[i] - numeric).abs() / analytic[i].abs().max(numeric.abs()).max(floor);
+        let resolution = LOSS_ROUNDING_ULPS * f64::EPSILON * (up.abs() + down.abs()) / (2.0 * h);
+        // A NaN anywhere (analytic, loss or resolution) leaves `excess`
+        // NaN, which the test below turns into an infinite error.
+        let excess = (analytic[i] - numeric).abs() - resolution;
+        let err = if excess <= 0.0 { 0.0 } else { excess / analytic[i].abs().max(numeric.abs()).max(floor) };
         let err = if err.is_nan() { f64::INFINITY } else { err };
         if i == 0 || err > report.max_rel_err {
             report.max_rel_err = err;
@@ -214,5 +236,23 @@ mod tests {
         let report = gradcheck(&x, &wrong, 1e-5, loss).unwrap();
         assert!(report.max_rel_err > 1e-3, "{report}");
         assert_eq!(report.worst_index, 1);
+    }
+
+    #[test]
+    fn gradcheck_judges_a_gradient_far_below_its_loss_by_what_differences_resolve() {
+        // loss ≈ 1 with a gradient of 7e-7: the central difference at
+        // h = 1e-4 carries rounding of about 1e-12, a relative 1e-6 that a
+        // right gradient must not fail on.
+        let x = [0.25, -0.5];
+        let loss = |v: &[f64]| 1.0 + 7e-7 * v[0] - 3e-7 * v[1] + 0.5 * v[0] * v[0] * 1e-9;
+        let right = [7e-7 + 0.25e-9, -3e-7];
+        let report = gradcheck(&x, &right, 1e-4, loss).unwrap();
+        assert!(report.max_rel_err < 1e-6, "{report}");
+        // Errors far above that resolution are still caught, and a NaN
+        // gradient still fails.
+        let report = gradcheck(&x, &[7e-7 * 1.001, -3e-7], 1e-4, loss).unwrap();
+        assert!(report.max_rel_err > 5e-4, "{report}");
+        let report = gradcheck(&x, &[f64::NAN, -3e-7], 1e-4, loss).unwrap();
+        assert!(report.max_rel_err.is_infinite(), "{report}");
     }
 }
