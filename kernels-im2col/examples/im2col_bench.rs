@@ -60,13 +60,14 @@ struct Options {
     extra_pools: Vec<kernels_core::PoolCase>,
 }
 
+/// The comma-separated sizes of a shape option's value.
+fn numbers(option: &str, spec: &str) -> Result<Vec<usize>, String> {
+    spec.split(',').map(|v| v.trim().parse::<usize>().map_err(|e| format!("{option} {spec}: {v:?}: {e}"))).collect()
+}
+
 /// A `--conv N,C,H,W,K,R,S,STRIDE,PAD` shape, named after its numbers.
 fn parse_conv(spec: &str) -> Result<kernels_core::ConvCase, String> {
-    let numbers: Vec<usize> = spec
-        .split(',')
-        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("--conv {spec}: {v:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let [n, c, h, w, k, r, s, stride, padding] = numbers[..] else {
+    let [n, c, h, w, k, r, s, stride, padding] = numbers("--conv", spec)?[..] else {
         return Err(format!("--conv takes N,C,H,W,K,R,S,STRIDE,PAD (9 numbers), not {spec}"));
     };
     // The suite's cases carry &'static names; an ad-hoc one lives as long
@@ -79,11 +80,7 @@ fn parse_conv(spec: &str) -> Result<kernels_core::ConvCase, String> {
 
 /// A `--pool N,C,H,W,WINDOW,STRIDE,PAD` shape, named after its numbers.
 fn parse_pool(spec: &str) -> Result<kernels_core::PoolCase, String> {
-    let numbers: Vec<usize> = spec
-        .split(',')
-        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("--pool {spec}: {v:?}: {e}")))
-        .collect::<Result<_, _>>()?;
-    let [n, c, h, w, window, stride, padding] = numbers[..] else {
+    let [n, c, h, w, window, stride, padding] = numbers("--pool", spec)?[..] else {
         return Err(format!("--pool takes N,C,H,W,WINDOW,STRIDE,PAD (7 numbers), not {spec}"));
     };
     // As in `parse_conv`: the name lives as long as the run.
