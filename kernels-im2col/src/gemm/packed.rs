@@ -23,7 +23,7 @@
 //! - Checked by the unit tests below against a triple loop at every ISA
 //!   the CPU has, on odd, empty and strided or transposed shapes, and
 //!   through every unfold-path and Winograd conv test; timed by
-//!   examples/im2col_bench.rs and the ignored `rates` test below.
+//!   examples/im2col_bench.rs (`--packed`).
 
 use std::cell::RefCell;
 
